@@ -1,0 +1,353 @@
+//! [`AimdConfig`]: the bounds, steps, thresholds and timing of the AIMD controller.
+
+use core::fmt;
+use core::time::Duration;
+
+/// The configuration of the AIMD controller.
+///
+/// Field names and defaults are those of the Python `ace-concurrency` package, with durations as
+/// [`Duration`] and limits as integers. Build one with struct update syntax and check it with
+/// [`validate`](Self::validate) (every constructor that takes a config validates it too):
+///
+/// ```
+/// use ace_core::AimdConfig;
+/// use core::time::Duration;
+///
+/// let config = AimdConfig {
+///     min_limit: 5,
+///     max_limit: 50,
+///     initial_limit: 10,
+///     cooldown: Duration::from_secs(2),
+///     ..AimdConfig::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AimdConfig {
+    /// The lowest limit the controller will set. Default 5.
+    pub min_limit: usize,
+    /// The highest limit the controller will set. Default 200.
+    pub max_limit: usize,
+    /// The limit at start. Default 20.
+    pub initial_limit: usize,
+    /// Added to the limit on a normal increase. Default 2. An increase with plenty of headroom adds
+    /// twice this ([`Controller`](crate::Controller) documents the rules).
+    pub increase_step: usize,
+    /// The limit is multiplied by this on a decrease (rounded down). Default 0.5.
+    pub decrease_factor: f64,
+    /// Decrease when CPU use is over this percentage. Default 80.0.
+    pub cpu_threshold: f64,
+    /// Decrease when memory use is over this percentage. Default 85.0.
+    pub memory_threshold: f64,
+    /// Decrease when the queue depth is over this. Default 100.
+    pub queue_threshold: u64,
+    /// Decrease when the executor lag is over this. Default 50 ms.
+    pub event_loop_lag_threshold: Duration,
+    /// An increase is "aggressive" (twice `increase_step`) only when CPU use is under this
+    /// percentage (and memory under `memory_increase_threshold`). Default 40.0.
+    pub cpu_increase_threshold: f64,
+    /// See `cpu_increase_threshold`. Default 50.0.
+    pub memory_increase_threshold: f64,
+    /// The least time between two adjustments of the limit. Default 5 s.
+    pub cooldown: Duration,
+    /// How often the control loop collects signals and decides. Default 2 s.
+    pub adjustment_interval: Duration,
+}
+
+impl AimdConfig {
+    /// Default for [`min_limit`](Self::min_limit): 5.
+    pub const fn default_min_limit() -> usize {
+        5
+    }
+    /// Default for [`max_limit`](Self::max_limit): 200.
+    pub const fn default_max_limit() -> usize {
+        200
+    }
+    /// Default for [`initial_limit`](Self::initial_limit): 20.
+    pub const fn default_initial_limit() -> usize {
+        20
+    }
+    /// Default for [`increase_step`](Self::increase_step): 2.
+    pub const fn default_increase_step() -> usize {
+        2
+    }
+    /// Default for [`decrease_factor`](Self::decrease_factor): 0.5.
+    pub const fn default_decrease_factor() -> f64 {
+        0.5
+    }
+    /// Default for [`cpu_threshold`](Self::cpu_threshold): 80 %.
+    pub const fn default_cpu_threshold() -> f64 {
+        80.0
+    }
+    /// Default for [`memory_threshold`](Self::memory_threshold): 85 %.
+    pub const fn default_memory_threshold() -> f64 {
+        85.0
+    }
+    /// Default for [`queue_threshold`](Self::queue_threshold): 100.
+    pub const fn default_queue_threshold() -> u64 {
+        100
+    }
+    /// Default for [`event_loop_lag_threshold`](Self::event_loop_lag_threshold): 50 ms.
+    pub const fn default_event_loop_lag_threshold() -> Duration {
+        Duration::from_millis(50)
+    }
+    /// Default for [`cpu_increase_threshold`](Self::cpu_increase_threshold): 40 %.
+    pub const fn default_cpu_increase_threshold() -> f64 {
+        40.0
+    }
+    /// Default for [`memory_increase_threshold`](Self::memory_increase_threshold): 50 %.
+    pub const fn default_memory_increase_threshold() -> f64 {
+        50.0
+    }
+    /// Default for [`cooldown`](Self::cooldown): 5 s.
+    pub const fn default_cooldown() -> Duration {
+        Duration::from_secs(5)
+    }
+    /// Default for [`adjustment_interval`](Self::adjustment_interval): 2 s.
+    pub const fn default_adjustment_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+
+    /// A config with a fixed limit: `min_limit == initial_limit == max_limit == limit`.
+    ///
+    /// The controller then only ever holds; useful as the "static limit" baseline.
+    pub fn fixed(limit: usize) -> Self {
+        Self {
+            min_limit: limit,
+            max_limit: limit,
+            initial_limit: limit,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every rule and returns the first one broken.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field and the rule when:
+    /// - `min_limit < 1`;
+    /// - `initial_limit < min_limit` or `max_limit < initial_limit` (`min == max` is allowed: a
+    ///   fixed limit);
+    /// - `increase_step < 1`;
+    /// - `decrease_factor` is not in the open interval (0, 1) (NaN included);
+    /// - a percentage threshold (`cpu_threshold`, `memory_threshold`, `cpu_increase_threshold`,
+    ///   `memory_increase_threshold`) is not in (0, 100];
+    /// - `cpu_increase_threshold >= cpu_threshold` or
+    ///   `memory_increase_threshold >= memory_threshold`;
+    /// - `queue_threshold < 1`;
+    /// - `event_loop_lag_threshold` or `adjustment_interval` is zero.
+    ///
+    /// ```
+    /// use ace_core::{AimdConfig, ConfigRule};
+    ///
+    /// let err = AimdConfig { decrease_factor: 1.5, ..AimdConfig::default() }
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "decrease_factor");
+    /// assert_eq!(err.rule(), ConfigRule::OpenUnitInterval);
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid config: `decrease_factor` is 1.5, but it must be in (0, 1)"
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigRule as R;
+        let err = |field, rule, value| Err(ConfigError { field, rule, value });
+
+        if self.min_limit < 1 {
+            return err(
+                "min_limit",
+                R::AtLeastOne,
+                Value::Int(self.min_limit as u64),
+            );
+        }
+        if self.initial_limit < self.min_limit {
+            return err(
+                "initial_limit",
+                R::AtLeast("min_limit", self.min_limit as u64),
+                Value::Int(self.initial_limit as u64),
+            );
+        }
+        if self.max_limit < self.initial_limit {
+            return err(
+                "max_limit",
+                R::AtLeast("initial_limit", self.initial_limit as u64),
+                Value::Int(self.max_limit as u64),
+            );
+        }
+        if self.increase_step < 1 {
+            return err(
+                "increase_step",
+                R::AtLeastOne,
+                Value::Int(self.increase_step as u64),
+            );
+        }
+        // `!(x > 0 && x < 1)` rather than `x <= 0 || x >= 1`: NaN must fail too.
+        if !(self.decrease_factor > 0.0 && self.decrease_factor < 1.0) {
+            return err(
+                "decrease_factor",
+                R::OpenUnitInterval,
+                Value::Float(self.decrease_factor),
+            );
+        }
+        for (field, value) in [
+            ("cpu_threshold", self.cpu_threshold),
+            ("memory_threshold", self.memory_threshold),
+            ("cpu_increase_threshold", self.cpu_increase_threshold),
+            ("memory_increase_threshold", self.memory_increase_threshold),
+        ] {
+            if !(value > 0.0 && value <= 100.0) {
+                return err(field, R::Percentage, Value::Float(value));
+            }
+        }
+        if self.cpu_increase_threshold >= self.cpu_threshold {
+            return err(
+                "cpu_increase_threshold",
+                R::Below("cpu_threshold", self.cpu_threshold),
+                Value::Float(self.cpu_increase_threshold),
+            );
+        }
+        if self.memory_increase_threshold >= self.memory_threshold {
+            return err(
+                "memory_increase_threshold",
+                R::Below("memory_threshold", self.memory_threshold),
+                Value::Float(self.memory_increase_threshold),
+            );
+        }
+        if self.queue_threshold < 1 {
+            return err(
+                "queue_threshold",
+                R::AtLeastOne,
+                Value::Int(self.queue_threshold),
+            );
+        }
+        if self.event_loop_lag_threshold.is_zero() {
+            return err(
+                "event_loop_lag_threshold",
+                R::NonZero,
+                Value::Duration(Duration::ZERO),
+            );
+        }
+        if self.adjustment_interval.is_zero() {
+            return err(
+                "adjustment_interval",
+                R::NonZero,
+                Value::Duration(Duration::ZERO),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for AimdConfig {
+    fn default() -> Self {
+        Self {
+            min_limit: Self::default_min_limit(),
+            max_limit: Self::default_max_limit(),
+            initial_limit: Self::default_initial_limit(),
+            increase_step: Self::default_increase_step(),
+            decrease_factor: Self::default_decrease_factor(),
+            cpu_threshold: Self::default_cpu_threshold(),
+            memory_threshold: Self::default_memory_threshold(),
+            queue_threshold: Self::default_queue_threshold(),
+            event_loop_lag_threshold: Self::default_event_loop_lag_threshold(),
+            cpu_increase_threshold: Self::default_cpu_increase_threshold(),
+            memory_increase_threshold: Self::default_memory_increase_threshold(),
+            cooldown: Self::default_cooldown(),
+            adjustment_interval: Self::default_adjustment_interval(),
+        }
+    }
+}
+
+/// The rule a config field broke; part of a [`ConfigError`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigRule {
+    /// The field must be at least 1.
+    AtLeastOne,
+    /// The field must be at least the named field, whose value is given.
+    AtLeast(&'static str, u64),
+    /// The field must be strictly below the named field, whose value is given.
+    Below(&'static str, f64),
+    /// The field must be in the open interval (0, 1).
+    OpenUnitInterval,
+    /// The field is a percentage and must be in (0, 100].
+    Percentage,
+    /// The field must not be zero.
+    NonZero,
+}
+
+impl fmt::Display for ConfigRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AtLeastOne => f.write_str("it must be at least 1"),
+            Self::AtLeast(other, v) => write!(f, "it must be at least `{other}` ({v})"),
+            Self::Below(other, v) => write!(f, "it must be below `{other}` ({v})"),
+            Self::OpenUnitInterval => f.write_str("it must be in (0, 1)"),
+            Self::Percentage => f.write_str("it must be a percentage in (0, 100]"),
+            Self::NonZero => f.write_str("it must not be zero"),
+        }
+    }
+}
+
+/// A config value as it was given, kept in a [`ConfigError`] for the message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Value {
+    Int(u64),
+    Float(f64),
+    Duration(Duration),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(v) => write!(f, "{v}"),
+            Self::Float(v) => write!(f, "{v}"),
+            Self::Duration(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// A config broke a rule: the error names the field, the rule and the value given.
+///
+/// Returned by [`AimdConfig::validate`] and by every constructor that takes a config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    field: &'static str,
+    rule: ConfigRule,
+    value: Value,
+}
+
+impl ConfigError {
+    /// The name of the offending field, as spelled in [`AimdConfig`].
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// The rule it broke.
+    pub fn rule(&self) -> ConfigRule {
+        self.rule
+    }
+
+    /// An error for a field outside [`AimdConfig`] (a manager's own option, say), so that every
+    /// config problem reaches the user as one type.
+    pub fn custom(field: &'static str, rule: ConfigRule, value: f64) -> Self {
+        Self {
+            field,
+            rule,
+            value: Value::Float(value),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid config: `{}` is {}, but {}",
+            self.field, self.value, self.rule
+        )
+    }
+}
+
+impl core::error::Error for ConfigError {}

@@ -1,0 +1,53 @@
+//! The `no_std` heart of ACE, the Adaptive Concurrency Engine: AIMD decisions, an adjustable
+//! semaphore, and the control loop that joins them, for any executor.
+//!
+//! ACE keeps a program's concurrency near the best level for its health right now. A control
+//! loop reads health signals, an AIMD controller picks a new limit, and an adjustable semaphore
+//! enforces it. This crate holds all three, with no clock, no I/O and no `std`:
+//!
+//! - [`AimdConfig`] and [`ConfigError`]: bounds, steps, thresholds and timing, validated.
+//! - [`Signals`] and [`Usage`]: one snapshot of health, and how much of the limit is used.
+//! - [`Controller`]: the pure decision rule, returning a [`Decision`] with an [`Action`] and a
+//!   typed [`Reason`].
+//! - [`Runtime`], [`SignalSource`], [`LimitTarget`], [`DecisionSink`] and [`ControlLoop`]: the
+//!   executor seam and the loop written once over it.
+//!
+//! # Features
+//!
+//! - `std`: blocking (thread) waits on the semaphore.
+//! - `portable-atomic`: atomics from `portable-atomic`, for targets without native CAS.
+//! - `loom`: the loom models (with `RUSTFLAGS="--cfg loom"`).
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
+    clippy::alloc_instead_of_core
+)]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod config;
+mod controller;
+mod runtime;
+mod signals;
+mod sync;
+
+pub use config::{AimdConfig, ConfigError, ConfigRule};
+pub use controller::{Action, Controller, Decision, Reason, Stress};
+pub use runtime::{
+    source_fn, BoxFuture, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown,
+    SignalError, SignalSource,
+};
+pub use signals::{Signals, Usage};

@@ -1,0 +1,1 @@
+//! Runnable ACE programs live in this crate's examples; see `examples/*.rs`.
