@@ -6,6 +6,8 @@
 //! # Features
 //!
 //! - `tokio`, `smol`, `async-std` (legacy): a `Manager` for that executor.
+//! - `threadpool`: [`threadpool::ThreadPoolManager`], an adaptive pool of threads for sync
+//!   closures, on crossbeam.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -20,3 +22,7 @@ pub use ace_core as core;
 pub use ace_core::{
     Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
 };
+
+#[cfg(feature = "threadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
+pub mod threadpool;

@@ -1,0 +1,458 @@
+//! The state the pool's threads share: the queue, the gate, the worker count, and the worker
+//! loop itself.
+//!
+//! # The gate
+//!
+//! `running` counts closures executing. A worker takes a job first and is admitted after
+//! (`try_admit`: a CAS that succeeds only while `running < limit`), so a worker never holds a
+//! permit while it waits for work, and a shrink binds at once: after `limit` drops, no job starts
+//! until `running` is below it, while the closures already running finish undisturbed.
+//!
+//! Two cheap checks keep that strict test off the hot path's slow branch:
+//! - the *soft gate*: before taking a job a worker looks at `running >= limit`, and if so sleeps
+//!   on `gate_cv` (excess threads after a shrink park here, not in the queue);
+//! - a worker that took a job and then lost the race for a slot *deposits* the job in `pending`
+//!   (checked first by every worker) and goes to the soft gate. Depositing and finishing form a
+//!   Dekker pair (push then read `running`; decrement `running` then read `pending_len`, all
+//!   SeqCst), so a deposited job is always picked up by someone.
+//!
+//! # Threads
+//!
+//! Workers are spawned on demand (`ensure_workers`: fewer threads alive than
+//! `min(limit, running + queued)`) and retire after `idle_timeout` without work. A retiring worker
+//! re-checks the queue after leaving `alive` (again SeqCst against the submitter's push then
+//! read of `alive`), so a job is never left with no thread to run it.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use crossbeam_utils::CachePadded;
+
+use super::job::{lock, BoxTask, Counters};
+
+/// Submitters in flight are counted in the low bits; this bit says "closed to new jobs".
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// Accepting and running jobs.
+pub(crate) const RUNNING: u8 = 0;
+/// `shutdown`: run what is queued, then exit.
+pub(crate) const DRAIN: u8 = 1;
+/// `shutdown_now`: finish the jobs running, start no other.
+pub(crate) const NOW: u8 = 2;
+
+thread_local! {
+    /// The pool whose worker this thread is (its `Shared`'s address), or 0.
+    static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Why `push` refused a job.
+pub(crate) enum PushError {
+    Full(BoxTask),
+    Closed(BoxTask),
+}
+
+/// What a worker found when it looked for work.
+enum Next {
+    Task(BoxTask),
+    /// Nothing now; look again (the mode may have changed).
+    Again,
+    /// Idle for `idle_timeout`.
+    Idle,
+    /// Draining and nothing is left, or stopping now.
+    Exit,
+}
+
+pub(crate) struct Shared {
+    tx: Sender<BoxTask>,
+    rx: Receiver<BoxTask>,
+    /// Never sent on: dropping the sender (at shutdown) wakes every idle worker.
+    stop_rx: Receiver<()>,
+    stop_tx: Mutex<Option<Sender<()>>>,
+
+    /// Closures executing now.
+    running: CachePadded<AtomicUsize>,
+    /// Submitters between their check of `CLOSED` and the end of their push, plus `CLOSED`.
+    submitters: CachePadded<AtomicUsize>,
+    limit: AtomicUsize,
+    alive: AtomicUsize,
+    mode: AtomicU8,
+    pending_len: AtomicUsize,
+
+    /// Jobs taken by a worker that then found no slot; run before the queue.
+    pending: Mutex<VecDeque<BoxTask>>,
+    gate_cv: Condvar,
+    /// Jobs a worker took after `shutdown_now` began, for it to hand back.
+    cancelled: Mutex<Vec<BoxTask>>,
+    /// Guards the waits for "no submitter in flight" and "no worker alive".
+    exit_lock: Mutex<()>,
+    exit_cv: Condvar,
+
+    pub(crate) counters: Counters,
+    pub(crate) min_limit: usize,
+    pub(crate) max_limit: usize,
+    idle_timeout: Duration,
+    thread_name: String,
+    next_id: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        capacity: Option<usize>,
+        limit: usize,
+        min_limit: usize,
+        max_limit: usize,
+        idle_timeout: Duration,
+        thread_name: String,
+    ) -> Self {
+        // A rendezvous channel (capacity 0) would never show demand to `ensure_workers`.
+        let (tx, rx) = match capacity {
+            Some(n) => crossbeam_channel::bounded(n.max(1)),
+            None => crossbeam_channel::unbounded(),
+        };
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        Self {
+            tx,
+            rx,
+            stop_rx,
+            stop_tx: Mutex::new(Some(stop_tx)),
+            running: CachePadded::new(AtomicUsize::new(0)),
+            submitters: CachePadded::new(AtomicUsize::new(0)),
+            limit: AtomicUsize::new(limit),
+            alive: AtomicUsize::new(0),
+            mode: AtomicU8::new(RUNNING),
+            pending_len: AtomicUsize::new(0),
+            pending: Mutex::new(VecDeque::new()),
+            gate_cv: Condvar::new(),
+            cancelled: Mutex::new(Vec::new()),
+            exit_lock: Mutex::new(()),
+            exit_cv: Condvar::new(),
+            counters: Counters::default(),
+            min_limit,
+            max_limit,
+            idle_timeout,
+            thread_name,
+            next_id: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(SeqCst)
+    }
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(SeqCst)
+    }
+    pub(crate) fn alive(&self) -> usize {
+        self.alive.load(SeqCst)
+    }
+    pub(crate) fn mode(&self) -> u8 {
+        self.mode.load(SeqCst)
+    }
+    /// Jobs accepted and not started: in the queue, or taken and waiting for a slot.
+    pub(crate) fn queued(&self) -> usize {
+        self.rx.len() + self.pending_len.load(SeqCst)
+    }
+
+    /// True if the current thread is one of this pool's workers.
+    pub(crate) fn is_own_worker(&self) -> bool {
+        CURRENT_POOL.with(Cell::get) == std::ptr::from_ref(self) as usize
+    }
+
+    /// Sets the limit (already clamped), wakes threads parked at the gate if it grew, and
+    /// spawns threads if there is work for them.
+    pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) {
+        let old = self.limit.swap(limit, SeqCst);
+        if limit > old {
+            // Lock so a worker between its check and its wait cannot miss this.
+            drop(lock(&self.pending));
+            self.gate_cv.notify_all();
+            self.ensure_workers();
+        }
+    }
+
+    /// Queues a job, blocking while a bounded queue is full if `block`.
+    pub(crate) fn push(self: &Arc<Self>, task: BoxTask, block: bool) -> Result<(), PushError> {
+        if self.submitters.fetch_add(1, SeqCst) & CLOSED != 0 {
+            self.leave();
+            return Err(PushError::Closed(task));
+        }
+        let result = if block {
+            self.tx.send(task).map_err(|e| PushError::Closed(e.0))
+        } else {
+            self.tx.try_send(task).map_err(|e| match e {
+                TrySendError::Full(t) => PushError::Full(t),
+                TrySendError::Disconnected(t) => PushError::Closed(t),
+            })
+        };
+        if result.is_ok() {
+            // Push, then read `alive`: pairs with a retiring worker's leave-then-look.
+            fence(SeqCst);
+            if self.alive.load(SeqCst) < self.limit.load(SeqCst) {
+                self.ensure_workers();
+            }
+        }
+        self.leave();
+        result
+    }
+
+    fn leave(&self) {
+        if self.submitters.fetch_sub(1, SeqCst) == CLOSED | 1 {
+            let _guard = lock(&self.exit_lock);
+            self.exit_cv.notify_all();
+        }
+    }
+
+    /// Spawns workers while fewer are alive than `min(limit, running + queued)`.
+    pub(crate) fn ensure_workers(self: &Arc<Self>) {
+        loop {
+            let alive = self.alive.load(SeqCst);
+            if alive >= self.limit.load(SeqCst) {
+                return;
+            }
+            if alive >= self.running.load(SeqCst) + self.queued() {
+                return;
+            }
+            if self
+                .alive
+                .compare_exchange(alive, alive + 1, SeqCst, SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            if self.mode() != RUNNING || !self.spawn_worker() {
+                self.leave_alive();
+                return;
+            }
+        }
+    }
+
+    /// Starts one worker thread, its place in `alive` already taken.
+    fn spawn_worker(self: &Arc<Self>) -> bool {
+        let id = self.next_id.fetch_add(1, SeqCst);
+        let shared = Arc::clone(self);
+        thread::Builder::new()
+            .name(format!("{}-{id}", self.thread_name))
+            .spawn(move || worker_main(&shared))
+            .is_ok()
+    }
+
+    /// Leaves `alive` and wakes a shutdown waiting for the last thread.
+    fn leave_alive(&self) {
+        let _guard = lock(&self.exit_lock);
+        self.alive.fetch_sub(1, SeqCst);
+        self.exit_cv.notify_all();
+    }
+
+    /// Idle for `idle_timeout`: leave, unless work turned up that no one else would take.
+    fn try_retire(&self) -> bool {
+        let _guard = lock(&self.exit_lock);
+        self.alive.fetch_sub(1, SeqCst);
+        // Leave, then look: pairs with `push`'s push-then-read of `alive`.
+        fence(SeqCst);
+        let work = !self.rx.is_empty() || self.pending_len.load(SeqCst) > 0;
+        if work && self.mode() == RUNNING && self.running() < self.limit() {
+            self.alive.fetch_add(1, SeqCst);
+            return false;
+        }
+        self.exit_cv.notify_all();
+        true
+    }
+
+    /// The strict gate: take a slot if `running < limit`.
+    fn try_admit(&self) -> bool {
+        let mut running = self.running.load(SeqCst);
+        loop {
+            if running >= self.limit.load(SeqCst) {
+                return false;
+            }
+            match self
+                .running
+                .compare_exchange_weak(running, running + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => running = now,
+            }
+        }
+    }
+
+    fn deposit(&self, task: BoxTask) {
+        let mut pending = lock(&self.pending);
+        pending.push_back(task);
+        self.pending_len.fetch_add(1, SeqCst);
+    }
+
+    fn pop_pending(&self) -> Option<BoxTask> {
+        let mut pending = lock(&self.pending);
+        let task = pending.pop_front();
+        if task.is_some() {
+            self.pending_len.fetch_sub(1, SeqCst);
+        }
+        task
+    }
+
+    /// Parks at the soft gate until there is room under the limit, the pool stops, or
+    /// `idle_timeout` passes (then returns false).
+    fn wait_for_room(&self) -> bool {
+        let deadline = Instant::now() + self.idle_timeout;
+        let mut guard = lock(&self.pending);
+        loop {
+            if self.running() < self.limit() || self.mode() != RUNNING {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = self
+                .gate_cv
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn next_task(&self) -> Next {
+        if self.pending_len.load(SeqCst) > 0 {
+            if let Some(task) = self.pop_pending() {
+                return Next::Task(task);
+            }
+        }
+        if let Ok(task) = self.rx.try_recv() {
+            return Next::Task(task);
+        }
+        if self.mode() != RUNNING {
+            return Next::Exit;
+        }
+        select! {
+            recv(self.rx) -> task => task.map_or(Next::Exit, Next::Task),
+            recv(self.stop_rx) -> _ => Next::Again,
+            default(self.idle_timeout) => Next::Idle,
+        }
+    }
+
+    /// Stops accepting jobs and switches to `mode` (a later `NOW` overrides `DRAIN`); wakes every
+    /// parked and idle worker.
+    pub(crate) fn close(&self, mode: u8) {
+        self.mode.fetch_max(mode, SeqCst);
+        self.submitters.fetch_or(CLOSED, SeqCst);
+        drop(lock(&self.stop_tx).take());
+        drop(lock(&self.pending));
+        self.gate_cv.notify_all();
+    }
+
+    /// Waits until no submitter is between its check and its push; while waiting, moves queued
+    /// jobs to `into` if given (so a submitter blocked on a full queue gets through).
+    pub(crate) fn wait_submitters(&self, mut into: Option<&mut Vec<BoxTask>>) {
+        loop {
+            if let Some(out) = into.as_deref_mut() {
+                out.extend(self.rx.try_iter());
+            }
+            let guard = lock(&self.exit_lock);
+            if self.submitters.load(SeqCst) & !CLOSED == 0 {
+                return;
+            }
+            // The timeout covers a submitter blocked on a full queue that the workers drain.
+            drop(
+                self.exit_cv
+                    .wait_timeout(guard, Duration::from_millis(10))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+        }
+    }
+
+    /// Waits until every worker thread has exited.
+    pub(crate) fn wait_workers(&self) {
+        let mut guard = lock(&self.exit_lock);
+        while self.alive.load(SeqCst) > 0 {
+            guard = self
+                .exit_cv
+                .wait(guard)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Everything not started: the pending jobs, those workers took after `shutdown_now`, and
+    /// the queue's rest.
+    pub(crate) fn take_unstarted(&self, out: &mut Vec<BoxTask>) {
+        let mut pending = lock(&self.pending);
+        self.pending_len.fetch_sub(pending.len(), SeqCst);
+        out.extend(pending.drain(..));
+        drop(pending);
+        out.append(&mut lock(&self.cancelled));
+        out.extend(self.rx.try_iter());
+    }
+}
+
+/// Leaves `alive` when the worker exits, even by an unexpected panic.
+struct AliveGuard<'a>(&'a Shared);
+
+impl Drop for AliveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.leave_alive();
+    }
+}
+
+/// Gives the slot back when the job is over.
+struct Admitted<'a>(&'a Shared);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, SeqCst);
+    }
+}
+
+fn worker_main(shared: &Arc<Shared>) {
+    CURRENT_POOL.with(|c| c.set(Arc::as_ptr(shared) as usize));
+    let shared: &Shared = shared;
+    let mut exit = Some(AliveGuard(shared));
+    loop {
+        let mode = shared.mode();
+        if mode == NOW {
+            break;
+        }
+        // Soft gate: take no job that could not start.
+        if shared.running() >= shared.limit() {
+            if mode != RUNNING {
+                // Draining: someone is running and will take what is left.
+                break;
+            }
+            if !shared.wait_for_room() && shared.try_retire() {
+                // `try_retire` already left `alive`.
+                if let Some(guard) = exit.take() {
+                    std::mem::forget(guard);
+                }
+                break;
+            }
+            continue;
+        }
+        let task = match shared.next_task() {
+            Next::Task(task) => task,
+            Next::Again => continue,
+            Next::Exit => break,
+            Next::Idle => {
+                if shared.try_retire() {
+                    if let Some(guard) = exit.take() {
+                        std::mem::forget(guard);
+                    }
+                    break;
+                }
+                continue;
+            }
+        };
+        if shared.mode() == NOW {
+            lock(&shared.cancelled).push(task);
+            break;
+        }
+        if !shared.try_admit() {
+            shared.deposit(task);
+            continue;
+        }
+        let _slot = Admitted(shared);
+        task.run(&shared.counters);
+    }
+    drop(exit);
+}
