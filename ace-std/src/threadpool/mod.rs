@@ -310,11 +310,11 @@ impl ThreadPoolManager {
         if !self.shared.is_own_worker() {
             self.shared.wait_workers();
         }
-        // Pending jobs were taken from the queue before those still in it.
-        let mut unstarted = Vec::new();
-        self.shared.take_unstarted(&mut unstarted);
-        unstarted.extend(out);
-        unstarted.into_iter().map(CancelledJob::new).collect()
+        self.shared
+            .take_unstarted(out)
+            .into_iter()
+            .map(CancelledJob::new)
+            .collect()
     }
 
     fn stop_control(&self) {

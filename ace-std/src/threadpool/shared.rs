@@ -375,15 +375,18 @@ impl Shared {
         }
     }
 
-    /// Everything not started: the pending jobs, those workers took after `shutdown_now`, and
-    /// the queue's rest.
-    pub(crate) fn take_unstarted(&self, out: &mut Vec<BoxTask>) {
+    /// Everything not started, oldest first as far as known: the pending jobs (taken from the
+    /// queue first), `drained` (the queue's head, moved out while waiting for submitters), the
+    /// jobs workers took after `shutdown_now` began, and the queue's rest.
+    pub(crate) fn take_unstarted(&self, drained: Vec<BoxTask>) -> Vec<BoxTask> {
         let mut pending = lock(&self.pending);
         self.pending_len.fetch_sub(pending.len(), SeqCst);
-        out.extend(pending.drain(..));
+        let mut out: Vec<BoxTask> = pending.drain(..).collect();
         drop(pending);
+        out.extend(drained);
         out.append(&mut lock(&self.cancelled));
         out.extend(self.rx.try_iter());
+        out
     }
 }
 
