@@ -560,6 +560,62 @@ fn should_cut_the_limit_under_cpu_load() {
     });
 }
 
+/// After a cut, threads that sit idle (waiting for work) must not start new jobs while the
+/// running ones are still over the limit: they take the job, find no slot, and leave it for the
+/// first thread that gets one.
+#[test]
+fn should_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
+    watchdog(|| {
+        let pool = manual_pool(1, 8, 8);
+        // Eight threads, all alive and idle afterwards.
+        let warm = Arc::new(Latch::default());
+        let warmers: Vec<_> = (0..8)
+            .map(|_| {
+                let warm = warm.clone();
+                pool.submit(move || {
+                    warm.arrive();
+                    warm.wait_for(8)
+                })
+            })
+            .collect();
+        for h in warmers {
+            assert_eq!(h.join(), Ok(true));
+        }
+        assert_eq!(pool.stats().threads, 8);
+        let release = Arc::new(Latch::default());
+        let (blocked, _) = saturate(&pool, 4, 0, &release);
+        pool.set_limit(2);
+        let all = Arc::new(AtomicUsize::new(4));
+        let later: Vec<_> = (0..20)
+            .map(|_| {
+                let all = all.clone();
+                pool.submit(move || {
+                    let at_entry = all.fetch_add(1, SeqCst) + 1;
+                    all.fetch_sub(1, SeqCst);
+                    at_entry
+                })
+            })
+            .collect();
+        assert_eq!(
+            pool.stats().completed,
+            8,
+            "none of the 20 started over the limit"
+        );
+        all.fetch_sub(4, SeqCst);
+        release.arrive();
+        for h in blocked {
+            assert!(h.join().is_ok());
+        }
+        for h in later {
+            let at_entry = h.join().unwrap();
+            assert!(
+                at_entry <= 2,
+                "started with {at_entry} running under limit 2"
+            );
+        }
+    });
+}
+
 fn run_shrink_case(a: usize, b: usize, n: usize) {
     let pool = manual_pool(1, 8, a);
     let all = Arc::new(Gauge::default());
