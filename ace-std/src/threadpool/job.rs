@@ -16,9 +16,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How jobs report back to the pool's counters.
+/// The counters every job moves, on one cache line: a worker that takes a slot in `running`
+/// then finds `completed` in its cache.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Closures executing now (the gate's count).
+    pub(crate) running: std::sync::atomic::AtomicUsize,
     pub(crate) completed: AtomicU64,
     pub(crate) panicked: AtomicU64,
 }

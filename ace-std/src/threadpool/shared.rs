@@ -31,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
-use crossbeam_utils::CachePadded;
+use crossbeam_utils::{Backoff, CachePadded};
 
 use super::job::{lock, BoxTask, Counters};
 
@@ -74,14 +74,13 @@ pub(crate) struct Shared {
     stop_rx: Receiver<()>,
     stop_tx: Mutex<Option<Sender<()>>>,
 
-    /// Closures executing now.
-    running: CachePadded<AtomicUsize>,
     /// Submitters between their check of `CLOSED` and the end of their push, plus `CLOSED`.
     submitters: CachePadded<AtomicUsize>,
+    // Read by every job, written rarely: kept off the counters' and submitters' lines.
     limit: AtomicUsize,
-    alive: AtomicUsize,
     mode: AtomicU8,
     pending_len: AtomicUsize,
+    alive: AtomicUsize,
 
     /// Jobs taken by a worker that then found no slot; run before the queue.
     pending: Mutex<VecDeque<BoxTask>>,
@@ -92,7 +91,7 @@ pub(crate) struct Shared {
     exit_lock: Mutex<()>,
     exit_cv: Condvar,
 
-    pub(crate) counters: Counters,
+    pub(crate) counters: CachePadded<Counters>,
     pub(crate) min_limit: usize,
     pub(crate) max_limit: usize,
     idle_timeout: Duration,
@@ -120,7 +119,6 @@ impl Shared {
             rx,
             stop_rx,
             stop_tx: Mutex::new(Some(stop_tx)),
-            running: CachePadded::new(AtomicUsize::new(0)),
             submitters: CachePadded::new(AtomicUsize::new(0)),
             limit: AtomicUsize::new(limit),
             alive: AtomicUsize::new(0),
@@ -131,7 +129,7 @@ impl Shared {
             cancelled: Mutex::new(Vec::new()),
             exit_lock: Mutex::new(()),
             exit_cv: Condvar::new(),
-            counters: Counters::default(),
+            counters: CachePadded::new(Counters::default()),
             min_limit,
             max_limit,
             idle_timeout,
@@ -144,7 +142,7 @@ impl Shared {
         self.limit.load(SeqCst)
     }
     pub(crate) fn running(&self) -> usize {
-        self.running.load(SeqCst)
+        self.counters.running.load(SeqCst)
     }
     pub(crate) fn alive(&self) -> usize {
         self.alive.load(SeqCst)
@@ -213,7 +211,7 @@ impl Shared {
             if alive >= self.limit.load(SeqCst) {
                 return;
             }
-            if alive >= self.running.load(SeqCst) + self.queued() {
+            if alive >= self.counters.running.load(SeqCst) + self.queued() {
                 return;
             }
             if self
@@ -264,12 +262,13 @@ impl Shared {
 
     /// The strict gate: take a slot if `running < limit`.
     fn try_admit(&self) -> bool {
-        let mut running = self.running.load(SeqCst);
+        let mut running = self.counters.running.load(SeqCst);
         loop {
             if running >= self.limit.load(SeqCst) {
                 return false;
             }
             match self
+                .counters
                 .running
                 .compare_exchange_weak(running, running + 1, SeqCst, SeqCst)
             {
@@ -321,8 +320,18 @@ impl Shared {
                 return Next::Task(task);
             }
         }
-        if let Ok(task) = self.rx.try_recv() {
-            return Next::Task(task);
+        // Spin, then yield, a little before blocking, as crossbeam's own `recv` does: with tiny
+        // jobs the next one usually arrives within that, and a blocked worker costs the
+        // submitter a futex wake.
+        let backoff = Backoff::new();
+        loop {
+            if let Ok(task) = self.rx.try_recv() {
+                return Next::Task(task);
+            }
+            if backoff.is_completed() {
+                break;
+            }
+            backoff.snooze();
         }
         if self.mode() != RUNNING {
             return Next::Exit;
@@ -404,7 +413,7 @@ struct Admitted<'a>(&'a Shared);
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, SeqCst);
+        self.0.counters.running.fetch_sub(1, SeqCst);
     }
 }
 
