@@ -616,6 +616,44 @@ fn should_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
     });
 }
 
+/// Submits racing with `shutdown` (with threads retiring as fast as they can): every handle
+/// resolves, to its value if the job was accepted, to `Rejected` if not.
+#[test]
+fn should_resolve_every_handle_when_submits_race_shutdown() {
+    watchdog(|| {
+        for round in 0..100 {
+            let pool = ThreadPoolManager::builder(AimdConfig::fixed(2))
+                .signals(source_fn(|| Ok(Signals::default())))
+                .idle_timeout(Duration::from_micros(50))
+                .build()
+                .unwrap();
+            let handles = thread::scope(|s| {
+                let submitter =
+                    s.spawn(|| (0..50).map(|i| pool.submit(move || i)).collect::<Vec<_>>());
+                if round % 2 == 0 {
+                    pool.shutdown();
+                } else {
+                    for job in pool.shutdown_now() {
+                        job.run();
+                    }
+                }
+                submitter.join().unwrap()
+            });
+            let mut accepted = 0;
+            for (i, h) in handles.into_iter().enumerate() {
+                match h.join() {
+                    Ok(v) => {
+                        assert_eq!(v, i);
+                        accepted += 1;
+                    }
+                    Err(e) => assert_eq!(e, JobError::Rejected),
+                }
+            }
+            assert!(pool.stats().completed <= accepted);
+        }
+    });
+}
+
 fn run_shrink_case(a: usize, b: usize, n: usize) {
     let pool = manual_pool(1, 8, a);
     let all = Arc::new(Gauge::default());

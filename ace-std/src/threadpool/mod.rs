@@ -51,7 +51,7 @@ use ace_core::{AimdConfig, ConfigError, Controller, DecisionSink, SignalSource};
 use control::{ControlThread, DynSource};
 use job::{lock, BoxTask, ExecuteTask, SubmitTask};
 pub use job::{CancelledJob, JobError, JobHandle};
-use shared::{PushError, Shared, DRAIN, NOW, RUNNING};
+use shared::{PushError, Shared, DRAIN, NOW};
 
 /// An adaptive thread pool: closures run on its threads, at most [`limit`](Self::limit) at once,
 /// and the limit follows the machine's health.
@@ -257,7 +257,7 @@ impl ThreadPoolManager {
     /// True once [`shutdown`](Self::shutdown) or [`shutdown_now`](Self::shutdown_now) has begun:
     /// new jobs are refused.
     pub fn is_shutdown(&self) -> bool {
-        self.shared.mode() != RUNNING
+        self.shared.is_closed()
     }
 
     /// Stops accepting jobs and waits until every queued and running job has finished.

@@ -150,6 +150,10 @@ impl Shared {
     pub(crate) fn mode(&self) -> u8 {
         self.mode.load(SeqCst)
     }
+    /// True once new jobs are refused.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.submitters.load(SeqCst) & CLOSED != 0
+    }
     /// Jobs accepted and not started: in the queue, or taken and waiting for a slot.
     pub(crate) fn queued(&self) -> usize {
         self.rx.len() + self.pending_len.load(SeqCst)
@@ -221,7 +225,8 @@ impl Shared {
             {
                 continue;
             }
-            if self.mode() != RUNNING || !self.spawn_worker() {
+            // Draining still spawns: a job pushed by a late submitter needs a thread.
+            if self.mode() == NOW || !self.spawn_worker() {
                 self.leave_alive();
                 return;
             }
@@ -334,7 +339,16 @@ impl Shared {
             backoff.snooze();
         }
         if self.mode() != RUNNING {
-            return Next::Exit;
+            // A submitter that passed the `CLOSED` check before shutdown may still push: stay
+            // until it has (its push comes before its leaving, so the queue is then final).
+            if self.submitters.load(SeqCst) & !CLOSED != 0 {
+                thread::yield_now();
+                return Next::Again;
+            }
+            return match self.rx.try_recv() {
+                Ok(task) => Next::Task(task),
+                Err(_) => Next::Exit,
+            };
         }
         select! {
             recv(self.rx) -> task => task.map_or(Next::Exit, Next::Task),
