@@ -457,8 +457,46 @@ impl Semaphore {
     /// Returns one permit: pays a debt, or frees a slot, or hands it to the oldest waiter.
     #[inline]
     fn release(&self) {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            // Someone is queued and no debt is owed: the permit is theirs.
+            if state & WAITERS != 0 && free(state) >= 0 {
+                self.hand_over();
+                return;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state.wrapping_add(ONE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Hands a released permit straight to the oldest waiter: the count never sees it, so nobody
+    /// can take it on the way.
+    #[inline(never)]
+    fn hand_over(&self) {
+        let mut queue = self.queue.lock();
+        // A shrink that lands after this load is ordered after the hand-over: no debt is skipped.
+        if queue.head != NIL && free(self.state.load(Ordering::Acquire)) >= 0 {
+            let key = queue.pop_front().expect("the queue is not empty");
+            let slot = &mut queue.slots[key];
+            slot.state = SlotState::Granted;
+            let waker = slot.waker.take();
+            self.queue_changed(&queue);
+            drop(queue);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            return;
+        }
+        drop(queue);
+        // The queue emptied meanwhile, or a shrink came in: count the permit back instead.
         let prev = self.state.fetch_add(ONE, Ordering::AcqRel);
-        // Only a release that leaves a free permit while someone is queued has work to do.
         if prev & WAITERS != 0 && free(prev) >= 0 {
             self.notify_waiters();
         }
@@ -550,10 +588,18 @@ impl Semaphore {
 
     /// The slow path of a first poll: under the lock, take a permit if nobody is queued, or
     /// join the queue.
-    #[cold]
+    #[inline(never)]
     fn enqueue(&self, waker: &Waker) -> Enqueued {
-        let mut wakers = WakeList::new();
         let mut queue = self.queue.lock();
+        let state = self.state.load(Ordering::Acquire);
+        // The common contended case: others queued (so the flag is set) and nothing free to hand
+        // them. Join the back; whoever frees a permit next comes to the lock and serves the head.
+        if state & CLOSED == 0 && queue.head != NIL && free(state) <= 0 {
+            let key = queue.push_back(waker.clone());
+            self.waiting.store(queue.len, Ordering::Release);
+            return Enqueued::Queued(key);
+        }
+        let mut wakers = WakeList::new();
         let (outcome, more) = loop {
             // Serve those already queued first: they come before us.
             let more = self.drain_locked(&mut queue, &mut wakers);

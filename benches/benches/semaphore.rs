@@ -137,6 +137,29 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
             )
         });
     });
+    // Scheduling floors, no semaphore: a FIFO hand-off costs each operation two polls (the
+    // releaser re-queues, the waiter is woken), as two yields do; a barging semaphore can get
+    // away with about one.
+    for (name, yields) in [("floor_two_yields", 2), ("floor_one_yield", 1)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|_| {
+                            tokio::spawn(async move {
+                                for _ in 0..OPS_PER_TASK * yields {
+                                    tokio::task::yield_now().await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+            });
+        });
+    }
     group.finish();
 }
 
