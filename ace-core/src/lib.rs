@@ -9,16 +9,21 @@
 //! - [`Signals`] and [`Usage`]: one snapshot of health, and how much of the limit is used.
 //! - [`Controller`]: the pure decision rule, returning a [`Decision`] with an [`Action`] and a
 //!   typed [`Reason`].
+//! - [`Semaphore`]: the adjustable, fair, shrinkable async semaphore that enforces the limit, with
+//!   [`Permit`], [`OwnedPermit`], the futures [`Acquire`] and [`AcquireOwned`], and the errors
+//!   [`AcquireError`] and [`TryAcquireError`] (and `AcquireTimeoutError` under `std`).
 //! - [`Runtime`], [`SignalSource`], [`LimitTarget`], [`DecisionSink`] and [`ControlLoop`]: the
 //!   executor seam and the loop written once over it.
 //!
 //! # Features
 //!
-//! - `std`: blocking (thread) waits on the semaphore.
+//! - `std`: blocking (thread) waits on the semaphore (`Semaphore::blocking_acquire` and friends).
 //! - `portable-atomic`: atomics from `portable-atomic`, for targets without native CAS.
 //! - `loom`: the loom models (with `RUSTFLAGS="--cfg loom"`).
 #![no_std]
-#![forbid(unsafe_code)]
+// The only `unsafe` is the spin lock in `sync`, which allows it there; each block says why it is
+// sound.
+#![deny(unsafe_code)]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -41,6 +46,7 @@ extern crate std;
 mod config;
 mod controller;
 mod runtime;
+mod semaphore;
 mod signals;
 mod sync;
 
@@ -49,5 +55,10 @@ pub use controller::{Action, Controller, Decision, Reason, Stress};
 pub use runtime::{
     source_fn, BoxFuture, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown,
     SignalError, SignalSource,
+};
+#[cfg(feature = "std")]
+pub use semaphore::AcquireTimeoutError;
+pub use semaphore::{
+    Acquire, AcquireError, AcquireOwned, OwnedPermit, Permit, Semaphore, TryAcquireError,
 };
 pub use signals::{Signals, Usage};
