@@ -16,12 +16,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The counters every job moves, on one cache line: a worker that takes a slot in `running`
-/// then finds `completed` in its cache.
+/// The counters every job moves, on a cache line of their own.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Closures executing now (the gate's count).
-    pub(crate) running: std::sync::atomic::AtomicUsize,
     pub(crate) completed: AtomicU64,
     pub(crate) panicked: AtomicU64,
 }

@@ -3,23 +3,27 @@
 //!
 //! # The gate
 //!
-//! `running` counts closures executing. A worker takes a job first and is admitted after
-//! (`try_admit`: a CAS that succeeds only while `running < limit`), so a worker never holds a
-//! permit while it waits for work, and a shrink binds at once: after `limit` drops, no job starts
-//! until `running` is below it, while the closures already running finish undisturbed.
+//! An [`ace_core::Semaphore`] whose permits are the closures executing. A worker takes a job
+//! first and is admitted after (`try_acquire`: one CAS that fails while no permit is free or a
+//! shrink's debt is owed), so a worker never holds a permit while it waits for work, and a shrink
+//! binds at once: after `set_limit` cuts, no job starts until fewer than the new limit run, while
+//! the closures already running finish undisturbed. The pool never queues on the semaphore (no
+//! blocking acquire), so a release never hands a permit over to another thread.
 //!
 //! Two cheap checks keep that strict test off the hot path's slow branch:
-//! - the *soft gate*: before taking a job a worker looks at `running >= limit`, and if so sleeps
+//! - the *soft gate*: before taking a job a worker looks for a free permit, and if none sleeps
 //!   on `gate_cv` (excess threads after a shrink park here, not in the queue);
 //! - a worker that took a job and then lost the race for a slot *deposits* the job in `pending`
 //!   (checked first by every worker) and goes to the soft gate. Depositing and finishing form a
-//!   Dekker pair (push then read `running`; decrement `running` then read `pending_len`, all
-//!   SeqCst), so a deposited job is always picked up by someone.
+//!   Dekker pair (push then read the semaphore; release then read `pending_len`, with SeqCst
+//!   fences), so a deposited job is always picked up by someone.
 //!
 //! # Threads
 //!
 //! Workers are spawned on demand (`ensure_workers`: fewer threads alive than
-//! `min(limit, running + queued)`) and retire after `idle_timeout` without work. A retiring worker
+//! `min(limit, running + queued)`, checked by a submitter after its push and by a worker after
+//! its admission, since between taking a job and its permit a worker counts as neither) and
+//! retire after `idle_timeout` without work. A retiring worker
 //! re-checks the queue after leaving `alive` (again SeqCst against the submitter's push then
 //! read of `alive`), so a job is never left with no thread to run it.
 
@@ -30,6 +34,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ace_core::{Permit, Semaphore};
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 use crossbeam_utils::{Backoff, CachePadded};
 
@@ -76,8 +81,9 @@ pub(crate) struct Shared {
 
     /// Submitters between their check of `CLOSED` and the end of their push, plus `CLOSED`.
     submitters: CachePadded<AtomicUsize>,
-    // Read by every job, written rarely: kept off the counters' and submitters' lines.
-    limit: AtomicUsize,
+    /// The gate: one permit per closure executing.
+    gate: CachePadded<Semaphore>,
+    // Read by every job, written rarely: kept off the gate's and submitters' lines.
     mode: AtomicU8,
     pending_len: AtomicUsize,
     alive: AtomicUsize,
@@ -120,7 +126,7 @@ impl Shared {
             stop_rx,
             stop_tx: Mutex::new(Some(stop_tx)),
             submitters: CachePadded::new(AtomicUsize::new(0)),
-            limit: AtomicUsize::new(limit),
+            gate: CachePadded::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
             alive: AtomicUsize::new(0),
             mode: AtomicU8::new(RUNNING),
             pending_len: AtomicUsize::new(0),
@@ -139,10 +145,14 @@ impl Shared {
     }
 
     pub(crate) fn limit(&self) -> usize {
-        self.limit.load(SeqCst)
+        self.gate.limit()
     }
     pub(crate) fn running(&self) -> usize {
-        self.counters.running.load(SeqCst)
+        self.gate.in_use()
+    }
+    /// A slot is free under the limit (no debt owed).
+    fn has_room(&self) -> bool {
+        self.gate.available() > 0
     }
     pub(crate) fn alive(&self) -> usize {
         self.alive.load(SeqCst)
@@ -167,7 +177,9 @@ impl Shared {
     /// Sets the limit (already clamped), wakes threads parked at the gate if it grew, and
     /// spawns threads if there is work for them.
     pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) {
-        let old = self.limit.swap(limit, SeqCst);
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        let old = self.gate.limit();
+        self.gate.set_limit(limit);
         if limit > old {
             // Lock so a worker between its check and its wait cannot miss this.
             drop(lock(&self.pending));
@@ -193,7 +205,7 @@ impl Shared {
         if result.is_ok() {
             // Push, then read `alive`: pairs with a retiring worker's leave-then-look.
             fence(SeqCst);
-            if self.alive.load(SeqCst) < self.limit.load(SeqCst) {
+            if self.alive.load(SeqCst) < self.gate.limit() {
                 self.ensure_workers();
             }
         }
@@ -212,10 +224,10 @@ impl Shared {
     pub(crate) fn ensure_workers(self: &Arc<Self>) {
         loop {
             let alive = self.alive.load(SeqCst);
-            if alive >= self.limit.load(SeqCst) {
+            if alive >= self.gate.limit() {
                 return;
             }
-            if alive >= self.counters.running.load(SeqCst) + self.queued() {
+            if alive >= self.gate.in_use() + self.queued() {
                 return;
             }
             if self
@@ -257,7 +269,7 @@ impl Shared {
         // Leave, then look: pairs with `push`'s push-then-read of `alive`.
         fence(SeqCst);
         let work = !self.rx.is_empty() || self.pending_len.load(SeqCst) > 0;
-        if work && self.mode() == RUNNING && self.running() < self.limit() {
+        if work && self.mode() == RUNNING && self.has_room() {
             self.alive.fetch_add(1, SeqCst);
             return false;
         }
@@ -265,28 +277,17 @@ impl Shared {
         true
     }
 
-    /// The strict gate: take a slot if `running < limit`.
-    fn try_admit(&self) -> bool {
-        let mut running = self.counters.running.load(SeqCst);
-        loop {
-            if running >= self.limit.load(SeqCst) {
-                return false;
-            }
-            match self
-                .counters
-                .running
-                .compare_exchange_weak(running, running + 1, SeqCst, SeqCst)
-            {
-                Ok(_) => return true,
-                Err(now) => running = now,
-            }
-        }
+    /// The strict gate: a permit if one is free and no debt is owed.
+    fn try_admit(&self) -> Option<Permit<'_>> {
+        self.gate.try_acquire().ok()
     }
 
     fn deposit(&self, task: BoxTask) {
         let mut pending = lock(&self.pending);
         pending.push_back(task);
         self.pending_len.fetch_add(1, SeqCst);
+        // Push, then (at the soft gate) read the semaphore: pairs with the finisher's fence.
+        fence(SeqCst);
     }
 
     fn pop_pending(&self) -> Option<BoxTask> {
@@ -304,7 +305,7 @@ impl Shared {
         let deadline = Instant::now() + self.idle_timeout;
         let mut guard = lock(&self.pending);
         loop {
-            if self.running() < self.limit() || self.mode() != RUNNING {
+            if self.has_room() || self.mode() != RUNNING {
                 return true;
             }
             let now = Instant::now();
@@ -422,18 +423,9 @@ impl Drop for AliveGuard<'_> {
     }
 }
 
-/// Gives the slot back when the job is over.
-struct Admitted<'a>(&'a Shared);
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.counters.running.fetch_sub(1, SeqCst);
-    }
-}
-
-fn worker_main(shared: &Arc<Shared>) {
-    CURRENT_POOL.with(|c| c.set(Arc::as_ptr(shared) as usize));
-    let shared: &Shared = shared;
+fn worker_main(arc: &Arc<Shared>) {
+    CURRENT_POOL.with(|c| c.set(Arc::as_ptr(arc) as usize));
+    let shared: &Shared = arc;
     let mut exit = Some(AliveGuard(shared));
     loop {
         let mode = shared.mode();
@@ -441,7 +433,7 @@ fn worker_main(shared: &Arc<Shared>) {
             break;
         }
         // Soft gate: take no job that could not start.
-        if shared.running() >= shared.limit() {
+        if !shared.has_room() {
             if mode != RUNNING {
                 // Draining: someone is running and will take what is left.
                 break;
@@ -473,12 +465,22 @@ fn worker_main(shared: &Arc<Shared>) {
             lock(&shared.cancelled).push(task);
             break;
         }
-        if !shared.try_admit() {
+        let Some(permit) = shared.try_admit() else {
             shared.deposit(task);
             continue;
+        };
+        // Between taking the job and its permit this worker counted as neither running nor
+        // queued, so a submit then may have seen no need for a thread: look again now.
+        if shared.alive() < shared.limit() {
+            fence(SeqCst);
+            if !shared.rx.is_empty() {
+                arc.ensure_workers();
+            }
         }
-        let _slot = Admitted(shared);
         task.run(&shared.counters);
+        drop(permit);
+        // Release, then read `pending_len` (next loop): pairs with `deposit`'s fence.
+        fence(SeqCst);
     }
     drop(exit);
 }
