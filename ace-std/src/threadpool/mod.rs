@@ -241,16 +241,14 @@ impl ThreadPoolManager {
 
     /// A snapshot of the pool's state and counters.
     pub fn stats(&self) -> Stats {
-        let counters = &self.shared.counters;
+        let (completed, panicked) = self.shared.counts();
         Stats {
             limit: self.shared.limit(),
             running: self.shared.running(),
             queued: self.shared.queued(),
             threads: self.shared.alive(),
-            completed: counters
-                .completed
-                .load(std::sync::atomic::Ordering::Relaxed),
-            panicked: counters.panicked.load(std::sync::atomic::Ordering::Relaxed),
+            completed,
+            panicked,
         }
     }
 
@@ -488,7 +486,8 @@ pub struct Stats {
     pub queued: usize,
     /// Worker threads alive (running, idle, or parked above a lowered limit).
     pub threads: usize,
-    /// Jobs finished since the pool started, panicked ones included.
+    /// Jobs the pool's threads finished, panicked ones included (not those run from a
+    /// [`CancelledJob`]).
     pub completed: u64,
     /// Jobs whose closure panicked.
     pub panicked: u64,

@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     /// The gate: one permit per closure executing.
     gate: CachePadded<Semaphore>,
     // Read by every job, written rarely: kept off the gate's and submitters' lines.
+    /// The gate's limit, for `push` to read off the gate's busy cache line.
+    limit_hint: AtomicUsize,
     mode: AtomicU8,
     pending_len: AtomicUsize,
     alive: AtomicUsize,
@@ -97,7 +99,9 @@ pub(crate) struct Shared {
     exit_lock: Mutex<()>,
     exit_cv: Condvar,
 
-    pub(crate) counters: CachePadded<Counters>,
+    /// Counts of workers that exited; each live worker counts on a cache line of its own.
+    retired_counts: Counters,
+    live_counts: Mutex<Vec<Arc<CachePadded<Counters>>>>,
     pub(crate) min_limit: usize,
     pub(crate) max_limit: usize,
     idle_timeout: Duration,
@@ -127,6 +131,7 @@ impl Shared {
             stop_tx: Mutex::new(Some(stop_tx)),
             submitters: CachePadded::new(AtomicUsize::new(0)),
             gate: CachePadded::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            limit_hint: AtomicUsize::new(limit.min(Semaphore::MAX_PERMITS)),
             alive: AtomicUsize::new(0),
             mode: AtomicU8::new(RUNNING),
             pending_len: AtomicUsize::new(0),
@@ -135,13 +140,28 @@ impl Shared {
             cancelled: Mutex::new(Vec::new()),
             exit_lock: Mutex::new(()),
             exit_cv: Condvar::new(),
-            counters: CachePadded::new(Counters::default()),
+            retired_counts: Counters::default(),
+            live_counts: Mutex::new(Vec::new()),
             min_limit,
             max_limit,
             idle_timeout,
             thread_name,
             next_id: AtomicUsize::new(0),
         }
+    }
+
+    /// Jobs completed and jobs that panicked, over every worker, live or gone.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let live = lock(&self.live_counts);
+        live.iter()
+            .map(|c| &***c)
+            .chain([&self.retired_counts])
+            .fold((0, 0), |(done, panicked), c| {
+                (
+                    done + c.completed.load(SeqCst),
+                    panicked + c.panicked.load(SeqCst),
+                )
+            })
     }
 
     pub(crate) fn limit(&self) -> usize {
@@ -180,6 +200,7 @@ impl Shared {
         let limit = limit.min(Semaphore::MAX_PERMITS);
         let old = self.gate.limit();
         self.gate.set_limit(limit);
+        self.limit_hint.store(limit, SeqCst);
         if limit > old {
             // Lock so a worker between its check and its wait cannot miss this.
             drop(lock(&self.pending));
@@ -205,7 +226,7 @@ impl Shared {
         if result.is_ok() {
             // Push, then read `alive`: pairs with a retiring worker's leave-then-look.
             fence(SeqCst);
-            if self.alive.load(SeqCst) < self.gate.limit() {
+            if self.alive.load(SeqCst) < self.limit_hint.load(SeqCst) {
                 self.ensure_workers();
             }
         }
@@ -400,33 +421,62 @@ impl Shared {
     }
 
     /// Everything not started, oldest first as far as known: the pending jobs (taken from the
-    /// queue first), `drained` (the queue's head, moved out while waiting for submitters), the
-    /// jobs workers took after `shutdown_now` began, and the queue's rest.
+    /// queue first), the jobs workers took from the queue's head as `shutdown_now` began,
+    /// `drained` (the queue, moved out while waiting for submitters), and the queue's rest.
     pub(crate) fn take_unstarted(&self, drained: Vec<BoxTask>) -> Vec<BoxTask> {
         let mut pending = lock(&self.pending);
         self.pending_len.fetch_sub(pending.len(), SeqCst);
         let mut out: Vec<BoxTask> = pending.drain(..).collect();
         drop(pending);
-        out.extend(drained);
         out.append(&mut lock(&self.cancelled));
+        out.extend(drained);
         out.extend(self.rx.try_iter());
         out
     }
 }
 
-/// Leaves `alive` when the worker exits, even by an unexpected panic.
-struct AliveGuard<'a>(&'a Shared);
+/// On the worker's exit, even by an unexpected panic: folds its counts into the pool's and
+/// leaves `alive` (unless `try_retire` already did).
+struct WorkerGuard<'a> {
+    shared: &'a Shared,
+    counts: Arc<CachePadded<Counters>>,
+    alive: bool,
+}
 
-impl Drop for AliveGuard<'_> {
+impl<'a> WorkerGuard<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let counts = Arc::new(CachePadded::new(Counters::default()));
+        lock(&shared.live_counts).push(Arc::clone(&counts));
+        Self {
+            shared,
+            counts,
+            alive: true,
+        }
+    }
+}
+
+impl Drop for WorkerGuard<'_> {
     fn drop(&mut self) {
-        self.0.leave_alive();
+        let mut live = lock(&self.shared.live_counts);
+        live.retain(|c| !Arc::ptr_eq(c, &self.counts));
+        let retired = &self.shared.retired_counts;
+        retired
+            .completed
+            .fetch_add(self.counts.completed.load(SeqCst), SeqCst);
+        retired
+            .panicked
+            .fetch_add(self.counts.panicked.load(SeqCst), SeqCst);
+        drop(live);
+        if self.alive {
+            self.shared.leave_alive();
+        }
     }
 }
 
 fn worker_main(arc: &Arc<Shared>) {
     CURRENT_POOL.with(|c| c.set(Arc::as_ptr(arc) as usize));
     let shared: &Shared = arc;
-    let mut exit = Some(AliveGuard(shared));
+    let mut me = WorkerGuard::new(shared);
     loop {
         let mode = shared.mode();
         if mode == NOW {
@@ -440,9 +490,7 @@ fn worker_main(arc: &Arc<Shared>) {
             }
             if !shared.wait_for_room() && shared.try_retire() {
                 // `try_retire` already left `alive`.
-                if let Some(guard) = exit.take() {
-                    std::mem::forget(guard);
-                }
+                me.alive = false;
                 break;
             }
             continue;
@@ -453,9 +501,7 @@ fn worker_main(arc: &Arc<Shared>) {
             Next::Exit => break,
             Next::Idle => {
                 if shared.try_retire() {
-                    if let Some(guard) = exit.take() {
-                        std::mem::forget(guard);
-                    }
+                    me.alive = false;
                     break;
                 }
                 continue;
@@ -477,10 +523,31 @@ fn worker_main(arc: &Arc<Shared>) {
                 arc.ensure_workers();
             }
         }
-        task.run(&shared.counters);
+        task.run(&me.counts);
+        // Keep the permit for the next job while one is at hand and no shrink is owed: two
+        // contended CASes saved per job. A cut is honoured at once (the debt check), and a
+        // worker never holds a permit while it waits.
+        loop {
+            if shared.gate.debt() > 0 || shared.mode() == NOW {
+                break;
+            }
+            let next = if shared.pending_len.load(SeqCst) > 0 {
+                shared.pop_pending()
+            } else {
+                None
+            };
+            let Some(next) = next.or_else(|| shared.rx.try_recv().ok()) else {
+                break;
+            };
+            if shared.mode() == NOW {
+                lock(&shared.cancelled).push(next);
+                break;
+            }
+            next.run(&me.counts);
+        }
         drop(permit);
         // Release, then read `pending_len` (next loop): pairs with `deposit`'s fence.
         fence(SeqCst);
     }
-    drop(exit);
+    drop(me);
 }
