@@ -654,6 +654,70 @@ fn should_resolve_every_handle_when_submits_race_shutdown() {
     });
 }
 
+/// A submit blocked on a full queue when the pool shuts down: its job is run (drain) or handed
+/// back or cancelled (now), and its handle always resolves.
+#[test]
+fn should_settle_a_submit_blocked_on_a_full_queue_across_shutdown() {
+    watchdog(|| {
+        for now in [false, true] {
+            let pool = ThreadPoolManager::builder(AimdConfig::fixed(1))
+                .signals(source_fn(|| Ok(Signals::default())))
+                .queue_capacity(1)
+                .build()
+                .unwrap();
+            let release = Arc::new(Latch::default());
+            let (running, queued) = saturate(&pool, 1, 1, &release);
+            let entering = Latch::default();
+            let (blocked, unstarted) = thread::scope(|s| {
+                let blocked = s.spawn(|| {
+                    entering.arrive();
+                    pool.submit(|| 7).join()
+                });
+                assert!(entering.wait_for(1));
+                // Give the submitter time to block in its send (if it has not, it is rejected:
+                // also a valid outcome, checked below).
+                thread::sleep(Duration::from_millis(20));
+                let stopper = s.spawn(|| {
+                    if now {
+                        pool.shutdown_now()
+                    } else {
+                        pool.shutdown();
+                        Vec::new()
+                    }
+                });
+                eventually("shutdown to begin", || pool.is_shutdown());
+                release.arrive();
+                let unstarted = stopper.join().unwrap();
+                // `shutdown_now` may have handed the blocked job back: run it.
+                let n = unstarted.len();
+                for job in unstarted {
+                    job.run();
+                }
+                (blocked.join().unwrap(), n)
+            });
+            assert_eq!(running.into_iter().next().unwrap().join(), Ok(0));
+            let first_queued = queued.into_iter().next().unwrap().join();
+            if now {
+                assert!(unstarted >= 1, "the queued job comes back");
+                assert_eq!(first_queued, Ok(100), "run from the handed-back list");
+                assert!(
+                    matches!(
+                        blocked,
+                        Ok(7) | Err(JobError::Cancelled | JobError::Rejected)
+                    ),
+                    "{blocked:?}"
+                );
+            } else {
+                assert_eq!(first_queued, Ok(100));
+                assert!(
+                    matches!(blocked, Ok(7) | Err(JobError::Rejected)),
+                    "{blocked:?}"
+                );
+            }
+        }
+    });
+}
+
 fn run_shrink_case(a: usize, b: usize, n: usize) {
     let pool = manual_pool(1, 8, a);
     let all = Arc::new(Gauge::default());

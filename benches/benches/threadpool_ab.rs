@@ -18,7 +18,7 @@ use ace_std::{AimdConfig, Signals};
 
 const JOBS: usize = 100_000;
 const THREADS: usize = 4;
-const ROUNDS: usize = 40;
+const ROUNDS: usize = 101;
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -284,7 +284,6 @@ impl ThreadPoolManager {
         if self.shared.is_own_worker() {
             return;
         }
-        self.shared.wait_submitters(None);
         self.shared.wait_workers();
     }
 
@@ -303,13 +302,12 @@ impl ThreadPoolManager {
         let _serial = lock(&self.stopping);
         self.stop_control();
         self.shared.close(NOW);
-        let mut out = Vec::new();
-        self.shared.wait_submitters(Some(&mut out));
+        let drained = self.shared.drain_queue();
         if !self.shared.is_own_worker() {
             self.shared.wait_workers();
         }
         self.shared
-            .take_unstarted(out)
+            .take_unstarted(drained)
             .into_iter()
             .map(CancelledJob::new)
             .collect()

@@ -40,8 +40,8 @@ use crossbeam_utils::{Backoff, CachePadded};
 
 use super::job::{lock, BoxTask, Counters};
 
-/// Submitters in flight are counted in the low bits; this bit says "closed to new jobs".
-const CLOSED: usize = 1 << (usize::BITS - 1);
+/// The bit of `state` that says "closed to new jobs".
+const CLOSED: usize = 1;
 
 /// Accepting and running jobs.
 pub(crate) const RUNNING: u8 = 0;
@@ -79,11 +79,14 @@ pub(crate) struct Shared {
     stop_rx: Receiver<()>,
     stop_tx: Mutex<Option<Sender<()>>>,
 
-    /// Submitters between their check of `CLOSED` and the end of their push, plus `CLOSED`.
-    submitters: CachePadded<AtomicUsize>,
+    /// `CLOSED`, and the word every party does one SeqCst read-modify-write on after its own
+    /// step (a submitter after its push, a leaving worker after leaving `alive`, an admitted
+    /// worker that looks for needed threads, shutdown when it closes). Their order in this one
+    /// word's modification order decides each race: the later one sees the earlier one's step.
+    state: CachePadded<AtomicUsize>,
     /// The gate: one permit per closure executing.
     gate: CachePadded<Semaphore>,
-    // Read by every job, written rarely: kept off the gate's and submitters' lines.
+    // Read by every job, written rarely: kept off the gate's and state's lines.
     /// The gate's limit, for `push` to read off the gate's busy cache line.
     limit_hint: AtomicUsize,
     mode: AtomicU8,
@@ -93,8 +96,9 @@ pub(crate) struct Shared {
     /// Jobs taken by a worker that then found no slot; run before the queue.
     pending: Mutex<VecDeque<BoxTask>>,
     gate_cv: Condvar,
-    /// Jobs a worker took after `shutdown_now` began, for it to hand back.
-    cancelled: Mutex<Vec<BoxTask>>,
+    /// Jobs a worker took after `shutdown_now` began, or a late push found, for it to hand
+    /// back; `None` once it has.
+    cancelled: Mutex<Option<Vec<BoxTask>>>,
     /// Guards the waits for "no submitter in flight" and "no worker alive".
     exit_lock: Mutex<()>,
     exit_cv: Condvar,
@@ -129,7 +133,7 @@ impl Shared {
             rx,
             stop_rx,
             stop_tx: Mutex::new(Some(stop_tx)),
-            submitters: CachePadded::new(AtomicUsize::new(0)),
+            state: CachePadded::new(AtomicUsize::new(0)),
             gate: CachePadded::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
             limit_hint: AtomicUsize::new(limit.min(Semaphore::MAX_PERMITS)),
             alive: AtomicUsize::new(0),
@@ -137,7 +141,7 @@ impl Shared {
             pending_len: AtomicUsize::new(0),
             pending: Mutex::new(VecDeque::new()),
             gate_cv: Condvar::new(),
-            cancelled: Mutex::new(Vec::new()),
+            cancelled: Mutex::new(Some(Vec::new())),
             exit_lock: Mutex::new(()),
             exit_cv: Condvar::new(),
             retired_counts: Counters::default(),
@@ -182,7 +186,7 @@ impl Shared {
     }
     /// True once new jobs are refused.
     pub(crate) fn is_closed(&self) -> bool {
-        self.submitters.load(SeqCst) & CLOSED != 0
+        self.state.load(SeqCst) & CLOSED != 0
     }
     /// Jobs accepted and not started: in the queue, or taken and waiting for a slot.
     pub(crate) fn queued(&self) -> usize {
@@ -209,35 +213,58 @@ impl Shared {
         }
     }
 
-    /// Queues a job, blocking while a bounded queue is full if `block`.
-    pub(crate) fn push(self: &Arc<Self>, task: BoxTask, block: bool) -> Result<(), PushError> {
-        if self.submitters.fetch_add(1, SeqCst) & CLOSED != 0 {
-            self.leave();
-            return Err(PushError::Closed(task));
-        }
-        let result = if block {
-            self.tx.send(task).map_err(|e| PushError::Closed(e.0))
-        } else {
-            self.tx.try_send(task).map_err(|e| match e {
-                TrySendError::Full(t) => PushError::Full(t),
-                TrySendError::Disconnected(t) => PushError::Closed(t),
-            })
-        };
-        if result.is_ok() {
-            // Push, then read `alive`: pairs with a retiring worker's leave-then-look.
-            fence(SeqCst);
-            if self.alive.load(SeqCst) < self.limit_hint.load(SeqCst) {
-                self.ensure_workers();
-            }
-        }
-        self.leave();
-        result
+    /// The one read-modify-write that orders this thread's last step against the others'
+    /// (see `state`); returns the state.
+    fn sync(&self) -> usize {
+        self.state.fetch_or(0, SeqCst)
     }
 
-    fn leave(&self) {
-        if self.submitters.fetch_sub(1, SeqCst) == CLOSED | 1 {
-            let _guard = lock(&self.exit_lock);
-            self.exit_cv.notify_all();
+    /// Queues a job, blocking while a bounded queue is full if `block`.
+    pub(crate) fn push(self: &Arc<Self>, task: BoxTask, block: bool) -> Result<(), PushError> {
+        if self.state.load(SeqCst) & CLOSED != 0 {
+            return Err(PushError::Closed(task));
+        }
+        if block {
+            // The pool holds a receiver: the channel never disconnects.
+            if let Err(e) = self.tx.send(task) {
+                return Err(PushError::Closed(e.0));
+            }
+        } else if let Err(e) = self.tx.try_send(task) {
+            return Err(match e {
+                TrySendError::Full(t) => PushError::Full(t),
+                TrySendError::Disconnected(t) => PushError::Closed(t),
+            });
+        }
+        // Push, then sync, then read `alive`: a worker leaving `alive` syncs before it looks at
+        // the queue, so one of the two sees the other.
+        if self.sync() & CLOSED != 0 {
+            self.late_push();
+        } else if self.alive.load(SeqCst) < self.limit_hint.load(SeqCst) {
+            self.ensure_workers();
+        }
+        Ok(())
+    }
+
+    /// The pool closed between this submitter's check and its sync: its job may have landed
+    /// after the workers looked for the last time.
+    #[cold]
+    fn late_push(self: &Arc<Self>) {
+        if self.mode() == NOW {
+            // Hand what is queued to `shutdown_now`, or, if it has already returned, cancel it:
+            // either way every handle hears.
+            let mut cancelled = lock(&self.cancelled);
+            match cancelled.as_mut() {
+                Some(out) => out.extend(self.rx.try_iter()),
+                None => {
+                    drop(cancelled);
+                    for task in self.rx.try_iter() {
+                        task.abandon(super::JobError::Cancelled);
+                    }
+                }
+            }
+        } else {
+            // Draining: make sure a thread will run it.
+            self.ensure_workers();
         }
     }
 
@@ -283,14 +310,15 @@ impl Shared {
         self.exit_cv.notify_all();
     }
 
-    /// Idle for `idle_timeout`: leave, unless work turned up that no one else would take.
+    /// Idle for `idle_timeout`, or draining with nothing left: leave, unless work turned up that
+    /// no one else would take.
     fn try_retire(&self) -> bool {
         let _guard = lock(&self.exit_lock);
         self.alive.fetch_sub(1, SeqCst);
-        // Leave, then look: pairs with `push`'s push-then-read of `alive`.
-        fence(SeqCst);
+        // Leave, sync, then look: pairs with `push`'s push, sync, read of `alive`.
+        self.sync();
         let work = !self.rx.is_empty() || self.pending_len.load(SeqCst) > 0;
-        if work && self.mode() == RUNNING && self.has_room() {
+        if work && self.mode() != NOW && self.has_room() {
             self.alive.fetch_add(1, SeqCst);
             return false;
         }
@@ -361,16 +389,9 @@ impl Shared {
             backoff.snooze();
         }
         if self.mode() != RUNNING {
-            // A submitter that passed the `CLOSED` check before shutdown may still push: stay
-            // until it has (its push comes before its leaving, so the queue is then final).
-            if self.submitters.load(SeqCst) & !CLOSED != 0 {
-                thread::yield_now();
-                return Next::Again;
-            }
-            return match self.rx.try_recv() {
-                Ok(task) => Next::Task(task),
-                Err(_) => Next::Exit,
-            };
+            // Nothing left: leave by `try_retire`, which looks again after leaving (a submit
+            // racing the shutdown may still push).
+            return Next::Exit;
         }
         select! {
             recv(self.rx) -> task => task.map_or(Next::Exit, Next::Task),
@@ -383,30 +404,10 @@ impl Shared {
     /// parked and idle worker.
     pub(crate) fn close(&self, mode: u8) {
         self.mode.fetch_max(mode, SeqCst);
-        self.submitters.fetch_or(CLOSED, SeqCst);
+        self.state.fetch_or(CLOSED, SeqCst);
         drop(lock(&self.stop_tx).take());
         drop(lock(&self.pending));
         self.gate_cv.notify_all();
-    }
-
-    /// Waits until no submitter is between its check and its push; while waiting, moves queued
-    /// jobs to `into` if given (so a submitter blocked on a full queue gets through).
-    pub(crate) fn wait_submitters(&self, mut into: Option<&mut Vec<BoxTask>>) {
-        loop {
-            if let Some(out) = into.as_deref_mut() {
-                out.extend(self.rx.try_iter());
-            }
-            let guard = lock(&self.exit_lock);
-            if self.submitters.load(SeqCst) & !CLOSED == 0 {
-                return;
-            }
-            // The timeout covers a submitter blocked on a full queue that the workers drain.
-            drop(
-                self.exit_cv
-                    .wait_timeout(guard, Duration::from_millis(10))
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-        }
     }
 
     /// Waits until every worker thread has exited.
@@ -422,16 +423,37 @@ impl Shared {
 
     /// Everything not started, oldest first as far as known: the pending jobs (taken from the
     /// queue first), the jobs workers took from the queue's head as `shutdown_now` began,
-    /// `drained` (the queue, moved out while waiting for submitters), and the queue's rest.
+    /// `drained` (the queue's head, moved out at once so blocked submitters get through), and
+    /// the queue's rest. Later late pushes cancel their jobs themselves.
     pub(crate) fn take_unstarted(&self, drained: Vec<BoxTask>) -> Vec<BoxTask> {
         let mut pending = lock(&self.pending);
         self.pending_len.fetch_sub(pending.len(), SeqCst);
         let mut out: Vec<BoxTask> = pending.drain(..).collect();
         drop(pending);
-        out.append(&mut lock(&self.cancelled));
+        let mut cancelled = lock(&self.cancelled);
+        out.extend(cancelled.take().unwrap_or_default());
         out.extend(drained);
         out.extend(self.rx.try_iter());
+        drop(cancelled);
         out
+    }
+
+    /// The queue's jobs now (for `shutdown_now`, so submitters blocked on a full queue get
+    /// through).
+    pub(crate) fn drain_queue(&self) -> Vec<BoxTask> {
+        self.rx.try_iter().collect()
+    }
+
+    /// A job a worker took after `shutdown_now` began: hand it back, or cancel it if too late.
+    fn hand_back(&self, task: BoxTask) {
+        let mut cancelled = lock(&self.cancelled);
+        match cancelled.as_mut() {
+            Some(out) => out.push(task),
+            None => {
+                drop(cancelled);
+                task.abandon(super::JobError::Cancelled);
+            }
+        }
     }
 }
 
@@ -498,7 +520,13 @@ fn worker_main(arc: &Arc<Shared>) {
         let task = match shared.next_task() {
             Next::Task(task) => task,
             Next::Again => continue,
-            Next::Exit => break,
+            Next::Exit => {
+                if shared.try_retire() {
+                    me.alive = false;
+                    break;
+                }
+                continue;
+            }
             Next::Idle => {
                 if shared.try_retire() {
                     me.alive = false;
@@ -508,7 +536,7 @@ fn worker_main(arc: &Arc<Shared>) {
             }
         };
         if shared.mode() == NOW {
-            lock(&shared.cancelled).push(task);
+            shared.hand_back(task);
             break;
         }
         let Some(permit) = shared.try_admit() else {
@@ -518,7 +546,7 @@ fn worker_main(arc: &Arc<Shared>) {
         // Between taking the job and its permit this worker counted as neither running nor
         // queued, so a submit then may have seen no need for a thread: look again now.
         if shared.alive() < shared.limit() {
-            fence(SeqCst);
+            shared.sync();
             if !shared.rx.is_empty() {
                 arc.ensure_workers();
             }
@@ -540,7 +568,7 @@ fn worker_main(arc: &Arc<Shared>) {
                 break;
             };
             if shared.mode() == NOW {
-                lock(&shared.cancelled).push(next);
+                shared.hand_back(next);
                 break;
             }
             next.run(&me.counts);
