@@ -261,7 +261,8 @@ impl ThreadPoolManager {
     /// Stops accepting jobs and waits until every queued and running job has finished.
     ///
     /// The control thread stops at once (not at the end of its interval). Later submits are
-    /// refused. Calling it again, or after [`shutdown_now`](Self::shutdown_now), just waits.
+    /// refused; a submit racing the shutdown is either refused or run (possibly just after this
+    /// returns). Calling it again, or after [`shutdown_now`](Self::shutdown_now), just waits.
     /// Called from one of the pool's own jobs, it starts the drain but does not wait (the job
     /// would wait for itself).
     ///
@@ -292,8 +293,11 @@ impl ThreadPoolManager {
     ///
     /// Returns once the running jobs have finished: within one job's duration. Nothing is
     /// dropped silently: run a [`CancelledJob`] yourself, or drop it and its [`JobHandle`]
-    /// reports [`JobError::Cancelled`]. Called from one of the pool's own jobs, it hands back
-    /// what it can without waiting for the running jobs (the caller is one of them).
+    /// reports [`JobError::Cancelled`]. A submit racing the shutdown is rejected, handed back
+    /// here, or (if its job lands after this returned) cancelled; an
+    /// [`execute`](Self::execute)d job in that last case is dropped. Called from one of the pool's
+    /// own jobs, it hands back what it can without waiting for the running jobs (the caller is
+    /// one of them).
     ///
     /// # Examples
     ///

@@ -18,14 +18,23 @@
 //!   Dekker pair (push then read the semaphore; release then read `pending_len`, with SeqCst
 //!   fences), so a deposited job is always picked up by someone.
 //!
+//! A worker that finishes a job and finds the next at once keeps its permit for it, unless the
+//! semaphore owes a debt (a cut is in force): two contended CASes per job saved in steady state.
+//!
 //! # Threads
 //!
 //! Workers are spawned on demand (`ensure_workers`: fewer threads alive than
 //! `min(limit, running + queued)`, checked by a submitter after its push and by a worker after
 //! its admission, since between taking a job and its permit a worker counts as neither) and
-//! retire after `idle_timeout` without work. A retiring worker
-//! re-checks the queue after leaving `alive` (again SeqCst against the submitter's push then
-//! read of `alive`), so a job is never left with no thread to run it.
+//! retire after `idle_timeout` without work, or when draining leaves nothing.
+//!
+//! # Ordering
+//!
+//! The submit path has no fence: each party that must not miss another does one SeqCst
+//! read-modify-write on `state` right after its step (`sync`), and the word's modification order
+//! decides: a submitter after its push, a leaving worker after leaving `alive`, an admitted
+//! worker before it looks for needed threads, shutdown when it sets `CLOSED`. Whoever syncs later
+//! sees the other's step.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
