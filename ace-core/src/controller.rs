@@ -14,9 +14,7 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 ///    cpu_threshold`, `memory_percent > memory_threshold`, `queue_depth > queue_threshold`,
 ///    `event_loop_lag > event_loop_lag_threshold`, the cycle's task error rate >
 ///    `latency_max_error_rate`, or its p90 latency > `latency_tolerance` × the baseline), the
-///    limit becomes `max(min_limit, floor(limit × decrease_factor))`. A cut for latency alone is
-///    proportional and gentler: `floor(limit × max(decrease_factor, baseline / p90))`, which lands
-///    near the knee where latency starts to grow rather than always halving.
+///    limit becomes `max(min_limit, floor(limit × decrease_factor))`.
 /// 2. **No health signal → hold** (fail-open: monitoring that fails never stops or shrinks work).
 /// 3. **Healthy but unused → hold.** The limit grows only when it is really used: at least 80 % of
 ///    it in flight, or tasks waiting, or (Kafka lag is demand) a positive `kafka_lag` with at least
@@ -30,7 +28,9 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 ///    `slow_start: false` turns it off.
 /// 5. **Healthy and used → increase** by `increase_step`; by **twice `increase_step`** when there
 ///    is plenty of headroom (both `cpu_percent < cpu_increase_threshold` and
-///    `memory_percent < memory_increase_threshold` are present and true).
+///    `memory_percent < memory_increase_threshold` are present and true, and the latency is not
+///    climbing: p90 at most `1 + (latency_tolerance − 1) / 2` × the baseline; local CPU and
+///    memory say nothing about a downstream).
 /// 6. **Bounds** always hold (`min_limit ≤ limit ≤ max_limit`), and two changes of the limit are
 ///    never closer than `cooldown`; a change wanted during the cooldown becomes a hold that says so.
 ///
@@ -73,7 +73,7 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 /// let busy = Usage { limit: 20, in_flight: 20, waiting: 5 };
 /// // 10 ms is the baseline; the limit doubles (slow start).
 /// assert_eq!(c.decide(Duration::from_secs(2), &cycle(10), busy).new_limit, 40);
-/// // 40 ms is 4 × the baseline: cut, proportionally but at most by `decrease_factor`.
+/// // 40 ms is 4 × the baseline: cut by `decrease_factor`.
 /// let d = c.decide(Duration::from_secs(4), &cycle(40), busy);
 /// assert_eq!((d.action, d.new_limit), (Action::Decrease, 20));
 /// assert_eq!(d.reason.to_string(), "p90 latency 40ms is over 1.5 × the 10ms baseline");
@@ -157,6 +157,11 @@ impl Baseline {
 
 // A baseline under 1 µs is a rounding artefact of very short tasks: compare against at least this.
 const BASELINE_FLOOR: Duration = Duration::from_micros(1);
+
+/// The middle of the tolerance band, `1 + (tolerance − 1) / 2`: over it, latency is "warm".
+fn warm_ratio(tolerance: f64) -> f64 {
+    1.0 + (tolerance - 1.0) / 2.0
+}
 
 /// The cycle's usable latency reading: the summary and the baseline it is compared with.
 #[derive(Debug, Clone, Copy)]
@@ -253,14 +258,9 @@ impl Controller {
         let previous = self.limit;
         let reading = self.read_latency(now, signals);
         self.last_baseline = reading.and_then(|r| r.baseline);
-        if let (Some(ratio), Some(tolerance)) = (
-            reading.and_then(|r| r.ratio()),
-            self.config.latency_tolerance,
-        ) {
-            // HyStart: latency is climbing, so the knee is near; stop doubling before it is hit.
-            if ratio > 1.0 + (tolerance - 1.0) / 2.0 && self.limit < self.ssthresh {
-                self.ssthresh = self.limit;
-            }
+        // HyStart: latency is climbing, so the knee is near; stop doubling before it is hit.
+        if self.is_warm(reading) && self.limit < self.ssthresh {
+            self.ssthresh = self.limit;
         }
         if let Some(p) = &mut self.probing {
             p.cycles += 1;
@@ -366,6 +366,17 @@ impl Controller {
         })
     }
 
+    /// Latency is climbing: the p90 is over the middle of the tolerance band.
+    fn is_warm(&self, reading: Option<Reading>) -> bool {
+        match (
+            reading.and_then(|r| r.ratio()),
+            self.config.latency_tolerance,
+        ) {
+            (Some(ratio), Some(tolerance)) => ratio > warm_ratio(tolerance),
+            _ => false,
+        }
+    }
+
     fn probe_enabled(&self) -> bool {
         self.config.latency_probe_interval.is_some()
             && self.config.latency_tolerance.is_some()
@@ -434,19 +445,13 @@ impl Controller {
             };
         }
         if let Some(stress) = self.stress(s, reading) {
-            let target = match stress {
-                // Proportional: a p90 at 1.6 × baseline cuts to limit / 1.6, never deeper than
-                // decrease_factor.
-                Stress::Latency {
-                    latency, baseline, ..
-                } => self.cut_by(
-                    limit,
-                    (baseline.max(BASELINE_FLOOR).as_secs_f64() / latency.as_secs_f64())
-                        .max(c.decrease_factor)
-                        .min(1.0),
-                ),
-                _ => self.cut(limit),
-            };
+            // Every stress, latency included, cuts by the same factor: that is what makes
+            // independent controllers sharing a downstream converge to fair shares, and what
+            // unloads the downstream so that the baseline window sees a fresh unloaded cycle.
+            // (A cut proportional to baseline / latency, as gradient controllers do, keeps a
+            // lone controller ~6 % closer to its knee but never unloads a downstream that several
+            // controllers overloaded from the start: their baselines stay inflated.)
+            let target = self.cut(limit);
             return if target < limit {
                 (Some((Action::Decrease, target)), Reason::Stressed(stress))
             } else {
@@ -486,9 +491,12 @@ impl Controller {
                 },
             );
         }
+        // CPU and memory headroom is local: it says nothing about a downstream whose latency is
+        // already climbing, so the latency signal can veto the larger step.
+        let warm = self.is_warm(reading);
         let headroom = match (s.cpu_percent, s.memory_percent) {
             (Some(cpu), Some(mem))
-                if cpu < c.cpu_increase_threshold && mem < c.memory_increase_threshold =>
+                if !warm && cpu < c.cpu_increase_threshold && mem < c.memory_increase_threshold =>
             {
                 Some((cpu, mem))
             }
@@ -1205,13 +1213,13 @@ mod tests {
     }
 
     #[test]
-    fn decreases_proportionally_when_latency_over_tolerance() {
+    fn decreases_when_latency_over_tolerance() {
         let mut c = ctl(config());
         assert_eq!(c.decide(SEC, &lat(10), busy(20)).action, Action::Increase);
         assert_eq!(c.limit(), 22);
-        // 16 ms is 1.6 × the 10 ms baseline: cut to floor(22 / 1.6) = 13, not to 11.
+        // 16 ms is 1.6 × the 10 ms baseline: cut by decrease_factor, as for any stress.
         let d = c.decide(2 * SEC, &lat(16), busy(22));
-        assert_eq!((d.action, d.new_limit), (Action::Decrease, 13));
+        assert_eq!((d.action, d.new_limit), (Action::Decrease, 11));
         assert_eq!(
             d.reason,
             Reason::Stressed(Stress::Latency {
@@ -1224,11 +1232,31 @@ mod tests {
     }
 
     #[test]
-    fn latency_cut_is_never_deeper_than_decrease_factor() {
+    fn no_double_step_while_latency_climbs() {
         let mut c = ctl(config());
-        c.decide(SEC, &lat(10), busy(20));
-        // 100 × the baseline would cut to 0; decrease_factor 0.5 stops it at 11.
-        assert_eq!(c.decide(2 * SEC, &lat(1000), busy(22)).new_limit, 11);
+        let cold = Signals {
+            cpu_percent: Some(10.0),
+            memory_percent: Some(10.0),
+            ..lat(10)
+        };
+        // Idle CPU and memory, latency at the baseline: twice the step.
+        assert_eq!(c.decide(SEC, &cold, busy(20)).new_limit, 24);
+        // Same CPU and memory, but p90 at 1.3 × the baseline (over the middle of the band).
+        let warm = Signals {
+            latency: lat(13).latency,
+            ..cold
+        };
+        let d = c.decide(2 * SEC, &warm, busy(24));
+        assert_eq!(
+            (d.new_limit, d.reason),
+            (
+                26,
+                Reason::Busy {
+                    in_flight: 24,
+                    limit: 24
+                }
+            )
+        );
     }
 
     #[test]
