@@ -76,7 +76,7 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 /// // 40 ms is 4 × the baseline: cut by `decrease_factor`.
 /// let d = c.decide(Duration::from_secs(4), &cycle(40), busy);
 /// assert_eq!((d.action, d.new_limit), (Action::Decrease, 20));
-/// assert_eq!(d.reason.to_string(), "p90 latency 40ms is over 1.5 × the 10ms baseline");
+/// assert_eq!(d.reason.to_string(), "p90 latency 40.0ms is over 1.5 × the 10.0ms baseline");
 /// # Ok::<(), ace_core::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -709,7 +709,7 @@ impl fmt::Display for Stress {
                 tolerance,
             } => write!(
                 f,
-                "p90 latency {latency:?} is over {tolerance} × the {baseline:?} baseline"
+                "p90 latency {latency:.1?} is over {tolerance} × the {baseline:.1?} baseline"
             ),
             Self::Errors { rate, threshold } => write!(
                 f,

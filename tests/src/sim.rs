@@ -378,7 +378,25 @@ pub fn config_for(s: &Scenario, variant: &Variant, i: usize) -> AimdConfig {
 /// # Panics
 ///
 /// If the scenario's config is invalid.
-pub fn run(s: &Scenario, variant: &Variant, mut on_cycle: impl FnMut(&Cycle, &str)) -> Outcome {
+pub fn run(s: &Scenario, variant: &Variant, on_cycle: impl FnMut(&Cycle, &str)) -> Outcome {
+    run_with(s, variant, on_cycle, None)
+}
+
+/// Machine signals from outside the scenario (the demo's `--real`): called once per cycle with
+/// the simulated time; its CPU, memory and lag replace the scenario's schedules.
+pub type MachineSource<'a> = &'a mut dyn FnMut(f64) -> Signals;
+
+/// [`run`], with the machine signals from `machine` when given.
+///
+/// # Panics
+///
+/// If the scenario's config is invalid.
+pub fn run_with(
+    s: &Scenario,
+    variant: &Variant,
+    mut on_cycle: impl FnMut(&Cycle, &str),
+    mut machine: Option<MachineSource<'_>>,
+) -> Outcome {
     let mut rng = fastrand::Rng::with_seed(s.seed);
     let mut sharers: Vec<Sharer> = (0..s.sharers)
         .map(|i| {
@@ -476,14 +494,20 @@ pub fn run(s: &Scenario, variant: &Variant, mut on_cycle: impl FnMut(&Cycle, &st
                 let m = &s.machine;
                 let cpu = schedule(&m.cpu, ts, 10.0) + m.cpu_per_task * downstream_in_flight as f64;
                 let summary = sh.recorder.take_summary();
-                let signals = Signals {
-                    cpu_percent: Some(cpu.clamp(0.0, 100.0)),
-                    memory_percent: Some(schedule(&m.memory, ts, 30.0)),
-                    event_loop_lag: Some(Duration::from_secs_f64(
-                        schedule(&m.lag_ms, ts, 1.0).max(0.0) / 1e3,
-                    )),
-                    latency: Some(summary),
-                    ..Signals::default()
+                let signals = match machine.as_mut() {
+                    Some(read) => Signals {
+                        latency: Some(summary),
+                        ..read(ts)
+                    },
+                    None => Signals {
+                        cpu_percent: Some(cpu.clamp(0.0, 100.0)),
+                        memory_percent: Some(schedule(&m.memory, ts, 30.0)),
+                        event_loop_lag: Some(Duration::from_secs_f64(
+                            schedule(&m.lag_ms, ts, 1.0).max(0.0) / 1e3,
+                        )),
+                        latency: Some(summary),
+                        ..Signals::default()
+                    },
                 };
                 let usage = Usage {
                     limit: sh.limit,
