@@ -1,0 +1,415 @@
+//! The consumer task: receive, buffer, dispatch to handlers under the gate, pause and resume,
+//! commit; and the graceful stop.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::context::{bump, lock, Context, PartitionState, Shared};
+use super::error::{AfterRetries, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
+use super::gate::{Gate, Permit};
+use super::{HandlerFn, KafkaMessage, ShutdownReport};
+
+/// What the consumer task needs, moved into it at start.
+pub(crate) struct Pump {
+    pub(crate) consumer: StreamConsumer<Context>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) gate: Gate,
+    pub(crate) handler: HandlerFn,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) after: AfterRetries,
+    pub(crate) buffer: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    /// Stops the control loop once the consumer is done.
+    pub(crate) control_stop: ace_core::Shutdown,
+}
+
+/// A message received and waiting for a slot.
+struct Pending {
+    message: KafkaMessage,
+    part: Arc<PartitionState>,
+    epoch: u64,
+}
+
+/// The consumer task's cache of assigned partitions, refreshed when a rebalance changes them.
+struct Lookup {
+    generation: u64,
+    parts: Vec<Arc<PartitionState>>,
+}
+
+impl Lookup {
+    fn get(&mut self, shared: &Shared, topic: &str, partition: i32) -> Arc<PartitionState> {
+        let generation = shared.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.parts = lock(&shared.partitions).values().cloned().collect();
+            self.generation = generation;
+        }
+        if let Some(p) = self
+            .parts
+            .iter()
+            .find(|p| p.partition == partition && p.topic == topic)
+        {
+            return Arc::clone(p);
+        }
+        // A message from a partition the callbacks have not told us about: track it anyway.
+        let state = Arc::clone(
+            lock(&shared.partitions)
+                .entry((topic.to_owned(), partition))
+                .or_insert_with(|| {
+                    Arc::new(PartitionState {
+                        topic: topic.to_owned(),
+                        partition,
+                        tracker: Default::default(),
+                    })
+                }),
+        );
+        self.parts.push(Arc::clone(&state));
+        state
+    }
+}
+
+impl Pump {
+    /// Runs until stopped, then stops gracefully: see
+    /// [`KafkaConsumerManager::shutdown`](super::KafkaConsumerManager::shutdown).
+    pub(crate) async fn run(self) -> Result<ShutdownReport, KafkaError> {
+        let Self {
+            consumer,
+            shared,
+            gate,
+            handler,
+            retry,
+            after,
+            buffer: buffer_allowance,
+            commit_interval,
+            shutdown_timeout,
+            control_stop,
+        } = self;
+        let job = Arc::new(Job {
+            shared: Arc::clone(&shared),
+            handler,
+            retry,
+            after,
+        });
+        let mut lookup = Lookup {
+            generation: u64::MAX,
+            parts: Vec::new(),
+        };
+        let mut buffer: VecDeque<Pending> = VecDeque::new();
+        let mut commit_tick =
+            tokio::time::interval_at(Instant::now() + commit_interval, commit_interval);
+        commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let stop = shared.stop.clone();
+        let stopped = stop.wait();
+        tokio::pin!(stopped);
+        let mut last_committed: Option<Vec<(String, i32, i64)>> = None;
+
+        {
+            let mut stream = consumer.stream();
+            loop {
+                // Back-pressure with hysteresis: pause at the high-water mark, resume at half.
+                let backlog = gate.in_use() + buffer.len();
+                let high = gate.limit() + buffer_allowance;
+                let paused = shared.paused.load(Ordering::Relaxed);
+                if !paused && backlog >= high {
+                    set_paused(&consumer, &shared, true);
+                } else if paused && backlog <= high / 2 {
+                    set_paused(&consumer, &shared, false);
+                }
+
+                tokio::select! {
+                    biased;
+                    () = &mut stopped => break,
+                    permit = gate.acquire(), if !buffer.is_empty() => {
+                        let Some(permit) = permit else { break };
+                        if let Some(p) = buffer.pop_front() {
+                            shared.buffered.store(buffer.len(), Ordering::Relaxed);
+                            spawn_handler(&job, p, permit);
+                        }
+                    }
+                    next = stream.next() => match next {
+                        Some(Ok(m)) => {
+                            let p = receive(&shared, &mut lookup, &m);
+                            drop(m);
+                            if buffer.is_empty() {
+                                if let Some(permit) = gate.try_acquire() {
+                                    spawn_handler(&job, p, permit);
+                                    continue;
+                                }
+                            }
+                            buffer.push_back(p);
+                            shared.buffered.store(buffer.len(), Ordering::Relaxed);
+                        }
+                        Some(Err(e)) => {
+                            bump(&shared.counters.consumer_errors);
+                            shared.record_error("consume failed", &e);
+                        }
+                        None => break,
+                    },
+                    _ = commit_tick.tick() => {
+                        commit_changed(&consumer, &shared, &mut last_committed);
+                    }
+                }
+            }
+
+            // Stop fetching: pause everything; what is buffered stays uncommitted and is seen
+            // again by the next owner.
+            shared.stopping.store(true, Ordering::Release);
+            set_paused(&consumer, &shared, true);
+            let dropped = buffer.len();
+            buffer.clear();
+            shared.buffered.store(0, Ordering::Relaxed);
+
+            // Let handlers in flight finish, up to the deadline, still polling the consumer.
+            let deadline = Instant::now() + shutdown_timeout;
+            while gate.in_use() > 0 && Instant::now() < deadline {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    next = stream.next() => if let Some(Err(e)) = next {
+                        shared.record_error("consume failed", &e);
+                    },
+                }
+            }
+            let abandoned = gate.in_use();
+            gate.close();
+            let committed = shared.committable(None);
+            let commit_result = shared.commit(&consumer, &committed, CommitMode::Sync);
+            let committed = committed
+                .elements()
+                .iter()
+                .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
+                .collect::<Vec<_>>();
+            drop(stream);
+
+            // Leaving the group blocks (a synchronous close): do it off the executor.
+            let closed = tokio::task::spawn_blocking(move || {
+                consumer.unsubscribe();
+                drop(consumer);
+            })
+            .await;
+            control_stop.trigger();
+            shared.done.trigger();
+            if let Err(e) = closed {
+                return Err(KafkaError::Crashed(e.to_string()));
+            }
+            if let Some(failure) = lock(&shared.failure).take() {
+                return Err(KafkaError::HandlerFailed(failure));
+            }
+            let report = ShutdownReport {
+                committed,
+                abandoned,
+                dropped,
+                commit_error: commit_result.err().map(|e| e.to_string()),
+            };
+            Ok(report)
+        }
+    }
+}
+
+fn receive(shared: &Shared, lookup: &mut Lookup, m: &BorrowedMessage<'_>) -> Pending {
+    bump(&shared.counters.received);
+    let part = lookup.get(shared, m.topic(), m.partition());
+    let epoch = lock(&part.tracker).dispatch(m.offset());
+    Pending {
+        message: KafkaMessage(Arc::new(m.detach())),
+        part,
+        epoch,
+    }
+}
+
+fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool) {
+    // Set the flag first: a partition assigned from now on gets the same state.
+    shared.paused.store(paused, Ordering::Release);
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            shared.record_error("reading the assignment failed", &e);
+            return;
+        }
+    };
+    let result = if paused {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    drop(assignment);
+    match result {
+        Ok(()) => {
+            bump(if paused {
+                &shared.counters.pauses
+            } else {
+                &shared.counters.resumes
+            });
+            tracing::debug!(target: "ace::kafka", paused, "back-pressure");
+        }
+        Err(e) => shared.record_error("pause/resume failed", &e),
+    }
+}
+
+/// Commits (asynchronously) if any partition's committable offset moved since the last commit.
+fn commit_changed(
+    consumer: &StreamConsumer<Context>,
+    shared: &Shared,
+    last: &mut Option<Vec<(String, i32, i64)>>,
+) {
+    let tpl = shared.committable(None);
+    let mut now: Vec<(String, i32, i64)> = tpl
+        .elements()
+        .iter()
+        .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
+        .collect();
+    now.sort_unstable();
+    if last.as_ref() == Some(&now) {
+        return;
+    }
+    // Every partition, not only those that moved: an async commit lost while the broker was
+    // away is made good by the next one.
+    if shared.commit(consumer, &tpl, CommitMode::Async).is_ok() {
+        *last = Some(now);
+    }
+}
+
+/// What every handler task shares.
+struct Job {
+    shared: Arc<Shared>,
+    handler: HandlerFn,
+    retry: RetryPolicy,
+    after: AfterRetries,
+}
+
+fn spawn_handler(job: &Arc<Job>, p: Pending, permit: Permit) {
+    let job = Arc::clone(job);
+    drop(tokio::spawn(async move {
+        let _permit = permit;
+        let Pending {
+            message,
+            part,
+            epoch,
+        } = p;
+        if job.handle(&message).await {
+            lock(&part.tracker).finish(epoch, message.offset());
+        }
+    }));
+}
+
+impl Job {
+    /// Runs the handler under the retry policy; true if the message counts as done.
+    async fn handle(&self, message: &KafkaMessage) -> bool {
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let error = match CatchUnwind((self.handler)(message.clone())).await {
+                Ok(Ok(())) => {
+                    bump(&self.shared.counters.handled);
+                    return true;
+                }
+                Ok(Err(e)) => HandlerError::Failed(e),
+                Err(panic) => HandlerError::Panicked(panic_message(&*panic)),
+            };
+            if attempts <= self.retry.max_retries {
+                bump(&self.shared.counters.retried);
+                tracing::debug!(target: "ace::kafka", %error, attempts, "handler failed; retrying");
+                tokio::time::sleep(self.retry.backoff(attempts)).await;
+                continue;
+            }
+            bump(&self.shared.counters.failed);
+            let failure = HandlerFailure {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                attempts,
+                error,
+            };
+            return match &self.after {
+                AfterRetries::Stop => {
+                    self.shared.fail(failure);
+                    false
+                }
+                AfterRetries::DeadLetter(dead_letter) => {
+                    let text = failure.to_string();
+                    match CatchUnwind(dead_letter(message.clone(), failure)).await {
+                        Ok(Ok(())) => {
+                            bump(&self.shared.counters.dead_lettered);
+                            true
+                        }
+                        Ok(Err(e)) => {
+                            self.shared.fail(dead_letter_failure(
+                                message,
+                                attempts,
+                                text,
+                                HandlerError::Failed(e),
+                            ));
+                            false
+                        }
+                        Err(panic) => {
+                            let e = HandlerError::Panicked(panic_message(&*panic));
+                            self.shared
+                                .fail(dead_letter_failure(message, attempts, text, e));
+                            false
+                        }
+                    }
+                }
+            };
+        }
+    }
+}
+
+fn dead_letter_failure(
+    message: &KafkaMessage,
+    attempts: u32,
+    handler_failure: String,
+    error: HandlerError,
+) -> HandlerFailure {
+    let error = match error {
+        HandlerError::Failed(e) => HandlerError::Failed(
+            format!("dead-letter callback failed ({e}) for {handler_failure}").into(),
+        ),
+        HandlerError::Panicked(msg) => HandlerError::Panicked(format!(
+            "dead-letter callback panicked ({msg}) for {handler_failure}"
+        )),
+    };
+    HandlerFailure {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        attempts,
+        error,
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Catches a panic while polling the inner future, so a panicking handler becomes an error.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
