@@ -242,6 +242,7 @@ pub struct KafkaConsumerManagerBuilder {
     retry: RetryPolicy,
     after: AfterRetries,
     buffer: usize,
+    pause_after: Duration,
     commit_interval: Duration,
     shutdown_timeout: Duration,
 }
@@ -259,6 +260,7 @@ impl fmt::Debug for KafkaConsumerManagerBuilder {
             .field("retry", &self.retry)
             .field("after_retries", &self.after)
             .field("buffer", &self.buffer)
+            .field("pause_after", &self.pause_after)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
@@ -279,6 +281,7 @@ impl Default for KafkaConsumerManagerBuilder {
             retry: RetryPolicy::default(),
             after: AfterRetries::Stop,
             buffer: Self::default_buffer(),
+            pause_after: Self::default_pause_after(),
             commit_interval: Self::default_commit_interval(),
             shutdown_timeout: Self::default_shutdown_timeout(),
         }
@@ -291,6 +294,12 @@ impl KafkaConsumerManagerBuilder {
         // Enough that a fast handler never trips a pause between two fetches, small next to
         // what librdkafka prefetches anyway.
         256
+    }
+    /// Default for [`pause_after`](Self::pause_after): 1 s.
+    pub const fn default_pause_after() -> Duration {
+        // Long enough that a burst a fast handler absorbs in milliseconds never pauses; far
+        // below the default max.poll.interval.ms (5 min).
+        Duration::from_secs(1)
     }
     /// Default for [`commit_interval`](Self::commit_interval): 1 s.
     pub const fn default_commit_interval() -> Duration {
@@ -409,6 +418,16 @@ impl KafkaConsumerManagerBuilder {
         self
     }
 
+    /// How long the backlog may stay at the high-water mark before the partitions are paused.
+    /// Default 1 s; must be below half of `max.poll.interval.ms`.
+    ///
+    /// Until then messages simply wait in librdkafka's queue; a pause lets the consumer keep
+    /// polling (group liveness) without receiving, at the price of the prefetched messages.
+    pub fn pause_after(mut self, after: Duration) -> Self {
+        self.pause_after = after;
+        self
+    }
+
     /// How often finished offsets are committed. Default 1 s; must not be zero.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
         self.commit_interval = interval;
@@ -429,8 +448,9 @@ impl KafkaConsumerManagerBuilder {
     ///
     /// - [`KafkaError::Missing`] if `brokers`, `topics`, `group_id` or `handler` is not set (or
     ///   empty);
-    /// - [`KafkaError::Config`] if the [`AimdConfig`] or the [`RetryPolicy`] breaks a rule, or
-    ///   `commit_interval` is zero;
+    /// - [`KafkaError::Config`] if the [`AimdConfig`] or the [`RetryPolicy`] breaks a rule,
+    ///   `commit_interval` is zero, or `pause_after` is not below half of
+    ///   `max.poll.interval.ms`;
     /// - [`KafkaError::Forbidden`] for `enable.auto.commit=true`;
     /// - [`KafkaError::Client`] if librdkafka refuses a property or value.
     pub fn build(self) -> Result<KafkaConsumerManager, KafkaError> {
@@ -470,7 +490,23 @@ impl KafkaConsumerManagerBuilder {
             client.set(key, value);
         }
         // Validate every property now, without connecting.
-        drop(client.create_native_config()?);
+        let native = client.create_native_config()?;
+        let max_poll_ms: u64 = native
+            .get("max.poll.interval.ms")?
+            .trim_end_matches(char::from(0))
+            .parse()
+            .unwrap_or(300_000);
+        drop(native);
+        if self.pause_after.saturating_mul(2) >= Duration::from_millis(max_poll_ms) {
+            #[allow(clippy::cast_precision_loss, reason = "a duration in ms, for the message")]
+            let half = (max_poll_ms / 2) as f64;
+            return Err(ConfigError::custom(
+                "pause_after",
+                ConfigRule::Below("max.poll.interval.ms / 2", half),
+                self.pause_after.as_secs_f64() * 1000.0,
+            )
+            .into());
+        }
 
         let limit = self.config.initial_limit;
         Ok(KafkaConsumerManager {
@@ -486,6 +522,7 @@ impl KafkaConsumerManagerBuilder {
                 retry: self.retry,
                 after: self.after,
                 buffer: self.buffer,
+                pause_after: self.pause_after,
                 commit_interval: self.commit_interval,
                 shutdown_timeout: self.shutdown_timeout,
             }))),
@@ -503,6 +540,7 @@ struct Parts {
     retry: RetryPolicy,
     after: AfterRetries,
     buffer: usize,
+    pause_after: Duration,
     commit_interval: Duration,
     shutdown_timeout: Duration,
 }
@@ -627,6 +665,7 @@ impl KafkaConsumerManager {
             retry,
             after,
             buffer,
+            pause_after,
             commit_interval,
             shutdown_timeout,
         } = *parts;
@@ -668,6 +707,7 @@ impl KafkaConsumerManager {
             retry,
             after,
             buffer,
+            pause_after,
             commit_interval,
             shutdown_timeout,
             control_stop,

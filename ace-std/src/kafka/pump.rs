@@ -21,6 +21,16 @@ use super::error::{AfterRetries, HandlerError, HandlerFailure, KafkaError, Retry
 use super::gate::{Gate, Permit};
 use super::{HandlerFn, KafkaMessage, ShutdownReport};
 
+/// How often a paused consumer re-checks its backlog.
+const RECHECK: Duration = Duration::from_millis(10);
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the consumer task needs, moved into it at start.
 pub(crate) struct Pump {
     pub(crate) consumer: StreamConsumer<Context>,
@@ -30,6 +40,7 @@ pub(crate) struct Pump {
     pub(crate) retry: RetryPolicy,
     pub(crate) after: AfterRetries,
     pub(crate) buffer: usize,
+    pub(crate) pause_after: Duration,
     pub(crate) commit_interval: Duration,
     pub(crate) shutdown_timeout: Duration,
     /// Stops the control loop once the consumer is done.
@@ -92,6 +103,7 @@ impl Pump {
             retry,
             after,
             buffer: buffer_allowance,
+            pause_after,
             commit_interval,
             shutdown_timeout,
             control_stop,
@@ -114,19 +126,33 @@ impl Pump {
         let stopped = stop.wait();
         tokio::pin!(stopped);
         let mut last_committed: Option<Vec<(String, i32, i64)>> = None;
+        let mut full_since: Option<Instant> = None;
 
         {
             let mut stream = consumer.stream();
             loop {
-                // Back-pressure with hysteresis: pause at the high-water mark, resume at half.
+                // Back-pressure. At the high-water mark, stop taking messages (they wait in
+                // librdkafka's queue, which stops fetching when full); if that lasts
+                // `pause_after`, pause the partitions so the consumer can keep polling without
+                // receiving. Resume at half the mark (hysteresis: a pause throws away
+                // librdkafka's prefetched messages, so it must not flap).
                 let backlog = gate.in_use() + buffer.len();
                 let high = gate.limit() + buffer_allowance;
-                let paused = shared.paused.load(Ordering::Relaxed);
-                if !paused && backlog >= high {
-                    set_paused(&consumer, &shared, true);
-                } else if paused && backlog <= high / 2 {
+                let full = backlog >= high;
+                let mut paused = shared.paused.load(Ordering::Relaxed);
+                if paused && backlog <= high / 2 && !shared.stopping.load(Ordering::Relaxed) {
                     set_paused(&consumer, &shared, false);
+                    paused = false;
                 }
+                if full && !paused {
+                    full_since.get_or_insert_with(Instant::now);
+                } else {
+                    full_since = None;
+                }
+                // With nothing buffered, take one message even when full: it waits for a slot
+                // in the buffer, and that wait is what wakes this loop when a handler finishes.
+                let pull = !full || paused || buffer.is_empty();
+                let pause_at = full_since.map(|t| t + pause_after);
 
                 tokio::select! {
                     biased;
@@ -138,7 +164,7 @@ impl Pump {
                             spawn_handler(&job, p, permit);
                         }
                     }
-                    next = stream.next() => match next {
+                    next = stream.next(), if pull => match next {
                         Some(Ok(m)) => {
                             let p = receive(&shared, &mut lookup, &m);
                             drop(m);
@@ -157,6 +183,12 @@ impl Pump {
                         }
                         None => break,
                     },
+                    () = sleep_until(pause_at), if pause_at.is_some() => {
+                        set_paused(&consumer, &shared, true);
+                        full_since = None;
+                    }
+                    // While paused, re-check the backlog often: handlers finishing wake nobody.
+                    () = tokio::time::sleep(RECHECK), if paused => {}
                     _ = commit_tick.tick() => {
                         commit_changed(&consumer, &shared, &mut last_committed);
                     }
