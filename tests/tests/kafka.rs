@@ -521,10 +521,11 @@ async fn a_restarted_manager_resumes_from_committed_offsets() {
     let handed_over: HashMap<i32, i64> =
         report.committed.iter().map(|(_, p, o)| (*p, *o)).collect();
     eprintln!("first committed {handed_over:?}");
-    assert_eq!(
-        committed(&brokers, group, topic, 2),
-        vec![handed_over[&0], handed_over[&1]]
-    );
+    // A partition the first manager never received from has nothing committed (-1).
+    let expected: Vec<i64> = (0..2)
+        .map(|p| handed_over.get(&p).copied().unwrap_or(-1))
+        .collect();
+    assert_eq!(committed(&brokers, group, topic, 2), expected);
     offsets.lock().unwrap().clear();
 
     let second = make();
@@ -540,10 +541,8 @@ async fn a_restarted_manager_resumes_from_committed_offsets() {
         *e = (*e).min(o);
     }
     for (p, o) in first_seen {
-        assert_eq!(
-            o, handed_over[&p],
-            "partition {p} resumes at the committed offset"
-        );
+        let resume = handed_over.get(&p).copied().unwrap_or(0);
+        assert_eq!(o, resume, "partition {p} resumes at the committed offset");
     }
     assert_eq!(committed(&brokers, group, topic, 2), ends);
 }
@@ -680,7 +679,12 @@ async fn survives_a_broker_restart() {
     let after = counts(300);
     let manager = base_builder(&brokers, topic, group)
         .config(AimdConfig::fixed(4))
-        .set("reconnect.backoff.max.ms", "500")
+        // librdkafka 2.12.1 dereferences a NULL topic name (rd_kafka_metadata_update_op) when
+        // a Fetch v12 response carries KIP-951 leader-change tags, which Tansu sends for a
+        // partition it does not know. A restarted (memory-only) Tansu knows none, so the
+        // consumer must not fetch before the topic is back: reconnect only after 4 s.
+        .set("reconnect.backoff.ms", "4000")
+        .set("reconnect.backoff.max.ms", "4000")
         .handler({
             let (before, after) = (Arc::clone(&before), Arc::clone(&after));
             move |msg: KafkaMessage| {
@@ -725,6 +729,7 @@ async fn survives_a_broker_restart() {
         .shutdown()
         .await
         .expect("a clean shutdown after the restart");
+    assert_eq!(committed(&brokers, group, topic, 1), vec![300]);
 }
 
 /// Bad settings are refused at build time, naming the field.

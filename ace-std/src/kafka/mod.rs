@@ -498,7 +498,10 @@ impl KafkaConsumerManagerBuilder {
             .unwrap_or(300_000);
         drop(native);
         if self.pause_after.saturating_mul(2) >= Duration::from_millis(max_poll_ms) {
-            #[allow(clippy::cast_precision_loss, reason = "a duration in ms, for the message")]
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "a duration in ms, for the message"
+            )]
             let half = (max_poll_ms / 2) as f64;
             return Err(ConfigError::custom(
                 "pause_after",
