@@ -8,18 +8,21 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::context::{bump, lock, Context, PartitionState, Shared};
-use super::error::{AfterRetries, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
+use super::error::{AfterRetries, BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
 use super::gate::{Gate, Permit};
 use super::{HandlerFn, KafkaMessage, ShutdownReport};
+
+/// Messages taken in one go on the fast path (free slots, messages ready).
+const DRAIN: usize = 64;
 
 /// How often a paused consumer re-checks its backlog.
 const RECHECK: Duration = Duration::from_millis(10);
@@ -166,16 +169,36 @@ impl Pump {
                     }
                     next = stream.next(), if pull => match next {
                         Some(Ok(m)) => {
-                            let p = receive(&shared, &mut lookup, &m);
+                            let mut p = receive(&shared, &mut lookup, &m);
                             drop(m);
-                            if buffer.is_empty() {
-                                if let Some(permit) = gate.try_acquire() {
-                                    spawn_handler(&job, p, permit);
-                                    continue;
+                            // Fast path: while slots are free and messages are ready, take them
+                            // without a trip through `select!` (bounded, to stay responsive).
+                            let mut drained = 0;
+                            loop {
+                                let permit = if buffer.is_empty() { gate.try_acquire() } else { None };
+                                let Some(permit) = permit else {
+                                    buffer.push_back(p);
+                                    shared.buffered.store(buffer.len(), Ordering::Relaxed);
+                                    break;
+                                };
+                                spawn_handler(&job, p, permit);
+                                drained += 1;
+                                if drained >= DRAIN {
+                                    break;
+                                }
+                                match stream.next().now_or_never() {
+                                    Some(Some(Ok(m))) => {
+                                        p = receive(&shared, &mut lookup, &m);
+                                        drop(m);
+                                    }
+                                    Some(Some(Err(e))) => {
+                                        bump(&shared.counters.consumer_errors);
+                                        shared.record_error("consume failed", &e);
+                                        break;
+                                    }
+                                    _ => break,
                                 }
                             }
-                            buffer.push_back(p);
-                            shared.buffered.store(buffer.len(), Ordering::Relaxed);
                         }
                         Some(Err(e)) => {
                             bump(&shared.counters.consumer_errors);
@@ -320,28 +343,59 @@ struct Job {
     after: AfterRetries,
 }
 
+/// The outcome of one attempt: the handler's result, or its panic.
+type Attempt = Result<Result<(), BoxError>, Box<dyn Any + Send>>;
+
+/// Runs a message's handler. The first poll happens here, on the consumer task: a handler that
+/// completes at once (the common fast case) costs no task spawn. One that is still pending, or
+/// failed and needs the policy, continues as its own tokio task.
 fn spawn_handler(job: &Arc<Job>, p: Pending, permit: Permit) {
-    let job = Arc::clone(job);
-    drop(tokio::spawn(async move {
-        let _permit = permit;
-        let Pending {
-            message,
-            part,
-            epoch,
-        } = p;
-        if job.handle(&message).await {
-            lock(&part.tracker).finish(epoch, message.offset());
+    let mut first = CatchUnwind((job.handler)(p.message.clone()));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    match Pin::new(&mut first).poll(&mut cx) {
+        Poll::Ready(Ok(Ok(()))) => {
+            bump(&job.shared.counters.handled);
+            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+            drop(permit);
         }
-    }));
+        Poll::Ready(outcome) => {
+            let job = Arc::clone(job);
+            drop(tokio::spawn(async move {
+                job.complete(outcome, p, permit).await;
+            }));
+        }
+        Poll::Pending => {
+            // Polled again at once by its task, which re-registers the real waker.
+            let job = Arc::clone(job);
+            drop(tokio::spawn(async move {
+                let outcome = first.await;
+                job.complete(outcome, p, permit).await;
+            }));
+        }
+    }
 }
 
 impl Job {
-    /// Runs the handler under the retry policy; true if the message counts as done.
-    async fn handle(&self, message: &KafkaMessage) -> bool {
+    /// Applies the policy from the first attempt's outcome; marks the message done if it is.
+    async fn complete(&self, first: Attempt, p: Pending, permit: Permit) {
+        let _permit = permit;
+        if self.handle(first, &p.message).await {
+            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+        }
+    }
+
+    /// Runs the retry policy from the first attempt's outcome; true if the message counts as
+    /// done.
+    async fn handle(&self, first: Attempt, message: &KafkaMessage) -> bool {
         let mut attempts = 0u32;
+        let mut outcome = Some(first);
         loop {
             attempts += 1;
-            let error = match CatchUnwind((self.handler)(message.clone())).await {
+            let attempt = match outcome.take() {
+                Some(o) => o,
+                None => CatchUnwind((self.handler)(message.clone())).await,
+            };
+            let error = match attempt {
                 Ok(Ok(())) => {
                     bump(&self.shared.counters.handled);
                     return true;
