@@ -9,7 +9,7 @@
 //! .ci/tansu.sh fetch && cargo bench -p ace-benches --bench kafka
 //! ```
 //!
-//! Environment: `ACE_BENCH_MESSAGES` (default 200000), `ACE_BENCH_ROUNDS` (default 5).
+//! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 9).
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::collections::HashMap;
@@ -128,7 +128,8 @@ fn consumer_config(brokers: &str, group: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Messages per second from the first message received to the last one handled.
+/// Messages per second in the steady state: from the 10 % mark to the 90 % mark of the run
+/// (group joins and the tail are left out).
 async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
     let mut config = ClientConfig::new();
     for (k, v) in consumer_config(brokers, group) {
@@ -139,14 +140,20 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut last_commit = Instant::now();
     let mut count = 0u64;
-    let mut first = None;
+    let (from, to) = (n / 10, n - n / 10);
+    let (mut t_from, mut t_to) = (None, None);
     while count < n {
         let m = consumer.recv().await.expect("message");
-        first.get_or_insert_with(Instant::now);
         // The trivial handler.
         std::hint::black_box(m.payload());
         next.insert(m.partition(), m.offset() + 1);
         count += 1;
+        if count == from {
+            t_from = Some(Instant::now());
+        }
+        if count == to {
+            t_to = Some(Instant::now());
+        }
         if last_commit.elapsed() >= Duration::from_secs(1) {
             let mut tpl = TopicPartitionList::new();
             for (&p, &o) in &next {
@@ -157,7 +164,7 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
             last_commit = Instant::now();
         }
     }
-    let elapsed = first.expect("a message").elapsed();
+    let elapsed = t_to.expect("to") - t_from.expect("from");
     let mut tpl = TopicPartitionList::new();
     for (&p, &o) in &next {
         tpl.add_partition_offset(topic, p, Offset::Offset(o))
@@ -169,7 +176,7 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
         .await
         .expect("close");
     #[allow(clippy::cast_precision_loss, reason = "a rate")]
-    let rate = n as f64 / elapsed.as_secs_f64();
+    let rate = (to - from) as f64 / elapsed.as_secs_f64();
     rate
 }
 
@@ -193,10 +200,11 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
                     (Arc::clone(&count), Arc::clone(&first), Arc::clone(&done));
                 async move {
                     std::hint::black_box(m.payload());
-                    if count.fetch_add(1, Ordering::Relaxed) == 0 {
-                        first.lock().unwrap().get_or_insert_with(Instant::now);
+                    let c = count.fetch_add(1, Ordering::Relaxed) + 1;
+                    if c == n / 10 {
+                        *first.lock().unwrap() = Some(Instant::now());
                     }
-                    if count.load(Ordering::Relaxed) == n {
+                    if c == n - n / 10 {
                         *done.lock().unwrap() = Some(Instant::now());
                     }
                     Ok::<(), std::io::Error>(())
@@ -216,9 +224,16 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
         tokio::task::yield_now().await;
     };
     let start = first.lock().unwrap().expect("first");
+    let stats = manager.stats();
+    if stats.pauses > 0 || stats.rebalances > 1 {
+        eprintln!(
+            "  (manager: {} pauses, {} rebalances)",
+            stats.pauses, stats.rebalances
+        );
+    }
     manager.shutdown().await.expect("shutdown");
     #[allow(clippy::cast_precision_loss, reason = "a rate")]
-    let rate = n as f64 / (end - start).as_secs_f64();
+    let rate = (n - 2 * (n / 10)) as f64 / (end - start).as_secs_f64();
     rate
 }
 
@@ -239,9 +254,9 @@ fn main() {
     let n = if smoke {
         2_000
     } else {
-        env("ACE_BENCH_MESSAGES", 200_000)
+        env("ACE_BENCH_MESSAGES", 500_000)
     };
-    let rounds = if smoke { 1 } else { env("ACE_BENCH_ROUNDS", 5) };
+    let rounds = if smoke { 1 } else { env("ACE_BENCH_ROUNDS", 9) };
     if smoke
         && std::env::var("ACE_KAFKA_BROKERS").is_err()
         && std::env::var("ACE_TANSU_BIN").is_err()

@@ -16,12 +16,21 @@
 //! lag, which is demand: a growing lag with a healthy system argues for more handlers, never fewer.
 //!
 //! **Back-pressure.** Messages received while every slot is taken wait in a small buffer. When
-//! handlers in flight plus buffered messages reach the limit plus the buffer allowance
-//! ([`buffer`](KafkaConsumerManagerBuilder::buffer), default 256), every assigned partition is
-//! paused; they resume once that backlog drains to half of it. The gap between the two marks
-//! keeps a busy consumer from flapping (each pause throws away librdkafka's prefetched messages).
-//! The consumer keeps polling while paused, so the group does not evict it after
-//! `max.poll.interval.ms`, and a partition assigned during a pause starts paused.
+//! handlers in flight plus buffered messages reach the high-water mark — the limit plus the buffer
+//! allowance ([`buffer`](KafkaConsumerManagerBuilder::buffer), default 256) — the manager stops
+//! taking messages (they wait in librdkafka's queue, which stops fetching when full). If the
+//! backlog is still there after [`pause_after`](KafkaConsumerManagerBuilder::pause_after)
+//! (default 1 s), every assigned partition is paused; they resume once the backlog drains to half
+//! the high-water mark. The delay and the gap between the marks keep a busy consumer from
+//! flapping (each pause throws away librdkafka's prefetched messages): a burst that fast handlers
+//! absorb in milliseconds never pauses. The consumer keeps polling while paused, so the group does
+//! not evict it after `max.poll.interval.ms`, and a partition assigned during a pause starts
+//! paused.
+//!
+//! **Handlers.** A handler's first poll runs on the consumer's task, so a handler that completes
+//! at once costs no task spawn; one that is still pending continues as its own tokio task (and
+//! runs on any worker). Put heavy CPU work in `tokio::task::spawn_blocking`, or at least after an
+//! `.await`, so it does not hold up receiving.
 //!
 //! **Offsets: at-least-once.** Handlers finish out of order; for each partition the manager
 //! commits only the offset below which every handler has finished (a message whose handler is
