@@ -81,6 +81,7 @@
 //! println!("committed {:?}", report.committed);
 //! # Ok(())
 //! # }
+//! # fn main() { drop(run()); }
 //! ```
 //!
 //! [`start`]: KafkaConsumerManager::start
