@@ -31,6 +31,31 @@ use rdkafka::Message;
 
 const PARTITIONS: i32 = 4;
 
+/// The process's CPU time (user + system, every thread), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the `)`; in clock ticks
+    // (100 per second on Linux).
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// One run: messages per second in the window, and CPU microseconds per message in it.
+type Run = (f64, f64);
+
+#[allow(clippy::cast_precision_loss, reason = "rates")]
+fn run_of(count: u64, wall: Duration, cpu: Duration) -> Run {
+    (
+        count as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / count as f64,
+    )
+}
+
 struct Tansu(Child);
 
 impl Drop for Tansu {
@@ -130,7 +155,7 @@ fn consumer_config(brokers: &str, group: &str) -> Vec<(&'static str, String)> {
 
 /// Messages per second in the steady state: from the 10 % mark to the 90 % mark of the run
 /// (group joins and the tail are left out).
-async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
+async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
     let mut config = ClientConfig::new();
     for (k, v) in consumer_config(brokers, group) {
         config.set(k, v);
@@ -142,6 +167,7 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
     let mut count = 0u64;
     let (from, to) = (n / 10, n - n / 10);
     let (mut t_from, mut t_to) = (None, None);
+    let (mut c_from, mut c_to) = (Duration::ZERO, Duration::ZERO);
     while count < n {
         let m = consumer.recv().await.expect("message");
         // The trivial handler.
@@ -150,9 +176,11 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
         count += 1;
         if count == from {
             t_from = Some(Instant::now());
+            c_from = cpu_time();
         }
         if count == to {
             t_to = Some(Instant::now());
+            c_to = cpu_time();
         }
         if last_commit.elapsed() >= Duration::from_secs(1) {
             let mut tpl = TopicPartitionList::new();
@@ -175,15 +203,13 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
     tokio::task::spawn_blocking(move || drop(consumer))
         .await
         .expect("close");
-    #[allow(clippy::cast_precision_loss, reason = "a rate")]
-    let rate = (to - from) as f64 / elapsed.as_secs_f64();
-    rate
+    run_of(to - from, elapsed, c_to - c_from)
 }
 
-async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
+async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
     let count = Arc::new(AtomicU64::new(0));
-    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let done: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let first: Arc<Mutex<Option<(Instant, Duration)>>> = Arc::default();
+    let done: Arc<Mutex<Option<(Instant, Duration)>>> = Arc::default();
     let mut builder = KafkaConsumerManager::builder().topic(topic);
     for (k, v) in consumer_config(brokers, group) {
         builder = match k {
@@ -202,10 +228,10 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
                     std::hint::black_box(m.payload());
                     let c = count.fetch_add(1, Ordering::Relaxed) + 1;
                     if c == n / 10 {
-                        *first.lock().unwrap() = Some(Instant::now());
+                        *first.lock().unwrap() = Some((Instant::now(), cpu_time()));
                     }
                     if c == n - n / 10 {
-                        *done.lock().unwrap() = Some(Instant::now());
+                        *done.lock().unwrap() = Some((Instant::now(), cpu_time()));
                     }
                     Ok::<(), std::io::Error>(())
                 }
@@ -232,9 +258,7 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> f64 {
         );
     }
     manager.shutdown().await.expect("shutdown");
-    #[allow(clippy::cast_precision_loss, reason = "a rate")]
-    let rate = (n - 2 * (n / 10)) as f64 / (end - start).as_secs_f64();
-    rate
+    run_of(n - 2 * (n / 10), end.0 - start.0, end.1 - start.1)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -276,14 +300,26 @@ fn main() {
         let topic = "bench";
         setup(&brokers, topic, usize::try_from(n).unwrap()).await;
         let (mut base, mut ace) = (Vec::new(), Vec::new());
+        let (mut base_cpu, mut ace_cpu) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let b = plain(&brokers, topic, &format!("plain-{round}"), n).await;
-            let a = managed(&brokers, topic, &format!("ace-{round}"), n).await;
-            println!("round {round}: plain StreamConsumer {b:>10.0} msg/s   KafkaConsumerManager {a:>10.0} msg/s   ratio {:.3}", a / b);
+            let (b, bc) = plain(&brokers, topic, &format!("plain-{round}"), n).await;
+            let (a, ac) = managed(&brokers, topic, &format!("ace-{round}"), n).await;
+            println!(
+                "round {round}: plain {b:>9.0} msg/s {bc:>5.2} cpu-us/msg   manager {a:>9.0} msg/s \
+                 {ac:>5.2} cpu-us/msg   ratio {:.3}",
+                a / b
+            );
             base.push(b);
             ace.push(a);
+            base_cpu.push(bc);
+            ace_cpu.push(ac);
         }
         let (mb, ma) = (median(&mut base), median(&mut ace));
-        println!("median over {rounds} rounds of {n} messages: plain {mb:.0} msg/s, manager {ma:.0} msg/s, ratio {:.3}", ma / mb);
+        let (cb, ca) = (median(&mut base_cpu), median(&mut ace_cpu));
+        println!(
+            "median over {rounds} rounds of {n} messages: plain {mb:.0} msg/s ({cb:.2} cpu-us/msg), \
+             manager {ma:.0} msg/s ({ca:.2} cpu-us/msg), throughput ratio {:.3}",
+            ma / mb
+        );
     });
 }
