@@ -9,7 +9,8 @@
 //! .ci/tansu.sh fetch && cargo bench -p ace-benches --bench kafka
 //! ```
 //!
-//! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 9).
+//! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 9),
+//! `ACE_BENCH_ONLY=manager` (skip the plain loop, for profiling).
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::collections::HashMap;
@@ -302,7 +303,11 @@ fn main() {
         let (mut base, mut ace) = (Vec::new(), Vec::new());
         let (mut base_cpu, mut ace_cpu) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let (b, bc) = plain(&brokers, topic, &format!("plain-{round}"), n).await;
+            let (b, bc) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("manager") {
+                (1.0, 0.0)
+            } else {
+                plain(&brokers, topic, &format!("plain-{round}"), n).await
+            };
             let (a, ac) = managed(&brokers, topic, &format!("ace-{round}"), n).await;
             println!(
                 "round {round}: plain {b:>9.0} msg/s {bc:>5.2} cpu-us/msg   manager {a:>9.0} msg/s \
