@@ -20,3 +20,7 @@ pub use ace_core as core;
 pub use ace_core::{
     Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
 };
+
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub mod kafka;
