@@ -11,7 +11,10 @@
 //! - `set_limit/*`: one limit change (alternating +1 / −1, nobody waiting).
 //! - `blocking/*`: 8 threads share 2 permits, each looping blocking acquire → ~100 ns of work →
 //!   release.
-#![allow(missing_docs, reason = "criterion's macros generate undocumented items")]
+#![allow(
+    missing_docs,
+    reason = "criterion's macros generate undocumented items"
+)]
 
 use std::future::Future;
 use std::hint::black_box;
@@ -33,7 +36,10 @@ const OPS_PER_THREAD: usize = 2_000;
 /// Polls a future once with a no-op waker; the benches only poll futures that are ready.
 fn ready<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("an uncontended acquire must be ready at once"),
     }
