@@ -7,6 +7,8 @@
 //!
 //! - [`AimdConfig`] and [`ConfigError`]: bounds, steps, thresholds and timing, validated.
 //! - [`Signals`] and [`Usage`]: one snapshot of health, and how much of the limit is used.
+//! - [`LatencyRecorder`] and [`LatencySummary`]: the lock-free per-cycle record of task latencies
+//!   and failures that the managers feed and the controller reads as stress.
 //! - [`Controller`]: the pure decision rule, returning a [`Decision`] with an [`Action`] and a
 //!   typed [`Reason`].
 //! - [`Semaphore`]: the adjustable, fair, shrinkable async semaphore that enforces the limit, with
@@ -45,6 +47,7 @@ extern crate std;
 
 mod config;
 mod controller;
+mod latency;
 mod runtime;
 mod semaphore;
 mod signals;
@@ -52,6 +55,7 @@ mod sync;
 
 pub use config::{AimdConfig, ConfigError, ConfigRule};
 pub use controller::{Action, Controller, Decision, Reason, Stress};
+pub use latency::{LatencyRecorder, LatencySummary};
 pub use runtime::{
     source_fn, BoxFuture, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown,
     SignalError, SignalSource,

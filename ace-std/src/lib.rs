@@ -23,6 +23,10 @@ pub use ace_core::{
     Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
 };
 
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub mod kafka;
+
 #[cfg(feature = "threadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
 pub mod threadpool;
