@@ -99,6 +99,48 @@ mod tests {
         assert_eq!(parse_meminfo(meminfo), Some(75.0));
     }
 
+    /// The real reading: spin every CPU that `/proc/stat` lists between two readings.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn should_read_high_cpu_under_load_on_every_core() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+
+        let cpus = std::fs::read_to_string("/proc/stat")
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count()
+            .clamp(1, 64);
+        let mut source = ProcSignals::new();
+        let stop = AtomicBool::new(false);
+        let reading = std::thread::scope(|s| {
+            for _ in 0..cpus {
+                s.spawn(|| {
+                    let mut x = 1u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005));
+                    }
+                });
+            }
+            // The first reading covers the spin-up; the second covers load only.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(100) {
+                std::hint::spin_loop();
+            }
+            source.read().unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let reading = source.read().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            reading
+        });
+        let cpu = reading.cpu_percent.expect("a CPU reading");
+        assert!(cpu > 50.0, "{cpu}% with every core spinning");
+        assert!(reading
+            .memory_percent
+            .is_some_and(|m| (0.0..=100.0).contains(&m)));
+    }
+
     #[test]
     fn should_fail_on_garbage() {
         assert_eq!(parse_stat("nothing here"), None);
