@@ -240,6 +240,18 @@ impl ThreadPoolManager {
     }
 
     /// A snapshot of the pool's state and counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::ThreadPoolManager;
+    /// let pool = ThreadPoolManager::new(ace_std::AimdConfig::fixed(4))?;
+    /// pool.submit(|| ()).join().unwrap();
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.limit, stats.completed, stats.panicked), (4, 1, 0));
+    /// assert!(stats.threads <= 4);
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         let (completed, panicked) = self.shared.counts();
         Stats {
