@@ -119,7 +119,7 @@ type ErrorHook = Box<dyn FnMut(&SignalError) + Send>;
 /// child absent it returns an empty snapshot, and the controller holds (fail-open).
 ///
 /// ```
-/// use ace_core::{source_fn, SignalError, SignalSource, Signals};
+/// use ace_core::{source_fn, SignalError, SignalSource};
 /// use ace_std::signals::{Merge, QueueDepth};
 /// use std::time::Duration;
 ///
