@@ -360,11 +360,6 @@ where
                     return self;
                 }
             }
-            // Skip ticks the executor missed rather than running them back to back.
-            let now = self.runtime.now();
-            while next <= now {
-                next += interval;
-            }
             let stopped = future::or(
                 async {
                     shutdown.wait().await;
@@ -378,6 +373,12 @@ where
             .await;
             if stopped {
                 return self;
+            }
+            // Skip ticks missed while the executor was late or the cycle ran long, rather than
+            // running cycles back to back.
+            let now = self.runtime.now();
+            while next <= now {
+                next += interval;
             }
         }
     }

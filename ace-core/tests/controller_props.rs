@@ -1,0 +1,141 @@
+//! Property tests of the controller: bounds and cooldown always hold; `validate` never panics.
+
+use core::time::Duration;
+
+use ace_core::{Action, AimdConfig, Controller, Signals, Usage};
+use proptest::prelude::*;
+
+fn opt<T: core::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> impl Strategy<Value = Option<T>> {
+    prop_oneof![1 => Just(None), 3 => s.prop_map(Some)]
+}
+
+fn signals() -> impl Strategy<Value = Signals> {
+    (
+        opt(0.0..=100.0f64),
+        opt(0.0..=100.0f64),
+        opt(0..300u64),
+        opt((0..200u64).prop_map(Duration::from_millis)),
+        opt(0..10_000u64),
+    )
+        .prop_map(|(cpu, mem, queue, lag, kafka)| Signals {
+            cpu_percent: cpu,
+            memory_percent: mem,
+            queue_depth: queue,
+            event_loop_lag: lag,
+            kafka_lag: kafka,
+        })
+}
+
+/// Valid configs: built so every rule holds.
+fn valid_config() -> impl Strategy<Value = AimdConfig> {
+    (
+        1..50usize,
+        0..50usize,
+        0..200usize,
+        1..20usize,
+        0.01..0.99f64,
+        (1.0..100.0f64, 0.01..1.0f64),
+        (1.0..100.0f64, 0.01..1.0f64),
+        1..500u64,
+        (0..20_000u64, 1..10_000u64),
+    )
+        .prop_map(
+            |(min, up, over, step, factor, (cpu, cpu_r), (mem, mem_r), queue, (cool, every))| {
+                AimdConfig {
+                    min_limit: min,
+                    initial_limit: min + up,
+                    max_limit: min + up + over,
+                    increase_step: step,
+                    decrease_factor: factor,
+                    cpu_threshold: cpu,
+                    // Strictly below: a ratio in (0, 1) of the decrease threshold.
+                    cpu_increase_threshold: cpu * cpu_r,
+                    memory_threshold: mem,
+                    memory_increase_threshold: mem * mem_r,
+                    queue_threshold: queue,
+                    cooldown: Duration::from_millis(cool),
+                    adjustment_interval: Duration::from_millis(every),
+                    ..AimdConfig::default()
+                }
+            },
+        )
+        .prop_filter("increase thresholds must be positive and below", |c| {
+            c.validate().is_ok()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn limit_stays_in_bounds_and_changes_respect_cooldown(
+        config in valid_config(),
+        steps in prop::collection::vec((signals(), 0..300usize, 0..50usize, 0..5_000u64), 1..200),
+    ) {
+        let mut c = Controller::new(config.clone()).unwrap();
+        let mut now = Duration::ZERO;
+        let mut last_change: Option<Duration> = None;
+        for (signals, in_flight, waiting, dt) in steps {
+            now += Duration::from_millis(dt);
+            let usage = Usage { limit: c.limit(), in_flight, waiting };
+            let d = c.decide(now, &signals, usage);
+            prop_assert!(config.min_limit <= d.new_limit && d.new_limit <= config.max_limit);
+            prop_assert_eq!(d.new_limit, c.limit());
+            match d.action {
+                Action::Hold => prop_assert_eq!(d.new_limit, d.previous_limit),
+                Action::Increase => prop_assert!(d.new_limit > d.previous_limit),
+                Action::Decrease => prop_assert!(d.new_limit < d.previous_limit),
+            }
+            if d.new_limit != d.previous_limit {
+                if let Some(t) = last_change {
+                    prop_assert!(now - t >= config.cooldown, "changes {:?} apart", now - t);
+                }
+                last_change = Some(now);
+            }
+            // Never grow an unused limit: growth needs 80 % in flight, waiters or a Kafka backlog.
+            if d.action == Action::Increase {
+                let busy = in_flight * 5 >= d.previous_limit * 4 || waiting > 0;
+                let backlog = signals.kafka_lag.is_some_and(|l| l > 0) && in_flight * 2 >= d.previous_limit;
+                prop_assert!(busy || backlog);
+            }
+            // Fail-open: no health signal never shrinks.
+            if !signals.has_health() {
+                prop_assert_ne!(d.action, Action::Decrease);
+            }
+        }
+    }
+
+    #[test]
+    fn validate_never_panics_and_agrees_with_new(
+        min in 0..100usize, init in 0..100usize, max in 0..100usize, step in 0..5usize,
+        factor in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), -2.0..2.0f64],
+        cpu in prop_oneof![Just(f64::NAN), -10.0..120.0f64],
+        cpu_up in -10.0..120.0f64,
+        mem in -10.0..120.0f64,
+        mem_up in -10.0..120.0f64,
+        queue in 0..3u64, lag in 0..3u64, every in 0..3u64,
+    ) {
+        let config = AimdConfig {
+            min_limit: min, initial_limit: init, max_limit: max, increase_step: step,
+            decrease_factor: factor, cpu_threshold: cpu, cpu_increase_threshold: cpu_up,
+            memory_threshold: mem, memory_increase_threshold: mem_up, queue_threshold: queue,
+            event_loop_lag_threshold: Duration::from_millis(lag),
+            adjustment_interval: Duration::from_millis(every),
+            ..AimdConfig::default()
+        };
+        let checked = config.validate();
+        prop_assert_eq!(checked.is_ok(), Controller::new(config.clone()).is_ok());
+        let well_formed = min >= 1 && min <= init && init <= max && step >= 1
+            && factor > 0.0 && factor < 1.0
+            && [cpu, cpu_up, mem, mem_up].iter().all(|p| *p > 0.0 && *p <= 100.0)
+            && cpu_up < cpu && mem_up < mem && queue >= 1 && lag > 0 && every > 0;
+        prop_assert_eq!(checked.is_ok(), well_formed);
+        if let Err(e) = checked {
+            // The message names the field.
+            let text = e.to_string();
+            prop_assert!(text.contains(e.field()), "{}", text);
+        }
+    }
+}
