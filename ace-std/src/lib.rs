@@ -7,10 +7,16 @@
 //!   aware), [`LagProbe`](signals::LagProbe) (executor lag),
 //!   [`QueueDepth`](signals::QueueDepth) (a gauge you feed) and [`Merge`](signals::Merge).
 //! - [`log`]: [`DecisionLog`](log::DecisionLog), JSON lines, `tracing` events and `metrics`.
+//! - [`Manager`]: an adaptive concurrency limit for async tasks on any [`Runtime`](ace_core::Runtime),
+//!   with `submit`, `spawn`, `stats` and `shutdown`; built by [`Builder`].
+//! - `ace_std::tokio::Manager`, `ace_std::smol::Manager`, `ace_std::async_std::Manager`: the
+//!   same on each executor.
 //!
 //! # Features
 //!
-//! - `tokio`, `smol`, `async-std` (legacy): a `Manager` for that executor.
+//! - `tokio`: [`tokio::Manager`](crate::tokio::Manager).
+//! - `smol`: [`smol::Manager`](crate::smol::Manager).
+//! - `async-std`: `async_std::Manager` (legacy: async-std is discontinued upstream; prefer smol).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -22,8 +28,22 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod gate;
 pub mod log;
+mod manager;
 pub mod signals;
+
+#[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
+pub mod async_std;
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+pub mod smol;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
+
+pub use manager::{AmbientRuntime, Builder, JoinError, JoinHandle, Manager, Stats, SubmitError};
 
 pub use ace_core as core;
 pub use ace_core::{

@@ -178,6 +178,10 @@ impl<R: Runtime> Merge<R> {
         });
     }
 
+    pub(crate) fn push_dyn(&mut self, name: &'static str, source: Box<dyn DynSignalSource>) {
+        self.children.push(Child { name, source });
+    }
+
     /// Where a child's error or timeout goes (instead of the default `tracing` warning).
     #[must_use]
     pub fn on_error(mut self, hook: impl FnMut(&SignalError) + Send + 'static) -> Self {
