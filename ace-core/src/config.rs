@@ -52,6 +52,32 @@ pub struct AimdConfig {
     pub cooldown: Duration,
     /// How often the control loop collects signals and decides. Default 2 s.
     pub adjustment_interval: Duration,
+    /// Latency stress: decrease when the cycle's p90 task latency is over `latency_tolerance` ×
+    /// the baseline (the lowest cycle p90 of the last `latency_baseline_window`). Default
+    /// `Some(1.5)`; `None` turns the latency signal off (task errors included), which gives the
+    /// seed's rules. It acts only on cycles with latency samples, which only a manager that times
+    /// its tasks into a [`LatencyRecorder`](crate::LatencyRecorder) provides.
+    pub latency_tolerance: Option<f64>,
+    /// A cycle with fewer tasks than this (successes and failures together) has no latency
+    /// signal: a handful of samples says nothing. Default 10.
+    pub latency_min_samples: u32,
+    /// Decrease when more than this share of the cycle's tasks failed or timed out. Default 0.1.
+    /// Part of the latency signal: off when `latency_tolerance` is `None`.
+    pub latency_max_error_rate: f64,
+    /// How long a cycle's latency may stand as the baseline: the baseline is the lowest cycle p90
+    /// seen in this window, so it follows a faster downstream at once and a slower one after this
+    /// long. Default 60 s.
+    pub latency_baseline_window: Duration,
+    /// Re-measure the baseline this often (± 25 % seeded jitter): drop the limit to `min_limit`
+    /// until the cooldown allows a change and one clean cycle is measured, take that cycle's p90 as
+    /// the baseline, then restore the limit. Default `None` (off): every multiplicative decrease
+    /// already unloads the downstream for a cycle, which refreshes the baseline window without a
+    /// scheduled dip in throughput.
+    pub latency_probe_interval: Option<Duration>,
+    /// Slow start: from a cold start, and after a run of cuts, grow by doubling (capped by the
+    /// level after the first cut, or `max_limit`) until the first stress, then by `increase_step`.
+    /// Default `true`; `false` gives the seed's additive growth only.
+    pub slow_start: bool,
 }
 
 impl AimdConfig {
@@ -108,6 +134,45 @@ impl AimdConfig {
         Duration::from_secs(2)
     }
 
+    /// Default for [`latency_tolerance`](Self::latency_tolerance): `Some(1.5)`.
+    pub const fn default_latency_tolerance() -> Option<f64> {
+        Some(1.5)
+    }
+    /// Default for [`latency_min_samples`](Self::latency_min_samples): 10.
+    pub const fn default_latency_min_samples() -> u32 {
+        10
+    }
+    /// Default for [`latency_max_error_rate`](Self::latency_max_error_rate): 0.1.
+    pub const fn default_latency_max_error_rate() -> f64 {
+        0.1
+    }
+    /// Default for [`latency_baseline_window`](Self::latency_baseline_window): 60 s.
+    pub const fn default_latency_baseline_window() -> Duration {
+        Duration::from_secs(60)
+    }
+    /// Default for [`latency_probe_interval`](Self::latency_probe_interval): `None`.
+    pub const fn default_latency_probe_interval() -> Option<Duration> {
+        None
+    }
+    /// Default for [`slow_start`](Self::slow_start): `true`.
+    pub const fn default_slow_start() -> bool {
+        true
+    }
+    // Tuning: 1.5 on a p90 sits above the noise of a min-of-p90s baseline (a few % to 15 % with 10
+    // to 100 samples a cycle) and below the 2× that the issue's goal allows for p99; Envoy's
+    // gradient controller uses a 25 % buffer on p50, Netflix's Gradient2 a tolerance of 1.5 on
+    // the mean. 60 s is 30 cycles at the default interval: several AIMD sawtooth troughs, each an
+    // unloaded measurement.
+
+    /// The seed's rules: this config with the latency signal and slow start off.
+    pub fn seed_rules(self) -> Self {
+        Self {
+            latency_tolerance: None,
+            slow_start: false,
+            ..self
+        }
+    }
+
     /// A config with a fixed limit: `min_limit == initial_limit == max_limit == limit`.
     ///
     /// The controller then only ever holds; useful as the "static limit" baseline.
@@ -135,7 +200,12 @@ impl AimdConfig {
     /// - `cpu_increase_threshold >= cpu_threshold` or
     ///   `memory_increase_threshold >= memory_threshold`;
     /// - `queue_threshold < 1`;
-    /// - `event_loop_lag_threshold` or `adjustment_interval` is zero.
+    /// - `event_loop_lag_threshold` or `adjustment_interval` is zero;
+    /// - `latency_tolerance` is `Some` and not a finite number above 1;
+    /// - `latency_min_samples < 1`;
+    /// - `latency_max_error_rate` is not in (0, 1];
+    /// - `latency_baseline_window < adjustment_interval`;
+    /// - `latency_probe_interval` is `Some` and shorter than `latency_baseline_window`.
     ///
     /// ```
     /// use ace_core::{AimdConfig, ConfigRule};
@@ -235,6 +305,38 @@ impl AimdConfig {
                 Value::Duration(Duration::ZERO),
             );
         }
+        if let Some(t) = self.latency_tolerance {
+            if !(t > 1.0 && t.is_finite()) {
+                return err("latency_tolerance", R::AboveOne, Value::Float(t));
+            }
+        }
+        if self.latency_min_samples < 1 {
+            return err(
+                "latency_min_samples",
+                R::AtLeastOne,
+                Value::Int(u64::from(self.latency_min_samples)),
+            );
+        }
+        let rate = self.latency_max_error_rate;
+        if !(rate > 0.0 && rate <= 1.0) {
+            return err("latency_max_error_rate", R::Fraction, Value::Float(rate));
+        }
+        if self.latency_baseline_window < self.adjustment_interval {
+            return err(
+                "latency_baseline_window",
+                R::NotShorterThan("adjustment_interval", self.adjustment_interval),
+                Value::Duration(self.latency_baseline_window),
+            );
+        }
+        if let Some(every) = self.latency_probe_interval {
+            if every < self.latency_baseline_window {
+                return err(
+                    "latency_probe_interval",
+                    R::NotShorterThan("latency_baseline_window", self.latency_baseline_window),
+                    Value::Duration(every),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -255,6 +357,12 @@ impl Default for AimdConfig {
             memory_increase_threshold: Self::default_memory_increase_threshold(),
             cooldown: Self::default_cooldown(),
             adjustment_interval: Self::default_adjustment_interval(),
+            latency_tolerance: Self::default_latency_tolerance(),
+            latency_min_samples: Self::default_latency_min_samples(),
+            latency_max_error_rate: Self::default_latency_max_error_rate(),
+            latency_baseline_window: Self::default_latency_baseline_window(),
+            latency_probe_interval: Self::default_latency_probe_interval(),
+            slow_start: Self::default_slow_start(),
         }
     }
 }
@@ -275,6 +383,12 @@ pub enum ConfigRule {
     Percentage,
     /// The field must not be zero.
     NonZero,
+    /// The field must be a finite number above 1.
+    AboveOne,
+    /// The field is a fraction and must be in (0, 1].
+    Fraction,
+    /// The field (a duration) must not be shorter than the named field, whose value is given.
+    NotShorterThan(&'static str, Duration),
 }
 
 impl fmt::Display for ConfigRule {
@@ -286,6 +400,11 @@ impl fmt::Display for ConfigRule {
             Self::OpenUnitInterval => f.write_str("it must be in (0, 1)"),
             Self::Percentage => f.write_str("it must be a percentage in (0, 100]"),
             Self::NonZero => f.write_str("it must not be zero"),
+            Self::AboveOne => f.write_str("it must be a finite number above 1"),
+            Self::Fraction => f.write_str("it must be in (0, 1]"),
+            Self::NotShorterThan(other, v) => {
+                write!(f, "it must not be shorter than `{other}` ({v:?})")
+            }
         }
     }
 }

@@ -7,18 +7,25 @@
 //!
 //! - [`AimdConfig`] and [`ConfigError`]: bounds, steps, thresholds and timing, validated.
 //! - [`Signals`] and [`Usage`]: one snapshot of health, and how much of the limit is used.
+//! - [`LatencyRecorder`] and [`LatencySummary`]: the lock-free per-cycle record of task latencies
+//!   and failures that the managers feed and the controller reads as stress.
 //! - [`Controller`]: the pure decision rule, returning a [`Decision`] with an [`Action`] and a
 //!   typed [`Reason`].
+//! - [`Semaphore`]: the adjustable, fair, shrinkable async semaphore that enforces the limit, with
+//!   [`Permit`], [`OwnedPermit`], the futures [`Acquire`] and [`AcquireOwned`], and the errors
+//!   [`AcquireError`] and [`TryAcquireError`] (and `AcquireTimeoutError` under `std`).
 //! - [`Runtime`], [`SignalSource`], [`LimitTarget`], [`DecisionSink`] and [`ControlLoop`]: the
 //!   executor seam and the loop written once over it.
 //!
 //! # Features
 //!
-//! - `std`: blocking (thread) waits on the semaphore.
+//! - `std`: blocking (thread) waits on the semaphore (`Semaphore::blocking_acquire` and friends).
 //! - `portable-atomic`: atomics from `portable-atomic`, for targets without native CAS.
 //! - `loom`: the loom models (with `RUSTFLAGS="--cfg loom"`).
 #![no_std]
-#![forbid(unsafe_code)]
+// The only `unsafe` is the spin lock in `sync`, which allows it there; each block says why it is
+// sound.
+#![deny(unsafe_code)]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -40,14 +47,22 @@ extern crate std;
 
 mod config;
 mod controller;
+mod latency;
 mod runtime;
+mod semaphore;
 mod signals;
 mod sync;
 
 pub use config::{AimdConfig, ConfigError, ConfigRule};
 pub use controller::{Action, Controller, Decision, Reason, Stress};
+pub use latency::{LatencyRecorder, LatencySummary};
 pub use runtime::{
     source_fn, BoxFuture, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown,
     SignalError, SignalSource,
+};
+#[cfg(feature = "std")]
+pub use semaphore::AcquireTimeoutError;
+pub use semaphore::{
+    Acquire, AcquireError, AcquireOwned, OwnedPermit, Permit, Semaphore, TryAcquireError,
 };
 pub use signals::{Signals, Usage};

@@ -18,7 +18,7 @@ use futures_lite::future;
 
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::{Controller, Decision, Signals, Usage};
+use crate::{Controller, Decision, LatencyRecorder, Signals, Usage};
 
 /// What the control loop needs from an executor: spawn a task, sleep, read a monotonic clock.
 ///
@@ -260,6 +260,8 @@ impl Shutdown {
 /// - A source that errors, or takes longer than one interval, counts as absent for that cycle, and
 ///   the sink is told through [`DecisionSink::signal_error`]. The loop never stops for it.
 /// - [`Shutdown::trigger`] ends the loop promptly, even mid-sleep or mid-collection.
+/// - Given a [`LatencyRecorder`] ([`with_latency`](Self::with_latency)), each cycle takes its
+///   summary into [`Signals::latency`], whatever the source returned.
 #[derive(Debug)]
 pub struct ControlLoop<R, S, T, K> {
     runtime: R,
@@ -267,6 +269,7 @@ pub struct ControlLoop<R, S, T, K> {
     source: S,
     target: T,
     sink: K,
+    latency: Option<alloc::sync::Arc<LatencyRecorder>>,
 }
 
 impl<R, S, T, K> ControlLoop<R, S, T, K>
@@ -284,7 +287,17 @@ where
             source,
             target,
             sink,
+            latency: None,
         }
+    }
+
+    /// Feeds the latency signal from `recorder`: each cycle takes its
+    /// [summary](LatencyRecorder::take_summary) into [`Signals::latency`]. The managers record
+    /// every task's latency (or failure) into the same recorder.
+    #[must_use]
+    pub fn with_latency(mut self, recorder: alloc::sync::Arc<LatencyRecorder>) -> Self {
+        self.latency = Some(recorder);
+        self
     }
 
     /// The controller, with its current limit.
@@ -311,7 +324,7 @@ where
             None
         })
         .await;
-        let signals = match collected {
+        let mut signals = match collected {
             Some(Ok(signals)) => signals,
             Some(Err(error)) => {
                 self.sink.signal_error(&error);
@@ -325,6 +338,9 @@ where
                 Signals::default()
             }
         };
+        if let Some(recorder) = &self.latency {
+            signals.latency = Some(recorder.take_summary());
+        }
         let now = self.runtime.now();
         let usage = self.target.usage();
         let decision = self.controller.decide(now, &signals, usage);

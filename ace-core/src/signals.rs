@@ -3,6 +3,8 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::LatencySummary;
+
 /// One snapshot of the health signals the controller reads.
 ///
 /// Every field is an `Option`: `None` means "could not be read this cycle", and an absent signal is
@@ -27,13 +29,24 @@ pub struct Signals {
     pub event_loop_lag: Option<Duration>,
     /// Kafka consumer lag in messages, summed over the assigned partitions. Demand, never stress.
     pub kafka_lag: Option<u64>,
+    /// This cycle's task latencies and failures, from a [`LatencyRecorder`](crate::LatencyRecorder)
+    /// (the control loop fills it when given one). The controller keeps the baseline it is
+    /// compared with; a summary with fewer than `latency_min_samples` tasks counts as absent.
+    pub latency: Option<LatencySummary>,
 }
 
 impl Signals {
-    /// True if at least one health signal (CPU, memory, queue depth, executor lag) is present.
+    /// True if at least one health signal (CPU, memory, queue depth, executor lag, or a latency
+    /// summary with at least one task) is present.
     ///
-    /// Kafka lag is demand, not health: a snapshot holding only lag says nothing about stress.
+    /// Kafka lag is demand, not health: a snapshot holding only lag says nothing about stress. The
+    /// controller is stricter about latency: it needs `latency_min_samples` tasks.
     pub fn has_health(&self) -> bool {
+        self.has_machine_health() || self.latency.is_some_and(|l| l.total() > 0)
+    }
+
+    /// True if at least one machine signal (CPU, memory, queue depth, executor lag) is present.
+    pub fn has_machine_health(&self) -> bool {
         self.cpu_percent.is_some()
             || self.memory_percent.is_some()
             || self.queue_depth.is_some()
@@ -49,6 +62,7 @@ impl Signals {
         self.queue_depth = self.queue_depth.or(other.queue_depth);
         self.event_loop_lag = self.event_loop_lag.or(other.event_loop_lag);
         self.kafka_lag = self.kafka_lag.or(other.kafka_lag);
+        self.latency = self.latency.or(other.latency);
     }
 }
 

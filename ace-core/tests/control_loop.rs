@@ -167,14 +167,17 @@ fn scripted_signals_drive_the_limit_down_up_and_through_a_failing_source() {
             (Action::Decrease, 4),
             (Action::Hold, 4), // failed source: absent, fail-open
             (Action::Hold, 4), // hung source: absent after one interval
-            (Action::Increase, 6),
+            // Slow start after a deep cut: double back to where the first cut landed (8) ...
             (Action::Increase, 8),
+            // ... then additive.
+            (Action::Increase, 10),
         ]
     );
+    assert!(matches!(d[4].reason, Reason::SlowStart { ceiling: 8, .. }));
     assert_eq!(d[2].reason, Reason::NoSignals);
     assert_eq!(d[3].reason, Reason::NoSignals);
     // The initial limit is applied first, then each change, and nothing else.
-    assert_eq!(*target.applied.lock().unwrap(), vec![16, 8, 4, 6, 8]);
+    assert_eq!(*target.applied.lock().unwrap(), vec![16, 8, 4, 8, 10]);
     let errors: Vec<_> = lp.sink().errors.iter().map(|e| e.source_name()).collect();
     assert_eq!(errors, vec!["cpu", "collect"]);
     // Ticks land on the interval grid: 2, 4, 6, then the hung read costs one extra interval.
@@ -196,4 +199,28 @@ fn shutdown_before_start_returns_without_a_cycle() {
     let lp = futures_lite::future::block_on(lp.run(shutdown));
     assert!(lp.sink().decisions.is_empty());
     assert_eq!(lp.controller().limit(), 20);
+}
+
+#[test]
+fn a_latency_recorder_feeds_each_cycle_and_starts_the_next_empty() {
+    let recorder = Arc::new(ace_core::LatencyRecorder::new());
+    let mut lp = ControlLoop::new(
+        WarpRuntime::default(),
+        Controller::new(AimdConfig::default()).unwrap(),
+        ace_core::source_fn(|| Err(SignalError::new("cpu", "unreadable"))),
+        Arc::new(Target::default()),
+        Sink::default(),
+    )
+    .with_latency(recorder.clone());
+    for _ in 0..20 {
+        recorder.record(Duration::from_millis(10));
+    }
+    let d = futures_lite::future::block_on(lp.step());
+    // The machine source failed, yet the latency signal alone is health.
+    assert_eq!(d.signals.latency.map(|l| l.samples), Some(20));
+    assert_ne!(d.reason, Reason::NoSignals);
+    assert!(lp.controller().latency_baseline().is_some());
+    let d = futures_lite::future::block_on(lp.step());
+    assert_eq!(d.signals.latency.map(|l| l.samples), Some(0));
+    assert_eq!(d.reason, Reason::NoSignals);
 }

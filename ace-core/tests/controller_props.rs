@@ -1,8 +1,9 @@
-//! Property tests of the controller: bounds and cooldown always hold; `validate` never panics.
+//! Property tests of the controller: bounds and cooldown always hold, idle limits never grow,
+//! latency within tolerance never cuts; `validate` never panics.
 
 use core::time::Duration;
 
-use ace_core::{Action, AimdConfig, Controller, Signals, Usage};
+use ace_core::{Action, AimdConfig, Controller, LatencySummary, Reason, Signals, Usage};
 use proptest::prelude::*;
 
 fn opt<T: core::fmt::Debug + Clone + 'static>(
@@ -18,14 +19,22 @@ fn signals() -> impl Strategy<Value = Signals> {
         opt(0..300u64),
         opt((0..200u64).prop_map(Duration::from_millis)),
         opt(0..10_000u64),
+        opt(latency()),
     )
-        .prop_map(|(cpu, mem, queue, lag, kafka)| Signals {
+        .prop_map(|(cpu, mem, queue, lag, kafka, latency)| Signals {
             cpu_percent: cpu,
             memory_percent: mem,
             queue_depth: queue,
             event_loop_lag: lag,
             kafka_lag: kafka,
+            latency,
         })
+}
+
+fn latency() -> impl Strategy<Value = LatencySummary> {
+    (0..100u32, 0..20u32, 1..2_000u64).prop_map(|(samples, errors, ms)| {
+        LatencySummary::uniform(Duration::from_millis(ms), samples, errors)
+    })
 }
 
 /// Valid configs: built so every rule holds.
@@ -40,9 +49,23 @@ fn valid_config() -> impl Strategy<Value = AimdConfig> {
         (1.0..100.0f64, 0.01..1.0f64),
         1..500u64,
         (0..20_000u64, 1..10_000u64),
+        latency_config(),
     )
         .prop_map(
-            |(min, up, over, step, factor, (cpu, cpu_r), (mem, mem_r), queue, (cool, every))| {
+            |(
+                min,
+                up,
+                over,
+                step,
+                factor,
+                (cpu, cpu_r),
+                (mem, mem_r),
+                queue,
+                (cool, every),
+                (tolerance, min_samples, error_rate, window_x, probe_x, slow_start),
+            )| {
+                let interval = Duration::from_millis(every);
+                let window = interval * window_x;
                 AimdConfig {
                     min_limit: min,
                     initial_limit: min + up,
@@ -56,7 +79,13 @@ fn valid_config() -> impl Strategy<Value = AimdConfig> {
                     memory_increase_threshold: mem * mem_r,
                     queue_threshold: queue,
                     cooldown: Duration::from_millis(cool),
-                    adjustment_interval: Duration::from_millis(every),
+                    adjustment_interval: interval,
+                    latency_tolerance: tolerance,
+                    latency_min_samples: min_samples,
+                    latency_max_error_rate: error_rate,
+                    latency_baseline_window: window,
+                    latency_probe_interval: probe_x.map(|x| window * x),
+                    slow_start,
                     ..AimdConfig::default()
                 }
             },
@@ -64,6 +93,19 @@ fn valid_config() -> impl Strategy<Value = AimdConfig> {
         .prop_filter("increase thresholds must be positive and below", |c| {
             c.validate().is_ok()
         })
+}
+
+type LatencyConfig = (Option<f64>, u32, f64, u32, Option<u32>, bool);
+
+fn latency_config() -> impl Strategy<Value = LatencyConfig> {
+    (
+        opt(1.01..5.0f64),
+        1..30u32,
+        0.01..=1.0f64,
+        1..40u32,
+        opt(1..4u32),
+        any::<bool>(),
+    )
 }
 
 proptest! {
@@ -95,7 +137,8 @@ proptest! {
                 last_change = Some(now);
             }
             // Never grow an unused limit: growth needs 80 % in flight, waiters or a Kafka backlog.
-            if d.action == Action::Increase {
+            // (A probe's restore returns to where the limit was, it is not growth.)
+            if d.action == Action::Increase && !matches!(d.reason, Reason::ProbeDone { .. }) {
                 let busy = in_flight * 5 >= d.previous_limit * 4 || waiting > 0;
                 let backlog = signals.kafka_lag.is_some_and(|l| l > 0) && in_flight * 2 >= d.previous_limit;
                 prop_assert!(busy || backlog);
@@ -104,6 +147,30 @@ proptest! {
             if !signals.has_health() {
                 prop_assert_ne!(d.action, Action::Decrease);
             }
+        }
+    }
+
+    #[test]
+    fn latency_within_tolerance_never_decreases(
+        config in valid_config(),
+        base_ms in 1..500u64,
+        steps in prop::collection::vec((0.0..1.0f64, 0..300usize, 0..50usize, 1..5_000u64), 1..200),
+    ) {
+        // Only the latency signal, no failures, every p90 in [base, base × tolerance): the
+        // baseline is at least `base`, so no cycle reads as stress.
+        let config = AimdConfig { latency_probe_interval: None, ..config };
+        let tolerance = config.latency_tolerance.unwrap_or(1.5);
+        let mut c = Controller::new(config.clone()).unwrap();
+        let mut now = Duration::ZERO;
+        for (x, in_flight, waiting, dt) in steps {
+            now += Duration::from_millis(dt);
+            let p90 = Duration::from_millis(base_ms).mul_f64(1.0 + x * (tolerance - 1.0) * 0.999);
+            let signals = Signals {
+                latency: Some(LatencySummary::uniform(p90, 100, 0)),
+                ..Signals::default()
+            };
+            let d = c.decide(now, &signals, Usage { limit: c.limit(), in_flight, waiting });
+            prop_assert_ne!(d.action, Action::Decrease, "{}", d);
         }
     }
 

@@ -28,7 +28,6 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod gate;
 pub mod log;
 mod manager;
 pub mod signals;

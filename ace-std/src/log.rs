@@ -12,14 +12,16 @@
 //!
 //! `event_type` is `limit_adjustment` (the limit moved), `limit_hold` (it stayed) or
 //! `signal_error` (a source failed or hung; its signals were absent that cycle). Only present
-//! signals appear under `signals`; executor lag is in milliseconds, as a float.
+//! signals appear under `signals`; executor lag is in milliseconds, as a float; `latency` (the
+//! cycle's task latencies, when the manager times its tasks) is
+//! `{"samples":..,"errors":..,"p50_ms":..,"p90_ms":..,"p99_ms":..}`.
 //!
 //! # Metrics
 //!
 //! Through the [`metrics`] facade, every cycle (whatever is logged): gauges
 //! `ace_concurrency_limit`, `ace_in_flight`, `ace_waiting`, and one per present signal
 //! (`ace_cpu_percent`, `ace_memory_percent`, `ace_queue_depth`, `ace_event_loop_lag_seconds`,
-//! `ace_kafka_lag`); counters `ace_decisions_total{decision}` and
+//! `ace_kafka_lag`, `ace_latency_p90_seconds`); counters `ace_decisions_total{decision}` and
 //! `ace_signal_errors_total{source}`. In-flight and waiting are sampled once per cycle, so the
 //! per-task path stays free of metrics calls.
 
@@ -103,6 +105,25 @@ pub struct SignalsRecord {
     /// Kafka lag, messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_lag: Option<u64>,
+    /// The cycle's task latencies, from the manager's recorder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyRecord>,
+}
+
+/// The `signals.latency` object of a [`DecisionRecord`]: the cycle's task latencies.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LatencyRecord {
+    /// Tasks that succeeded this cycle.
+    pub samples: u32,
+    /// Tasks that failed this cycle.
+    pub errors: u32,
+    /// Median latency, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile latency (the controller's figure), milliseconds.
+    pub p90_ms: f64,
+    /// 99th percentile latency, milliseconds.
+    pub p99_ms: f64,
 }
 
 impl DecisionRecord {
@@ -122,8 +143,15 @@ impl DecisionRecord {
                 cpu_percent: s.cpu_percent.map(round2),
                 memory_percent: s.memory_percent.map(round2),
                 queue_depth: s.queue_depth,
-                event_loop_lag_ms: s.event_loop_lag.map(|d| round3(d.as_secs_f64() * 1e3)),
+                event_loop_lag_ms: s.event_loop_lag.map(ms),
                 kafka_lag: s.kafka_lag,
+                latency: s.latency.map(|l| LatencyRecord {
+                    samples: l.samples,
+                    errors: l.errors,
+                    p50_ms: ms(l.p50),
+                    p90_ms: ms(l.p90),
+                    p99_ms: ms(l.p99),
+                }),
             }),
             decision: Some(decision.action.as_str().to_owned()),
             reason: decision.reason.to_string(),
@@ -157,6 +185,10 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+fn ms(d: std::time::Duration) -> f64 {
+    round3(d.as_secs_f64() * 1e3)
+}
+
 fn event_type(action: Action) -> &'static str {
     match action {
         Action::Increase | Action::Decrease => "limit_adjustment",
@@ -165,8 +197,9 @@ fn event_type(action: Action) -> &'static str {
 }
 
 /// A stable, machine-readable code for a [`Reason`]: `stressed_cpu`, `stressed_memory`,
-/// `stressed_queue`, `stressed_event_loop_lag`, `at_min_limit`, `busy`, `headroom`,
-/// `backlog`, `idle`, `at_max_limit`, `cooldown`, `no_signals` (and `unknown` for a reason
+/// `stressed_queue`, `stressed_event_loop_lag`, `stressed_latency`, `stressed_errors`,
+/// `at_min_limit`, `busy`, `headroom`, `backlog`, `slow_start`, `probe`, `probing`,
+/// `probe_done`, `idle`, `at_max_limit`, `cooldown`, `no_signals` (and `unknown` for a reason
 /// added to `ace-core` after this crate).
 pub fn reason_code(reason: &Reason) -> &'static str {
     match reason {
@@ -175,12 +208,18 @@ pub fn reason_code(reason: &Reason) -> &'static str {
             Stress::Memory { .. } => "stressed_memory",
             Stress::Queue { .. } => "stressed_queue",
             Stress::EventLoopLag { .. } => "stressed_event_loop_lag",
+            Stress::Latency { .. } => "stressed_latency",
+            Stress::Errors { .. } => "stressed_errors",
             _ => "stressed",
         },
         Reason::AtMinLimit(_) => "at_min_limit",
         Reason::Busy { .. } => "busy",
         Reason::Headroom { .. } => "headroom",
         Reason::Backlog { .. } => "backlog",
+        Reason::SlowStart { .. } => "slow_start",
+        Reason::Probe { .. } => "probe",
+        Reason::Probing { .. } => "probing",
+        Reason::ProbeDone { .. } => "probe_done",
         Reason::Idle { .. } => "idle",
         Reason::AtMaxLimit => "at_max_limit",
         Reason::Cooldown { .. } => "cooldown",
@@ -324,6 +363,9 @@ impl DecisionLog {
             queue_depth = s.queue_depth,
             event_loop_lag_ms = s.event_loop_lag_ms,
             kafka_lag = s.kafka_lag,
+            latency_p90_ms = s.latency.map(|l| l.p90_ms),
+            latency_samples = s.latency.map(|l| l.samples),
+            latency_errors = s.latency.map(|l| l.errors),
             reason_code = record.reason_code.as_str(),
             reason = record.reason.as_str(),
             "{}",
@@ -356,6 +398,9 @@ impl DecisionLog {
         }
         if let Some(v) = s.kafka_lag {
             metrics::gauge!("ace_kafka_lag").set(v as f64);
+        }
+        if let Some(l) = s.latency.filter(|l| l.samples > 0) {
+            metrics::gauge!("ace_latency_p90_seconds").set(l.p90.as_secs_f64());
         }
     }
 }

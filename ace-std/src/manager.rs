@@ -12,13 +12,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ace_core::{
-    Action, AimdConfig, ConfigError, ControlLoop, Controller, Decision, DecisionSink, LimitTarget,
-    Runtime, Shutdown, SignalError, SignalSource,
+    Action, AimdConfig, ConfigError, ControlLoop, Controller, Decision, DecisionSink,
+    LatencyRecorder, LimitTarget, Runtime, Semaphore, Shutdown, SignalError, SignalSource,
 };
 use event_listener::Event;
 use futures_lite::FutureExt;
 
-use crate::gate::Semaphore;
 use crate::log::{DecisionLog, HoldLogging};
 use crate::signals::{DynSignalSource, LagProbe, Merge, QueueDepth, SystemSignals};
 
@@ -224,6 +223,7 @@ struct Inner<R> {
     stop: Shutdown,
     loop_done: Shutdown,
     loop_stats: Arc<LoopStats>,
+    latency: Option<Arc<LatencyRecorder>>,
 }
 
 impl<R> Drop for Inner<R> {
@@ -266,14 +266,27 @@ impl<R: Runtime> fmt::Debug for Manager<R> {
     }
 }
 
-/// Ends one admitted task: counted, and the shutdown waiter told if it is the last.
-struct Finish<'a, R>(&'a Inner<R>);
+/// Ends one admitted task: counted, timed into the latency recorder (a task dropped while
+/// running counts as a failure: it was most likely timed out), and the shutdown waiter told if
+/// it is the last.
+struct Finish<'a, R: Runtime> {
+    inner: &'a Inner<R>,
+    started: Option<Duration>,
+    ok: Option<bool>,
+}
 
-impl<R> Drop for Finish<'_, R> {
+impl<R: Runtime> Drop for Finish<'_, R> {
     fn drop(&mut self) {
-        self.0.finished.0.fetch_add(1, Ordering::SeqCst);
-        if self.0.closing.load(Ordering::SeqCst) {
-            self.0.idle.notify(usize::MAX);
+        let i = self.inner;
+        if let (Some(recorder), Some(started)) = (&i.latency, self.started) {
+            match self.ok {
+                Some(true) => recorder.record(i.runtime.now().saturating_sub(started)),
+                Some(false) | None => recorder.record_error(),
+            }
+        }
+        i.finished.0.fetch_add(1, Ordering::SeqCst);
+        if i.closing.load(Ordering::SeqCst) {
+            i.idle.notify(usize::MAX);
         }
     }
 }
@@ -319,8 +332,8 @@ impl<R: Runtime> Manager<R> {
     /// Waits for a slot, runs `fut`, releases the slot, and returns its output.
     ///
     /// The future runs in the caller's task; use [`spawn`](Self::spawn) for a task of its
-    /// own. The per-task path takes no lock and allocates nothing: a permit and three atomic
-    /// counters.
+    /// own. The per-task path takes no lock and allocates nothing: a permit, three atomic
+    /// counters and, when the latency signal is on, two clock reads and one more counter.
     ///
     /// # Errors
     ///
@@ -349,6 +362,32 @@ impl<R: Runtime> Manager<R> {
     /// # fn main() {}
     /// ```
     pub async fn submit<F: Future>(&self, fut: F) -> Result<F::Output, SubmitError> {
+        self.run(fut, |_| true).await
+    }
+
+    /// [`submit`](Self::submit) for a fallible future: an `Err` output counts as a failed task
+    /// in the latency signal (so a downstream that fails fast never looks fast).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`], as [`submit`](Self::submit); `fut`'s own error is in the
+    /// `Ok` value.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_result<F, T, E>(&self, fut: F) -> Result<Result<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        self.run(fut, Result::is_ok).await
+    }
+
+    async fn run<F: Future>(
+        &self,
+        fut: F,
+        ok: impl FnOnce(&F::Output) -> bool,
+    ) -> Result<F::Output, SubmitError> {
         let inner = &*self.inner;
         if inner.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::Shutdown);
@@ -360,13 +399,23 @@ impl<R: Runtime> Manager<R> {
             .await
             .map_err(|_| SubmitError::Shutdown)?;
         inner.admitted.0.fetch_add(1, Ordering::SeqCst);
-        let _finish = Finish(inner);
+        let mut finish = Finish {
+            inner,
+            started: None,
+            ok: None,
+        };
         // Shutdown began between the acquire and the count: it did not see this task, so it
         // must not run (SeqCst pairs with `shutdown`'s store and loads).
         if inner.closing.load(Ordering::SeqCst) {
+            finish.ok = Some(true);
             return Err(SubmitError::Shutdown);
         }
+        if inner.latency.is_some() {
+            finish.started = Some(inner.runtime.now());
+        }
         let out = fut.await;
+        finish.ok = Some(ok(&out));
+        drop(finish);
         drop(permit);
         Ok(out)
     }
@@ -383,7 +432,8 @@ impl<R: Runtime> Manager<R> {
         let (tx, rx) = futures_channel::oneshot::channel();
         let this = self.clone();
         self.inner.runtime.spawn(async move {
-            let result = match this.submit(AssertUnwindSafe(fut).catch_unwind()).await {
+            let run = this.run(AssertUnwindSafe(fut).catch_unwind(), Result::is_ok);
+            let result = match run.await {
                 Ok(Ok(out)) => Ok(out),
                 Ok(Err(panic)) => Err(JoinError {
                     repr: JoinRepr::Panic(panic),
@@ -512,6 +562,7 @@ pub struct Builder<R> {
     tracing: bool,
     metrics: bool,
     sinks: Vec<Box<dyn DecisionSink>>,
+    latency: Option<bool>,
 }
 
 impl<R> fmt::Debug for Builder<R> {
@@ -541,7 +592,16 @@ impl<R: Runtime> Builder<R> {
             tracing: true,
             metrics: true,
             sinks: Vec::new(),
+            latency: None,
         }
+    }
+
+    /// Whether to time every task (admission to completion) for the latency signal. Default:
+    /// on when the config's `latency_tolerance` is set (the default), off otherwise.
+    #[must_use]
+    pub fn time_tasks(mut self, on: bool) -> Self {
+        self.latency = Some(on);
+        self
     }
 
     /// The runtime to run on (instead of the calling context's).
@@ -680,7 +740,15 @@ impl<R: Runtime> Builder<R> {
         let sem = Arc::new(Semaphore::new(controller.limit()));
         let stop = Shutdown::new();
         let loop_done = Shutdown::new();
-        let control = ControlLoop::new(runtime.clone(), controller, merge, Arc::clone(&sem), sink);
+        let latency = self
+            .latency
+            .unwrap_or(controller.config().latency_tolerance.is_some())
+            .then(|| Arc::new(LatencyRecorder::new()));
+        let mut control =
+            ControlLoop::new(runtime.clone(), controller, merge, Arc::clone(&sem), sink);
+        if let Some(recorder) = &latency {
+            control = control.with_latency(Arc::clone(recorder));
+        }
         let (loop_stop, done) = (stop.clone(), loop_done.clone());
         runtime.spawn(async move {
             drop(control.run(loop_stop).await);
@@ -698,6 +766,7 @@ impl<R: Runtime> Builder<R> {
                 stop,
                 loop_done,
                 loop_stats,
+                latency,
             }),
         })
     }

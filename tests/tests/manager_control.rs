@@ -12,6 +12,7 @@ use ace_std::AimdConfig;
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "a test channel; boxing would only add noise")]
 enum Event {
     Decision(Decision),
     Error(SignalError),
@@ -44,6 +45,8 @@ fn config() -> AimdConfig {
         adjustment_interval: Duration::from_secs(2),
         ..AimdConfig::default()
     }
+    // The seed's rules (additive growth, no latency signal): the steps this file checks.
+    .seed_rules()
 }
 
 const HEALTHY: Signals = Signals {
@@ -52,6 +55,7 @@ const HEALTHY: Signals = Signals {
     queue_depth: None,
     event_loop_lag: None,
     kafka_lag: None,
+    latency: None,
 };
 
 const HEADROOM: Signals = Signals {

@@ -18,6 +18,7 @@ fn config() -> AimdConfig {
         initial_limit: 4,
         ..AimdConfig::default()
     }
+    .seed_rules()
 }
 
 fn quiet(config: AimdConfig) -> ace_std::tokio::Builder {
@@ -73,13 +74,13 @@ async fn shutdown_lets_running_work_finish_and_refuses_the_rest() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_stops_the_control_loop_promptly() {
     let m = quiet(AimdConfig {
-        adjustment_interval: Duration::from_secs(3600),
+        adjustment_interval: Duration::from_secs(60),
         ..config()
     })
     .build()
     .unwrap();
     let t0 = tokio::time::Instant::now();
-    // The loop is asleep for an hour; shutdown wakes it rather than waiting.
+    // The loop is asleep for a minute; shutdown wakes it rather than waiting.
     m.shutdown().await;
     assert!(t0.elapsed() < Duration::from_millis(1));
     // Again: harmless.

@@ -1,0 +1,260 @@
+//! [`LatencyRecorder`], the lock-free per-cycle record of task latencies and failures, and the
+//! [`LatencySummary`] the control loop takes from it once a cycle.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::sync::atomic::{AtomicU32, Ordering};
+
+// A log-linear histogram over nanoseconds: values below 2^SUB_BITS⁺¹ have their own bucket, and
+// each power of two above is split into 2^SUB_BITS equal buckets, so a bucket's width is at most
+// 1/8 = 12.5 % of its lower bound; the summary reports the midpoint (≤ 6.25 % off). Plenty for a
+// ratio compared with a tolerance of 1.5.
+const SUB_BITS: u32 = 3;
+const SUB: usize = 1 << SUB_BITS;
+// The largest exponent kept: 2^48 ns ≈ 3.3 days; longer samples land in the top bucket.
+const MAX_EXP: u32 = 48;
+const BUCKETS: usize = (MAX_EXP as usize - SUB_BITS as usize + 2) * SUB;
+const MAX_NANOS: u64 = (1 << (MAX_EXP + 1)) - 1;
+
+/// The bucket of a value in nanoseconds.
+fn bucket_of(nanos: u64) -> usize {
+    let v = nanos.min(MAX_NANOS);
+    if v < (SUB as u64) << 1 {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros(); // ≥ SUB_BITS + 1
+    let sub = (v >> (exp - SUB_BITS)) as usize & (SUB - 1);
+    (exp - SUB_BITS + 1) as usize * SUB + sub
+}
+
+/// The representative value (midpoint) of a bucket, in nanoseconds.
+fn value_of(bucket: usize) -> u64 {
+    if bucket < SUB << 1 {
+        return bucket as u64;
+    }
+    let exp = (bucket / SUB) as u32 + SUB_BITS - 1;
+    let sub = (bucket % SUB) as u64;
+    let width = 1u64 << (exp - SUB_BITS);
+    ((SUB as u64 + sub) << (exp - SUB_BITS)) + width / 2
+}
+
+/// Records how long tasks take, from admission to completion, and how many fail; lock-free and
+/// bounded.
+///
+/// Managers call [`record`](Self::record) when a task completes and
+/// [`record_error`](Self::record_error) when it fails or times out; the control loop calls
+/// [`take_summary`](Self::take_summary) once a cycle, which returns the cycle's percentiles and
+/// starts the next cycle empty. Every call takes `&self`: share it in an `Arc`.
+///
+/// - **Cheap:** a record is one relaxed atomic increment of a histogram bucket (log-linear buckets,
+///   at most 12.5 % wide, from 1 ns to about 3 days).
+/// - **Bounded:** a fixed array of counters (about 1.6 KiB), whatever the traffic.
+/// - **Failures are not fast samples:** a timeout or an error must go through
+///   [`record_error`](Self::record_error), never [`record`](Self::record) with the (short) time it
+///   took to fail. The controller treats a high error rate as stress of its own.
+///
+/// A sample recorded while [`take_summary`](Self::take_summary) runs lands in this cycle or the
+/// next, never in both and never lost.
+///
+/// ```
+/// use ace_core::LatencyRecorder;
+/// use core::time::Duration;
+///
+/// let recorder = LatencyRecorder::new();
+/// for ms in 1..=100 {
+///     recorder.record(Duration::from_millis(ms));
+/// }
+/// recorder.record_error();
+/// let summary = recorder.take_summary();
+/// assert_eq!((summary.samples, summary.errors), (100, 1));
+/// // Within a bucket's width (≤ 12.5 %) of the true 90th percentile.
+/// let p90 = summary.p90.as_secs_f64() * 1000.0;
+/// assert!((85.0..=97.0).contains(&p90), "{p90}");
+/// // The next cycle starts empty.
+/// assert_eq!(recorder.take_summary().samples, 0);
+/// ```
+pub struct LatencyRecorder {
+    buckets: [AtomicU32; BUCKETS],
+    errors: AtomicU32,
+}
+
+impl fmt::Debug for LatencyRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyRecorder")
+            .field("buckets", &BUCKETS)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyRecorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self {
+            buckets: core::array::from_fn(|_| AtomicU32::new(0)),
+            errors: AtomicU32::new(0),
+        }
+    }
+
+    /// Records one task that succeeded after `latency` (from admission to completion).
+    pub fn record(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        // Relaxed: counters only; the summary needs no ordering with anything else.
+        self.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one task that failed or timed out. It is not a latency sample: a failure that came
+    /// back fast must not make the downstream look fast.
+    pub fn record_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The summary of everything recorded since the last call, and a fresh start for the next
+    /// cycle.
+    pub fn take_summary(&self) -> LatencySummary {
+        let mut counts = [0u32; BUCKETS];
+        let mut samples: u64 = 0;
+        for (count, bucket) in counts.iter_mut().zip(&self.buckets) {
+            *count = bucket.swap(0, Ordering::Relaxed);
+            samples += u64::from(*count);
+        }
+        let errors = self.errors.swap(0, Ordering::Relaxed);
+        let percentile = |per_mille: u64| -> Duration {
+            if samples == 0 {
+                return Duration::ZERO;
+            }
+            // The rank of the percentile, 1-based, rounded up: p90 of 10 samples is the 9th.
+            let rank = (samples * per_mille).div_ceil(1000).max(1);
+            let mut seen = 0u64;
+            for (bucket, &count) in counts.iter().enumerate() {
+                seen += u64::from(count);
+                if seen >= rank {
+                    return Duration::from_nanos(value_of(bucket));
+                }
+            }
+            Duration::from_nanos(MAX_NANOS)
+        };
+        LatencySummary {
+            samples: u32::try_from(samples).unwrap_or(u32::MAX),
+            errors,
+            p50: percentile(500),
+            p90: percentile(900),
+            p99: percentile(990),
+        }
+    }
+}
+
+/// One cycle of task outcomes, as taken by [`LatencyRecorder::take_summary`]: the count of
+/// successes and failures and the successes' percentiles.
+///
+/// The controller compares [`p90`](Self::p90) with its baseline, and the share of
+/// [`errors`](Self::errors) with `latency_max_error_rate`. Percentiles are zero when `samples` is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// Tasks that succeeded this cycle.
+    pub samples: u32,
+    /// Tasks that failed or timed out this cycle.
+    pub errors: u32,
+    /// The median latency of the successes.
+    pub p50: Duration,
+    /// The 90th percentile latency of the successes: the figure the controller reads.
+    pub p90: Duration,
+    /// The 99th percentile latency of the successes.
+    pub p99: Duration,
+}
+
+impl LatencySummary {
+    /// A summary of `samples` successes all taking `latency`, and `errors` failures: handy for
+    /// tests and scripted signals.
+    pub const fn uniform(latency: Duration, samples: u32, errors: u32) -> Self {
+        Self {
+            samples,
+            errors,
+            p50: latency,
+            p90: latency,
+            p99: latency,
+        }
+    }
+
+    /// Successes and failures together.
+    pub const fn total(&self) -> u64 {
+        self.samples as u64 + self.errors as u64
+    }
+
+    /// The share of failures in `[0, 1]`, or 0 with no task at all.
+    pub fn error_rate(&self) -> f64 {
+        let total = self.total();
+        if total == 0 {
+            0.0
+        } else {
+            f64::from(self.errors) / total as f64
+        }
+    }
+}
+
+impl fmt::Display for LatencySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ok, {} failed, p50 {:?}, p90 {:?}, p99 {:?}",
+            self.samples, self.errors, self.p50, self.p90, self.p99
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for v in (0..5_000u64).chain((13..60).map(|e| (1u64 << e) + 3)) {
+            let b = bucket_of(v);
+            assert!(b >= last, "bucket of {v} went down");
+            assert!(b < BUCKETS);
+            last = b;
+            let mid = value_of(b) as f64;
+            let v = v.min(MAX_NANOS) as f64;
+            assert!((mid - v).abs() <= v * 0.125 + 1.0, "{v} → {mid}");
+        }
+    }
+
+    #[test]
+    fn failures_are_not_samples() {
+        let r = LatencyRecorder::new();
+        r.record(Duration::from_millis(100));
+        for _ in 0..9 {
+            r.record_error();
+        }
+        let s = r.take_summary();
+        assert_eq!((s.samples, s.errors), (1, 9));
+        assert!(s.p50 >= Duration::from_millis(94));
+        assert!((s.error_rate() - 0.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn take_summary_resets_the_cycle() {
+        let r = LatencyRecorder::new();
+        r.record(Duration::from_secs(1));
+        r.record_error();
+        assert_eq!(r.take_summary().total(), 2);
+        assert_eq!(r.take_summary(), LatencySummary::default());
+    }
+
+    #[test]
+    fn huge_latencies_land_in_the_top_bucket() {
+        let r = LatencyRecorder::new();
+        r.record(Duration::MAX);
+        assert_eq!(
+            r.take_summary().p99,
+            Duration::from_nanos(value_of(BUCKETS - 1))
+        );
+    }
+}

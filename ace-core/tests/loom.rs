@@ -1,0 +1,273 @@
+//! Loom models of the semaphore: every interleaving (up to a preemption bound) of acquires,
+//! releases, limit changes, cancellations and close.
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test -p ace-core --release --test loom --features loom
+//! ```
+//!
+//! Each model ends by checking that no permit was double-granted (a holder count never exceeds
+//! what the limit allowed) and none was lost (every thread finishes, which loom would otherwise
+//! report as a deadlock, and the books balance: `in_use == 0`, `available == limit`).
+#![cfg(loom)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ace_core::{AcquireError, Semaphore};
+use loom::future::block_on;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+/// Runs `f` under loom with a preemption bound that keeps the suite to minutes on 2 cores.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.check(f);
+}
+
+/// Counts holders and fails if more than `max` ever hold at once.
+struct Holders {
+    now: AtomicUsize,
+    max: usize,
+}
+
+impl Holders {
+    fn new(max: usize) -> Self {
+        Self {
+            now: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Counts one holder until the guard drops (drop it before the permit).
+    fn enter(&self) -> Holding<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(
+            now <= self.max,
+            "{now} holders, at most {} allowed",
+            self.max
+        );
+        Holding(self)
+    }
+
+    fn hold(&self) {
+        drop(self.enter());
+    }
+}
+
+struct Holding<'a>(&'a Holders);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn assert_settled(sem: &Semaphore) {
+    assert_eq!(sem.in_use(), 0, "{sem:?}");
+    assert_eq!(sem.debt(), 0, "{sem:?}");
+    assert_eq!(sem.available(), sem.limit(), "{sem:?}");
+    assert_eq!(sem.waiting(), 0, "{sem:?}");
+}
+
+/// Polls a future once and reports whether it finished, then lets it drop (cancel).
+struct PollOnce<F>(Option<F>);
+
+impl<F: Future + Unpin> Future for PollOnce<F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut future = self.0.take().expect("polled once");
+        Poll::Ready(match Pin::new(&mut future).poll(cx) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        })
+    }
+}
+
+#[test]
+fn acquire_release_race() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let holders = Arc::new(Holders::new(1));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+                thread::spawn(move || {
+                    let permit = block_on(sem.acquire()).unwrap();
+                    let holding = holders.enter();
+                    thread::yield_now();
+                    drop(holding);
+                    drop(permit);
+                })
+            })
+            .collect();
+        if let Ok(permit) = sem.try_acquire() {
+            let holding = holders.enter();
+            thread::yield_now();
+            drop(holding);
+            drop(permit);
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn grow_during_wait() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let holders = Arc::new(Holders::new(1));
+        let waiter = {
+            let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+            thread::spawn(move || {
+                let permit = block_on(sem.acquire()).unwrap();
+                holders.hold();
+                drop(permit);
+            })
+        };
+        sem.set_limit(1);
+        waiter.join().unwrap();
+        assert_settled(&sem);
+        assert_eq!(sem.limit(), 1);
+    });
+}
+
+#[test]
+fn shrink_during_wait() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(2));
+        // At most 2 (the in-use count at the shrink) ever hold at once, though two permits are
+        // held and two tasks wait. (`in_use()` itself is a snapshot of two atomics and may be
+        // off while `set_limit` runs, so the true count is kept here.)
+        let holders = Arc::new(Holders::new(2));
+        let a = (sem.try_acquire().unwrap(), holders.enter());
+        let b = (sem.try_acquire().unwrap(), holders.enter());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+                thread::spawn(move || {
+                    let permit = block_on(sem.acquire()).unwrap();
+                    let holding = holders.enter();
+                    drop(holding);
+                    drop(permit);
+                })
+            })
+            .collect();
+        let shrinker = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || sem.set_limit(1))
+        };
+        for (permit, holding) in [a, b] {
+            drop(holding);
+            drop(permit);
+        }
+        shrinker.join().unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(sem.limit(), 1);
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn cancel_while_being_woken() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = sem.try_acquire().unwrap();
+        let holders = Arc::new(Holders::new(1));
+        // Polls once (queues, or is handed the permit) and then is dropped: a grant it got
+        // must pass on to the next waiter.
+        let canceller = {
+            let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+            thread::spawn(move || {
+                if let Some(result) = block_on(PollOnce(Some(sem.acquire()))) {
+                    let _permit = result.unwrap();
+                    holders.hold();
+                }
+            })
+        };
+        let waiter = {
+            let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+            thread::spawn(move || {
+                let permit = block_on(sem.acquire()).unwrap();
+                holders.hold();
+                drop(permit);
+            })
+        };
+        drop(held);
+        canceller.join().unwrap();
+        waiter.join().unwrap();
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn close_while_waiting() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(0));
+        let waiter = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || match block_on(sem.acquire()) {
+                Ok(permit) => drop(permit),
+                Err(AcquireError::Closed) => {}
+                Err(e) => panic!("unexpected {e}"),
+            })
+        };
+        let grower = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || sem.set_limit(1))
+        };
+        sem.close();
+        grower.join().unwrap();
+        waiter.join().unwrap();
+        assert!(sem.is_closed());
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn forget_races_set_limit() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(2));
+        let a = sem.try_acquire().unwrap();
+        let b = sem.try_acquire().unwrap();
+        let shrinker = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || sem.set_limit(0))
+        };
+        a.forget();
+        drop(b);
+        shrinker.join().unwrap();
+        assert_eq!(sem.limit(), 0);
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn owned_permit_across_threads() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let holders = Arc::new(Holders::new(1));
+        let permit = Arc::clone(&sem).try_acquire_owned().unwrap();
+        let releaser = thread::spawn(move || drop(permit));
+        let waiter = {
+            let holders = Arc::clone(&holders);
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || {
+                let permit = block_on(sem.acquire_owned()).unwrap();
+                holders.hold();
+                drop(permit);
+            })
+        };
+        releaser.join().unwrap();
+        waiter.join().unwrap();
+        assert_settled(&sem);
+    });
+}

@@ -1,0 +1,283 @@
+//! ACE's semaphore against tokio, async-lock and futures-intrusive, all in the same run.
+//!
+//! ```text
+//! cargo bench -p ace-benches --bench semaphore
+//! ```
+//!
+//! Figures (see BENCHMARKS-semaphore.md for the table):
+//! - `uncontended/*`: one acquire + release, the future polled once with a no-op waker.
+//! - `contended_current_thread/*`, `contended_multi_thread/*`: 64 tasks share 8 permits, each
+//!   looping acquire → yield → release; one iteration is 64 × 256 such operations.
+//! - `set_limit/*`: one limit change (alternating +1 / −1, nobody waiting).
+//! - `blocking/*`: 8 threads share 2 permits, each looping blocking acquire → release.
+#![allow(
+    missing_docs,
+    reason = "criterion's macros generate undocumented items"
+)]
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+
+const TASKS: usize = 64;
+const PERMITS: usize = 8;
+const OPS_PER_TASK: usize = 256;
+const THREADS: usize = 8;
+const THREAD_PERMITS: usize = 2;
+const OPS_PER_THREAD: usize = 2_000;
+
+/// Polls a future once with a no-op waker; the benches only poll futures that are ready.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("an uncontended acquire must be ready at once"),
+    }
+}
+
+fn configure<M: criterion::measurement::Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+}
+
+fn uncontended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("uncontended");
+    configure(&mut group);
+    group.throughput(Throughput::Elements(1));
+
+    let ace = ace_core::Semaphore::new(PERMITS);
+    group.bench_function("ace", |b| {
+        b.iter(|| drop(black_box(ready(black_box(&ace).acquire()).unwrap())));
+    });
+    let tokio = tokio::sync::Semaphore::new(PERMITS);
+    group.bench_function("tokio", |b| {
+        b.iter(|| drop(black_box(ready(black_box(&tokio).acquire()).unwrap())));
+    });
+    let async_lock = async_lock::Semaphore::new(PERMITS);
+    group.bench_function("async-lock", |b| {
+        b.iter(|| drop(black_box(ready(black_box(&async_lock).acquire()))));
+    });
+    let intrusive = futures_intrusive::sync::Semaphore::new(true, PERMITS);
+    group.bench_function("futures-intrusive", |b| {
+        b.iter(|| drop(black_box(ready(black_box(&intrusive).acquire(1)))));
+    });
+    // The synchronous fast path, for reference.
+    group.bench_function("ace_try_acquire", |b| {
+        b.iter(|| drop(black_box(black_box(&ace).try_acquire().unwrap())));
+    });
+    group.bench_function("tokio_try_acquire", |b| {
+        b.iter(|| drop(black_box(black_box(&tokio).try_acquire().unwrap())));
+    });
+    group.finish();
+}
+
+/// One contended round: 64 tasks, 8 permits, each task `OPS_PER_TASK` × (acquire → yield →
+/// release).
+macro_rules! contended_round {
+    ($rt:expr, $make:expr, |$sem:ident| $acquire:expr) => {{
+        let $sem = Arc::new($make);
+        $rt.block_on(async {
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|_| {
+                    let $sem = Arc::clone(&$sem);
+                    tokio::spawn(async move {
+                        for _ in 0..OPS_PER_TASK {
+                            let permit = $acquire;
+                            tokio::task::yield_now().await;
+                            drop(permit);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    }};
+}
+
+fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group(name);
+    configure(&mut group);
+    group.throughput(Throughput::Elements((TASKS * OPS_PER_TASK) as u64));
+    group.bench_function("ace", |b| {
+        b.iter(|| {
+            contended_round!(rt, ace_core::Semaphore::new(PERMITS), |sem| sem
+                .acquire()
+                .await
+                .unwrap())
+        });
+    });
+    group.bench_function("tokio", |b| {
+        b.iter(|| {
+            contended_round!(rt, tokio::sync::Semaphore::new(PERMITS), |sem| sem
+                .acquire()
+                .await
+                .unwrap())
+        });
+    });
+    group.bench_function("async-lock", |b| {
+        b.iter(|| {
+            contended_round!(rt, async_lock::Semaphore::new(PERMITS), |sem| sem
+                .acquire()
+                .await)
+        });
+    });
+    group.bench_function("futures-intrusive", |b| {
+        b.iter(|| {
+            contended_round!(
+                rt,
+                futures_intrusive::sync::Semaphore::new(true, PERMITS),
+                |sem| sem.acquire(1).await
+            )
+        });
+    });
+    // Scheduling floors, no semaphore: a FIFO hand-off costs each operation two polls (the
+    // releaser re-queues, the waiter is woken), as two yields do; a barging semaphore can get
+    // away with about one.
+    for (name, yields) in [("floor_two_yields", 2), ("floor_one_yield", 1)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|_| {
+                            tokio::spawn(async move {
+                                for _ in 0..OPS_PER_TASK * yields {
+                                    tokio::task::yield_now().await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+fn contended(c: &mut Criterion) {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    contended_on(c, "contended_current_thread", &current);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    contended_on(c, "contended_multi_thread", &multi);
+}
+
+fn set_limit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("set_limit");
+    configure(&mut group);
+    group.throughput(Throughput::Elements(2));
+    let ace = ace_core::Semaphore::new(PERMITS);
+    group.bench_function("ace", |b| {
+        b.iter(|| {
+            black_box(&ace).set_limit(PERMITS + 1);
+            black_box(&ace).set_limit(PERMITS);
+        });
+    });
+    // tokio's nearest: grow by one, then take one away.
+    let tokio = tokio::sync::Semaphore::new(PERMITS);
+    group.bench_function("tokio", |b| {
+        b.iter(|| {
+            black_box(&tokio).add_permits(1);
+            black_box(black_box(&tokio).forget_permits(1));
+        });
+    });
+    group.finish();
+}
+
+/// The textbook blocking semaphore, as a peer.
+struct CondvarSemaphore {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl CondvarSemaphore {
+    fn acquire(&self) {
+        let mut free = self.free.lock().unwrap();
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap();
+        }
+        *free -= 1;
+    }
+
+    fn release(&self) {
+        *self.free.lock().unwrap() += 1;
+        self.freed.notify_one();
+    }
+}
+
+/// `THREADS` threads each do `OPS_PER_THREAD` × (acquire → release); returns the time taken.
+fn blocking_round(acquire_release: &(impl Fn() + Sync)) -> Duration {
+    let barrier = Barrier::new(THREADS + 1);
+    thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    for _ in 0..OPS_PER_THREAD {
+                        acquire_release();
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for t in threads {
+            t.join().unwrap();
+        }
+        start.elapsed()
+    })
+}
+
+fn blocking(c: &mut Criterion) {
+    let mut group = c.benchmark_group("blocking");
+    configure(&mut group);
+    group.throughput(Throughput::Elements((THREADS * OPS_PER_THREAD) as u64));
+    let ace = ace_core::Semaphore::new(THREAD_PERMITS);
+    group.bench_function("ace", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| blocking_round(&|| drop(black_box(ace.blocking_acquire().unwrap()))))
+                .sum()
+        });
+    });
+    let condvar = CondvarSemaphore {
+        free: Mutex::new(THREAD_PERMITS),
+        freed: Condvar::new(),
+    };
+    group.bench_function("mutex_condvar", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    blocking_round(&|| {
+                        condvar.acquire();
+                        black_box(&condvar);
+                        condvar.release();
+                    })
+                })
+                .sum()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, uncontended, contended, set_limit, blocking);
+criterion_main!(benches);

@@ -1,0 +1,747 @@
+//! A discrete-event simulation of ACE in front of a downstream with a concurrency knee, on a
+//! simulated clock, driving the real [`ace_core::Controller`] and [`ace_core::LatencyRecorder`].
+//!
+//! A [`Scenario`] (read from TOML) describes the downstream, the load, the machine signals over
+//! time, the config, and the ranges the outcome must fall in. [`run_scenario`] runs it once per
+//! variant (ACE, the seed's rules, each static limit) and returns the [`Outcome`] of each, with the
+//! per-cycle trace that the demo charts. Deterministic: every random draw comes from one seeded
+//! generator per run.
+
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use ace_core::{AimdConfig, Controller, LatencyRecorder, Signals, Usage};
+use serde::Deserialize;
+
+/// One scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in tables.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// Seed of the run's random generator.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Simulated length, in seconds.
+    pub duration_s: f64,
+    /// Outcome statistics skip the cycles before this time (settling is measured from 0).
+    #[serde(default = "default_measure_from")]
+    pub measure_from_s: f64,
+    /// The downstream every sharer calls.
+    pub downstream: Downstream,
+    /// The load each sharer offers.
+    pub load: Load,
+    /// Machine signals over time.
+    #[serde(default)]
+    pub machine: Machine,
+    /// Changes to [`AimdConfig::default`] for the ACE and seed-rule runs.
+    #[serde(default)]
+    pub config: ConfigOverrides,
+    /// Independent controllers sharing the downstream, each with its own load.
+    #[serde(default = "one")]
+    pub sharers: usize,
+    /// Initial limit of each sharer (cycled), overriding `config.initial_limit`.
+    #[serde(default)]
+    pub initial_limits: Vec<usize>,
+    /// Static limits to compare with (too small, right, too large), per sharer.
+    pub static_limits: Vec<usize>,
+    /// `[low, high]` of the total limit counted as settled.
+    #[serde(default)]
+    pub settle_band: Option<[f64; 2]>,
+    /// Expected `[min, max]` per variant (`ace`, `seed`, `static_N`) and metric (see [`Outcome`]).
+    #[serde(default)]
+    pub expect: BTreeMap<String, BTreeMap<String, [f64; 2]>>,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_measure_from() -> f64 {
+    20.0
+}
+fn one() -> usize {
+    1
+}
+
+/// The simulated downstream: latency grows past a concurrency knee.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downstream {
+    /// Median latency at or below the knee, in ms.
+    pub base_ms: f64,
+    /// Concurrency (over all sharers) past which latency grows; none: flat latency.
+    #[serde(default)]
+    pub knee: Option<f64>,
+    /// Past the knee, latency is `base × (n / knee)^exponent`. 2 collapses throughput as `K²/n`.
+    #[serde(default = "default_exponent")]
+    pub exponent: f64,
+    /// Log-normal jitter: latency × `exp(jitter × z)`, z standard normal.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Above this concurrency, requests fail with probability `error_rate`, after `error_ms`.
+    #[serde(default)]
+    pub errors_above: Option<f64>,
+    /// See `errors_above`.
+    #[serde(default = "default_error_rate")]
+    pub error_rate: f64,
+    /// How long a failing request takes, in ms (fast failures look fast).
+    #[serde(default = "default_error_ms")]
+    pub error_ms: f64,
+    /// A request slower than this times out: a failure at this time.
+    #[serde(default)]
+    pub timeout_ms: Option<f64>,
+    /// Base latency changes: `[[time_s, base_ms], ...]`.
+    #[serde(default)]
+    pub base_changes: Vec<[f64; 2]>,
+}
+
+fn default_exponent() -> f64 {
+    2.0
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_error_rate() -> f64 {
+    0.5
+}
+fn default_error_ms() -> f64 {
+    1.0
+}
+
+impl Downstream {
+    fn base_at(&self, t: f64) -> f64 {
+        self.base_changes
+            .iter()
+            .rfind(|c| c[0] <= t)
+            .map_or(self.base_ms, |c| c[1])
+    }
+
+    /// Median latency with `n` in flight (this request included) at time `t`, in ms.
+    pub fn latency_ms(&self, n: usize, t: f64) -> f64 {
+        let base = self.base_at(t);
+        match self.knee {
+            Some(k) if (n as f64) > k => base * (n as f64 / k).powf(self.exponent),
+            _ => base,
+        }
+    }
+
+    /// The p99 of one request alone, at time `t`, in ms.
+    pub fn unloaded_p99_ms(&self, t: f64) -> f64 {
+        self.base_at(t) * (self.jitter * 2.326).exp()
+    }
+}
+
+/// The load each sharer offers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Load {
+    /// `workers` loops: submit, wait, think, repeat.
+    Closed {
+        /// Concurrent callers.
+        workers: usize,
+        /// Pause between a completion and the next submit, in ms.
+        #[serde(default)]
+        think_ms: f64,
+    },
+    /// Poisson arrivals at `rate` per second, queued without bound.
+    Open {
+        /// Arrivals per second.
+        rate: f64,
+    },
+}
+
+/// Machine signals over time: each a piecewise-linear schedule `[[time_s, value], ...]`, plus a
+/// CPU cost per task in flight.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// CPU percent (default 10).
+    #[serde(default)]
+    pub cpu: Vec<[f64; 2]>,
+    /// CPU percent added per task in flight (all sharers).
+    #[serde(default)]
+    pub cpu_per_task: f64,
+    /// Memory percent (default 30).
+    #[serde(default)]
+    pub memory: Vec<[f64; 2]>,
+    /// Executor lag in ms (default 1).
+    #[serde(default)]
+    pub lag_ms: Vec<[f64; 2]>,
+}
+
+fn schedule(points: &[[f64; 2]], t: f64, default: f64) -> f64 {
+    let Some(first) = points.first() else {
+        return default;
+    };
+    if t <= first[0] {
+        return first[1];
+    }
+    for w in points.windows(2) {
+        let ([t0, v0], [t1, v1]) = (w[0], w[1]);
+        if t <= t1 {
+            return if t1 > t0 {
+                v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+            } else {
+                v1
+            };
+        }
+    }
+    points[points.len() - 1][1]
+}
+
+/// Overrides of [`AimdConfig`] fields; durations in seconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(
+    missing_docs,
+    reason = "each field is the AimdConfig field of the same name"
+)]
+pub struct ConfigOverrides {
+    pub min_limit: Option<usize>,
+    pub max_limit: Option<usize>,
+    pub initial_limit: Option<usize>,
+    pub increase_step: Option<usize>,
+    pub decrease_factor: Option<f64>,
+    pub cooldown_s: Option<f64>,
+    pub adjustment_interval_s: Option<f64>,
+    /// A number, or `false` for off.
+    pub latency_tolerance: Option<toml::Value>,
+    pub latency_min_samples: Option<u32>,
+    pub latency_max_error_rate: Option<f64>,
+    pub latency_baseline_window_s: Option<f64>,
+    pub latency_probe_interval_s: Option<f64>,
+    pub slow_start: Option<bool>,
+}
+
+impl ConfigOverrides {
+    /// [`AimdConfig::default`] with these overrides.
+    ///
+    /// # Panics
+    ///
+    /// If `latency_tolerance` is neither a number nor `false`.
+    pub fn apply(&self) -> AimdConfig {
+        let d = AimdConfig::default();
+        let secs = Duration::from_secs_f64;
+        AimdConfig {
+            min_limit: self.min_limit.unwrap_or(d.min_limit),
+            max_limit: self.max_limit.unwrap_or(d.max_limit),
+            initial_limit: self.initial_limit.unwrap_or(d.initial_limit),
+            increase_step: self.increase_step.unwrap_or(d.increase_step),
+            decrease_factor: self.decrease_factor.unwrap_or(d.decrease_factor),
+            cooldown: self.cooldown_s.map_or(d.cooldown, secs),
+            adjustment_interval: self
+                .adjustment_interval_s
+                .map_or(d.adjustment_interval, secs),
+            latency_tolerance: match &self.latency_tolerance {
+                None => d.latency_tolerance,
+                Some(toml::Value::Boolean(false)) => None,
+                Some(toml::Value::Float(v)) => Some(*v),
+                Some(toml::Value::Integer(v)) => Some(*v as f64),
+                Some(other) => panic!("latency_tolerance must be a number or false, not {other}"),
+            },
+            latency_min_samples: self.latency_min_samples.unwrap_or(d.latency_min_samples),
+            latency_max_error_rate: self
+                .latency_max_error_rate
+                .unwrap_or(d.latency_max_error_rate),
+            latency_baseline_window: self
+                .latency_baseline_window_s
+                .map_or(d.latency_baseline_window, secs),
+            latency_probe_interval: self.latency_probe_interval_s.map(secs),
+            slow_start: self.slow_start.unwrap_or(d.slow_start),
+            ..d
+        }
+    }
+}
+
+/// Reads a scenario file.
+///
+/// # Errors
+///
+/// The file cannot be read or is not a valid scenario.
+pub fn load(path: &Path) -> Result<Scenario, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Which controller a run uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Variant {
+    /// ACE with the scenario's config.
+    Ace,
+    /// The seed's rules: the same config with the latency signal and slow start off.
+    Seed,
+    /// A fixed limit per sharer.
+    Static(usize),
+}
+
+impl Variant {
+    /// The name used in tables and `expect`: `ace`, `seed`, `static_N`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Ace => "ace".into(),
+            Self::Seed => "seed".into(),
+            Self::Static(n) => format!("static_{n}"),
+        }
+    }
+}
+
+/// One control cycle of one sharer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cycle {
+    /// Simulated time, in seconds.
+    pub t: f64,
+    /// The limit after the decision.
+    pub limit: usize,
+    /// Permits held at the decision.
+    pub in_flight: usize,
+    /// The cycle's p90 latency, in ms (0 with no sample).
+    pub p90_ms: f64,
+    /// The controller's latency baseline, in ms (0 when none).
+    pub baseline_ms: f64,
+    /// Successes per second in the cycle.
+    pub goodput: f64,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The variant run.
+    pub variant: Variant,
+    /// Per sharer, one entry per cycle.
+    pub cycles: Vec<Vec<Cycle>>,
+    /// The metrics, by name: `final_limit`, `mean_limit`, `min_limit`, `max_limit` (total over
+    /// sharers, after `measure_from_s`), `goodput` (successes/s), `p50_ms`, `p99_ms`,
+    /// `error_rate`, `settle_cycles` (first cycle from which the [`SETTLE_WINDOW`]-cycle moving average
+    /// of the total limit stays in the settle band; `cycles + 1` if never), `in_band` (share of measured
+    /// cycles whose limit is in the band), `fairness` (Jain's index of the sharers' goodput),
+    /// `p99_ratio` (p99 / the unloaded p99), `goodput_ratio` (goodput / the best static's).
+    pub metrics: BTreeMap<&'static str, f64>,
+    /// Decision lines (ACE and seed runs, first sharer), for progress output.
+    pub log: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    // Order matters only to break ties at the same instant: completions first.
+    Complete { sharer: usize, ok: bool, took: u64 },
+    Submit { sharer: usize },
+    Tick { sharer: usize },
+}
+
+struct Sharer {
+    controller: Controller,
+    recorder: LatencyRecorder,
+    limit: usize,
+    in_flight: usize,
+    queue: VecDeque<u64>,
+    cycles: Vec<Cycle>,
+    cycle_ok: u64,
+    measured_ok: u64,
+}
+
+const NS: f64 = 1e9;
+
+/// Cycles in the moving average that `settle_cycles` reads: about one AIMD sawtooth period at the
+/// default cooldown, so that the sawtooth itself does not read as unsettled.
+pub const SETTLE_WINDOW: usize = 10;
+
+fn to_ns(ms: f64) -> u64 {
+    (ms * 1e6).max(1.0) as u64
+}
+
+/// The config a variant runs with, for sharer `i`.
+///
+/// # Panics
+///
+/// If the scenario's config is invalid.
+pub fn config_for(s: &Scenario, variant: &Variant, i: usize) -> AimdConfig {
+    let mut base = s.config.apply();
+    if !s.initial_limits.is_empty() {
+        base.initial_limit = s.initial_limits[i % s.initial_limits.len()];
+    }
+    match variant {
+        Variant::Ace => base,
+        Variant::Seed => base.seed_rules(),
+        Variant::Static(n) => AimdConfig {
+            adjustment_interval: base.adjustment_interval,
+            ..AimdConfig::fixed(*n)
+        },
+    }
+}
+
+/// Runs one variant of a scenario. `on_cycle` sees each decision of sharer 0 as it is made.
+///
+/// # Panics
+///
+/// If the scenario's config is invalid.
+pub fn run(s: &Scenario, variant: &Variant, on_cycle: impl FnMut(&Cycle, &str)) -> Outcome {
+    run_with(s, variant, on_cycle, None)
+}
+
+/// Machine signals from outside the scenario (the demo's `--real`): called once per cycle with
+/// the simulated time; its CPU, memory and lag replace the scenario's schedules.
+pub type MachineSource<'a> = &'a mut dyn FnMut(f64) -> Signals;
+
+/// [`run`], with the machine signals from `machine` when given.
+///
+/// # Panics
+///
+/// If the scenario's config is invalid.
+pub fn run_with(
+    s: &Scenario,
+    variant: &Variant,
+    mut on_cycle: impl FnMut(&Cycle, &str),
+    mut machine: Option<MachineSource<'_>>,
+) -> Outcome {
+    let mut rng = fastrand::Rng::with_seed(s.seed);
+    let mut sharers: Vec<Sharer> = (0..s.sharers)
+        .map(|i| {
+            let config = config_for(s, variant, i);
+            let controller = Controller::new(config)
+                .expect("valid scenario config")
+                .with_seed(s.seed ^ i as u64);
+            Sharer {
+                limit: controller.limit(),
+                controller,
+                recorder: LatencyRecorder::new(),
+                in_flight: 0,
+                queue: VecDeque::new(),
+                cycles: Vec::new(),
+                cycle_ok: 0,
+                measured_ok: 0,
+            }
+        })
+        .collect();
+    let interval = config_for(s, variant, 0).adjustment_interval;
+    let interval_ns = interval.as_nanos() as u64;
+    let end = (s.duration_s * NS) as u64;
+    let measure_from = (s.measure_from_s * NS) as u64;
+    let mut heap: BinaryHeap<std::cmp::Reverse<(u64, u64, Event)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut push = |heap: &mut BinaryHeap<_>, t: u64, e: Event| {
+        seq += 1;
+        heap.push(std::cmp::Reverse((t, seq, e)));
+    };
+    for i in 0..s.sharers {
+        // Sharers tick out of phase, as independent processes would.
+        let phase = interval_ns / s.sharers as u64 * i as u64;
+        push(&mut heap, interval_ns + phase, Event::Tick { sharer: i });
+        match s.load {
+            Load::Closed { workers, .. } => {
+                for _ in 0..workers {
+                    push(
+                        &mut heap,
+                        rng.u64(0..to_ns(5.0)),
+                        Event::Submit { sharer: i },
+                    );
+                }
+            }
+            Load::Open { .. } => push(&mut heap, 0, Event::Submit { sharer: i }),
+        }
+    }
+    let mut downstream_in_flight = 0usize;
+    let mut measured_latencies: Vec<f64> = Vec::new();
+    let mut measured_errors = 0u64;
+    let mut log = Vec::new();
+
+    while let Some(std::cmp::Reverse((t, _, event))) = heap.pop() {
+        if t > end {
+            break;
+        }
+        let ts = t as f64 / NS;
+        let sharer = match event {
+            Event::Complete { sharer, ok, took } => {
+                let sh = &mut sharers[sharer];
+                sh.in_flight -= 1;
+                downstream_in_flight -= 1;
+                if ok {
+                    sh.recorder.record(Duration::from_nanos(took));
+                    sh.cycle_ok += 1;
+                } else {
+                    sh.recorder.record_error();
+                }
+                if t >= measure_from {
+                    if ok {
+                        sh.measured_ok += 1;
+                        measured_latencies.push(took as f64 / 1e6);
+                    } else {
+                        measured_errors += 1;
+                    }
+                }
+                if let Load::Closed { think_ms, .. } = s.load {
+                    push(&mut heap, t + to_ns(think_ms), Event::Submit { sharer });
+                }
+                sharer
+            }
+            Event::Submit { sharer } => {
+                sharers[sharer].queue.push_back(t);
+                if let Load::Open { rate } = s.load {
+                    let gap = -(1.0 - rng.f64()).ln() / rate;
+                    push(
+                        &mut heap,
+                        t + (gap * NS) as u64 + 1,
+                        Event::Submit { sharer },
+                    );
+                }
+                sharer
+            }
+            Event::Tick { sharer } => {
+                let sh = &mut sharers[sharer];
+                let m = &s.machine;
+                let cpu = schedule(&m.cpu, ts, 10.0) + m.cpu_per_task * downstream_in_flight as f64;
+                let summary = sh.recorder.take_summary();
+                let signals = match machine.as_mut() {
+                    Some(read) => Signals {
+                        latency: Some(summary),
+                        ..read(ts)
+                    },
+                    None => Signals {
+                        cpu_percent: Some(cpu.clamp(0.0, 100.0)),
+                        memory_percent: Some(schedule(&m.memory, ts, 30.0)),
+                        event_loop_lag: Some(Duration::from_secs_f64(
+                            schedule(&m.lag_ms, ts, 1.0).max(0.0) / 1e3,
+                        )),
+                        latency: Some(summary),
+                        ..Signals::default()
+                    },
+                };
+                let usage = Usage {
+                    limit: sh.limit,
+                    in_flight: sh.in_flight,
+                    waiting: sh.queue.len(),
+                };
+                let d = sh
+                    .controller
+                    .decide(Duration::from_nanos(t), &signals, usage);
+                sh.limit = d.new_limit;
+                let cycle = Cycle {
+                    t: ts,
+                    limit: d.new_limit,
+                    in_flight: usage.in_flight,
+                    p90_ms: summary.p90.as_secs_f64() * 1e3,
+                    baseline_ms: sh
+                        .controller
+                        .latency_baseline()
+                        .map_or(0.0, |b| b.as_secs_f64() * 1e3),
+                    goodput: sh.cycle_ok as f64 / interval.as_secs_f64(),
+                };
+                sh.cycle_ok = 0;
+                sh.cycles.push(cycle);
+                if sharer == 0 {
+                    let line = d.to_string();
+                    on_cycle(&cycle, &line);
+                    if !matches!(variant, Variant::Static(_)) {
+                        log.push(format!("{ts:7.1}s  {line}"));
+                    }
+                }
+                push(&mut heap, t + interval_ns, Event::Tick { sharer });
+                sharer
+            }
+        };
+        // Admit what the limit allows.
+        let sh = &mut sharers[sharer];
+        while sh.in_flight < sh.limit {
+            if sh.queue.pop_front().is_none() {
+                break;
+            }
+            sh.in_flight += 1;
+            downstream_in_flight += 1;
+            let d = &s.downstream;
+            let mut ms =
+                d.latency_ms(downstream_in_flight, ts) * (d.jitter * normal(&mut rng)).exp();
+            let mut ok = true;
+            if d.errors_above
+                .is_some_and(|above| downstream_in_flight as f64 > above)
+                && rng.f64() < d.error_rate
+            {
+                ok = false;
+                ms = d.error_ms;
+            }
+            if let Some(timeout) = d.timeout_ms.filter(|&to| ms > to) {
+                ok = false;
+                ms = timeout;
+            }
+            let took = to_ns(ms);
+            push(&mut heap, t + took, Event::Complete { sharer, ok, took });
+        }
+    }
+
+    let measured_s = (s.duration_s - s.measure_from_s).max(1e-9);
+    let mut metrics = BTreeMap::new();
+    let totals: Vec<(f64, usize)> = (0..sharers[0].cycles.len())
+        .map(|c| {
+            let t = sharers[0].cycles[c].t;
+            let total = sharers
+                .iter()
+                .filter_map(|sh| sh.cycles.get(c))
+                .map(|cy| cy.limit)
+                .sum();
+            (t, total)
+        })
+        .collect();
+    let measured: Vec<f64> = totals
+        .iter()
+        .filter(|(t, _)| *t >= s.measure_from_s)
+        .map(|&(_, l)| l as f64)
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    metrics.insert("final_limit", totals.last().map_or(0.0, |x| x.1 as f64));
+    metrics.insert("mean_limit", mean(&measured));
+    metrics.insert(
+        "min_limit",
+        measured.iter().copied().fold(f64::INFINITY, f64::min),
+    );
+    metrics.insert("max_limit", measured.iter().copied().fold(0.0, f64::max));
+    let ok_total: u64 = sharers.iter().map(|sh| sh.measured_ok).sum();
+    metrics.insert("goodput", ok_total as f64 / measured_s);
+    measured_latencies.sort_by(f64::total_cmp);
+    metrics.insert("p50_ms", percentile(&measured_latencies, 0.50));
+    metrics.insert("p99_ms", percentile(&measured_latencies, 0.99));
+    metrics.insert(
+        "p99_ratio",
+        percentile(&measured_latencies, 0.99) / s.downstream.unloaded_p99_ms(s.measure_from_s),
+    );
+    metrics.insert(
+        "error_rate",
+        measured_errors as f64 / (ok_total + measured_errors).max(1) as f64,
+    );
+    if let Some([lo, hi]) = s.settle_band {
+        let limits: Vec<f64> = totals.iter().map(|&(_, l)| l as f64).collect();
+        let smooth: Vec<f64> = (0..limits.len())
+            .map(|i| mean(&limits[i.saturating_sub(SETTLE_WINDOW - 1)..=i]))
+            .collect();
+        let inside = |v: f64| (lo..=hi).contains(&v);
+        let settle = (0..=smooth.len())
+            .find(|&i| smooth[i..].iter().all(|&v| inside(v)))
+            .unwrap_or(smooth.len());
+        // Cycles are counted from 1: settled "at cycle 3" means after the third decision.
+        metrics.insert("settle_cycles", (settle + 1) as f64);
+        let in_band = measured.iter().filter(|&&v| inside(v)).count();
+        metrics.insert("in_band", in_band as f64 / measured.len().max(1) as f64);
+    }
+    let goodputs: Vec<f64> = sharers
+        .iter()
+        .map(|sh| sh.measured_ok as f64 / measured_s)
+        .collect();
+    let sum: f64 = goodputs.iter().sum();
+    let sq: f64 = goodputs.iter().map(|g| g * g).sum();
+    metrics.insert(
+        "fairness",
+        if sq > 0.0 {
+            sum * sum / (goodputs.len() as f64 * sq)
+        } else {
+            1.0
+        },
+    );
+    Outcome {
+        variant: variant.clone(),
+        cycles: sharers.into_iter().map(|sh| sh.cycles).collect(),
+        metrics,
+        log,
+    }
+}
+
+fn normal(rng: &mut fastrand::Rng) -> f64 {
+    // Box–Muller; 1 - u keeps the logarithm finite.
+    let (u, v) = (1.0 - rng.f64(), rng.f64());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Every variant of a scenario: ACE, the seed's rules, then each static limit; with
+/// `goodput_ratio` filled in against the best static limit.
+pub fn run_scenario(s: &Scenario) -> Vec<Outcome> {
+    let mut variants = vec![Variant::Ace, Variant::Seed];
+    variants.extend(s.static_limits.iter().map(|&n| Variant::Static(n)));
+    let mut outcomes: Vec<Outcome> = variants.iter().map(|v| run(s, v, |_, _| {})).collect();
+    let best = outcomes
+        .iter()
+        .filter(|o| matches!(o.variant, Variant::Static(_)))
+        .map(|o| o.metrics["goodput"])
+        .fold(0.0, f64::max);
+    for o in &mut outcomes {
+        let g = o.metrics["goodput"];
+        o.metrics
+            .insert("goodput_ratio", if best > 0.0 { g / best } else { 0.0 });
+    }
+    outcomes
+}
+
+/// The expected ranges that an outcome misses, as readable lines; unknown variant or metric
+/// names are misses too (a typo must not pass silently).
+pub fn check(s: &Scenario, outcomes: &[Outcome]) -> Vec<String> {
+    let mut misses = Vec::new();
+    for (variant, ranges) in &s.expect {
+        let Some(o) = outcomes.iter().find(|o| &o.variant.label() == variant) else {
+            misses.push(format!("{}: no variant `{variant}`", s.name));
+            continue;
+        };
+        for (metric, [lo, hi]) in ranges {
+            match o.metrics.get(metric.as_str()) {
+                None => misses.push(format!("{}: {variant}: no metric `{metric}`", s.name)),
+                Some(&v) if !(v >= *lo && v <= *hi) => misses.push(format!(
+                    "{}: {variant}.{metric} = {v:.3}, expected [{lo}, {hi}]",
+                    s.name
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    misses
+}
+
+/// A comparison table of the outcomes, one row per variant.
+pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## {}: {}", s.name, s.description);
+    let _ = writeln!(
+        out,
+        "{:<13} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>7} {:>6}",
+        "variant",
+        "mean L",
+        "min–max L",
+        "final L",
+        "goodput/s",
+        "vs best",
+        "p50 ms",
+        "p99 ms",
+        "p99 ×",
+        "err %",
+        "settle",
+        "fair"
+    );
+    for o in outcomes {
+        let m = &o.metrics;
+        let settle = m
+            .get("settle_cycles")
+            .map_or("-".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "{:<13} {:>7.1} {:>9} {:>7.0} {:>9.1} {:>8.2} {:>8.1} {:>8.1} {:>6.2} {:>6.1} {:>7} {:>6.3}",
+            o.variant.label(),
+            m["mean_limit"],
+            format!("{:.0}–{:.0}", m["min_limit"], m["max_limit"]),
+            m["final_limit"],
+            m["goodput"],
+            m["goodput_ratio"],
+            m["p50_ms"],
+            m["p99_ms"],
+            m["p99_ratio"],
+            m["error_rate"] * 100.0,
+            settle,
+            m["fairness"],
+        );
+    }
+    out
+}
