@@ -186,7 +186,9 @@ pub struct Stats {
     pub in_flight: usize,
     /// Tasks waiting for a slot.
     pub waiting: usize,
-    /// Calls to `submit` and `spawn` that reached the manager.
+    /// Tasks submitted (`submit`, `submit_result`, `spawn`) and neither refused nor dropped
+    /// while waiting: `completed + in_flight + waiting`. (Derived, so the per-task path pays
+    /// for no counter of its own.)
     pub submitted: u64,
     /// Admitted tasks that have ended (completed, panicked, or dropped while running).
     pub completed: u64,
@@ -201,6 +203,8 @@ pub struct Stats {
 /// Counters the control loop's sink updates.
 #[derive(Debug, Default)]
 struct LoopStats {
+    /// Time the tasks whose admission number has none of these bits set.
+    sample_mask: AtomicU64,
     decisions: AtomicU64,
     adjustments: AtomicU64,
     last: Mutex<Option<Decision>>,
@@ -215,7 +219,6 @@ struct Counter(AtomicU64);
 struct Inner<R> {
     runtime: R,
     sem: Arc<Semaphore>,
-    submitted: Counter,
     admitted: Counter,
     finished: Counter,
     closing: AtomicBool,
@@ -224,6 +227,26 @@ struct Inner<R> {
     loop_done: Shutdown,
     loop_stats: Arc<LoopStats>,
     latency: Option<Arc<LatencyRecorder>>,
+}
+
+/// Tasks timed per cycle when busy: enough for a p90 within the recorder's bucket width.
+// Above this many tasks per cycle the manager times one task in 2^k (by admission number, so
+// successes and failures are sampled alike and the error rate stays unbiased): at 1M tasks/s
+// the two clock reads are paid for one task in ~2,000.
+const LATENCY_SAMPLES_PER_CYCLE: u64 = 1024;
+
+/// The next cycle's sampling mask from this cycle's sampled count: time one task in `mask + 1`.
+fn next_sample_mask(sampled: u64, mask: u64) -> u64 {
+    let tasks = sampled.saturating_mul(mask + 1);
+    if tasks <= LATENCY_SAMPLES_PER_CYCLE {
+        0
+    } else {
+        (tasks
+            .div_ceil(LATENCY_SAMPLES_PER_CYCLE)
+            .next_power_of_two()
+            - 1)
+        .min((1 << 20) - 1)
+    }
 }
 
 impl<R> Drop for Inner<R> {
@@ -332,8 +355,10 @@ impl<R: Runtime> Manager<R> {
     /// Waits for a slot, runs `fut`, releases the slot, and returns its output.
     ///
     /// The future runs in the caller's task; use [`spawn`](Self::spawn) for a task of its
-    /// own. The per-task path takes no lock and allocates nothing: a permit, three atomic
-    /// counters and, when the latency signal is on, two clock reads and one more counter.
+    /// own. The per-task path takes no lock and allocates nothing: a permit and two atomic
+    /// counters. When the latency signal is on, tasks are timed (two clock reads and one more
+    /// counter): every task up to 1,024 per cycle, and above that one in 2^k, so a busy
+    /// manager's p90 still rests on about a thousand samples per cycle.
     ///
     /// # Errors
     ///
@@ -392,13 +417,12 @@ impl<R: Runtime> Manager<R> {
         if inner.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::Shutdown);
         }
-        inner.submitted.0.fetch_add(1, Ordering::Relaxed);
         let permit = inner
             .sem
             .acquire()
             .await
             .map_err(|_| SubmitError::Shutdown)?;
-        inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
         let mut finish = Finish {
             inner,
             started: None,
@@ -410,7 +434,9 @@ impl<R: Runtime> Manager<R> {
             finish.ok = Some(true);
             return Err(SubmitError::Shutdown);
         }
-        if inner.latency.is_some() {
+        if inner.latency.is_some()
+            && seq & inner.loop_stats.sample_mask.load(Ordering::Relaxed) == 0
+        {
             finish.started = Some(inner.runtime.now());
         }
         let out = fut.await;
@@ -456,6 +482,7 @@ impl<R: Runtime> Manager<R> {
     pub fn stats(&self) -> Stats {
         let i = &self.inner;
         let usage = LimitTarget::usage(&*i.sem);
+        let completed = i.finished.0.load(Ordering::Relaxed);
         let last_decision = i
             .loop_stats
             .last
@@ -466,8 +493,8 @@ impl<R: Runtime> Manager<R> {
             limit: usage.limit,
             in_flight: usage.in_flight,
             waiting: usage.waiting,
-            submitted: i.submitted.0.load(Ordering::Relaxed),
-            completed: i.finished.0.load(Ordering::Relaxed),
+            submitted: completed + usage.in_flight as u64 + usage.waiting as u64,
+            completed,
             decisions: i.loop_stats.decisions.load(Ordering::Relaxed),
             adjustments: i.loop_stats.adjustments.load(Ordering::Relaxed),
             last_decision,
@@ -758,7 +785,6 @@ impl<R: Runtime> Builder<R> {
             inner: Arc::new(Inner {
                 runtime,
                 sem,
-                submitted: Counter::default(),
                 admitted: Counter::default(),
                 finished: Counter::default(),
                 closing: AtomicBool::new(false),
@@ -800,6 +826,11 @@ impl DecisionSink for ManagerSink {
         // Errors of this cycle's sources come first, as they did.
         self.drain_errors();
         self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        if let Some(latency) = decision.signals.latency {
+            let mask = self.stats.sample_mask.load(Ordering::Relaxed);
+            let next = next_sample_mask(latency.total(), mask);
+            self.stats.sample_mask.store(next, Ordering::Relaxed);
+        }
         if decision.action != Action::Hold {
             self.stats.adjustments.fetch_add(1, Ordering::Relaxed);
         }
@@ -819,5 +850,23 @@ impl DecisionSink for ManagerSink {
         for s in &mut self.extra {
             s.signal_error(error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_sample_mask;
+
+    #[test]
+    fn times_every_task_until_busy_then_about_a_thousand_per_cycle() {
+        assert_eq!(next_sample_mask(0, 0), 0);
+        assert_eq!(next_sample_mask(1024, 0), 0);
+        assert_eq!(next_sample_mask(1025, 0), 1);
+        assert_eq!(next_sample_mask(100_000, 0), 127);
+        // Sampled counts scale back up by the mask: 800 of 1 in 128 is 102,400 tasks.
+        assert_eq!(next_sample_mask(800, 127), 127);
+        // Quiet again: back to timing everything.
+        assert_eq!(next_sample_mask(3, 127), 0);
+        assert_eq!(next_sample_mask(u64::MAX, 1 << 30), (1 << 20) - 1);
     }
 }

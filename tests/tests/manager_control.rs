@@ -12,7 +12,10 @@ use ace_std::AimdConfig;
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant, reason = "a test channel; boxing would only add noise")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a test channel; boxing would only add noise"
+)]
 enum Event {
     Decision(Decision),
     Error(SignalError),
