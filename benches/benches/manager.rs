@@ -181,7 +181,7 @@ fn ratios() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    let time = |f: &dyn Fn() -> ()| {
+    let time = |f: &dyn Fn()| {
         let t = std::time::Instant::now();
         f();
         t.elapsed()
