@@ -14,9 +14,9 @@
 //!
 //! # Features
 //!
-//! - `tokio`: [`tokio::Manager`](crate::tokio::Manager).
-//! - `smol`: [`smol::Manager`](crate::smol::Manager).
-//! - `async-std`: `async_std::Manager` (legacy: async-std is discontinued upstream; prefer smol).
+//! - `tokio`: [`tokio::Manager`].
+//! - `smol`: [`smol::Manager`].
+//! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -258,9 +258,34 @@ impl<R> Drop for Inner<R> {
 
 /// An adaptive concurrency limit for async tasks on the executor `R`.
 ///
-/// Use it through [`ace_std::tokio::Manager`](crate), `ace_std::smol::Manager` or
-/// `ace_std::async_std::Manager` (features `tokio`, `smol`, `async-std`), or on any
-/// [`Runtime`] with [`with_runtime`](Self::with_runtime).
+/// Use it through `ace_std::tokio::Manager`, `ace_std::smol::Manager` or
+/// `ace_std::async_std::Manager` (features `tokio`, `smol`, `async-std`: type aliases of this
+/// type), or on any [`Runtime`] with [`with_runtime`](Self::with_runtime).
+///
+/// # Examples
+///
+/// The seed README's quick start:
+///
+/// ```
+/// # #[cfg(feature = "tokio")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ace_std::AimdConfig;
+///
+/// async fn work(i: u32) -> u32 {
+///     i + 1
+/// }
+///
+/// let config = AimdConfig { min_limit: 5, max_limit: 50, initial_limit: 10, ..Default::default() };
+/// let manager = ace_std::tokio::Manager::new(config)?;
+/// let results = futures::future::join_all((0..100).map(|i| manager.submit(work(i)))).await;
+/// assert_eq!(results.len(), 100);
+/// manager.shutdown().await;
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
 ///
 /// Creating a manager starts its control loop on the runtime: every `adjustment_interval` it
 /// reads the signals, decides with the AIMD [`Controller`], and moves the semaphore's limit.
