@@ -3,7 +3,6 @@
 //!
 //! `cargo run --release -p ace-examples --example lag_floor`
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,8 +48,8 @@ fn report(name: &str, mut lag: Vec<Duration>, mut over: Vec<Duration>) {
     );
 }
 
-fn both<R: Runtime>(rt: R) -> impl Future<Output = (Vec<Duration>, Vec<Duration>)> {
-    async move { (floor(rt.clone()).await, overshoot(rt).await) }
+async fn both<R: Runtime>(rt: R) -> (Vec<Duration>, Vec<Duration>) {
+    (floor(rt.clone()).await, overshoot(rt).await)
 }
 
 fn main() {

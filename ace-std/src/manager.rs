@@ -737,7 +737,8 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Starts the manager: validates the config, then spawns the control loop.
+    /// Starts the manager: validates the config, then spawns the control loop. Limits above
+    /// [`Semaphore::MAX_PERMITS`] are clamped to it.
     ///
     /// # Errors
     ///
@@ -748,7 +749,16 @@ impl<R: Runtime> Builder<R> {
     /// With no runtime given, where the context has none (tokio outside a runtime).
     #[track_caller]
     pub fn build(self) -> Result<Manager<R>, ConfigError> {
-        let controller = Controller::new(self.config)?;
+        // The semaphore holds at most MAX_PERMITS (2^60) permits: a larger bound ("no limit")
+        // is clamped, order preserved, rather than left to panic in the control loop.
+        let cap = Semaphore::MAX_PERMITS;
+        let config = AimdConfig {
+            min_limit: self.config.min_limit.min(cap),
+            initial_limit: self.config.initial_limit.min(cap),
+            max_limit: self.config.max_limit.min(cap),
+            ..self.config
+        };
+        let controller = Controller::new(config)?;
         let runtime = match self.runtime {
             RuntimeChoice::Given(r) => r,
             RuntimeChoice::Ambient(f) => f(),

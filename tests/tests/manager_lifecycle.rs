@@ -258,3 +258,15 @@ async fn the_json_log_holds_decisions_and_source_errors() {
         .unwrap();
     assert_eq!(e["source"], "broken");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unbounded_max_limit_is_clamped_not_a_panic() {
+    let m = quiet(AimdConfig {
+        max_limit: usize::MAX,
+        ..config()
+    })
+    .build()
+    .unwrap();
+    assert_eq!(m.submit(async { 2 }).await, Ok(2));
+    m.shutdown().await;
+}
