@@ -16,6 +16,7 @@
 //!
 //! - `tokio`: [`tokio::Manager`].
 //! - `smol`: [`smol::Manager`].
+//! - `kafka`: [`kafka::KafkaConsumerManager`](crate::kafka), an adaptive Kafka consumer on rdkafka.
 //! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
 #![forbid(unsafe_code)]
 #![warn(
@@ -48,3 +49,7 @@ pub use ace_core as core;
 pub use ace_core::{
     Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
 };
+
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub mod kafka;

@@ -1,0 +1,279 @@
+//! State shared by the consumer's task, its rebalance callbacks, the handlers and the control
+//! loop; and the rdkafka [`ConsumerContext`] that keeps it right across rebalances.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ace_core::Shutdown;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::error::HandlerFailure;
+use super::tracker::OffsetTracker;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One assigned partition and its offset tracker.
+#[derive(Debug)]
+pub(crate) struct PartitionState {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) tracker: Mutex<OffsetTracker>,
+}
+
+/// Counters; read through [`KafkaStats`](super::KafkaStats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) received: AtomicU64,
+    pub(crate) handled: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) pauses: AtomicU64,
+    pub(crate) resumes: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) commit_errors: AtomicU64,
+    pub(crate) consumer_errors: AtomicU64,
+    pub(crate) rebalances: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sentinel for "no lag reading yet".
+const NO_LAG: u64 = u64::MAX;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Assigned partitions, keyed by (topic, partition).
+    pub(crate) partitions: Mutex<HashMap<(String, i32), Arc<PartitionState>>>,
+    /// Bumped on every change of `partitions`, so the consumer task can cache lookups.
+    pub(crate) generation: AtomicU64,
+    /// The pause state the consumer task wants; re-applied to partitions assigned later.
+    pub(crate) paused: AtomicBool,
+    /// Set once the manager is stopping: rebalance callbacks then only commit.
+    pub(crate) stopping: AtomicBool,
+    /// Messages received and waiting for a slot.
+    pub(crate) buffered: AtomicUsize,
+    /// Summed consumer lag, from librdkafka statistics; `NO_LAG` before the first reading.
+    pub(crate) lag: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) last_error: Mutex<Option<String>>,
+    /// The first handler failure under the stop policy.
+    pub(crate) failure: Mutex<Option<HandlerFailure>>,
+    /// Triggered to stop the consumer task (by `shutdown()` or a handler failure).
+    pub(crate) stop: Shutdown,
+    /// Triggered once the consumer task has finished.
+    pub(crate) done: Shutdown,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            partitions: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            buffered: AtomicUsize::new(0),
+            lag: AtomicU64::new(NO_LAG),
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+            failure: Mutex::new(None),
+            stop: Shutdown::new(),
+            done: Shutdown::new(),
+        }
+    }
+
+    pub(crate) fn lag(&self) -> Option<u64> {
+        match self.lag.load(Ordering::Relaxed) {
+            NO_LAG => None,
+            lag => Some(lag),
+        }
+    }
+
+    pub(crate) fn record_error(&self, what: &str, error: &dyn std::fmt::Display) {
+        tracing::warn!(target: "ace::kafka", %error, "{what}");
+        *lock(&self.last_error) = Some(format!("{what}: {error}"));
+    }
+
+    /// Records a handler failure under the stop policy and asks the consumer to stop.
+    pub(crate) fn fail(&self, failure: HandlerFailure) {
+        tracing::error!(target: "ace::kafka", %failure, "handler failed; stopping the consumer");
+        let mut slot = lock(&self.failure);
+        if slot.is_none() {
+            *slot = Some(failure);
+        }
+        drop(slot);
+        self.stop.trigger();
+    }
+
+    /// The offsets to commit: for every assigned partition that has seen a message, the offset
+    /// below which every handler has finished.
+    pub(crate) fn committable(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        let parts = lock(&self.partitions);
+        for state in parts.values() {
+            if let Some(only) = only {
+                if only.find_partition(&state.topic, state.partition).is_none() {
+                    continue;
+                }
+            }
+            if let Some(offset) = lock(&state.tracker).committable() {
+                let _ =
+                    tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(offset));
+            }
+        }
+        tpl
+    }
+
+    /// Commits `tpl` (if not empty), counting the outcome.
+    pub(crate) fn commit<C: Consumer<X>, X: ConsumerContext>(
+        &self,
+        consumer: &C,
+        tpl: &TopicPartitionList,
+        mode: CommitMode,
+    ) -> Result<(), RdKafkaError> {
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        match consumer.commit(tpl, mode) {
+            Ok(()) => {
+                bump(&self.counters.commits);
+                Ok(())
+            }
+            Err(e) => {
+                bump(&self.counters.commit_errors);
+                self.record_error("commit failed", &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Lag from one statistics report: for each assigned partition, the end of the log minus the
+    /// committed offset, clamped at 0, summed.
+    ///
+    /// The end is the highest of the reported high watermark and the next fetch offset: some
+    /// brokers (Tansu) report a high watermark below the messages already fetched, which would
+    /// make the lag negative. The committed offset is the broker's, or, before any commit, the
+    /// offset the tracker would commit; a partition with neither is left out.
+    fn lag_from(&self, stats: &Statistics) -> u64 {
+        let parts = lock(&self.partitions);
+        let mut sum = 0u64;
+        for (name, topic) in &stats.topics {
+            for p in topic.partitions.values() {
+                if p.partition < 0 {
+                    continue;
+                }
+                let key = (name.clone(), p.partition);
+                let Some(state) = parts.get(&key) else {
+                    continue;
+                };
+                let end = p.hi_offset.max(p.next_offset).max(p.app_offset);
+                let committed = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    match lock(&state.tracker).committable() {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                };
+                sum = sum.saturating_add(u64::try_from(end - committed).unwrap_or(0));
+            }
+        }
+        sum
+    }
+
+    fn assign(&self, tpl: &TopicPartitionList) {
+        let mut parts = lock(&self.partitions);
+        for e in tpl.elements() {
+            parts
+                .entry((e.topic().to_owned(), e.partition()))
+                .or_insert_with(|| {
+                    Arc::new(PartitionState {
+                        topic: e.topic().to_owned(),
+                        partition: e.partition(),
+                        tracker: Mutex::new(OffsetTracker::default()),
+                    })
+                });
+        }
+        drop(parts);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let mut parts = lock(&self.partitions);
+        for e in tpl.elements() {
+            parts.remove(&(e.topic().to_owned(), e.partition()));
+        }
+        drop(parts);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The rdkafka context: rebalance callbacks, statistics (lag) and client errors.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let lag = self.shared.lag_from(&statistics);
+        self.shared
+            .lag
+            .store(lag.min(NO_LAG - 1), Ordering::Relaxed);
+    }
+
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        bump(&self.shared.counters.consumer_errors);
+        self.shared
+            .record_error("kafka client error", &format_args!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            bump(&self.shared.counters.rebalances);
+            // Commit what is done before the partitions go: the next owner starts there. Handlers
+            // still running will see their message again there (at-least-once).
+            let offsets = self.shared.committable(Some(tpl));
+            if !consumer.assignment_lost() {
+                let _ = self.shared.commit(consumer, &offsets, CommitMode::Sync);
+            }
+            self.shared.revoke(tpl);
+            tracing::debug!(target: "ace::kafka", revoked = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                bump(&self.shared.counters.rebalances);
+                self.shared.assign(tpl);
+                // A new partition starts fetching at once: keep it paused if we are.
+                if self.shared.paused.load(Ordering::Acquire)
+                    || self.shared.stopping.load(Ordering::Acquire)
+                {
+                    if let Err(e) = consumer.pause(tpl) {
+                        self.shared
+                            .record_error("pause of assigned partitions failed", &e);
+                    }
+                }
+                tracing::debug!(target: "ace::kafka", assigned = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                bump(&self.shared.counters.consumer_errors);
+                self.shared.record_error("rebalance failed", e);
+            }
+        }
+    }
+}

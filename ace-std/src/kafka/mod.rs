@@ -1,0 +1,810 @@
+//! [`KafkaConsumerManager`]: an adaptive Kafka consumer on rdkafka — handlers run concurrently
+//! up to the limit ACE picks, partitions pause when handlers fall behind, and offsets are
+//! committed at-least-once.
+//!
+//! - [`KafkaConsumerManager`] and its [`KafkaConsumerManagerBuilder`]: brokers, topics, group id,
+//!   extra rdkafka settings, an async handler, an [`AimdConfig`]; [`start`] and [`shutdown`].
+//! - [`KafkaMessage`]: what a handler receives (an rdkafka [`OwnedMessage`], cheap to clone).
+//! - [`RetryPolicy`], [`HandlerFailure`], [`HandlerError`]: what happens when a handler fails.
+//! - [`KafkaStats`], [`ShutdownReport`], [`KafkaError`].
+//!
+//! # How it works
+//!
+//! **Concurrency.** Each message runs its handler as a tokio task holding one slot of an adjustable
+//! semaphore. ACE's [`ControlLoop`] moves the limit every `adjustment_interval`, from the signals
+//! of [`signals`](KafkaConsumerManagerBuilder::signals) (CPU, memory, …) plus the consumer's own
+//! lag, which is demand: a growing lag with a healthy system argues for more handlers, never fewer.
+//!
+//! **Back-pressure.** Messages received while every slot is taken wait in a small buffer. When
+//! handlers in flight plus buffered messages reach the high-water mark — the limit plus the buffer
+//! allowance ([`buffer`](KafkaConsumerManagerBuilder::buffer), default 256) — the manager stops
+//! taking messages (they wait in librdkafka's queue, which stops fetching when full). If the
+//! backlog is still there after [`pause_after`](KafkaConsumerManagerBuilder::pause_after)
+//! (default 1 s), every assigned partition is paused; they resume once the backlog drains to half
+//! the high-water mark. The delay and the gap between the marks keep a busy consumer from
+//! flapping (each pause throws away librdkafka's prefetched messages): a burst that fast handlers
+//! absorb in milliseconds never pauses. The consumer keeps polling while paused, so the group does
+//! not evict it after `max.poll.interval.ms`, and a partition assigned during a pause starts
+//! paused.
+//!
+//! **Handlers.** A handler's first poll runs on the consumer's task, so a handler that completes
+//! at once costs no task spawn; one that is still pending continues as its own tokio task (and
+//! runs on any worker). Put heavy CPU work in `tokio::task::spawn_blocking`, or at least after an
+//! `.await`, so it does not hold up receiving.
+//!
+//! **Offsets: at-least-once.** Handlers finish out of order; for each partition the manager
+//! commits only the offset below which every handler has finished (a message whose handler is
+//! running, failed, or was never started is never committed past). It commits every
+//! [`commit_interval`](KafkaConsumerManagerBuilder::commit_interval) (default 1 s) if anything
+//! moved, synchronously when partitions are revoked, and at shutdown. After a rebalance or a
+//! restart, messages past the last commit are delivered again: handlers must tolerate duplicates.
+//!
+//! **Failures.** A handler that returns an error or panics is retried under the
+//! [`RetryPolicy`] (default: 3 retries, backoff 100 ms doubling up to 5 s). If it still fails:
+//! - by default the manager **stops**: it stops fetching, lets the other handlers finish, commits
+//!   up to (not including) the failed message, leaves the group, and
+//!   [`shutdown`]/[`stopped`](KafkaConsumerManager::stopped) report
+//!   [`KafkaError::HandlerFailed`]. Restarting redelivers the message.
+//! - with [`dead_letter`](KafkaConsumerManagerBuilder::dead_letter), the message and its
+//!   [`HandlerFailure`] go to your callback (to produce it to a dead-letter topic, say); once the
+//!   callback returns `Ok` the message counts as done and is committed past. A dead-letter
+//!   callback that fails or panics stops the manager as above.
+//!
+//! **Lag.** With `statistics.interval.ms` (the manager sets 1000 unless you do), librdkafka reports
+//! per-partition offsets. For each assigned partition the lag is the end of the log minus the
+//! committed offset, clamped at 0, and the sum feeds [`Signals::kafka_lag`]. The end is the
+//! higher of the high watermark and the next fetch offset, so a broker that reports a stale high
+//! watermark (Tansu does) cannot make it negative.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use ace_std::kafka::{KafkaConsumerManager, KafkaMessage};
+//! use ace_std::AimdConfig;
+//! use rdkafka::Message;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = KafkaConsumerManager::builder()
+//!     .brokers("127.0.0.1:9092")
+//!     .topic("orders")
+//!     .group_id("order-workers")
+//!     .set("auto.offset.reset", "earliest")
+//!     .config(AimdConfig { min_limit: 4, max_limit: 64, initial_limit: 8, ..AimdConfig::default() })
+//!     .handler(|msg: KafkaMessage| async move {
+//!         let _payload = msg.payload().unwrap_or_default();
+//!         Ok::<(), std::io::Error>(())
+//!     })
+//!     .build()?;
+//! manager.start()?;
+//! // ... later:
+//! let report = manager.shutdown().await?;
+//! println!("committed {:?}", report.committed);
+//! # Ok(())
+//! # }
+//! # fn main() { drop(run()); }
+//! ```
+//!
+//! [`start`]: KafkaConsumerManager::start
+//! [`shutdown`]: KafkaConsumerManager::shutdown
+//! [`ControlLoop`]: ace_core::ControlLoop
+//! [`OwnedMessage`]: rdkafka::message::OwnedMessage
+
+mod context;
+mod error;
+mod gate;
+mod pump;
+mod tracker;
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ace_core::{
+    AimdConfig, BoxFuture, ConfigError, ConfigRule, ControlLoop, Controller, Decision,
+    DecisionSink, LimitTarget, SignalError, SignalSource, Signals, Usage,
+};
+use ace_tokio::TokioRuntime;
+use rdkafka::config::ClientConfig;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use tokio::task::JoinHandle;
+
+use self::context::{lock, Context, Shared};
+use self::gate::Gate;
+use self::pump::Pump;
+
+use self::error::{AfterRetries, DeadLetterFn};
+pub use self::error::{BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
+
+/// A message handed to a handler: an rdkafka [`OwnedMessage`] behind an `Arc`, so retries and the
+/// dead-letter callback get the same message cheaply.
+///
+/// It dereferences to [`OwnedMessage`]; use [`rdkafka::Message`]'s methods (`payload`, `key`,
+/// `topic`, `partition`, `offset`, `headers`, …).
+#[derive(Debug, Clone)]
+pub struct KafkaMessage(Arc<OwnedMessage>);
+
+impl Deref for KafkaMessage {
+    type Target = OwnedMessage;
+    fn deref(&self) -> &OwnedMessage {
+        &self.0
+    }
+}
+
+pub(crate) type HandlerFn =
+    Arc<dyn Fn(KafkaMessage) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+
+/// A [`SignalSource`] behind a box (the trait's `collect` returns `impl Future`).
+trait DynSource: Send {
+    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>>;
+}
+
+impl<S: SignalSource> DynSource for S {
+    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>> {
+        Box::pin(self.collect())
+    }
+}
+
+/// The control loop's source: the user's signals, plus the consumer lag.
+struct KafkaSignals {
+    user: Option<Box<dyn DynSource>>,
+    shared: Arc<Shared>,
+}
+
+impl SignalSource for KafkaSignals {
+    async fn collect(&mut self) -> Result<Signals, SignalError> {
+        let mut signals = match &mut self.user {
+            Some(user) => match user.collect_boxed().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Fail-open: the user's signals count as absent, lag still counts.
+                    tracing::warn!(target: "ace::kafka", error = %e, "signal source failed");
+                    Signals::default()
+                }
+            },
+            None => Signals::default(),
+        };
+        signals.merge(&Signals {
+            kafka_lag: self.shared.lag(),
+            ..Signals::default()
+        });
+        Ok(signals)
+    }
+}
+
+/// The control loop's target: the gate, with buffered messages reported as waiting (demand).
+struct KafkaTarget {
+    gate: Gate,
+    shared: Arc<Shared>,
+}
+
+impl LimitTarget for KafkaTarget {
+    fn set_limit(&self, limit: usize) {
+        self.gate.set_limit(limit);
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            limit: self.gate.limit(),
+            in_flight: self.gate.in_use(),
+            waiting: self.shared.buffered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The default decision sink: one `tracing` event per decision (`info` when the limit changes,
+/// `debug` when it holds), and a `warn` per failed signal reading.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingSink;
+
+impl DecisionSink for TracingSink {
+    fn decision(&mut self, d: &Decision) {
+        if d.new_limit == d.previous_limit {
+            tracing::debug!(target: "ace::kafka", limit = d.new_limit, reason = %d.reason, "limit held");
+        } else {
+            tracing::info!(
+                target: "ace::kafka",
+                previous = d.previous_limit,
+                new = d.new_limit,
+                action = %d.action,
+                reason = %d.reason,
+                lag = ?d.signals.kafka_lag,
+                in_flight = d.usage.in_flight,
+                "limit changed"
+            );
+        }
+    }
+
+    fn signal_error(&mut self, error: &SignalError) {
+        tracing::warn!(target: "ace::kafka", %error, "signal reading failed");
+    }
+}
+
+struct BoxSink(Box<dyn DecisionSink>);
+
+impl DecisionSink for BoxSink {
+    fn decision(&mut self, decision: &Decision) {
+        self.0.decision(decision);
+    }
+    fn signal_error(&mut self, error: &SignalError) {
+        self.0.signal_error(error);
+    }
+}
+
+/// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`].
+///
+/// Required: [`brokers`](Self::brokers), at least one [`topic`](Self::topic), a
+/// [`group_id`](Self::group_id) and a [`handler`](Self::handler). Everything else has a default.
+#[must_use]
+pub struct KafkaConsumerManagerBuilder {
+    brokers: Option<String>,
+    topics: Vec<String>,
+    group_id: Option<String>,
+    rdkafka: Vec<(String, String)>,
+    config: AimdConfig,
+    signals: Option<Box<dyn DynSource>>,
+    sink: Option<Box<dyn DecisionSink>>,
+    handler: Option<HandlerFn>,
+    retry: RetryPolicy,
+    after: AfterRetries,
+    buffer: usize,
+    pause_after: Duration,
+    commit_interval: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl fmt::Debug for KafkaConsumerManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConsumerManagerBuilder")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .field("rdkafka", &self.rdkafka)
+            .field("config", &self.config)
+            .field("signals", &self.signals.is_some())
+            .field("handler", &self.handler.is_some())
+            .field("retry", &self.retry)
+            .field("after_retries", &self.after)
+            .field("buffer", &self.buffer)
+            .field("pause_after", &self.pause_after)
+            .field("commit_interval", &self.commit_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for KafkaConsumerManagerBuilder {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            topics: Vec::new(),
+            group_id: None,
+            rdkafka: Vec::new(),
+            config: AimdConfig::default(),
+            signals: None,
+            sink: None,
+            handler: None,
+            retry: RetryPolicy::default(),
+            after: AfterRetries::Stop,
+            buffer: Self::default_buffer(),
+            pause_after: Self::default_pause_after(),
+            commit_interval: Self::default_commit_interval(),
+            shutdown_timeout: Self::default_shutdown_timeout(),
+        }
+    }
+}
+
+impl KafkaConsumerManagerBuilder {
+    /// Default for [`buffer`](Self::buffer): 256 messages.
+    pub const fn default_buffer() -> usize {
+        // Enough that a fast handler never trips a pause between two fetches, small next to
+        // what librdkafka prefetches anyway.
+        256
+    }
+    /// Default for [`pause_after`](Self::pause_after): 1 s.
+    pub const fn default_pause_after() -> Duration {
+        // Long enough that a burst a fast handler absorbs in milliseconds never pauses; far
+        // below the default max.poll.interval.ms (5 min).
+        Duration::from_secs(1)
+    }
+    /// Default for [`commit_interval`](Self::commit_interval): 1 s.
+    pub const fn default_commit_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    /// Default for [`shutdown_timeout`](Self::shutdown_timeout): 30 s.
+    pub const fn default_shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    /// The bootstrap brokers, `host:port[,host:port…]` (`bootstrap.servers`).
+    pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.brokers = Some(brokers.into());
+        self
+    }
+
+    /// Adds a topic to subscribe to.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Adds topics to subscribe to.
+    pub fn topics<I, T>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// The consumer group (`group.id`).
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Sets any other rdkafka property (`session.timeout.ms`, `auto.offset.reset`, …); applied
+    /// after the manager's own, so it wins, except that `enable.auto.commit=true` is refused.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.rdkafka.push((key.into(), value.into()));
+        self
+    }
+
+    /// The AIMD config of the limit on handlers in flight. Default [`AimdConfig::default`].
+    pub fn config(mut self, config: AimdConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Health signals for the controller (CPU, memory, …), merged with the consumer's lag.
+    ///
+    /// Without one, only the lag is read, and the controller holds the limit (fail-open: lag
+    /// is demand, not health). A source that fails counts as absent for that cycle.
+    pub fn signals<S: SignalSource + 'static>(mut self, source: S) -> Self {
+        self.signals = Some(Box::new(source));
+        self
+    }
+
+    /// Where the control loop's decisions go. Default [`TracingSink`].
+    pub fn decisions<K: DecisionSink + 'static>(mut self, sink: K) -> Self {
+        self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// The async handler, run once per message (more on retries and redelivery).
+    ///
+    /// An `Err` or a panic is a failure, handled by the [`retry`](Self::retry) policy and then
+    /// stop or [`dead_letter`](Self::dead_letter).
+    pub fn handler<F, Fut, E>(mut self, handler: F) -> Self
+    where
+        F: Fn(KafkaMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.handler = Some(Arc::new(move |msg| {
+            let fut = handler(msg);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        }));
+        self
+    }
+
+    /// How a failing handler is retried. Default [`RetryPolicy::default`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// After the retries, hand a failed message to `callback` instead of stopping; once it
+    /// returns `Ok`, the message counts as done (committed past).
+    pub fn dead_letter<F, Fut, E>(mut self, callback: F) -> Self
+    where
+        F: Fn(KafkaMessage, HandlerFailure) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let f: DeadLetterFn = Arc::new(move |msg, failure| {
+            let fut = callback(msg, failure);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        self.after = AfterRetries::DeadLetter(f);
+        self
+    }
+
+    /// After the retries, stop the manager (the default).
+    pub fn stop_on_failure(mut self) -> Self {
+        self.after = AfterRetries::Stop;
+        self
+    }
+
+    /// Messages that may wait for a slot beyond the limit before partitions pause. Default 256;
+    /// 0 pauses as soon as every slot is taken.
+    pub fn buffer(mut self, messages: usize) -> Self {
+        self.buffer = messages;
+        self
+    }
+
+    /// How long the backlog may stay at the high-water mark before the partitions are paused.
+    /// Default 1 s; must be below half of `max.poll.interval.ms`.
+    ///
+    /// Until then messages simply wait in librdkafka's queue; a pause lets the consumer keep
+    /// polling (group liveness) without receiving, at the price of the prefetched messages.
+    pub fn pause_after(mut self, after: Duration) -> Self {
+        self.pause_after = after;
+        self
+    }
+
+    /// How often finished offsets are committed. Default 1 s; must not be zero.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// How long [`shutdown`](KafkaConsumerManager::shutdown) waits for handlers in flight.
+    /// Default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Checks everything and builds the manager; nothing connects until
+    /// [`start`](KafkaConsumerManager::start).
+    ///
+    /// # Errors
+    ///
+    /// - [`KafkaError::Missing`] if `brokers`, `topics`, `group_id` or `handler` is not set (or
+    ///   empty);
+    /// - [`KafkaError::Config`] if the [`AimdConfig`] or the [`RetryPolicy`] breaks a rule,
+    ///   `commit_interval` is zero, or `pause_after` is not below half of
+    ///   `max.poll.interval.ms`;
+    /// - [`KafkaError::Forbidden`] for `enable.auto.commit=true`;
+    /// - [`KafkaError::Client`] if librdkafka refuses a property or value.
+    pub fn build(self) -> Result<KafkaConsumerManager, KafkaError> {
+        let brokers = self
+            .brokers
+            .filter(|b| !b.trim().is_empty())
+            .ok_or(KafkaError::Missing("brokers"))?;
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.is_empty()) {
+            return Err(KafkaError::Missing("topics"));
+        }
+        let group_id = self
+            .group_id
+            .filter(|g| !g.is_empty())
+            .ok_or(KafkaError::Missing("group_id"))?;
+        let handler = self.handler.ok_or(KafkaError::Missing("handler"))?;
+        self.config.validate()?;
+        self.retry.validate()?;
+        if self.commit_interval.is_zero() {
+            return Err(ConfigError::custom("commit_interval", ConfigRule::NonZero, 0.0).into());
+        }
+
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("statistics.interval.ms", "1000");
+        for (key, value) in &self.rdkafka {
+            if key == "enable.auto.commit" && value.trim() != "false" {
+                return Err(KafkaError::Forbidden {
+                    key: key.clone(),
+                    reason: "the manager commits only handled messages; auto-commit would commit \
+                             messages not yet handled",
+                });
+            }
+            client.set(key, value);
+        }
+        // Validate every property now, without connecting.
+        let native = client.create_native_config()?;
+        let max_poll_ms: u64 = native
+            .get("max.poll.interval.ms")?
+            .trim_end_matches(char::from(0))
+            .parse()
+            .unwrap_or(300_000);
+        drop(native);
+        if self.pause_after.saturating_mul(2) >= Duration::from_millis(max_poll_ms) {
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "a duration in ms, for the message"
+            )]
+            let half = (max_poll_ms / 2) as f64;
+            return Err(ConfigError::custom(
+                "pause_after",
+                ConfigRule::Below("max.poll.interval.ms / 2", half),
+                self.pause_after.as_secs_f64() * 1000.0,
+            )
+            .into());
+        }
+
+        let limit = self.config.initial_limit;
+        Ok(KafkaConsumerManager {
+            shared: Arc::new(Shared::new()),
+            gate: Gate::new(limit),
+            state: Mutex::new(State::Built(Box::new(Parts {
+                client,
+                topics: self.topics,
+                config: self.config,
+                signals: self.signals,
+                sink: self.sink.unwrap_or_else(|| Box::new(TracingSink)),
+                handler,
+                retry: self.retry,
+                after: self.after,
+                buffer: self.buffer,
+                pause_after: self.pause_after,
+                commit_interval: self.commit_interval,
+                shutdown_timeout: self.shutdown_timeout,
+            }))),
+        })
+    }
+}
+
+struct Parts {
+    client: ClientConfig,
+    topics: Vec<String>,
+    config: AimdConfig,
+    signals: Option<Box<dyn DynSource>>,
+    sink: Box<dyn DecisionSink>,
+    handler: HandlerFn,
+    retry: RetryPolicy,
+    after: AfterRetries,
+    buffer: usize,
+    pause_after: Duration,
+    commit_interval: Duration,
+    shutdown_timeout: Duration,
+}
+
+enum State {
+    Built(Box<Parts>),
+    Running(JoinHandle<Result<ShutdownReport, KafkaError>>),
+    Finished,
+}
+
+/// An adaptive Kafka consumer: see the [module docs](self) for how it works.
+///
+/// Build one with [`builder`](Self::builder), [`start`](Self::start) it inside a tokio runtime,
+/// and [`shutdown`](Self::shutdown) it to commit and leave the group. Dropping it without
+/// `shutdown` stops it too, in the background.
+pub struct KafkaConsumerManager {
+    shared: Arc<Shared>,
+    gate: Gate,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for KafkaConsumerManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*lock(&self.state) {
+            State::Built(_) => "built",
+            State::Running(_) => "running",
+            State::Finished => "finished",
+        };
+        f.debug_struct("KafkaConsumerManager")
+            .field("state", &state)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of a [`KafkaConsumerManager`]'s state and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KafkaStats {
+    /// The limit on handlers in flight now.
+    pub limit: usize,
+    /// Handlers running.
+    pub in_flight: usize,
+    /// Messages received and waiting for a slot.
+    pub buffered: usize,
+    /// True while the assigned partitions are paused (back-pressure or stopping).
+    pub paused: bool,
+    /// The summed consumer lag at the last statistics report, if any arrived.
+    pub lag: Option<u64>,
+    /// Partitions assigned now.
+    pub assigned: usize,
+    /// Messages received from the broker (redeliveries included).
+    pub received: u64,
+    /// Messages whose handler succeeded.
+    pub handled: u64,
+    /// Messages whose handler failed every attempt.
+    pub failed: u64,
+    /// Retries made.
+    pub retried: u64,
+    /// Failed messages the dead-letter callback accepted.
+    pub dead_lettered: u64,
+    /// Times the partitions were paused.
+    pub pauses: u64,
+    /// Times they were resumed.
+    pub resumes: u64,
+    /// Commits requested (asynchronous ones count when sent).
+    pub commits: u64,
+    /// Commits refused.
+    pub commit_errors: u64,
+    /// Errors from the consumer or the client (broker down, rebalance failed, …).
+    pub consumer_errors: u64,
+    /// Partition assignments and revocations seen.
+    pub rebalances: u64,
+    /// The last error reported, as text.
+    pub last_error: Option<String>,
+}
+
+/// What a graceful stop did: from [`KafkaConsumerManager::shutdown`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// The offsets committed last, as `(topic, partition, next offset to read)`.
+    pub committed: Vec<(String, i32, i64)>,
+    /// Handlers still running at the deadline (their messages were not committed).
+    pub abandoned: usize,
+    /// Messages received but never started (not committed: the next owner gets them).
+    pub dropped: usize,
+    /// The final commit's error, if it failed.
+    pub commit_error: Option<String>,
+}
+
+impl KafkaConsumerManager {
+    /// A builder with every default.
+    pub fn builder() -> KafkaConsumerManagerBuilder {
+        KafkaConsumerManagerBuilder::default()
+    }
+
+    /// Connects, subscribes, and starts consuming and the control loop, on the current tokio
+    /// runtime. Returns at once: the group join happens in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::NoRuntime`] outside a tokio runtime, [`KafkaError::AlreadyStarted`] on a
+    /// second call, [`KafkaError::Client`] if librdkafka cannot create the consumer or subscribe.
+    pub fn start(&self) -> Result<(), KafkaError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| KafkaError::NoRuntime)?;
+        let mut state = lock(&self.state);
+        let parts = match std::mem::replace(&mut *state, State::Finished) {
+            State::Built(parts) => parts,
+            other => {
+                *state = other;
+                return Err(KafkaError::AlreadyStarted);
+            }
+        };
+        let Parts {
+            client,
+            topics,
+            config,
+            signals,
+            sink,
+            handler,
+            retry,
+            after,
+            buffer,
+            pause_after,
+            commit_interval,
+            shutdown_timeout,
+        } = *parts;
+        let _enter = handle.enter();
+        let consumer: StreamConsumer<Context> = StreamConsumer::from_config_and_context(
+            &client,
+            Context {
+                shared: Arc::clone(&self.shared),
+            },
+        )?;
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+
+        let control_stop = ace_core::Shutdown::new();
+        let control = ControlLoop::new(
+            TokioRuntime::from_handle(handle.clone()),
+            Controller::new(config)?,
+            KafkaSignals {
+                user: signals,
+                shared: Arc::clone(&self.shared),
+            },
+            KafkaTarget {
+                gate: self.gate.clone(),
+                shared: Arc::clone(&self.shared),
+            },
+            BoxSink(sink),
+        );
+        drop(handle.spawn({
+            let stop = control_stop.clone();
+            async move {
+                drop(control.run(stop).await);
+            }
+        }));
+        let pump = Pump {
+            consumer,
+            shared: Arc::clone(&self.shared),
+            gate: self.gate.clone(),
+            handler,
+            retry,
+            after,
+            buffer,
+            pause_after,
+            commit_interval,
+            shutdown_timeout,
+            control_stop,
+        };
+        *state = State::Running(handle.spawn(pump.run()));
+        Ok(())
+    }
+
+    /// Stops gracefully: stops fetching (pauses every partition), lets handlers in flight finish
+    /// (up to the [`shutdown_timeout`](KafkaConsumerManagerBuilder::shutdown_timeout)), commits
+    /// what is done, and leaves the group.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::HandlerFailed`] if the manager had stopped (or now stops) on a handler failure
+    /// under the stop policy; [`KafkaError::NotRunning`] if it was never started or was already
+    /// shut down; [`KafkaError::Crashed`] if its task panicked.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping the future leaves the stop running in the background, and a
+    /// second call returns [`KafkaError::NotRunning`].
+    pub async fn shutdown(&self) -> Result<ShutdownReport, KafkaError> {
+        let task = match std::mem::replace(&mut *lock(&self.state), State::Finished) {
+            State::Running(task) => task,
+            State::Built(_) | State::Finished => return Err(KafkaError::NotRunning),
+        };
+        self.shared.stop.trigger();
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(KafkaError::Crashed(e.to_string())),
+        }
+    }
+
+    /// Completes once the manager has stopped by itself (a handler failure under the stop
+    /// policy) or through [`shutdown`](Self::shutdown); call `shutdown` then for the outcome.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn stopped(&self) {
+        self.shared.done.wait().await;
+    }
+
+    /// The limit on handlers in flight now.
+    pub fn limit(&self) -> usize {
+        self.gate.limit()
+    }
+
+    /// True while the assigned partitions are paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.paused.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the state and counters.
+    pub fn stats(&self) -> KafkaStats {
+        let c = &self.shared.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        KafkaStats {
+            limit: self.gate.limit(),
+            in_flight: self.gate.in_use(),
+            buffered: self.shared.buffered.load(Ordering::Relaxed),
+            paused: self.is_paused(),
+            lag: self.shared.lag(),
+            assigned: lock(&self.shared.partitions).len(),
+            received: get(&c.received),
+            handled: get(&c.handled),
+            failed: get(&c.failed),
+            retried: get(&c.retried),
+            dead_lettered: get(&c.dead_lettered),
+            pauses: get(&c.pauses),
+            resumes: get(&c.resumes),
+            commits: get(&c.commits),
+            commit_errors: get(&c.commit_errors),
+            consumer_errors: get(&c.consumer_errors),
+            rebalances: get(&c.rebalances),
+            last_error: lock(&self.shared.last_error).clone(),
+        }
+    }
+}
+
+impl Drop for KafkaConsumerManager {
+    fn drop(&mut self) {
+        // A running consumer stops itself gracefully in the background.
+        self.shared.stop.trigger();
+    }
+}

@@ -1,0 +1,501 @@
+//! The consumer task: receive, buffer, dispatch to handlers under the gate, pause and resume,
+//! commit; and the graceful stop.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::context::{bump, lock, Context, PartitionState, Shared};
+use super::error::{AfterRetries, BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
+use super::gate::{Gate, Permit};
+use super::{HandlerFn, KafkaMessage, ShutdownReport};
+
+/// Messages taken in one go on the fast path (free slots, messages ready).
+const DRAIN: usize = 64;
+
+/// How often a paused consumer re-checks its backlog.
+const RECHECK: Duration = Duration::from_millis(10);
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the consumer task needs, moved into it at start.
+pub(crate) struct Pump {
+    pub(crate) consumer: StreamConsumer<Context>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) gate: Gate,
+    pub(crate) handler: HandlerFn,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) after: AfterRetries,
+    pub(crate) buffer: usize,
+    pub(crate) pause_after: Duration,
+    pub(crate) commit_interval: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    /// Stops the control loop once the consumer is done.
+    pub(crate) control_stop: ace_core::Shutdown,
+}
+
+/// A message received and waiting for a slot.
+struct Pending {
+    message: KafkaMessage,
+    part: Arc<PartitionState>,
+    epoch: u64,
+}
+
+/// The consumer task's cache of assigned partitions, refreshed when a rebalance changes them.
+struct Lookup {
+    generation: u64,
+    parts: Vec<Arc<PartitionState>>,
+}
+
+impl Lookup {
+    fn get(&mut self, shared: &Shared, topic: &str, partition: i32) -> Arc<PartitionState> {
+        let generation = shared.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.parts = lock(&shared.partitions).values().cloned().collect();
+            self.generation = generation;
+        }
+        if let Some(p) = self
+            .parts
+            .iter()
+            .find(|p| p.partition == partition && p.topic == topic)
+        {
+            return Arc::clone(p);
+        }
+        // A message from a partition the callbacks have not told us about: track it anyway.
+        let state = Arc::clone(
+            lock(&shared.partitions)
+                .entry((topic.to_owned(), partition))
+                .or_insert_with(|| {
+                    Arc::new(PartitionState {
+                        topic: topic.to_owned(),
+                        partition,
+                        tracker: Default::default(),
+                    })
+                }),
+        );
+        self.parts.push(Arc::clone(&state));
+        state
+    }
+}
+
+impl Pump {
+    /// Runs until stopped, then stops gracefully: see
+    /// [`KafkaConsumerManager::shutdown`](super::KafkaConsumerManager::shutdown).
+    pub(crate) async fn run(self) -> Result<ShutdownReport, KafkaError> {
+        let Self {
+            consumer,
+            shared,
+            gate,
+            handler,
+            retry,
+            after,
+            buffer: buffer_allowance,
+            pause_after,
+            commit_interval,
+            shutdown_timeout,
+            control_stop,
+        } = self;
+        let job = Arc::new(Job {
+            shared: Arc::clone(&shared),
+            handler,
+            retry,
+            after,
+        });
+        let mut lookup = Lookup {
+            generation: u64::MAX,
+            parts: Vec::new(),
+        };
+        let mut buffer: VecDeque<Pending> = VecDeque::new();
+        let mut commit_tick =
+            tokio::time::interval_at(Instant::now() + commit_interval, commit_interval);
+        commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let stop = shared.stop.clone();
+        let stopped = stop.wait();
+        tokio::pin!(stopped);
+        let mut last_committed: Option<Vec<(String, i32, i64)>> = None;
+        let mut full_since: Option<Instant> = None;
+
+        {
+            let mut stream = consumer.stream();
+            loop {
+                // Back-pressure. At the high-water mark, stop taking messages (they wait in
+                // librdkafka's queue, which stops fetching when full); if that lasts
+                // `pause_after`, pause the partitions so the consumer can keep polling without
+                // receiving. Resume at half the mark (hysteresis: a pause throws away
+                // librdkafka's prefetched messages, so it must not flap).
+                let backlog = gate.in_use() + buffer.len();
+                let high = gate.limit() + buffer_allowance;
+                let full = backlog >= high;
+                let mut paused = shared.paused.load(Ordering::Relaxed);
+                if paused && backlog <= high / 2 && !shared.stopping.load(Ordering::Relaxed) {
+                    set_paused(&consumer, &shared, false);
+                    paused = false;
+                }
+                if full && !paused {
+                    full_since.get_or_insert_with(Instant::now);
+                } else {
+                    full_since = None;
+                }
+                // With nothing buffered, take one message even when full: it waits for a slot
+                // in the buffer, and that wait is what wakes this loop when a handler finishes.
+                let pull = !full || paused || buffer.is_empty();
+                let pause_at = full_since.map(|t| t + pause_after);
+
+                tokio::select! {
+                    biased;
+                    () = &mut stopped => break,
+                    permit = gate.acquire(), if !buffer.is_empty() => {
+                        let Some(permit) = permit else { break };
+                        if let Some(p) = buffer.pop_front() {
+                            shared.buffered.store(buffer.len(), Ordering::Relaxed);
+                            spawn_handler(&job, p, permit);
+                        }
+                    }
+                    next = stream.next(), if pull => match next {
+                        Some(Ok(m)) => {
+                            let mut p = receive(&shared, &mut lookup, &m);
+                            drop(m);
+                            // Fast path: while slots are free and messages are ready, take them
+                            // without a trip through `select!` (bounded, to stay responsive).
+                            let mut drained = 0;
+                            loop {
+                                let permit = if buffer.is_empty() { gate.try_acquire() } else { None };
+                                let Some(permit) = permit else {
+                                    buffer.push_back(p);
+                                    shared.buffered.store(buffer.len(), Ordering::Relaxed);
+                                    break;
+                                };
+                                spawn_handler(&job, p, permit);
+                                drained += 1;
+                                if drained >= DRAIN {
+                                    break;
+                                }
+                                match stream.next().now_or_never() {
+                                    Some(Some(Ok(m))) => {
+                                        p = receive(&shared, &mut lookup, &m);
+                                        drop(m);
+                                    }
+                                    Some(Some(Err(e))) => {
+                                        bump(&shared.counters.consumer_errors);
+                                        shared.record_error("consume failed", &e);
+                                        break;
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        }
+                        Some(Err(e)) => {
+                            bump(&shared.counters.consumer_errors);
+                            shared.record_error("consume failed", &e);
+                        }
+                        None => break,
+                    },
+                    () = sleep_until(pause_at), if pause_at.is_some() => {
+                        set_paused(&consumer, &shared, true);
+                        full_since = None;
+                    }
+                    // While paused, re-check the backlog often: handlers finishing wake nobody.
+                    () = tokio::time::sleep(RECHECK), if paused => {}
+                    _ = commit_tick.tick() => {
+                        commit_changed(&consumer, &shared, &mut last_committed);
+                    }
+                }
+            }
+
+            // Stop fetching: pause everything; what is buffered stays uncommitted and is seen
+            // again by the next owner.
+            shared.stopping.store(true, Ordering::Release);
+            set_paused(&consumer, &shared, true);
+            let dropped = buffer.len();
+            buffer.clear();
+            shared.buffered.store(0, Ordering::Relaxed);
+
+            // Let handlers in flight finish, up to the deadline, still polling the consumer.
+            let deadline = Instant::now() + shutdown_timeout;
+            while gate.in_use() > 0 && Instant::now() < deadline {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    next = stream.next() => if let Some(Err(e)) = next {
+                        shared.record_error("consume failed", &e);
+                    },
+                }
+            }
+            let abandoned = gate.in_use();
+            gate.close();
+            let committed = shared.committable(None);
+            let commit_result = shared.commit(&consumer, &committed, CommitMode::Sync);
+            let committed = committed
+                .elements()
+                .iter()
+                .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
+                .collect::<Vec<_>>();
+            drop(stream);
+
+            // Leaving the group blocks (a synchronous close): do it off the executor.
+            let closed = tokio::task::spawn_blocking(move || {
+                consumer.unsubscribe();
+                drop(consumer);
+            })
+            .await;
+            control_stop.trigger();
+            shared.done.trigger();
+            if let Err(e) = closed {
+                return Err(KafkaError::Crashed(e.to_string()));
+            }
+            if let Some(failure) = lock(&shared.failure).take() {
+                return Err(KafkaError::HandlerFailed(failure));
+            }
+            let report = ShutdownReport {
+                committed,
+                abandoned,
+                dropped,
+                commit_error: commit_result.err().map(|e| e.to_string()),
+            };
+            Ok(report)
+        }
+    }
+}
+
+fn receive(shared: &Shared, lookup: &mut Lookup, m: &BorrowedMessage<'_>) -> Pending {
+    bump(&shared.counters.received);
+    let part = lookup.get(shared, m.topic(), m.partition());
+    let epoch = lock(&part.tracker).dispatch(m.offset());
+    Pending {
+        message: KafkaMessage(Arc::new(m.detach())),
+        part,
+        epoch,
+    }
+}
+
+fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool) {
+    // Set the flag first: a partition assigned from now on gets the same state.
+    shared.paused.store(paused, Ordering::Release);
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            shared.record_error("reading the assignment failed", &e);
+            return;
+        }
+    };
+    let result = if paused {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    drop(assignment);
+    match result {
+        Ok(()) => {
+            bump(if paused {
+                &shared.counters.pauses
+            } else {
+                &shared.counters.resumes
+            });
+            tracing::debug!(target: "ace::kafka", paused, "back-pressure");
+        }
+        Err(e) => shared.record_error("pause/resume failed", &e),
+    }
+}
+
+/// Commits (asynchronously) if any partition's committable offset moved since the last commit.
+fn commit_changed(
+    consumer: &StreamConsumer<Context>,
+    shared: &Shared,
+    last: &mut Option<Vec<(String, i32, i64)>>,
+) {
+    let tpl = shared.committable(None);
+    let mut now: Vec<(String, i32, i64)> = tpl
+        .elements()
+        .iter()
+        .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
+        .collect();
+    now.sort_unstable();
+    if last.as_ref() == Some(&now) {
+        return;
+    }
+    // Every partition, not only those that moved: an async commit lost while the broker was
+    // away is made good by the next one.
+    if shared.commit(consumer, &tpl, CommitMode::Async).is_ok() {
+        *last = Some(now);
+    }
+}
+
+/// What every handler task shares.
+struct Job {
+    shared: Arc<Shared>,
+    handler: HandlerFn,
+    retry: RetryPolicy,
+    after: AfterRetries,
+}
+
+/// The outcome of one attempt: the handler's result, or its panic.
+type Attempt = Result<Result<(), BoxError>, Box<dyn Any + Send>>;
+
+/// Runs a message's handler. The first poll happens here, on the consumer task: a handler that
+/// completes at once (the common fast case) costs no task spawn. One that is still pending, or
+/// failed and needs the policy, continues as its own tokio task.
+fn spawn_handler(job: &Arc<Job>, p: Pending, permit: Permit) {
+    let mut first = CatchUnwind((job.handler)(p.message.clone()));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    match Pin::new(&mut first).poll(&mut cx) {
+        Poll::Ready(Ok(Ok(()))) => {
+            bump(&job.shared.counters.handled);
+            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+            drop(permit);
+        }
+        Poll::Ready(outcome) => {
+            let job = Arc::clone(job);
+            drop(tokio::spawn(async move {
+                job.complete(outcome, p, permit).await;
+            }));
+        }
+        Poll::Pending => {
+            // Polled again at once by its task, which re-registers the real waker.
+            let job = Arc::clone(job);
+            drop(tokio::spawn(async move {
+                let outcome = first.await;
+                job.complete(outcome, p, permit).await;
+            }));
+        }
+    }
+}
+
+impl Job {
+    /// Applies the policy from the first attempt's outcome; marks the message done if it is.
+    async fn complete(&self, first: Attempt, p: Pending, permit: Permit) {
+        let _permit = permit;
+        if self.handle(first, &p.message).await {
+            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+        }
+    }
+
+    /// Runs the retry policy from the first attempt's outcome; true if the message counts as
+    /// done.
+    async fn handle(&self, first: Attempt, message: &KafkaMessage) -> bool {
+        let mut attempts = 0u32;
+        let mut outcome = Some(first);
+        loop {
+            attempts += 1;
+            let attempt = match outcome.take() {
+                Some(o) => o,
+                None => CatchUnwind((self.handler)(message.clone())).await,
+            };
+            let error = match attempt {
+                Ok(Ok(())) => {
+                    bump(&self.shared.counters.handled);
+                    return true;
+                }
+                Ok(Err(e)) => HandlerError::Failed(e),
+                Err(panic) => HandlerError::Panicked(panic_message(&*panic)),
+            };
+            if attempts <= self.retry.max_retries {
+                bump(&self.shared.counters.retried);
+                tracing::debug!(target: "ace::kafka", %error, attempts, "handler failed; retrying");
+                tokio::time::sleep(self.retry.backoff(attempts)).await;
+                continue;
+            }
+            bump(&self.shared.counters.failed);
+            let failure = HandlerFailure {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                attempts,
+                error,
+            };
+            return match &self.after {
+                AfterRetries::Stop => {
+                    self.shared.fail(failure);
+                    false
+                }
+                AfterRetries::DeadLetter(dead_letter) => {
+                    let text = failure.to_string();
+                    match CatchUnwind(dead_letter(message.clone(), failure)).await {
+                        Ok(Ok(())) => {
+                            bump(&self.shared.counters.dead_lettered);
+                            true
+                        }
+                        Ok(Err(e)) => {
+                            self.shared.fail(dead_letter_failure(
+                                message,
+                                attempts,
+                                text,
+                                HandlerError::Failed(e),
+                            ));
+                            false
+                        }
+                        Err(panic) => {
+                            let e = HandlerError::Panicked(panic_message(&*panic));
+                            self.shared
+                                .fail(dead_letter_failure(message, attempts, text, e));
+                            false
+                        }
+                    }
+                }
+            };
+        }
+    }
+}
+
+fn dead_letter_failure(
+    message: &KafkaMessage,
+    attempts: u32,
+    handler_failure: String,
+    error: HandlerError,
+) -> HandlerFailure {
+    let error = match error {
+        HandlerError::Failed(e) => HandlerError::Failed(
+            format!("dead-letter callback failed ({e}) for {handler_failure}").into(),
+        ),
+        HandlerError::Panicked(msg) => HandlerError::Panicked(format!(
+            "dead-letter callback panicked ({msg}) for {handler_failure}"
+        )),
+    };
+    HandlerFailure {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        attempts,
+        error,
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Catches a panic while polling the inner future, so a panicking handler becomes an error.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Throughput of `KafkaConsumerManager` with a trivial handler against a plain rdkafka
+//! `StreamConsumer` loop that commits the same way (the highest offset + 1 of each partition,
+//! asynchronously, every second), on the same broker and the same messages, in alternating runs.
+//!
+//! Needs a broker: `ACE_KAFKA_BROKERS=host:port`, or a Tansu binary (`ACE_TANSU_BIN`, or
+//! `target/tansu/tansu` from `.ci/tansu.sh fetch`) that the bench starts on a free port.
+//!
+//! ```text
+//! .ci/tansu.sh fetch && cargo bench -p ace-benches --bench kafka
+//! ```
+//!
+//! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 9),
+//! `ACE_BENCH_ONLY=manager` (skip the plain loop, for profiling).
+#![allow(missing_docs, reason = "bench binary")]
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ace_std::kafka::{KafkaConsumerManager, KafkaMessage};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message;
+
+const PARTITIONS: i32 = 4;
+
+/// The process's CPU time (user + system, every thread), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the `)`; in clock ticks
+    // (100 per second on Linux).
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// One run: messages per second in the window, and CPU microseconds per message in it.
+type Run = (f64, f64);
+
+#[allow(clippy::cast_precision_loss, reason = "rates")]
+fn run_of(count: u64, wall: Duration, cpu: Duration) -> Run {
+    (
+        count as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / count as f64,
+    )
+}
+
+struct Tansu(Child);
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn broker() -> (String, Option<Tansu>) {
+    if let Ok(b) = std::env::var("ACE_KAFKA_BROKERS") {
+        return (b, None);
+    }
+    let bin = std::env::var_os("ACE_TANSU_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tansu/tansu"),
+        PathBuf::from,
+    );
+    assert!(
+        bin.exists(),
+        "no broker: set ACE_KAFKA_BROKERS, or ACE_TANSU_BIN, or run `.ci/tansu.sh fetch`"
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/", "--silent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("127.0.0.1:{port}"), Some(Tansu(child)))
+}
+
+async fn setup(brokers: &str, topic: &str, n: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .expect("create")
+    {
+        r.expect("created");
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let payload = vec![b'x'; 100];
+    let mut futures = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("key-{}", i % 1000);
+        let record = FutureRecord::to(topic)
+            .key(&key)
+            .payload(&payload)
+            .partition(i32::try_from(i).unwrap() % PARTITIONS);
+        futures.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for f in futures {
+        f.await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+}
+
+fn consumer_config(brokers: &str, group: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("bootstrap.servers", brokers.to_owned()),
+        ("group.id", group.to_owned()),
+        ("auto.offset.reset", "earliest".to_owned()),
+        ("session.timeout.ms", "2000".to_owned()),
+        ("enable.auto.commit", "false".to_owned()),
+    ]
+}
+
+/// Messages per second in the steady state: from the 10 % mark to the 90 % mark of the run
+/// (group joins and the tail are left out).
+async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
+    let mut config = ClientConfig::new();
+    for (k, v) in consumer_config(brokers, group) {
+        config.set(k, v);
+    }
+    let consumer: StreamConsumer = config.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut last_commit = Instant::now();
+    let mut count = 0u64;
+    let (from, to) = (n / 10, n - n / 10);
+    let (mut t_from, mut t_to) = (None, None);
+    let (mut c_from, mut c_to) = (Duration::ZERO, Duration::ZERO);
+    while count < n {
+        let m = consumer.recv().await.expect("message");
+        // The trivial handler.
+        std::hint::black_box(m.payload());
+        next.insert(m.partition(), m.offset() + 1);
+        count += 1;
+        if count == from {
+            t_from = Some(Instant::now());
+            c_from = cpu_time();
+        }
+        if count == to {
+            t_to = Some(Instant::now());
+            c_to = cpu_time();
+        }
+        if last_commit.elapsed() >= Duration::from_secs(1) {
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &o) in &next {
+                tpl.add_partition_offset(topic, p, Offset::Offset(o))
+                    .expect("tpl");
+            }
+            consumer.commit(&tpl, CommitMode::Async).expect("commit");
+            last_commit = Instant::now();
+        }
+    }
+    let elapsed = t_to.expect("to") - t_from.expect("from");
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &o) in &next {
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))
+            .expect("tpl");
+    }
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(tpl);
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .expect("close");
+    run_of(to - from, elapsed, c_to - c_from)
+}
+
+async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
+    let count = Arc::new(AtomicU64::new(0));
+    let first: Arc<Mutex<Option<(Instant, Duration)>>> = Arc::default();
+    let done: Arc<Mutex<Option<(Instant, Duration)>>> = Arc::default();
+    let mut builder = KafkaConsumerManager::builder().topic(topic);
+    for (k, v) in consumer_config(brokers, group) {
+        builder = match k {
+            "bootstrap.servers" => builder.brokers(v),
+            "group.id" => builder.group_id(v),
+            _ => builder.set(k, v),
+        };
+    }
+    let manager = builder
+        .handler({
+            let (count, first, done) = (Arc::clone(&count), Arc::clone(&first), Arc::clone(&done));
+            move |m: KafkaMessage| {
+                let (count, first, done) =
+                    (Arc::clone(&count), Arc::clone(&first), Arc::clone(&done));
+                async move {
+                    std::hint::black_box(m.payload());
+                    let c = count.fetch_add(1, Ordering::Relaxed) + 1;
+                    if c == n / 10 {
+                        *first.lock().unwrap() = Some((Instant::now(), cpu_time()));
+                    }
+                    if c == n - n / 10 {
+                        *done.lock().unwrap() = Some((Instant::now(), cpu_time()));
+                    }
+                    Ok::<(), std::io::Error>(())
+                }
+            }
+        })
+        .build()
+        .expect("build");
+    manager.start().expect("start");
+    while count.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let end = loop {
+        if let Some(t) = *done.lock().unwrap() {
+            break t;
+        }
+        tokio::task::yield_now().await;
+    };
+    let start = first.lock().unwrap().expect("first");
+    let stats = manager.stats();
+    if stats.pauses > 0 || stats.rebalances > 1 {
+        eprintln!(
+            "  (manager: {} pauses, {} rebalances)",
+            stats.pauses, stats.rebalances
+        );
+    }
+    manager.shutdown().await.expect("shutdown");
+    run_of(n - 2 * (n / 10), end.0 - start.0, end.1 - start.1)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this as a quick smoke test.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = if smoke {
+        2_000
+    } else {
+        env("ACE_BENCH_MESSAGES", 500_000)
+    };
+    let rounds = if smoke { 1 } else { env("ACE_BENCH_ROUNDS", 9) };
+    if smoke
+        && std::env::var("ACE_KAFKA_BROKERS").is_err()
+        && std::env::var("ACE_TANSU_BIN").is_err()
+        && !PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/tansu/tansu")
+            .exists()
+    {
+        eprintln!("kafka bench: no broker, skipping the smoke run");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (brokers, _tansu) = broker();
+        let topic = "bench";
+        setup(&brokers, topic, usize::try_from(n).unwrap()).await;
+        let (mut base, mut ace) = (Vec::new(), Vec::new());
+        let (mut base_cpu, mut ace_cpu) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (b, bc) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("manager") {
+                (1.0, 0.0)
+            } else {
+                plain(&brokers, topic, &format!("plain-{round}"), n).await
+            };
+            let (a, ac) = managed(&brokers, topic, &format!("ace-{round}"), n).await;
+            println!(
+                "round {round}: plain {b:>9.0} msg/s {bc:>5.2} cpu-us/msg   manager {a:>9.0} msg/s \
+                 {ac:>5.2} cpu-us/msg   ratio {:.3}",
+                a / b
+            );
+            base.push(b);
+            ace.push(a);
+            base_cpu.push(bc);
+            ace_cpu.push(ac);
+        }
+        let (mb, ma) = (median(&mut base), median(&mut ace));
+        let (cb, ca) = (median(&mut base_cpu), median(&mut ace_cpu));
+        println!(
+            "median over {rounds} rounds of {n} messages: plain {mb:.0} msg/s ({cb:.2} cpu-us/msg), \
+             manager {ma:.0} msg/s ({ca:.2} cpu-us/msg), throughput ratio {:.3}",
+            ma / mb
+        );
+    });
+}
