@@ -60,8 +60,8 @@ use shared::{PushError, Shared, DRAIN, NOW};
 /// [`builder`](Self::builder). It is `Send + Sync`: share it by reference or in an `Arc`.
 /// Dropping it drains it, like [`shutdown`](Self::shutdown).
 ///
-/// The default signals are the machine's CPU (from `/proc/stat`) and memory (from
-/// `/proc/meminfo`) use; where `/proc` cannot be read they are absent and the limit holds.
+/// The default signals are [`SystemSignals`](crate::signals::SystemSignals): the machine's (or the
+/// cgroup's) CPU and memory use; a signal that cannot be read is absent and the limit holds.
 ///
 /// # Examples
 ///
@@ -455,7 +455,7 @@ impl ThreadPoolBuilder {
         ));
         let source = self
             .source
-            .unwrap_or_else(|| Box::new(sys::ProcSignals::new()));
+            .unwrap_or_else(|| Box::new(crate::signals::SystemSignals::new()));
         let control = match ControlThread::spawn(
             format!("{}-control", self.thread_name),
             controller,
