@@ -78,6 +78,12 @@ pub struct AimdConfig {
     /// level after the first cut, or `max_limit`) until the first stress, then by `increase_step`.
     /// Default `true`; `false` gives the seed's additive growth only.
     pub slow_start: bool,
+    /// Latency and task-error stress cut the limit by this factor (rounded down) once the knee is
+    /// known; machine stress (CPU, memory, queue, executor lag) keeps `decrease_factor`. Default
+    /// 0.7 (CUBIC's β). Until the first cut by `decrease_factor` (typically the end of the
+    /// cold-start slow start), latency cuts use `decrease_factor` too: slow start can overshoot by
+    /// 2 ×, and that deep cut is what unloads a downstream whose baseline was measured overloaded.
+    pub latency_decrease_factor: f64,
 }
 
 impl AimdConfig {
@@ -154,6 +160,10 @@ impl AimdConfig {
     pub const fn default_latency_probe_interval() -> Option<Duration> {
         None
     }
+    /// Default for [`latency_decrease_factor`](Self::latency_decrease_factor): 0.7.
+    pub const fn default_latency_decrease_factor() -> f64 {
+        0.7
+    }
     /// Default for [`slow_start`](Self::slow_start): `true`.
     pub const fn default_slow_start() -> bool {
         true
@@ -194,7 +204,8 @@ impl AimdConfig {
     /// - `initial_limit < min_limit` or `max_limit < initial_limit` (`min == max` is allowed: a
     ///   fixed limit);
     /// - `increase_step < 1`;
-    /// - `decrease_factor` is not in the open interval (0, 1) (NaN included);
+    /// - `decrease_factor` or `latency_decrease_factor` is not in the open interval (0, 1) (NaN
+    ///   included);
     /// - a percentage threshold (`cpu_threshold`, `memory_threshold`, `cpu_increase_threshold`,
     ///   `memory_increase_threshold`) is not in (0, 100];
     /// - `cpu_increase_threshold >= cpu_threshold` or
@@ -259,6 +270,10 @@ impl AimdConfig {
                 R::OpenUnitInterval,
                 Value::Float(self.decrease_factor),
             );
+        }
+        let f = self.latency_decrease_factor;
+        if !(f > 0.0 && f < 1.0) {
+            return err("latency_decrease_factor", R::OpenUnitInterval, Value::Float(f));
         }
         for (field, value) in [
             ("cpu_threshold", self.cpu_threshold),
@@ -363,6 +378,7 @@ impl Default for AimdConfig {
             latency_baseline_window: Self::default_latency_baseline_window(),
             latency_probe_interval: Self::default_latency_probe_interval(),
             slow_start: Self::default_slow_start(),
+            latency_decrease_factor: Self::default_latency_decrease_factor(),
         }
     }
 }

@@ -91,6 +91,10 @@ pub struct Controller {
     ssthresh: usize,
     // The last change was a decrease: the next cut continues a run and keeps `ssthresh`.
     cutting: bool,
+    // The last change was an increase: a cut for stress may follow it at once.
+    last_increase: bool,
+    // A cut by `decrease_factor` has happened: latency cuts may now be gentle.
+    knee_known: bool,
     next_probe: Option<Duration>,
     probing: Option<Probing>,
     rng: u64,
@@ -155,6 +159,12 @@ impl Baseline {
     }
 }
 
+/// Fast recovery: after the first cut of a run, slow start climbs back to this share of the limit
+/// where the stress struck (W_max), then growth is additive: the sawtooth spends its time just
+/// under the knee instead of half of it far below. 0.85 sits under the stress point of a knee
+/// detected at 1.5 × the baseline latency, and is CUBIC's neighbourhood of W_max.
+const RECOVERY: f64 = 0.85;
+
 // A baseline under 1 µs is a rounding artefact of very short tasks: compare against at least this.
 const BASELINE_FLOOR: Duration = Duration::from_micros(1);
 
@@ -198,6 +208,8 @@ impl Controller {
                 0
             },
             cutting: false,
+            last_increase: false,
+            knee_known: false,
             next_probe: None,
             probing: None,
             rng: 0x9E37_79B9_7F4A_7C15,
@@ -280,8 +292,13 @@ impl Controller {
             None => (Action::Hold, previous, reason),
             Some((action, target)) => {
                 let since = self.last_change.map(|t| now.saturating_sub(t));
+                // An increase that caused stress is undone at once: waiting out its cooldown only
+                // keeps the downstream overloaded (see the type's docs, rule 6).
+                let skip = action == Action::Decrease
+                    && self.last_increase
+                    && matches!(reason, Reason::Stressed(_));
                 match since {
-                    Some(since) if since < self.config.cooldown => (
+                    Some(since) if since < self.config.cooldown && !skip => (
                         Action::Hold,
                         previous,
                         Reason::Cooldown {
@@ -293,7 +310,7 @@ impl Controller {
                 }
             }
         };
-        self.after(now, action, new_limit, &reason);
+        self.after(now, action, previous, new_limit, &reason);
         Decision {
             at: now,
             action,
@@ -307,11 +324,19 @@ impl Controller {
 
     /// Updates the state that follows from what was decided: the limit, the slow-start ceiling,
     /// the probe.
-    fn after(&mut self, now: Duration, action: Action, new_limit: usize, reason: &Reason) {
+    fn after(
+        &mut self,
+        now: Duration,
+        action: Action,
+        previous: usize,
+        new_limit: usize,
+        reason: &Reason,
+    ) {
         let changed = new_limit != self.limit;
         if changed {
             self.limit = new_limit;
             self.last_change = Some(now);
+            self.last_increase = action == Action::Increase;
         }
         match (action, reason) {
             (Action::Decrease, Reason::Probe { limit }) => {
@@ -329,9 +354,14 @@ impl Controller {
                 self.next_probe = Some(now + self.jittered_probe_interval());
             }
             (Action::Decrease, _) => {
+                if new_limit <= self.cut(previous) {
+                    self.knee_known = true;
+                }
                 // The first cut of a run sets the ceiling that slow start climbs back to.
+                // The first cut of a run remembers where the stress struck (W_max) and sets the
+                // ceiling that slow start climbs back to: RECOVERY × W_max (fast recovery).
                 if !self.cutting && self.config.slow_start {
-                    self.ssthresh = new_limit;
+                    self.ssthresh = new_limit.max(self.cut_by(previous, RECOVERY));
                 }
                 self.cutting = true;
             }
@@ -451,7 +481,13 @@ impl Controller {
             // (A cut proportional to baseline / latency, as gradient controllers do, keeps a
             // lone controller ~6 % closer to its knee but never unloads a downstream that several
             // controllers overloaded from the start: their baselines stay inflated.)
-            let target = self.cut(limit);
+            let factor = match stress {
+                Stress::Latency { .. } | Stress::Errors { .. } if self.knee_known => {
+                    c.latency_decrease_factor
+                }
+                _ => c.decrease_factor,
+            };
+            let target = self.cut_by(limit, factor);
             return if target < limit {
                 (Some((Action::Decrease, target)), Reason::Stressed(stress))
             } else {
