@@ -1208,16 +1208,53 @@ mod tests {
                 remaining: 3 * SEC
             }
         );
-        // Stress waits for the cooldown too: no two changes closer than `cooldown`.
+    }
+
+    #[test]
+    fn a_cut_waits_for_the_cooldown_after_a_cut() {
+        let mut c = ctl(AimdConfig {
+            cooldown: Duration::from_secs(5),
+            ..config()
+        });
         let hot = Signals {
             cpu_percent: Some(99.0),
             ..Signals::default()
         };
-        assert_eq!(c.decide(5 * SEC, &hot, usage(22, 22)).action, Action::Hold);
+        assert_eq!(c.decide(SEC, &hot, usage(20, 20)).new_limit, 10);
+        // Still hot: the next cut waits until the first one has had its effect.
+        let d = c.decide(5 * SEC, &hot, usage(10, 10));
         assert_eq!(
-            c.decide(6 * SEC, &hot, usage(22, 22)).action,
-            Action::Decrease
+            (d.action, d.reason),
+            (
+                Action::Hold,
+                Reason::Cooldown {
+                    wanted: Action::Decrease,
+                    remaining: SEC
+                }
+            )
         );
+        assert_eq!(c.decide(6 * SEC, &hot, usage(10, 10)).new_limit, 5);
+    }
+
+    #[test]
+    fn a_cut_undoes_the_increase_that_caused_it_without_waiting() {
+        let mut c = ctl(AimdConfig {
+            cooldown: Duration::from_secs(5),
+            ..config()
+        });
+        assert_eq!(c.decide(SEC, &lat(10), busy(20)).new_limit, 22);
+        // The next cycle reads stress: the increase overloaded the downstream; cut now, not in 5 s.
+        let d = c.decide(3 * SEC, &lat(20), busy(22));
+        assert_eq!((d.action, d.new_limit), (Action::Decrease, 11));
+        // Only that one: the cut itself is followed by a full cooldown.
+        let d = c.decide(5 * SEC, &lat(20), busy(11));
+        assert!(matches!(
+            d.reason,
+            Reason::Cooldown {
+                wanted: Action::Decrease,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -1265,6 +1302,38 @@ mod tests {
             })
         );
         assert_eq!(c.latency_baseline(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn latency_cuts_are_gentle_once_a_deep_cut_found_the_knee() {
+        let mut c = ctl(config());
+        c.decide(SEC, &lat(10), busy(20));
+        // The first latency cut halves (it may end a slow-start overshoot of 2 ×) ...
+        assert_eq!(c.decide(2 * SEC, &lat(20), busy(22)).new_limit, 11);
+        assert_eq!(c.decide(3 * SEC, &lat(10), busy(11)).new_limit, 13);
+        // ... the next ones cut by latency_decrease_factor (0.7): floor(13 × 0.7) = 9.
+        let d = c.decide(4 * SEC, &lat(20), busy(13));
+        assert_eq!((d.action, d.new_limit), (Action::Decrease, 9));
+        // Task errors are part of the latency signal: gentle too.
+        c.decide(5 * SEC, &lat(10), busy(9));
+        let errors = Signals {
+            latency: Some(LatencySummary::uniform(Duration::from_millis(10), 40, 10)),
+            ..Signals::default()
+        };
+        assert_eq!(c.decide(6 * SEC, &errors, busy(11)).new_limit, 7);
+    }
+
+    #[test]
+    fn machine_stress_keeps_decrease_factor_after_gentle_latency_cuts() {
+        let mut c = ctl(config());
+        c.decide(SEC, &lat(10), busy(20));
+        c.decide(2 * SEC, &lat(20), busy(22)); // deep: 11
+        c.decide(3 * SEC, &lat(10), busy(11)); // 13
+        let hot = Signals {
+            cpu_percent: Some(99.0),
+            ..lat(10)
+        };
+        assert_eq!(c.decide(4 * SEC, &hot, busy(13)).new_limit, 6);
     }
 
     #[test]
@@ -1418,15 +1487,17 @@ mod tests {
             ..healthy()
         };
         assert_eq!(c.decide(5 * SEC, &hot, busy(80)).new_limit, 40);
-        // One cut: back to additive growth.
-        let d = c.decide(6 * SEC, &healthy(), busy(40));
+        // One cut: fast recovery to 0.85 × 80, then additive growth.
+        assert_eq!(c.slow_start_ceiling(), Some(68));
+        assert_eq!(c.decide(6 * SEC, &healthy(), busy(40)).new_limit, 68);
+        let d = c.decide(7 * SEC, &healthy(), busy(68));
         assert_eq!(
             (d.new_limit, d.reason),
             (
-                42,
+                70,
                 Reason::Busy {
-                    in_flight: 40,
-                    limit: 40
+                    in_flight: 68,
+                    limit: 68
                 }
             )
         );
@@ -1434,7 +1505,7 @@ mod tests {
     }
 
     #[test]
-    fn slow_start_after_a_deep_cut_climbs_back_to_the_first_cut() {
+    fn slow_start_after_a_deep_cut_climbs_back_near_where_stress_struck() {
         let mut c = ctl(AimdConfig {
             initial_limit: 40,
             slow_start: true,
@@ -1448,11 +1519,12 @@ mod tests {
             c.decide(t * SEC, &hot, busy(c.limit()));
         }
         assert_eq!(c.limit(), 5); // 40 → 20 → 10 → 5
-        assert_eq!(c.slow_start_ceiling(), Some(20));
-        let grown: alloc::vec::Vec<_> = (4..=7)
+        // W_max = 40, where the first cut of the run struck: climb back to 0.85 × 40.
+        assert_eq!(c.slow_start_ceiling(), Some(34));
+        let grown: alloc::vec::Vec<_> = (4..=8)
             .map(|t| c.decide(t * SEC, &healthy(), busy(c.limit())).new_limit)
             .collect();
-        assert_eq!(grown, [10, 20, 22, 24]);
+        assert_eq!(grown, [10, 20, 34, 36, 38]);
     }
 
     #[test]
@@ -1554,6 +1626,13 @@ mod tests {
                     ..AimdConfig::default()
                 },
                 "latency_tolerance",
+            ),
+            (
+                AimdConfig {
+                    latency_decrease_factor: 1.0,
+                    ..AimdConfig::default()
+                },
+                "latency_decrease_factor",
             ),
             (
                 AimdConfig {
