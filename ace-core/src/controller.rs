@@ -14,16 +14,22 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 ///    cpu_threshold`, `memory_percent > memory_threshold`, `queue_depth > queue_threshold`,
 ///    `event_loop_lag > event_loop_lag_threshold`, the cycle's task error rate >
 ///    `latency_max_error_rate`, or its p90 latency > `latency_tolerance` × the baseline), the
-///    limit becomes `max(min_limit, floor(limit × decrease_factor))`.
+///    limit becomes `max(min_limit, floor(limit × factor))`. The factor is `decrease_factor`
+///    (0.5) for machine stress, and for latency and error stress until a first cut by
+///    `decrease_factor` has happened (typically the one that ends the cold-start slow start: it may
+///    have overshot by 2 ×, and a deep cut unloads a downstream whose baseline was measured
+///    overloaded). After that, latency and error stress cut by `latency_decrease_factor` (0.7):
+///    the sawtooth stays near the knee instead of spending half its time far below it.
 /// 2. **No health signal → hold** (fail-open: monitoring that fails never stops or shrinks work).
 /// 3. **Healthy but unused → hold.** The limit grows only when it is really used: at least 80 % of
 ///    it in flight, or tasks waiting, or (Kafka lag is demand) a positive `kafka_lag` with at least
 ///    50 % in flight. An idle program's limit never creeps up.
 /// 4. **Slow start.** Healthy, used and below the slow-start ceiling → **double** the limit
-///    (capped by the ceiling). The ceiling starts at `max_limit` (cold start) and becomes the
-///    limit after the first cut of each run of cuts, so a single cut goes straight back to
-///    additive growth and a deep cut (several in a row) doubles back up to where the first one
-///    landed. Slow start also ends, without a cut, as soon as the p90 latency exceeds half the
+///    (capped by the ceiling). The ceiling starts at `max_limit` (cold start); the first cut of
+///    each run of cuts sets it to `max(level cut to, floor(0.85 × W_max))`, W_max being the limit
+///    where that stress struck (fast recovery, as CUBIC remembers W_max): after a cut the limit
+///    doubles back to just under where the trouble started, then grows additively. Slow start
+///    also ends, without a cut, as soon as the p90 latency exceeds half the
 ///    tolerance (`1 + (latency_tolerance − 1) / 2` × baseline), as TCP's HyStart does.
 ///    `slow_start: false` turns it off.
 /// 5. **Healthy and used → increase** by `increase_step`; by **twice `increase_step`** when there
@@ -33,6 +39,10 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 ///    memory say nothing about a downstream).
 /// 6. **Bounds** always hold (`min_limit ≤ limit ≤ max_limit`), and two changes of the limit are
 ///    never closer than `cooldown`; a change wanted during the cooldown becomes a hold that says so.
+///    One exception: a cut for stress right after an increase is not deferred. Nothing else
+///    changed in between, so the increase caused the stress; waiting out its cooldown would only
+///    keep the system overloaded (p99 and goodput pay for it). The cut itself starts a full
+///    cooldown, so the exception cannot repeat until the next increase.
 ///
 /// # The latency baseline
 ///
@@ -1519,7 +1529,7 @@ mod tests {
             c.decide(t * SEC, &hot, busy(c.limit()));
         }
         assert_eq!(c.limit(), 5); // 40 → 20 → 10 → 5
-        // W_max = 40, where the first cut of the run struck: climb back to 0.85 × 40.
+                                  // W_max = 40, where the first cut of the run struck: climb back to 0.85 × 40.
         assert_eq!(c.slow_start_ceiling(), Some(34));
         let grown: alloc::vec::Vec<_> = (4..=8)
             .map(|t| c.decide(t * SEC, &healthy(), busy(c.limit())).new_limit)
