@@ -206,6 +206,7 @@ pub struct ConfigOverrides {
     pub initial_limit: Option<usize>,
     pub increase_step: Option<usize>,
     pub decrease_factor: Option<f64>,
+    pub latency_decrease_factor: Option<f64>,
     pub cooldown_s: Option<f64>,
     pub adjustment_interval_s: Option<f64>,
     /// A number, or `false` for off.
@@ -252,6 +253,9 @@ impl ConfigOverrides {
                 .map_or(d.latency_baseline_window, secs),
             latency_probe_interval: self.latency_probe_interval_s.map(secs),
             slow_start: self.slow_start.unwrap_or(d.slow_start),
+            latency_decrease_factor: self
+                .latency_decrease_factor
+                .unwrap_or(d.latency_decrease_factor),
             ..d
         }
     }
