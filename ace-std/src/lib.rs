@@ -59,3 +59,8 @@ pub mod kafka;
 #[cfg(feature = "threadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
 pub mod threadpool;
+
+// The README's examples are doctests: they must compile and run as written.
+#[cfg(all(doctest, feature = "tokio", feature = "threadpool", feature = "kafka"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
