@@ -669,17 +669,22 @@ pub fn run_scenario(s: &Scenario) -> Vec<Outcome> {
     let mut variants = vec![Variant::Ace, Variant::Seed];
     variants.extend(s.static_limits.iter().map(|&n| Variant::Static(n)));
     let mut outcomes: Vec<Outcome> = variants.iter().map(|v| run(s, v, |_, _| {})).collect();
+    add_goodput_ratios(&mut outcomes);
+    outcomes
+}
+
+/// Adds `goodput_ratio` to every outcome: its goodput over the best static limit's.
+pub fn add_goodput_ratios(outcomes: &mut [Outcome]) {
     let best = outcomes
         .iter()
         .filter(|o| matches!(o.variant, Variant::Static(_)))
         .map(|o| o.metrics["goodput"])
         .fold(0.0, f64::max);
-    for o in &mut outcomes {
+    for o in outcomes {
         let g = o.metrics["goodput"];
         o.metrics
             .insert("goodput_ratio", if best > 0.0 { g / best } else { 0.0 });
     }
-    outcomes
 }
 
 /// The expected ranges that an outcome misses, as readable lines; unknown variant or metric
