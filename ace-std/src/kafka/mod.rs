@@ -10,10 +10,11 @@
 //!
 //! # How it works
 //!
-//! **Concurrency.** Each message runs its handler as a tokio task holding one slot of an adjustable
-//! semaphore. ACE's [`ControlLoop`] moves the limit every `adjustment_interval`, from the signals
-//! of [`signals`](KafkaConsumerManagerBuilder::signals) (CPU, memory, …) plus the consumer's own
-//! lag, which is demand: a growing lag with a healthy system argues for more handlers, never fewer.
+//! **Concurrency.** Each message runs its handler holding one permit of an
+//! [`ace_core::Semaphore`], whose limit ACE's [`ControlLoop`] moves every `adjustment_interval`
+//! from the signals of [`signals`](KafkaConsumerManagerBuilder::signals) (CPU, memory, …) plus
+//! the consumer's own lag, which is demand: a growing lag with a healthy system argues for more
+//! handlers, never fewer. A shrink takes effect as permits come back (nothing is cancelled).
 //!
 //! **Back-pressure.** Messages received while every slot is taken wait in a small buffer. When
 //! handlers in flight plus buffered messages reach the high-water mark — the limit plus the buffer
@@ -91,7 +92,6 @@
 
 mod context;
 mod error;
-mod gate;
 mod pump;
 mod tracker;
 
@@ -104,7 +104,7 @@ use std::time::Duration;
 
 use ace_core::{
     AimdConfig, BoxFuture, ConfigError, ConfigRule, ControlLoop, Controller, Decision,
-    DecisionSink, LimitTarget, SignalError, SignalSource, Signals, Usage,
+    DecisionSink, LimitTarget, Semaphore, SignalError, SignalSource, Signals, Usage,
 };
 use ace_tokio::TokioRuntime;
 use rdkafka::config::ClientConfig;
@@ -114,7 +114,6 @@ use rdkafka::message::OwnedMessage;
 use tokio::task::JoinHandle;
 
 use self::context::{lock, Context, Shared};
-use self::gate::Gate;
 use self::pump::Pump;
 
 use self::error::{AfterRetries, DeadLetterFn};
@@ -178,13 +177,13 @@ impl SignalSource for KafkaSignals {
 
 /// The control loop's target: the gate, with buffered messages reported as waiting (demand).
 struct KafkaTarget {
-    gate: Gate,
+    gate: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
 
 impl LimitTarget for KafkaTarget {
     fn set_limit(&self, limit: usize) {
-        self.gate.set_limit(limit);
+        LimitTarget::set_limit(&*self.gate, limit);
     }
 
     fn usage(&self) -> Usage {
@@ -524,7 +523,7 @@ impl KafkaConsumerManagerBuilder {
         let limit = self.config.initial_limit;
         Ok(KafkaConsumerManager {
             shared: Arc::new(Shared::new()),
-            gate: Gate::new(limit),
+            gate: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
             state: Mutex::new(State::Built(Box::new(Parts {
                 client,
                 topics: self.topics,
@@ -571,7 +570,8 @@ enum State {
 /// `shutdown` stops it too, in the background.
 pub struct KafkaConsumerManager {
     shared: Arc<Shared>,
-    gate: Gate,
+    /// The limit on handlers in flight: one permit per running handler.
+    gate: Arc<Semaphore>,
     state: Mutex<State>,
 }
 
@@ -701,7 +701,7 @@ impl KafkaConsumerManager {
                 shared: Arc::clone(&self.shared),
             },
             KafkaTarget {
-                gate: self.gate.clone(),
+                gate: Arc::clone(&self.gate),
                 shared: Arc::clone(&self.shared),
             },
             BoxSink(sink),
@@ -715,7 +715,7 @@ impl KafkaConsumerManager {
         let pump = Pump {
             consumer,
             shared: Arc::clone(&self.shared),
-            gate: self.gate.clone(),
+            gate: Arc::clone(&self.gate),
             handler,
             retry,
             after,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
+use ace_core::{OwnedPermit as Permit, Semaphore};
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -18,7 +19,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::context::{bump, lock, Context, PartitionState, Shared};
 use super::error::{AfterRetries, BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
-use super::gate::{Gate, Permit};
 use super::{HandlerFn, KafkaMessage, ShutdownReport};
 
 /// Messages taken in one go on the fast path (free slots, messages ready).
@@ -38,7 +38,7 @@ async fn sleep_until(at: Option<Instant>) {
 pub(crate) struct Pump {
     pub(crate) consumer: StreamConsumer<Context>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) gate: Gate,
+    pub(crate) gate: Arc<Semaphore>,
     pub(crate) handler: HandlerFn,
     pub(crate) retry: RetryPolicy,
     pub(crate) after: AfterRetries,
@@ -160,8 +160,8 @@ impl Pump {
                 tokio::select! {
                     biased;
                     () = &mut stopped => break,
-                    permit = gate.acquire(), if !buffer.is_empty() => {
-                        let Some(permit) = permit else { break };
+                    permit = Arc::clone(&gate).acquire_owned(), if !buffer.is_empty() => {
+                        let Ok(permit) = permit else { break };
                         if let Some(p) = buffer.pop_front() {
                             shared.buffered.store(buffer.len(), Ordering::Relaxed);
                             spawn_handler(&job, p, permit);
@@ -175,7 +175,11 @@ impl Pump {
                             // without a trip through `select!` (bounded, to stay responsive).
                             let mut drained = 0;
                             loop {
-                                let permit = if buffer.is_empty() { gate.try_acquire() } else { None };
+                                let permit = if buffer.is_empty() {
+                                    Arc::clone(&gate).try_acquire_owned().ok()
+                                } else {
+                                    None
+                                };
                                 let Some(permit) = permit else {
                                     buffer.push_back(p);
                                     shared.buffered.store(buffer.len(), Ordering::Relaxed);
