@@ -149,9 +149,14 @@ impl<S: SignalSource> DynSource for S {
 }
 
 /// The control loop's source: the user's signals, plus the consumer lag.
+///
+/// A failing user source must not cost the lag reading, so its error is not returned (the
+/// [`ControlLoop`] would then drop every signal): it is parked in `errors` and [`KafkaSink`]
+/// hands it to the decision sink's `signal_error`, just before that cycle's decision.
 struct KafkaSignals {
     user: Option<Box<dyn DynSource>>,
     shared: Arc<Shared>,
+    errors: Arc<Mutex<Option<SignalError>>>,
 }
 
 impl SignalSource for KafkaSignals {
@@ -161,7 +166,7 @@ impl SignalSource for KafkaSignals {
                 Ok(s) => s,
                 Err(e) => {
                     // Fail-open: the user's signals count as absent, lag still counts.
-                    tracing::warn!(target: "ace::kafka", error = %e, "signal source failed");
+                    *lock(&self.errors) = Some(e);
                     Signals::default()
                 }
             },
@@ -223,14 +228,22 @@ impl DecisionSink for TracingSink {
     }
 }
 
-struct BoxSink(Box<dyn DecisionSink>);
+/// The user's decision sink, told about the user source's failures that [`KafkaSignals`] parked.
+struct KafkaSink {
+    sink: Box<dyn DecisionSink>,
+    errors: Arc<Mutex<Option<SignalError>>>,
+}
 
-impl DecisionSink for BoxSink {
+impl DecisionSink for KafkaSink {
     fn decision(&mut self, decision: &Decision) {
-        self.0.decision(decision);
+        let parked = lock(&self.errors).take();
+        if let Some(error) = parked {
+            self.sink.signal_error(&error);
+        }
+        self.sink.decision(decision);
     }
     fn signal_error(&mut self, error: &SignalError) {
-        self.0.signal_error(error);
+        self.sink.signal_error(error);
     }
 }
 
@@ -363,7 +376,9 @@ impl KafkaConsumerManagerBuilder {
     /// Health signals for the controller (CPU, memory, …), merged with the consumer's lag.
     ///
     /// Without one, only the lag is read, and the controller holds the limit (fail-open: lag
-    /// is demand, not health). A source that fails counts as absent for that cycle.
+    /// is demand, not health). A source that fails counts as absent for that cycle (the lag
+    /// still counts), and its error goes to the decision sink's
+    /// [`signal_error`](DecisionSink::signal_error) before that cycle's decision.
     pub fn signals<S: SignalSource + 'static>(mut self, source: S) -> Self {
         self.signals = Some(Box::new(source));
         self
@@ -563,6 +578,33 @@ enum State {
     Finished,
 }
 
+/// The manager's control loop: the user's signals plus the lag, driving the gate, recording to
+/// the user's sink.
+fn control_loop<R: ace_core::Runtime>(
+    runtime: R,
+    controller: Controller,
+    signals: Option<Box<dyn DynSource>>,
+    sink: Box<dyn DecisionSink>,
+    shared: &Arc<Shared>,
+    gate: &Arc<Semaphore>,
+) -> ControlLoop<R, KafkaSignals, KafkaTarget, KafkaSink> {
+    let errors = Arc::new(Mutex::new(None));
+    ControlLoop::new(
+        runtime,
+        controller,
+        KafkaSignals {
+            user: signals,
+            shared: Arc::clone(shared),
+            errors: Arc::clone(&errors),
+        },
+        KafkaTarget {
+            gate: Arc::clone(gate),
+            shared: Arc::clone(shared),
+        },
+        KafkaSink { sink, errors },
+    )
+}
+
 /// An adaptive Kafka consumer: see the [module docs](self) for how it works.
 ///
 /// Build one with [`builder`](Self::builder), [`start`](Self::start) it inside a tokio runtime,
@@ -693,18 +735,13 @@ impl KafkaConsumerManager {
         consumer.subscribe(&topics)?;
 
         let control_stop = ace_core::Shutdown::new();
-        let control = ControlLoop::new(
+        let control = control_loop(
             TokioRuntime::from_handle(handle.clone()),
             Controller::new(config)?,
-            KafkaSignals {
-                user: signals,
-                shared: Arc::clone(&self.shared),
-            },
-            KafkaTarget {
-                gate: Arc::clone(&self.gate),
-                shared: Arc::clone(&self.shared),
-            },
-            BoxSink(sink),
+            signals,
+            sink,
+            &self.shared,
+            &self.gate,
         );
         drop(handle.spawn({
             let stop = control_stop.clone();
@@ -806,5 +843,58 @@ impl Drop for KafkaConsumerManager {
     fn drop(&mut self) {
         // A running consumer stops itself gracefully in the background.
         self.shared.stop.trigger();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ace_core::source_fn;
+
+    #[derive(Default)]
+    struct Recorded {
+        errors: Vec<String>,
+        lags: Vec<Option<u64>>,
+    }
+
+    struct Recorder(Arc<Mutex<Recorded>>);
+
+    impl DecisionSink for Recorder {
+        fn decision(&mut self, d: &Decision) {
+            lock(&self.0).lags.push(d.signals.kafka_lag);
+        }
+        fn signal_error(&mut self, e: &SignalError) {
+            lock(&self.0).errors.push(e.to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn should_tell_the_sink_about_a_failing_user_source_and_keep_the_lag() {
+        let shared = Arc::new(Shared::new());
+        shared.lag.store(42, Ordering::Relaxed);
+        let gate = Arc::new(Semaphore::new(4));
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let mut fail = true;
+        let source = source_fn(move || {
+            fail = !fail;
+            if fail {
+                Ok(Signals::default())
+            } else {
+                Err(SignalError::new("cpu", "no /proc"))
+            }
+        });
+        let mut control = control_loop(
+            TokioRuntime::from_handle(tokio::runtime::Handle::current()),
+            Controller::new(AimdConfig::default()).unwrap(),
+            Some(Box::new(source)),
+            Box::new(Recorder(Arc::clone(&recorded))),
+            &shared,
+            &gate,
+        );
+        control.step().await;
+        control.step().await;
+        let recorded = lock(&recorded);
+        assert_eq!(recorded.errors, ["signal source `cpu` failed: no /proc"]);
+        assert_eq!(recorded.lags, [Some(42), Some(42)]);
     }
 }
