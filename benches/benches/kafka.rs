@@ -258,8 +258,8 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
     let stats = manager.stats();
     if stats.pauses > 0 || stats.rebalances > 1 {
         eprintln!(
-            "  (manager: {} pauses, {} rebalances)",
-            stats.pauses, stats.rebalances
+            "  (manager: {} pauses, {} rebalances, {} received for {n}, last error: {:?})",
+            stats.pauses, stats.rebalances, stats.received, stats.last_error
         );
     }
     manager.shutdown().await.expect("shutdown");

@@ -4,7 +4,8 @@
 //!
 //! - [`KafkaConsumerManager`] and its [`KafkaConsumerManagerBuilder`]: brokers, topics, group id,
 //!   extra rdkafka settings, an async handler, an [`AimdConfig`]; [`start`] and [`shutdown`].
-//! - [`KafkaMessage`]: what a handler receives (an rdkafka [`OwnedMessage`], cheap to clone).
+//! - [`KafkaMessage`]: what a handler receives (read it with [`rdkafka::Message`]; cheap to
+//!   clone).
 //! - [`RetryPolicy`], [`HandlerFailure`], [`HandlerError`]: what happens when a handler fails.
 //! - [`KafkaStats`], [`ShutdownReport`], [`KafkaError`].
 //!
@@ -88,16 +89,16 @@
 //! [`start`]: KafkaConsumerManager::start
 //! [`shutdown`]: KafkaConsumerManager::shutdown
 //! [`ControlLoop`]: ace_core::ControlLoop
-//! [`OwnedMessage`]: rdkafka::message::OwnedMessage
 
 mod context;
 mod error;
+mod handler;
+mod message;
 mod pump;
 mod tracker;
 
 use std::fmt;
 use std::future::Future;
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,7 +111,6 @@ use ace_tokio::TokioRuntime;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
 use tokio::task::JoinHandle;
 
 use self::context::{lock, Context, Shared};
@@ -118,24 +118,8 @@ use self::pump::Pump;
 
 use self::error::{AfterRetries, DeadLetterFn};
 pub use self::error::{BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
-
-/// A message handed to a handler: an rdkafka [`OwnedMessage`] behind an `Arc`, so retries and the
-/// dead-letter callback get the same message cheaply.
-///
-/// It dereferences to [`OwnedMessage`]; use [`rdkafka::Message`]'s methods (`payload`, `key`,
-/// `topic`, `partition`, `offset`, `headers`, …).
-#[derive(Debug, Clone)]
-pub struct KafkaMessage(Arc<OwnedMessage>);
-
-impl Deref for KafkaMessage {
-    type Target = OwnedMessage;
-    fn deref(&self) -> &OwnedMessage {
-        &self.0
-    }
-}
-
-pub(crate) type HandlerFn =
-    Arc<dyn Fn(KafkaMessage) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+use self::handler::Handler;
+pub use self::message::KafkaMessage;
 
 /// A [`SignalSource`] behind a box (the trait's `collect` returns `impl Future`).
 trait DynSource: Send {
@@ -260,7 +244,7 @@ pub struct KafkaConsumerManagerBuilder {
     config: AimdConfig,
     signals: Option<Box<dyn DynSource>>,
     sink: Option<Box<dyn DecisionSink>>,
-    handler: Option<HandlerFn>,
+    handler: Option<Handler>,
     retry: RetryPolicy,
     after: AfterRetries,
     buffer: usize,
@@ -400,10 +384,7 @@ impl KafkaConsumerManagerBuilder {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.handler = Some(Arc::new(move |msg| {
-            let fut = handler(msg);
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        }));
+        self.handler = Some(Handler::new(handler));
         self
     }
 
@@ -563,7 +544,7 @@ struct Parts {
     config: AimdConfig,
     signals: Option<Box<dyn DynSource>>,
     sink: Box<dyn DecisionSink>,
-    handler: HandlerFn,
+    handler: Handler,
     retry: RetryPolicy,
     after: AfterRetries,
     buffer: usize,

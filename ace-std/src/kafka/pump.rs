@@ -3,12 +3,8 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use ace_core::{OwnedPermit as Permit, Semaphore};
@@ -18,8 +14,9 @@ use rdkafka::message::{BorrowedMessage, Message};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::context::{bump, lock, Context, PartitionState, Shared};
-use super::error::{AfterRetries, BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
-use super::{HandlerFn, KafkaMessage, ShutdownReport};
+use super::error::{AfterRetries, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
+use super::handler::{Attempt, CatchUnwind, First, FirstAttempt, Handler, HandlerFn};
+use super::{KafkaMessage, ShutdownReport};
 
 /// Messages taken in one go on the fast path (free slots, messages ready).
 const DRAIN: usize = 64;
@@ -39,7 +36,7 @@ pub(crate) struct Pump {
     pub(crate) consumer: StreamConsumer<Context>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) gate: Arc<Semaphore>,
-    pub(crate) handler: HandlerFn,
+    pub(crate) handler: Handler,
     pub(crate) retry: RetryPolicy,
     pub(crate) after: AfterRetries,
     pub(crate) buffer: usize,
@@ -54,7 +51,27 @@ pub(crate) struct Pump {
 struct Pending {
     message: KafkaMessage,
     part: Arc<PartitionState>,
-    epoch: u64,
+}
+
+/// Counts kept by the consumer task and added to the shared counters once per batch, not once
+/// per message.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    handled: u64,
+}
+
+impl Tally {
+    fn flush(&mut self, shared: &Shared) {
+        let c = &shared.counters;
+        if self.received > 0 {
+            c.received.fetch_add(self.received, Ordering::Relaxed);
+        }
+        if self.handled > 0 {
+            c.handled.fetch_add(self.handled, Ordering::Relaxed);
+        }
+        *self = Self::default();
+    }
 }
 
 /// The consumer task's cache of assigned partitions, refreshed when a rebalance changes them.
@@ -64,33 +81,45 @@ struct Lookup {
 }
 
 impl Lookup {
-    fn get(&mut self, shared: &Shared, topic: &str, partition: i32) -> Arc<PartitionState> {
+    fn get(&mut self, shared: &Shared, topic: &str, partition: i32) -> &Arc<PartitionState> {
         let generation = shared.generation.load(Ordering::Acquire);
         if generation != self.generation {
             self.parts = lock(&shared.partitions).values().cloned().collect();
             self.generation = generation;
         }
-        if let Some(p) = self
+        if let Some(i) = self
             .parts
             .iter()
-            .find(|p| p.partition == partition && p.topic == topic)
+            .position(|p| p.partition == partition && *p.topic == *topic)
         {
-            return Arc::clone(p);
+            return &self.parts[i];
         }
         // A message from a partition the callbacks have not told us about: track it anyway.
         let state = Arc::clone(
             lock(&shared.partitions)
                 .entry((topic.to_owned(), partition))
-                .or_insert_with(|| {
-                    Arc::new(PartitionState {
-                        topic: topic.to_owned(),
-                        partition,
-                        tracker: Default::default(),
-                    })
-                }),
+                .or_insert_with(|| Arc::new(PartitionState::new(topic, partition))),
         );
-        self.parts.push(Arc::clone(&state));
-        state
+        self.parts.push(state);
+        &self.parts[self.parts.len() - 1]
+    }
+}
+
+/// The consumer task's per-message state: where partitions are, and a scratch buffer.
+struct Receiver {
+    lookup: Lookup,
+    scratch: Vec<u8>,
+}
+
+impl Receiver {
+    /// Copies `m` out of librdkafka (see [`KafkaMessage::copy`]) and finds its partition.
+    fn receive<'a>(
+        &'a mut self,
+        shared: &Shared,
+        m: &BorrowedMessage<'_>,
+    ) -> (KafkaMessage, &'a Arc<PartitionState>) {
+        let part = self.lookup.get(shared, m.topic(), m.partition());
+        (KafkaMessage::copy(m, &part.topic, &mut self.scratch), part)
     }
 }
 
@@ -102,7 +131,11 @@ impl Pump {
             consumer,
             shared,
             gate,
-            handler,
+            handler:
+                Handler {
+                    mut first,
+                    retry: handler,
+                },
             retry,
             after,
             buffer: buffer_allowance,
@@ -117,10 +150,14 @@ impl Pump {
             retry,
             after,
         });
-        let mut lookup = Lookup {
-            generation: u64::MAX,
-            parts: Vec::new(),
+        let mut receiver = Receiver {
+            lookup: Lookup {
+                generation: u64::MAX,
+                parts: Vec::new(),
+            },
+            scratch: Vec::new(),
         };
+        let mut tally = Tally::default();
         let mut buffer: VecDeque<Pending> = VecDeque::new();
         let mut commit_tick =
             tokio::time::interval_at(Instant::now() + commit_interval, commit_interval);
@@ -164,37 +201,37 @@ impl Pump {
                         let Ok(permit) = permit else { break };
                         if let Some(p) = buffer.pop_front() {
                             shared.buffered.store(buffer.len(), Ordering::Relaxed);
-                            spawn_handler(&job, p, permit);
+                            start(&mut *first, &job, &p.part, p.message, permit, &mut tally);
+                            tally.flush(&shared);
                         }
                     }
                     next = stream.next(), if pull => match next {
                         Some(Ok(m)) => {
-                            let mut p = receive(&shared, &mut lookup, &m);
-                            drop(m);
                             // Fast path: while slots are free and messages are ready, take them
                             // without a trip through `select!` (bounded, to stay responsive).
+                            let mut m = m;
                             let mut drained = 0;
                             loop {
+                                tally.received += 1;
+                                let (message, part) = receiver.receive(&shared, &m);
+                                drop(m);
                                 let permit = if buffer.is_empty() {
                                     Arc::clone(&gate).try_acquire_owned().ok()
                                 } else {
                                     None
                                 };
                                 let Some(permit) = permit else {
-                                    buffer.push_back(p);
+                                    buffer.push_back(Pending { message, part: Arc::clone(part) });
                                     shared.buffered.store(buffer.len(), Ordering::Relaxed);
                                     break;
                                 };
-                                spawn_handler(&job, p, permit);
+                                start(&mut *first, &job, part, message, permit, &mut tally);
                                 drained += 1;
                                 if drained >= DRAIN {
                                     break;
                                 }
                                 match stream.next().now_or_never() {
-                                    Some(Some(Ok(m))) => {
-                                        p = receive(&shared, &mut lookup, &m);
-                                        drop(m);
-                                    }
+                                    Some(Some(Ok(next))) => m = next,
                                     Some(Some(Err(e))) => {
                                         bump(&shared.counters.consumer_errors);
                                         shared.record_error("consume failed", &e);
@@ -203,6 +240,7 @@ impl Pump {
                                     _ => break,
                                 }
                             }
+                            tally.flush(&shared);
                         }
                         Some(Err(e)) => {
                             bump(&shared.counters.consumer_errors);
@@ -276,17 +314,6 @@ impl Pump {
     }
 }
 
-fn receive(shared: &Shared, lookup: &mut Lookup, m: &BorrowedMessage<'_>) -> Pending {
-    bump(&shared.counters.received);
-    let part = lookup.get(shared, m.topic(), m.partition());
-    let epoch = lock(&part.tracker).dispatch(m.offset());
-    Pending {
-        message: KafkaMessage(Arc::new(m.detach())),
-        part,
-        epoch,
-    }
-}
-
 fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool) {
     // Set the flag first: a partition assigned from now on gets the same state.
     shared.paused.store(paused, Ordering::Release);
@@ -347,33 +374,38 @@ struct Job {
     after: AfterRetries,
 }
 
-/// The outcome of one attempt: the handler's result, or its panic.
-type Attempt = Result<Result<(), BoxError>, Box<dyn Any + Send>>;
-
-/// Runs a message's handler. The first poll happens here, on the consumer task: a handler that
-/// completes at once (the common fast case) costs no task spawn. One that is still pending, or
-/// failed and needs the policy, continues as its own tokio task.
-fn spawn_handler(job: &Arc<Job>, p: Pending, permit: Permit) {
-    let mut first = CatchUnwind((job.handler)(p.message.clone()));
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    match Pin::new(&mut first).poll(&mut cx) {
-        Poll::Ready(Ok(Ok(()))) => {
-            bump(&job.shared.counters.handled);
-            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+/// Starts a message's handler. The first poll happens here, on the consumer task: a handler that
+/// completes at once (the common fast case) costs no task spawn, no allocation and no lock. One
+/// that is still pending, or failed and needs the policy, continues as its own tokio task.
+fn start(
+    first: &mut dyn FirstAttempt,
+    job: &Arc<Job>,
+    part: &Arc<PartitionState>,
+    message: KafkaMessage,
+    permit: Permit,
+    tally: &mut Tally,
+) {
+    let offset = message.offset();
+    // The clone is kept for retries and the dead-letter callback: two reference counts, no copy.
+    match first.start(message.clone()) {
+        First::Ready(Ok(Ok(()))) => {
+            tally.handled += 1;
+            part.tracker.finished_at_once(offset);
             drop(permit);
         }
-        Poll::Ready(outcome) => {
-            let job = Arc::clone(job);
+        First::Ready(outcome) => {
+            let epoch = part.tracker.dispatch(offset);
+            let (job, part) = (Arc::clone(job), Arc::clone(part));
             drop(tokio::spawn(async move {
-                job.complete(outcome, p, permit).await;
+                job.complete(outcome, message, &part, epoch, permit).await;
             }));
         }
-        Poll::Pending => {
-            // Polled again at once by its task, which re-registers the real waker.
-            let job = Arc::clone(job);
+        First::Pending(rest) => {
+            let epoch = part.tracker.dispatch(offset);
+            let (job, part) = (Arc::clone(job), Arc::clone(part));
             drop(tokio::spawn(async move {
-                let outcome = first.await;
-                job.complete(outcome, p, permit).await;
+                let outcome = rest.await;
+                job.complete(outcome, message, &part, epoch, permit).await;
             }));
         }
     }
@@ -381,10 +413,17 @@ fn spawn_handler(job: &Arc<Job>, p: Pending, permit: Permit) {
 
 impl Job {
     /// Applies the policy from the first attempt's outcome; marks the message done if it is.
-    async fn complete(&self, first: Attempt, p: Pending, permit: Permit) {
+    async fn complete(
+        &self,
+        first: Attempt,
+        message: KafkaMessage,
+        part: &PartitionState,
+        epoch: u64,
+        permit: Permit,
+    ) {
         let _permit = permit;
-        if self.handle(first, &p.message).await {
-            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+        if self.handle(first, &message).await {
+            part.tracker.finish(epoch, message.offset());
         }
     }
 
@@ -485,21 +524,5 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
-    }
-}
-
-/// Catches a panic while polling the inner future, so a panicking handler becomes an error.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
     }
 }
