@@ -10,7 +10,11 @@
 //! ```
 //!
 //! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 9),
-//! `ACE_BENCH_ONLY=manager` (skip the plain loop, for profiling).
+//! `ACE_BENCH_ONLY=manager` (skip the plain loop, for profiling), `ACE_BENCH_SET=k=v,k=v` (extra
+//! rdkafka settings for the manager), `ACE_BENCH_BACKOFF` (`fetch.queue.backoff.ms` for both,
+//! default 50, the manager's), `ACE_BENCH_PLAIN_SPAWN=1` (run the plain loop as a spawned task,
+//! like the manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap
+//! between two messages the manager handled).
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::collections::HashMap;
@@ -154,6 +158,12 @@ fn consumer_config(brokers: &str, group: &str) -> Vec<(&'static str, String)> {
         ("auto.offset.reset", "earliest".to_owned()),
         ("session.timeout.ms", "2000".to_owned()),
         ("enable.auto.commit", "false".to_owned()),
+        // The manager's default, given to both sides so they fetch alike; `ACE_BENCH_BACKOFF=1000`
+        // gives both librdkafka's default (1 s idle gaps whenever its queue passes a threshold).
+        (
+            "fetch.queue.backoff.ms",
+            std::env::var("ACE_BENCH_BACKOFF").unwrap_or_else(|_| "50".to_owned()),
+        ),
     ]
 }
 
@@ -214,6 +224,8 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
 #[derive(Default)]
 struct Probe {
     count: AtomicU64,
+    /// With `ACE_BENCH_GAPS=1`: nanoseconds since `t0` of the last message, and the longest gap.
+    gaps: Option<(Instant, AtomicU64, AtomicU64)>,
     first: Mutex<Option<(Instant, Duration)>>,
     done: Mutex<Option<(Instant, Duration)>>,
 }
@@ -221,7 +233,11 @@ struct Probe {
 async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
     // Leaked (a few bytes per round) so the handler reaches it without an `Arc` clone per
     // message: the plain loop pays nothing of the kind either.
-    let probe: &'static Probe = Box::leak(Box::default());
+    let probe: &'static Probe = Box::leak(Box::new(Probe {
+        gaps: (std::env::var("ACE_BENCH_GAPS").as_deref() == Ok("1"))
+            .then(|| (Instant::now(), AtomicU64::new(0), AtomicU64::new(0))),
+        ..Probe::default()
+    }));
     let mut builder = KafkaConsumerManager::builder().topic(topic);
     for (k, v) in consumer_config(brokers, group) {
         builder = match k {
@@ -230,10 +246,26 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
             _ => builder.set(k, v),
         };
     }
+    // `ACE_BENCH_SET=key=value,key=value`: extra rdkafka settings for the manager, to experiment.
+    for kv in std::env::var("ACE_BENCH_SET")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            builder = builder.set(k, v);
+        }
+    }
     let manager = builder
         .handler(move |m: KafkaMessage| async move {
             std::hint::black_box(m.payload());
             let c = probe.count.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some((t0, last, max)) = &probe.gaps {
+                let now = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let prev = last.swap(now, Ordering::Relaxed);
+                if c > n / 10 && c < n - n / 10 {
+                    max.fetch_max(now.saturating_sub(prev), Ordering::Relaxed);
+                }
+            }
             if c == n / 10 {
                 *probe.first.lock().unwrap() = Some((Instant::now(), cpu_time()));
             }
@@ -260,6 +292,12 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
         eprintln!(
             "  (manager: {} pauses, {} rebalances, {} received for {n}, last error: {:?})",
             stats.pauses, stats.rebalances, stats.received, stats.last_error
+        );
+    }
+    if let Some((_, _, max)) = &probe.gaps {
+        eprintln!(
+            "  (longest gap between two messages: {:.1} ms)",
+            Duration::from_nanos(max.load(Ordering::Relaxed)).as_secs_f64() * 1000.0
         );
     }
     manager.shutdown().await.expect("shutdown");
@@ -310,7 +348,14 @@ fn main() {
             let (b, bc) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("manager") {
                 (1.0, 0.0)
             } else {
-                plain(&brokers, topic, &format!("plain-{round}"), n).await
+                let (brokers, group) = (brokers.clone(), format!("plain-{round}"));
+                if std::env::var("ACE_BENCH_PLAIN_SPAWN").as_deref() == Ok("1") {
+                    tokio::spawn(async move { plain(&brokers, topic, &group, n).await })
+                        .await
+                        .expect("plain")
+                } else {
+                    plain(&brokers, topic, &group, n).await
+                }
             };
             let (a, ac) = managed(&brokers, topic, &format!("ace-{round}"), n).await;
             println!(

@@ -29,8 +29,15 @@
 //! not evict it after `max.poll.interval.ms`, and a partition assigned during a pause starts
 //! paused.
 //!
+//! **Fetching.** The manager sets `statistics.interval.ms=1000` (for the lag) and
+//! `fetch.queue.backoff.ms=50`: when librdkafka's queue passes its thresholds (which back-pressure
+//! makes routine), librdkafka's default stops fetching for a whole second, and a consumer that
+//! drains the queue meanwhile sits idle. Override either with
+//! [`set`](KafkaConsumerManagerBuilder::set).
+//!
 //! **Handlers.** A handler's first poll runs on the consumer's task, so a handler that completes
-//! at once costs no task spawn; one that is still pending continues as its own tokio task (and
+//! at once costs no task spawn and no allocation (its future is polled in a box kept from one
+//! message to the next); one that is still pending continues as its own tokio task (and
 //! runs on any worker). Put heavy CPU work in `tokio::task::spawn_blocking`, or at least after an
 //! `.await`, so it does not hold up receiving.
 //!
@@ -483,7 +490,12 @@ impl KafkaConsumerManagerBuilder {
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            // Back-pressure leaves messages in librdkafka's queue until it passes its thresholds;
+            // librdkafka then stops fetching for `fetch.queue.backoff.ms` (default 1000), so a
+            // consumer that catches up sits idle for up to a second each time (measured: 1 s
+            // gaps, a third of the throughput). 50 ms re-checks 20 times a second instead.
+            .set("fetch.queue.backoff.ms", "50");
         for (key, value) in &self.rdkafka {
             if key == "enable.auto.commit" && value.trim() != "false" {
                 return Err(KafkaError::Forbidden {

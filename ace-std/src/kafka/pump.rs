@@ -19,7 +19,9 @@ use super::handler::{Attempt, CatchUnwind, First, FirstAttempt, Handler, Handler
 use super::{KafkaMessage, ShutdownReport};
 
 /// Messages taken in one go on the fast path (free slots, messages ready).
-const DRAIN: usize = 64;
+// 256 trivial messages take ~0.1 ms: the stop signal, the commit tick and back-pressure are
+// still checked often, and a pass through `select!` is paid once per 256.
+const DRAIN: usize = 256;
 
 /// How often a paused consumer re-checks its backlog.
 const RECHECK: Duration = Duration::from_millis(10);
