@@ -15,7 +15,8 @@
 //! default 50, the manager's), `ACE_BENCH_PLAIN_SPAWN=1` (run the plain loop as a spawned task,
 //! like the manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap
 //! between two messages the manager handled), `ACE_BENCH_TOUCH=1` (both handlers read every
-//! payload byte).
+//! payload byte), `ACE_BENCH_RUNTIME=current` (a current-thread tokio runtime: everything on the
+//! main thread).
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::collections::HashMap;
@@ -402,10 +403,14 @@ fn main() {
         eprintln!("kafka bench: no broker, skipping the smoke run");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = if std::env::var("ACE_BENCH_RUNTIME").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("runtime");
     rt.block_on(async {
         let (brokers, _tansu) = broker();
         let topic = "bench";

@@ -147,6 +147,26 @@ impl fmt::Debug for KafkaMessage {
 
 #[cfg(test)]
 impl KafkaMessage {
+    /// As [`copy`](Self::copy) does, from parts.
+    pub(crate) fn copy_parts(
+        topic: &Arc<str>,
+        offset: i64,
+        key: &[u8],
+        payload: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> Self {
+        Self {
+            topic: Arc::clone(topic),
+            partition: 0,
+            offset,
+            timestamp: Timestamp::NotAvailable,
+            data: pack(Some(key), Some(payload), scratch),
+            key_len: Some(key.len()),
+            has_payload: true,
+            headers: None,
+        }
+    }
+
     pub(crate) fn for_test(offset: i64) -> Self {
         Self {
             topic: Arc::from("t"),

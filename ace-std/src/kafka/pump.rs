@@ -528,3 +528,82 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The consumer task's cost per message, without librdkafka: `cargo test --release -p ace-std
+    /// --features kafka --lib per_message_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, not a test"]
+    #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+    async fn per_message_cost() {
+        let shared = Arc::new(Shared::new());
+        let gate = Arc::new(Semaphore::new(20));
+        let count: &'static std::sync::atomic::AtomicU64 = Box::leak(Box::default());
+        let Handler { mut first, retry } = Handler::new(move |m: KafkaMessage| async move {
+            std::hint::black_box(m.payload());
+            count.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), std::io::Error>(())
+        });
+        let job = Arc::new(Job {
+            shared: Arc::clone(&shared),
+            handler: retry,
+            retry: RetryPolicy::default(),
+            after: AfterRetries::Stop,
+        });
+        let part = Arc::new(PartitionState::new("topic", 0));
+        let (key, payload) = (b"key-123".to_vec(), vec![b'x'; 100]);
+        let mut scratch = Vec::new();
+        let mut tally = Tally::default();
+        let n = 2_000_000i64;
+        let t = std::time::Instant::now();
+        for offset in 0..n {
+            tally.received += 1;
+            let message =
+                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
+            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            start(&mut *first, &job, &part, message, permit, &mut tally);
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        println!("{ns:.1} ns per message, of which:");
+        assert_eq!(part.tracker.committable(), Some(n));
+        let t = std::time::Instant::now();
+        for offset in 0..n {
+            let message =
+                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
+            std::hint::black_box(&message);
+        }
+        println!(
+            "  copy + drop {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            std::hint::black_box(&permit);
+        }
+        println!(
+            "  permit {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let message = KafkaMessage::copy_parts(&part.topic, 0, &key, &payload, &mut scratch);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(first.start(message.clone()));
+        }
+        println!(
+            "  first attempt (message clone, handler, poll) {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for offset in n..2 * n {
+            part.tracker.finished_at_once(offset);
+        }
+        println!(
+            "  tracker {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+    }
+}
