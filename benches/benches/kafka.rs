@@ -16,7 +16,8 @@
 //! like the manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap
 //! between two messages the manager handled), `ACE_BENCH_TOUCH=1` (both handlers read every
 //! payload byte), `ACE_BENCH_RUNTIME=current` (a current-thread tokio runtime: everything on the
-//! main thread).
+//! main thread), `ACE_BENCH_PLAIN_DETACH=1` (the plain loop copies each message into an rdkafka
+//! `OwnedMessage`, as handing it to a task would need).
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::collections::HashMap;
@@ -234,6 +235,7 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
     }
     let consumer: StreamConsumer = config.create().expect("consumer");
     let touch = touch();
+    let detach = std::env::var("ACE_BENCH_PLAIN_DETACH").as_deref() == Ok("1");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut last_commit = Instant::now();
@@ -245,7 +247,13 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
     while count < n {
         let m = consumer.recv().await.expect("message");
         // The trivial handler.
-        handle(m.payload(), touch);
+        if detach {
+            // What handing each message to a task costs in plain rdkafka: an `OwnedMessage`.
+            let owned = m.detach();
+            handle(owned.payload(), touch);
+        } else {
+            handle(m.payload(), touch);
+        }
         next.insert(m.partition(), m.offset() + 1);
         count += 1;
         if count == from {
