@@ -81,24 +81,30 @@ where
 {
     fn start(&mut self, message: KafkaMessage) -> First {
         let handler = &*self.handler;
-        let fut = match catch_unwind(AssertUnwindSafe(|| handler(message))) {
-            Ok(fut) => fut,
-            Err(panic) => return First::Ready(Err(panic)),
-        };
-        let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
-        slot.set(Some(fut));
-        // Polled again at once by its task if pending, which registers the real waker.
-        let mut cx = Context::from_waker(Waker::noop());
-        match poll_slot(slot.as_mut(), &mut cx) {
-            Poll::Ready(outcome) => {
-                if outcome.is_ok() {
-                    slot.set(None);
-                    self.spare = Some(slot);
-                }
-                // A future that panicked is dropped with its box, not reused.
-                First::Ready(outcome)
+        let slot = self.spare.get_or_insert_with(|| Box::pin(None));
+        // One `catch_unwind` for the call and the first poll; the future is built in its box.
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            slot.set(Some(handler(message)));
+            let Some(fut) = slot.as_mut().as_pin_mut() else {
+                unreachable!("just set")
+            };
+            // Polled again at once by its task if pending, which registers the real waker.
+            fut.poll(&mut Context::from_waker(Waker::noop()))
+        }));
+        match polled {
+            Ok(Poll::Ready(result)) => {
+                slot.set(None);
+                First::Ready(Ok(result.map_err(Into::into)))
             }
-            Poll::Pending => First::Pending(Box::pin(Resume(slot))),
+            Ok(Poll::Pending) => match self.spare.take() {
+                Some(slot) => First::Pending(Box::pin(Resume(slot))),
+                None => unreachable!("the slot was just used"),
+            },
+            Err(panic) => {
+                // A future that panicked is dropped with its box, not reused.
+                self.spare = None;
+                First::Ready(Err(panic))
+            }
         }
     }
 }
