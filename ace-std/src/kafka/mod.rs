@@ -45,8 +45,13 @@
 //! commits only the offset below which every handler has finished (a message whose handler is
 //! running, failed, or was never started is never committed past). It commits every
 //! [`commit_interval`](KafkaConsumerManagerBuilder::commit_interval) (default 1 s) if anything
-//! moved, synchronously when partitions are revoked, and at shutdown. After a rebalance or a
-//! restart, messages past the last commit are delivered again: handlers must tolerate duplicates.
+//! moved since the last successful commit, when partitions are revoked, and at shutdown (waiting
+//! at most the rest of the shutdown timeout, and at least 10 s). Commits are synchronous, so a
+//! refused one is counted in [`KafkaStats::commit_errors`] and made again at the next tick
+//! (librdkafka does not report asynchronous manual commits to rdkafka, rust-rdkafka #856); the
+//! periodic and final ones run on tokio's blocking pool, one at a time, so a coordinator that is
+//! away never holds up the executor. After a rebalance or a restart, messages past the last
+//! commit are delivered again: handlers must tolerate duplicates.
 //!
 //! **Failures.** A handler that returns an error or panics is retried under the
 //! [`RetryPolicy`] (default: 3 retries, backoff 100 ms doubling up to 5 s). If it still fails:
@@ -654,7 +659,7 @@ pub struct KafkaStats {
     pub pauses: u64,
     /// Times they were resumed.
     pub resumes: u64,
-    /// Commits requested (asynchronous ones count when sent).
+    /// Commits made.
     pub commits: u64,
     /// Commits refused.
     pub commit_errors: u64,

@@ -11,6 +11,8 @@ use ace_core::{OwnedPermit as Permit, Semaphore};
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::context::{bump, lock, Context, PartitionState, Shared};
@@ -22,6 +24,9 @@ use super::{KafkaMessage, ShutdownReport};
 // 256 trivial messages take ~0.1 ms: the stop signal, the commit tick and back-pressure are
 // still checked often, and a pass through `select!` is paid once per 256.
 const DRAIN: usize = 256;
+
+/// How long the final commit may take at least, whatever is left of the shutdown deadline.
+const FINAL_COMMIT: Duration = Duration::from_secs(10);
 
 /// How often a paused consumer re-checks its backlog.
 const RECHECK: Duration = Duration::from_millis(10);
@@ -167,7 +172,8 @@ impl Pump {
         let stop = shared.stop.clone();
         let stopped = stop.wait();
         tokio::pin!(stopped);
-        let mut last_committed: Option<Vec<(String, i32, i64)>> = None;
+        let mut committer = Committer::default();
+        let consumer = Arc::new(consumer);
         let mut full_since: Option<Instant> = None;
 
         {
@@ -256,9 +262,7 @@ impl Pump {
                     }
                     // While paused, re-check the backlog often: handlers finishing wake nobody.
                     () = tokio::time::sleep(RECHECK), if paused => {}
-                    _ = commit_tick.tick() => {
-                        commit_changed(&consumer, &shared, &mut last_committed);
-                    }
+                    _ = commit_tick.tick() => committer.tick(&consumer, &shared),
                 }
             }
 
@@ -282,14 +286,27 @@ impl Pump {
             }
             let abandoned = gate.in_use();
             gate.close();
-            let committed = shared.committable(None);
-            let commit_result = shared.commit(&consumer, &committed, CommitMode::Sync);
-            let committed = committed
-                .elements()
-                .iter()
-                .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
-                .collect::<Vec<_>>();
             drop(stream);
+
+            // The final commit, bounded: a coordinator that is away would hold it forever.
+            let deadline = deadline.max(Instant::now() + FINAL_COMMIT);
+            committer.settle(deadline).await;
+            let tpl = shared.committable(None);
+            let committed = offsets_of(&tpl);
+            let commit = tokio::task::spawn_blocking({
+                let (consumer, shared) = (Arc::clone(&consumer), Arc::clone(&shared));
+                move || shared.commit(&*consumer, &tpl, CommitMode::Sync)
+            });
+            let commit_error = match tokio::time::timeout_at(deadline, commit).await {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(e))) => Some(e.to_string()),
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => {
+                    bump(&shared.counters.commit_errors);
+                    shared.record_error("final commit", &"timed out");
+                    Some("the final commit timed out".to_owned())
+                }
+            };
 
             // Leaving the group blocks (a synchronous close): do it off the executor.
             let closed = tokio::task::spawn_blocking(move || {
@@ -309,7 +326,7 @@ impl Pump {
                 committed,
                 abandoned,
                 dropped,
-                commit_error: commit_result.err().map(|e| e.to_string()),
+                commit_error,
             };
             Ok(report)
         }
@@ -345,26 +362,64 @@ fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool)
     }
 }
 
-/// Commits (asynchronously) if any partition's committable offset moved since the last commit.
-fn commit_changed(
-    consumer: &StreamConsumer<Context>,
-    shared: &Shared,
-    last: &mut Option<Vec<(String, i32, i64)>>,
-) {
-    let tpl = shared.committable(None);
-    let mut now: Vec<(String, i32, i64)> = tpl
+/// `(topic, partition, offset)` of each partition in a commit, sorted.
+type Offsets = Vec<(String, i32, i64)>;
+
+/// The committed offsets of a list, sorted, to compare one commit with the next.
+fn offsets_of(tpl: &TopicPartitionList) -> Offsets {
+    let mut offsets: Vec<_> = tpl
         .elements()
         .iter()
         .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
         .collect();
-    now.sort_unstable();
-    if last.as_ref() == Some(&now) {
-        return;
+    offsets.sort_unstable();
+    offsets
+}
+
+/// Periodic commits: synchronous, on a blocking thread, one at a time. Synchronous, because
+/// librdkafka does not report the outcome of an asynchronous manual commit to rdkafka
+/// (rust-rdkafka #856), so a refused one would go unnoticed and never be made again; on a
+/// blocking thread, because a synchronous commit waits for the coordinator, for as long as it
+/// takes (a broker that is down).
+#[derive(Default)]
+struct Committer {
+    /// What the last successful commit committed.
+    last: Option<Offsets>,
+    /// The commit in flight: what it commits, and whether it succeeded.
+    inflight: Option<(Offsets, JoinHandle<bool>)>,
+}
+
+impl Committer {
+    /// Commits if any partition's committable offset differs from the last successful commit
+    /// (a refused commit is therefore made again at the next tick), unless one is in flight.
+    fn tick(&mut self, consumer: &Arc<StreamConsumer<Context>>, shared: &Arc<Shared>) {
+        if let Some((offsets, handle)) = self.inflight.take() {
+            if !handle.is_finished() {
+                self.inflight = Some((offsets, handle));
+                return;
+            }
+            if let Some(Ok(true)) = handle.now_or_never() {
+                self.last = Some(offsets);
+            }
+        }
+        let tpl = shared.committable(None);
+        let now = offsets_of(&tpl);
+        if now.is_empty() || self.last.as_ref() == Some(&now) {
+            return;
+        }
+        let (consumer, shared) = (Arc::clone(consumer), Arc::clone(shared));
+        let handle = tokio::task::spawn_blocking(move || {
+            // Every partition, not only those that moved: one refused earlier is made good.
+            shared.commit(&*consumer, &tpl, CommitMode::Sync).is_ok()
+        });
+        self.inflight = Some((now, handle));
     }
-    // Every partition, not only those that moved: an async commit lost while the broker was
-    // away is made good by the next one.
-    if shared.commit(consumer, &tpl, CommitMode::Async).is_ok() {
-        *last = Some(now);
+
+    /// Waits for the commit in flight, if any, until `deadline`.
+    async fn settle(&mut self, deadline: Instant) {
+        if let Some((_, handle)) = self.inflight.take() {
+            drop(tokio::time::timeout_at(deadline, handle).await);
+        }
     }
 }
 
