@@ -130,16 +130,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for v in &others {
         outcomes.push(sim::run(&scenario, v, |_, _| {}));
     }
-    let best = outcomes
-        .iter()
-        .filter(|o| matches!(o.variant, Variant::Static(_)))
-        .map(|o| o.metrics["goodput"])
-        .fold(0.0, f64::max);
-    for o in &mut outcomes {
-        let g = o.metrics["goodput"];
-        o.metrics
-            .insert("goodput_ratio", if best > 0.0 { g / best } else { 0.0 });
-    }
+    sim::add_goodput_ratios(&mut outcomes);
 
     println!();
     print!("{}", sim::table(&scenario, &outcomes));

@@ -33,7 +33,8 @@ pub struct AimdConfig {
     /// Added to the limit on a normal increase. Default 2. An increase with plenty of headroom adds
     /// twice this ([`Controller`](crate::Controller) documents the rules).
     pub increase_step: usize,
-    /// The limit is multiplied by this on a decrease (rounded down). Default 0.5.
+    /// The limit is multiplied by this on a decrease for machine stress, and for the first latency
+    /// cut (rounded down). Default 0.5. See `latency_decrease_factor`.
     pub decrease_factor: f64,
     /// Decrease when CPU use is over this percentage. Default 80.0.
     pub cpu_threshold: f64,
@@ -48,7 +49,8 @@ pub struct AimdConfig {
     pub cpu_increase_threshold: f64,
     /// See `cpu_increase_threshold`. Default 50.0.
     pub memory_increase_threshold: f64,
-    /// The least time between two adjustments of the limit. Default 5 s.
+    /// The least time between two adjustments of the limit. Default 5 s. One exception: a cut for
+    /// stress right after an increase is not deferred (the increase caused it).
     pub cooldown: Duration,
     /// How often the control loop collects signals and decides. Default 2 s.
     pub adjustment_interval: Duration,
@@ -74,10 +76,17 @@ pub struct AimdConfig {
     /// already unloads the downstream for a cycle, which refreshes the baseline window without a
     /// scheduled dip in throughput.
     pub latency_probe_interval: Option<Duration>,
-    /// Slow start: from a cold start, and after a run of cuts, grow by doubling (capped by the
-    /// level after the first cut, or `max_limit`) until the first stress, then by `increase_step`.
+    /// Slow start: from a cold start, and after a run of cuts, grow by doubling (capped by
+    /// `max_limit` from a cold start, and after a cut by 0.85 × the limit where the stress struck,
+    /// or the level cut to if higher) until the first stress, then by `increase_step`.
     /// Default `true`; `false` gives the seed's additive growth only.
     pub slow_start: bool,
+    /// Latency and task-error stress cut the limit by this factor (rounded down) once the knee is
+    /// known; machine stress (CPU, memory, queue, executor lag) keeps `decrease_factor`. Default
+    /// 0.7 (CUBIC's β). Until the first cut by `decrease_factor` (typically the end of the
+    /// cold-start slow start), latency cuts use `decrease_factor` too: slow start can overshoot by
+    /// 2 ×, and that deep cut is what unloads a downstream whose baseline was measured overloaded.
+    pub latency_decrease_factor: f64,
 }
 
 impl AimdConfig {
@@ -154,6 +163,10 @@ impl AimdConfig {
     pub const fn default_latency_probe_interval() -> Option<Duration> {
         None
     }
+    /// Default for [`latency_decrease_factor`](Self::latency_decrease_factor): 0.7.
+    pub const fn default_latency_decrease_factor() -> f64 {
+        0.7
+    }
     /// Default for [`slow_start`](Self::slow_start): `true`.
     pub const fn default_slow_start() -> bool {
         true
@@ -194,7 +207,8 @@ impl AimdConfig {
     /// - `initial_limit < min_limit` or `max_limit < initial_limit` (`min == max` is allowed: a
     ///   fixed limit);
     /// - `increase_step < 1`;
-    /// - `decrease_factor` is not in the open interval (0, 1) (NaN included);
+    /// - `decrease_factor` or `latency_decrease_factor` is not in the open interval (0, 1) (NaN
+    ///   included);
     /// - a percentage threshold (`cpu_threshold`, `memory_threshold`, `cpu_increase_threshold`,
     ///   `memory_increase_threshold`) is not in (0, 100];
     /// - `cpu_increase_threshold >= cpu_threshold` or
@@ -258,6 +272,14 @@ impl AimdConfig {
                 "decrease_factor",
                 R::OpenUnitInterval,
                 Value::Float(self.decrease_factor),
+            );
+        }
+        let f = self.latency_decrease_factor;
+        if !(f > 0.0 && f < 1.0) {
+            return err(
+                "latency_decrease_factor",
+                R::OpenUnitInterval,
+                Value::Float(f),
             );
         }
         for (field, value) in [
@@ -363,6 +385,7 @@ impl Default for AimdConfig {
             latency_baseline_window: Self::default_latency_baseline_window(),
             latency_probe_interval: Self::default_latency_probe_interval(),
             slow_start: Self::default_slow_start(),
+            latency_decrease_factor: Self::default_latency_decrease_factor(),
         }
     }
 }

@@ -14,16 +14,22 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 ///    cpu_threshold`, `memory_percent > memory_threshold`, `queue_depth > queue_threshold`,
 ///    `event_loop_lag > event_loop_lag_threshold`, the cycle's task error rate >
 ///    `latency_max_error_rate`, or its p90 latency > `latency_tolerance` × the baseline), the
-///    limit becomes `max(min_limit, floor(limit × decrease_factor))`.
+///    limit becomes `max(min_limit, floor(limit × factor))`. The factor is `decrease_factor`
+///    (0.5) for machine stress, and for latency and error stress until a first cut by
+///    `decrease_factor` has happened (typically the one that ends the cold-start slow start: it may
+///    have overshot by 2 ×, and a deep cut unloads a downstream whose baseline was measured
+///    overloaded). After that, latency and error stress cut by `latency_decrease_factor` (0.7):
+///    the sawtooth stays near the knee instead of spending half its time far below it.
 /// 2. **No health signal → hold** (fail-open: monitoring that fails never stops or shrinks work).
 /// 3. **Healthy but unused → hold.** The limit grows only when it is really used: at least 80 % of
 ///    it in flight, or tasks waiting, or (Kafka lag is demand) a positive `kafka_lag` with at least
 ///    50 % in flight. An idle program's limit never creeps up.
 /// 4. **Slow start.** Healthy, used and below the slow-start ceiling → **double** the limit
-///    (capped by the ceiling). The ceiling starts at `max_limit` (cold start) and becomes the
-///    limit after the first cut of each run of cuts, so a single cut goes straight back to
-///    additive growth and a deep cut (several in a row) doubles back up to where the first one
-///    landed. Slow start also ends, without a cut, as soon as the p90 latency exceeds half the
+///    (capped by the ceiling). The ceiling starts at `max_limit` (cold start); the first cut of
+///    each run of cuts sets it to `max(level cut to, floor(0.85 × W_max))`, W_max being the limit
+///    where that stress struck (fast recovery, as CUBIC remembers W_max): after a cut the limit
+///    doubles back to just under where the trouble started, then grows additively. Slow start
+///    also ends, without a cut, as soon as the p90 latency exceeds half the
 ///    tolerance (`1 + (latency_tolerance − 1) / 2` × baseline), as TCP's HyStart does.
 ///    `slow_start: false` turns it off.
 /// 5. **Healthy and used → increase** by `increase_step`; by **twice `increase_step`** when there
@@ -33,6 +39,10 @@ use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 ///    memory say nothing about a downstream).
 /// 6. **Bounds** always hold (`min_limit ≤ limit ≤ max_limit`), and two changes of the limit are
 ///    never closer than `cooldown`; a change wanted during the cooldown becomes a hold that says so.
+///    One exception: a cut for stress right after an increase is not deferred. Nothing else
+///    changed in between, so the increase caused the stress; waiting out its cooldown would only
+///    keep the system overloaded (p99 and goodput pay for it). The cut itself starts a full
+///    cooldown, so the exception cannot repeat until the next increase.
 ///
 /// # The latency baseline
 ///
@@ -91,6 +101,10 @@ pub struct Controller {
     ssthresh: usize,
     // The last change was a decrease: the next cut continues a run and keeps `ssthresh`.
     cutting: bool,
+    // The last change was an increase: a cut for stress may follow it at once.
+    last_increase: bool,
+    // A cut by `decrease_factor` has happened: latency cuts may now be gentle.
+    knee_known: bool,
     next_probe: Option<Duration>,
     probing: Option<Probing>,
     rng: u64,
@@ -155,6 +169,12 @@ impl Baseline {
     }
 }
 
+/// Fast recovery: after the first cut of a run, slow start climbs back to this share of the limit
+/// where the stress struck (W_max), then growth is additive: the sawtooth spends its time just
+/// under the knee instead of half of it far below. 0.85 sits under the stress point of a knee
+/// detected at 1.5 × the baseline latency, and is CUBIC's neighbourhood of W_max.
+const RECOVERY: f64 = 0.85;
+
 // A baseline under 1 µs is a rounding artefact of very short tasks: compare against at least this.
 const BASELINE_FLOOR: Duration = Duration::from_micros(1);
 
@@ -198,6 +218,8 @@ impl Controller {
                 0
             },
             cutting: false,
+            last_increase: false,
+            knee_known: false,
             next_probe: None,
             probing: None,
             rng: 0x9E37_79B9_7F4A_7C15,
@@ -280,8 +302,13 @@ impl Controller {
             None => (Action::Hold, previous, reason),
             Some((action, target)) => {
                 let since = self.last_change.map(|t| now.saturating_sub(t));
+                // An increase that caused stress is undone at once: waiting out its cooldown only
+                // keeps the downstream overloaded (see the type's docs, rule 6).
+                let skip = action == Action::Decrease
+                    && self.last_increase
+                    && matches!(reason, Reason::Stressed(_));
                 match since {
-                    Some(since) if since < self.config.cooldown => (
+                    Some(since) if since < self.config.cooldown && !skip => (
                         Action::Hold,
                         previous,
                         Reason::Cooldown {
@@ -293,7 +320,7 @@ impl Controller {
                 }
             }
         };
-        self.after(now, action, new_limit, &reason);
+        self.after(now, action, previous, new_limit, &reason);
         Decision {
             at: now,
             action,
@@ -307,11 +334,19 @@ impl Controller {
 
     /// Updates the state that follows from what was decided: the limit, the slow-start ceiling,
     /// the probe.
-    fn after(&mut self, now: Duration, action: Action, new_limit: usize, reason: &Reason) {
+    fn after(
+        &mut self,
+        now: Duration,
+        action: Action,
+        previous: usize,
+        new_limit: usize,
+        reason: &Reason,
+    ) {
         let changed = new_limit != self.limit;
         if changed {
             self.limit = new_limit;
             self.last_change = Some(now);
+            self.last_increase = action == Action::Increase;
         }
         match (action, reason) {
             (Action::Decrease, Reason::Probe { limit }) => {
@@ -329,9 +364,14 @@ impl Controller {
                 self.next_probe = Some(now + self.jittered_probe_interval());
             }
             (Action::Decrease, _) => {
+                if new_limit <= self.cut(previous) {
+                    self.knee_known = true;
+                }
                 // The first cut of a run sets the ceiling that slow start climbs back to.
+                // The first cut of a run remembers where the stress struck (W_max) and sets the
+                // ceiling that slow start climbs back to: RECOVERY × W_max (fast recovery).
                 if !self.cutting && self.config.slow_start {
-                    self.ssthresh = new_limit;
+                    self.ssthresh = new_limit.max(self.cut_by(previous, RECOVERY));
                 }
                 self.cutting = true;
             }
@@ -451,7 +491,13 @@ impl Controller {
             // (A cut proportional to baseline / latency, as gradient controllers do, keeps a
             // lone controller ~6 % closer to its knee but never unloads a downstream that several
             // controllers overloaded from the start: their baselines stay inflated.)
-            let target = self.cut(limit);
+            let factor = match stress {
+                Stress::Latency { .. } | Stress::Errors { .. } if self.knee_known => {
+                    c.latency_decrease_factor
+                }
+                _ => c.decrease_factor,
+            };
+            let target = self.cut_by(limit, factor);
             return if target < limit {
                 (Some((Action::Decrease, target)), Reason::Stressed(stress))
             } else {
@@ -1172,16 +1218,53 @@ mod tests {
                 remaining: 3 * SEC
             }
         );
-        // Stress waits for the cooldown too: no two changes closer than `cooldown`.
+    }
+
+    #[test]
+    fn a_cut_waits_for_the_cooldown_after_a_cut() {
+        let mut c = ctl(AimdConfig {
+            cooldown: Duration::from_secs(5),
+            ..config()
+        });
         let hot = Signals {
             cpu_percent: Some(99.0),
             ..Signals::default()
         };
-        assert_eq!(c.decide(5 * SEC, &hot, usage(22, 22)).action, Action::Hold);
+        assert_eq!(c.decide(SEC, &hot, usage(20, 20)).new_limit, 10);
+        // Still hot: the next cut waits until the first one has had its effect.
+        let d = c.decide(5 * SEC, &hot, usage(10, 10));
         assert_eq!(
-            c.decide(6 * SEC, &hot, usage(22, 22)).action,
-            Action::Decrease
+            (d.action, d.reason),
+            (
+                Action::Hold,
+                Reason::Cooldown {
+                    wanted: Action::Decrease,
+                    remaining: SEC
+                }
+            )
         );
+        assert_eq!(c.decide(6 * SEC, &hot, usage(10, 10)).new_limit, 5);
+    }
+
+    #[test]
+    fn a_cut_undoes_the_increase_that_caused_it_without_waiting() {
+        let mut c = ctl(AimdConfig {
+            cooldown: Duration::from_secs(5),
+            ..config()
+        });
+        assert_eq!(c.decide(SEC, &lat(10), busy(20)).new_limit, 22);
+        // The next cycle reads stress: the increase overloaded the downstream; cut now, not in 5 s.
+        let d = c.decide(3 * SEC, &lat(20), busy(22));
+        assert_eq!((d.action, d.new_limit), (Action::Decrease, 11));
+        // Only that one: the cut itself is followed by a full cooldown.
+        let d = c.decide(5 * SEC, &lat(20), busy(11));
+        assert!(matches!(
+            d.reason,
+            Reason::Cooldown {
+                wanted: Action::Decrease,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -1229,6 +1312,38 @@ mod tests {
             })
         );
         assert_eq!(c.latency_baseline(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn latency_cuts_are_gentle_once_a_deep_cut_found_the_knee() {
+        let mut c = ctl(config());
+        c.decide(SEC, &lat(10), busy(20));
+        // The first latency cut halves (it may end a slow-start overshoot of 2 ×) ...
+        assert_eq!(c.decide(2 * SEC, &lat(20), busy(22)).new_limit, 11);
+        assert_eq!(c.decide(3 * SEC, &lat(10), busy(11)).new_limit, 13);
+        // ... the next ones cut by latency_decrease_factor (0.7): floor(13 × 0.7) = 9.
+        let d = c.decide(4 * SEC, &lat(20), busy(13));
+        assert_eq!((d.action, d.new_limit), (Action::Decrease, 9));
+        // Task errors are part of the latency signal: gentle too.
+        c.decide(5 * SEC, &lat(10), busy(9));
+        let errors = Signals {
+            latency: Some(LatencySummary::uniform(Duration::from_millis(10), 40, 10)),
+            ..Signals::default()
+        };
+        assert_eq!(c.decide(6 * SEC, &errors, busy(11)).new_limit, 7);
+    }
+
+    #[test]
+    fn machine_stress_keeps_decrease_factor_after_gentle_latency_cuts() {
+        let mut c = ctl(config());
+        c.decide(SEC, &lat(10), busy(20));
+        c.decide(2 * SEC, &lat(20), busy(22)); // deep: 11
+        c.decide(3 * SEC, &lat(10), busy(11)); // 13
+        let hot = Signals {
+            cpu_percent: Some(99.0),
+            ..lat(10)
+        };
+        assert_eq!(c.decide(4 * SEC, &hot, busy(13)).new_limit, 6);
     }
 
     #[test]
@@ -1382,15 +1497,17 @@ mod tests {
             ..healthy()
         };
         assert_eq!(c.decide(5 * SEC, &hot, busy(80)).new_limit, 40);
-        // One cut: back to additive growth.
-        let d = c.decide(6 * SEC, &healthy(), busy(40));
+        // One cut: fast recovery to 0.85 × 80, then additive growth.
+        assert_eq!(c.slow_start_ceiling(), Some(68));
+        assert_eq!(c.decide(6 * SEC, &healthy(), busy(40)).new_limit, 68);
+        let d = c.decide(7 * SEC, &healthy(), busy(68));
         assert_eq!(
             (d.new_limit, d.reason),
             (
-                42,
+                70,
                 Reason::Busy {
-                    in_flight: 40,
-                    limit: 40
+                    in_flight: 68,
+                    limit: 68
                 }
             )
         );
@@ -1398,7 +1515,7 @@ mod tests {
     }
 
     #[test]
-    fn slow_start_after_a_deep_cut_climbs_back_to_the_first_cut() {
+    fn slow_start_after_a_deep_cut_climbs_back_near_where_stress_struck() {
         let mut c = ctl(AimdConfig {
             initial_limit: 40,
             slow_start: true,
@@ -1412,11 +1529,12 @@ mod tests {
             c.decide(t * SEC, &hot, busy(c.limit()));
         }
         assert_eq!(c.limit(), 5); // 40 → 20 → 10 → 5
-        assert_eq!(c.slow_start_ceiling(), Some(20));
-        let grown: alloc::vec::Vec<_> = (4..=7)
+                                  // W_max = 40, where the first cut of the run struck: climb back to 0.85 × 40.
+        assert_eq!(c.slow_start_ceiling(), Some(34));
+        let grown: alloc::vec::Vec<_> = (4..=8)
             .map(|t| c.decide(t * SEC, &healthy(), busy(c.limit())).new_limit)
             .collect();
-        assert_eq!(grown, [10, 20, 22, 24]);
+        assert_eq!(grown, [10, 20, 34, 36, 38]);
     }
 
     #[test]
@@ -1518,6 +1636,13 @@ mod tests {
                     ..AimdConfig::default()
                 },
                 "latency_tolerance",
+            ),
+            (
+                AimdConfig {
+                    latency_decrease_factor: 1.0,
+                    ..AimdConfig::default()
+                },
+                "latency_decrease_factor",
             ),
             (
                 AimdConfig {

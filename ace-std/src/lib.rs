@@ -1,11 +1,26 @@
 //! ACE, the Adaptive Concurrency Engine, for `std` programs.
 //!
-//! Re-exports [`ace_core`] and adds, behind features, real signal sources and a manager per
-//! executor.
+//! Re-exports [`ace_core`] and adds real signal sources, the decision log and, behind features,
+//! a manager per executor:
+//!
+//! - [`signals`]: [`SystemSignals`](signals::SystemSignals) (CPU % and memory %, cgroup v2
+//!   aware), [`LagProbe`](signals::LagProbe) (executor lag),
+//!   [`QueueDepth`](signals::QueueDepth) (a gauge you feed) and [`Merge`](signals::Merge).
+//! - [`log`]: [`DecisionLog`](log::DecisionLog), JSON lines, `tracing` events and `metrics`.
+//! - [`Manager`]: an adaptive concurrency limit for async tasks on any [`Runtime`](ace_core::Runtime),
+//!   with `submit`, `spawn`, `stats` and `shutdown`; built by [`Builder`].
+//! - `ace_std::tokio::Manager`, `ace_std::smol::Manager`, `ace_std::async_std::Manager`: the
+//!   same on each executor.
 //!
 //! # Features
 //!
-//! - `tokio`, `smol`, `async-std` (legacy): a `Manager` for that executor.
+//! - `tokio`: [`tokio::Manager`].
+//! - `smol`: [`smol::Manager`].
+//! - `kafka`: [`kafka::KafkaConsumerManager`](crate::kafka), an adaptive Kafka consumer on rdkafka.
+//! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
+//! - `threadpool`: [`threadpool::ThreadPoolManager`], an adaptive pool of threads for sync
+//!   closures, on crossbeam.
+#![forbid(unsafe_code)]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -16,6 +31,22 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod log;
+mod manager;
+pub mod signals;
+
+#[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
+pub mod async_std;
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+pub mod smol;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
+
+pub use manager::{AmbientRuntime, Builder, JoinError, JoinHandle, Manager, Stats, SubmitError};
+
 pub use ace_core as core;
 pub use ace_core::{
     Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
@@ -24,3 +55,12 @@ pub use ace_core::{
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka;
+
+#[cfg(feature = "threadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
+pub mod threadpool;
+
+// The README's examples are doctests: they must compile and run as written.
+#[cfg(all(doctest, feature = "tokio", feature = "threadpool", feature = "kafka"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -206,6 +206,7 @@ pub struct ConfigOverrides {
     pub initial_limit: Option<usize>,
     pub increase_step: Option<usize>,
     pub decrease_factor: Option<f64>,
+    pub latency_decrease_factor: Option<f64>,
     pub cooldown_s: Option<f64>,
     pub adjustment_interval_s: Option<f64>,
     /// A number, or `false` for off.
@@ -252,6 +253,9 @@ impl ConfigOverrides {
                 .map_or(d.latency_baseline_window, secs),
             latency_probe_interval: self.latency_probe_interval_s.map(secs),
             slow_start: self.slow_start.unwrap_or(d.slow_start),
+            latency_decrease_factor: self
+                .latency_decrease_factor
+                .unwrap_or(d.latency_decrease_factor),
             ..d
         }
     }
@@ -665,17 +669,22 @@ pub fn run_scenario(s: &Scenario) -> Vec<Outcome> {
     let mut variants = vec![Variant::Ace, Variant::Seed];
     variants.extend(s.static_limits.iter().map(|&n| Variant::Static(n)));
     let mut outcomes: Vec<Outcome> = variants.iter().map(|v| run(s, v, |_, _| {})).collect();
+    add_goodput_ratios(&mut outcomes);
+    outcomes
+}
+
+/// Adds `goodput_ratio` to every outcome: its goodput over the best static limit's.
+pub fn add_goodput_ratios(outcomes: &mut [Outcome]) {
     let best = outcomes
         .iter()
         .filter(|o| matches!(o.variant, Variant::Static(_)))
         .map(|o| o.metrics["goodput"])
         .fold(0.0, f64::max);
-    for o in &mut outcomes {
+    for o in outcomes {
         let g = o.metrics["goodput"];
         o.metrics
             .insert("goodput_ratio", if best > 0.0 { g / best } else { 0.0 });
     }
-    outcomes
 }
 
 /// The expected ranges that an outcome misses, as readable lines; unknown variant or metric

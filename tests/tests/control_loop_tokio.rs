@@ -92,14 +92,14 @@ async fn loop_ticks_on_the_paused_clock_and_stops_promptly() {
             (8, Action::Decrease, 4),
             (10, Action::Hold, 4), // calm now, but cooldown
             (12, Action::Hold, 4),
-            // Slow start after a deep cut (10 -> 5 -> 4): doubling, capped where the first cut
-            // landed (5) ...
-            (14, Action::Increase, 5),
-            (16, Action::Hold, 5),
-            (18, Action::Hold, 5),
-            (20, Action::Increase, 9), // ... then additive; headroom: twice the step
+            // Slow start after a deep cut (10 -> 5 -> 4): doubling, capped at 0.85 × 10, where
+            // the first cut struck (fast recovery) ...
+            (14, Action::Increase, 8),
+            (16, Action::Hold, 8),
+            (18, Action::Hold, 8),
+            (20, Action::Increase, 12), // ... then additive; headroom: twice the step
         ]
     );
-    assert_eq!(lp.controller().limit(), 9);
-    assert_eq!(target.0.load(Ordering::SeqCst), 9);
+    assert_eq!(lp.controller().limit(), 12);
+    assert_eq!(target.0.load(Ordering::SeqCst), 12);
 }

@@ -19,7 +19,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::Message;
 
 const TOPIC: &str = "faults";
 const PARTITIONS: i32 = 2;

@@ -3,21 +3,23 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders, OwnedMessage, Timestamp};
+use rdkafka::message::{
+    BorrowedMessage, FromBytes, Message, OwnedHeaders, OwnedMessage, Timestamp,
+};
 
 /// A message handed to a handler: its key and payload in one shared buffer, its topic name shared
 /// with every message of the partition. Cloning it (for a retry or the dead-letter callback)
 /// copies no data.
 ///
-/// Read it through [`rdkafka::Message`]'s methods (`payload`, `key`, `topic`, `partition`,
-/// `offset`, `timestamp`, `headers`, `payload_view`, …); [`detach`](Self::detach) makes an
-/// rdkafka [`OwnedMessage`] of it if you need one.
+/// Its methods mirror [`rdkafka::Message`]'s (`payload`, `key`, `topic`, `partition`, `offset`,
+/// `timestamp`, `headers`, `payload_view`, `key_view`; it does not implement the trait, whose
+/// `payload_mut` is an `unsafe fn` and this crate forbids unsafe code); [`detach`](Self::detach)
+/// makes an rdkafka [`OwnedMessage`] of it if you need one.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// use ace_std::kafka::KafkaMessage;
-/// use rdkafka::Message;
 ///
 /// async fn handle(msg: KafkaMessage) -> Result<(), std::str::Utf8Error> {
 ///     let text = msg.payload_view::<str>().transpose()?.unwrap_or_default();
@@ -88,45 +90,58 @@ fn pack(key: Option<&[u8]>, payload: Option<&[u8]>, scratch: &mut Vec<u8>) -> Ar
     }
 }
 
-impl Message for KafkaMessage {
-    type Headers = OwnedHeaders;
-
-    fn key(&self) -> Option<&[u8]> {
+impl KafkaMessage {
+    /// The key, or `None` if there is none.
+    pub fn key(&self) -> Option<&[u8]> {
         self.key_len.map(|len| &self.data[..len])
     }
 
-    fn payload(&self) -> Option<&[u8]> {
+    /// The payload, or `None` if there is none (a tombstone).
+    pub fn payload(&self) -> Option<&[u8]> {
         self.has_payload
             .then(|| &self.data[self.key_len.unwrap_or(0)..])
     }
 
-    /// The payload, mutable, or `None` if there is none **or if the message is shared** (a clone
-    /// of it is alive: the buffer is shared, not copied).
-    unsafe fn payload_mut(&mut self) -> Option<&mut [u8]> {
-        let start = self.key_len.unwrap_or(0);
-        if !self.has_payload {
-            return None;
-        }
-        Arc::get_mut(&mut self.data).map(|data| &mut data[start..])
+    /// The payload as `P` (`str`, `[u8]`, …) without copying, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// The inner `Result` is `P`'s conversion error (not UTF-8, for `str`).
+    pub fn payload_view<P: ?Sized + FromBytes>(&self) -> Option<Result<&P, P::Error>> {
+        self.payload().map(P::from_bytes)
     }
 
-    fn topic(&self) -> &str {
+    /// The key as `K` without copying, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// The inner `Result` is `K`'s conversion error.
+    pub fn key_view<K: ?Sized + FromBytes>(&self) -> Option<Result<&K, K::Error>> {
+        self.key().map(K::from_bytes)
+    }
+
+    /// The topic it came from.
+    pub fn topic(&self) -> &str {
         &self.topic
     }
 
-    fn partition(&self) -> i32 {
+    /// The partition it came from.
+    pub fn partition(&self) -> i32 {
         self.partition
     }
 
-    fn offset(&self) -> i64 {
+    /// Its offset in the partition.
+    pub fn offset(&self) -> i64 {
         self.offset
     }
 
-    fn timestamp(&self) -> Timestamp {
+    /// Its timestamp.
+    pub fn timestamp(&self) -> Timestamp {
         self.timestamp
     }
 
-    fn headers(&self) -> Option<&OwnedHeaders> {
+    /// Its headers, if it has any (read them with [`rdkafka::message::Headers`]).
+    pub fn headers(&self) -> Option<&OwnedHeaders> {
         self.headers.as_deref()
     }
 }
@@ -226,18 +241,5 @@ mod tests {
             (owned.key(), owned.payload()),
             (Some(&b"k"[..]), Some(&b"v"[..]))
         );
-    }
-
-    #[test]
-    fn should_give_a_mutable_payload_only_when_not_shared() {
-        let mut m = message(Some(b"k"), Some(b"v"));
-        let clone = m.clone();
-        // Safety: the payload is a plain byte buffer of ours, not librdkafka's.
-        assert!(unsafe { m.payload_mut() }.is_none());
-        drop(clone);
-        // Safety: as above.
-        unsafe { m.payload_mut() }.unwrap()[0] = b'w';
-        assert_eq!(m.payload(), Some(&b"w"[..]));
-        assert_eq!(m.key(), Some(&b"k"[..]));
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! - [`KafkaConsumerManager`] and its [`KafkaConsumerManagerBuilder`]: brokers, topics, group id,
 //!   extra rdkafka settings, an async handler, an [`AimdConfig`]; [`start`] and [`shutdown`].
-//! - [`KafkaMessage`]: what a handler receives (read it with [`rdkafka::Message`]; cheap to
-//!   clone).
+//! - [`KafkaMessage`]: what a handler receives (`payload`, `key`, `topic`, `offset`, … as on
+//!   [`rdkafka::Message`]; cheap to clone).
 //! - [`RetryPolicy`], [`HandlerFailure`], [`HandlerError`]: what happens when a handler fails.
 //! - [`KafkaStats`], [`ShutdownReport`], [`KafkaError`].
 //!
@@ -75,7 +75,6 @@
 //! ```no_run
 //! use ace_std::kafka::{KafkaConsumerManager, KafkaMessage};
 //! use ace_std::AimdConfig;
-//! use rdkafka::Message;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let manager = KafkaConsumerManager::builder()
@@ -127,6 +126,7 @@ use tokio::task::JoinHandle;
 
 use self::context::{lock, Context, Shared};
 use self::pump::Pump;
+use crate::log::DecisionLog;
 
 use self::error::{AfterRetries, DeadLetterFn};
 pub use self::error::{BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
@@ -193,34 +193,6 @@ impl LimitTarget for KafkaTarget {
             in_flight: self.gate.in_use(),
             waiting: self.shared.buffered.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// The default decision sink: one `tracing` event per decision (`info` when the limit changes,
-/// `debug` when it holds), and a `warn` per failed signal reading.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TracingSink;
-
-impl DecisionSink for TracingSink {
-    fn decision(&mut self, d: &Decision) {
-        if d.new_limit == d.previous_limit {
-            tracing::debug!(target: "ace::kafka", limit = d.new_limit, reason = %d.reason, "limit held");
-        } else {
-            tracing::info!(
-                target: "ace::kafka",
-                previous = d.previous_limit,
-                new = d.new_limit,
-                action = %d.action,
-                reason = %d.reason,
-                lag = ?d.signals.kafka_lag,
-                in_flight = d.usage.in_flight,
-                "limit changed"
-            );
-        }
-    }
-
-    fn signal_error(&mut self, error: &SignalError) {
-        tracing::warn!(target: "ace::kafka", %error, "signal reading failed");
     }
 }
 
@@ -380,7 +352,9 @@ impl KafkaConsumerManagerBuilder {
         self
     }
 
-    /// Where the control loop's decisions go. Default [`TracingSink`].
+    /// Where the control loop's decisions go. Default [`DecisionLog::new`]: a `tracing` event per
+    /// limit change (holds when their reason changes) and per signal error, and `metrics` gauges
+    /// (`ace_kafka_lag` among them) — the same records as the other managers'.
     pub fn decisions<K: DecisionSink + 'static>(mut self, sink: K) -> Self {
         self.sink = Some(Box::new(sink));
         self
@@ -542,7 +516,7 @@ impl KafkaConsumerManagerBuilder {
                 topics: self.topics,
                 config: self.config,
                 signals: self.signals,
-                sink: self.sink.unwrap_or_else(|| Box::new(TracingSink)),
+                sink: self.sink.unwrap_or_else(|| Box::new(DecisionLog::new())),
                 handler,
                 retry: self.retry,
                 after: self.after,

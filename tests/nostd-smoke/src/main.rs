@@ -91,9 +91,10 @@ fn check(ok: bool, what: &[u8]) -> bool {
 /// The C runtime calls this; no std `main` exists.
 #[no_mangle]
 pub extern "C" fn main(_argc: isize, _argv: *const *const u8) -> isize {
+    // The seed's rules (no slow start, no latency): each step below is one plain AIMD rule.
     let config = AimdConfig {
         cooldown: Duration::ZERO,
-        ..AimdConfig::default()
+        ..AimdConfig::default().seed_rules()
     };
     let Ok(mut c) = Controller::new(config) else {
         say(b"nostd-smoke: config rejected\n");

@@ -1,0 +1,907 @@
+//! [`Manager`]: an adaptive concurrency limit for async tasks, on any [`Runtime`].
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ace_core::{
+    Action, AimdConfig, ConfigError, ControlLoop, Controller, Decision, DecisionSink,
+    LatencyRecorder, LimitTarget, Runtime, Semaphore, Shutdown, SignalError, SignalSource,
+};
+use event_listener::Event;
+use futures_lite::FutureExt;
+
+use crate::log::{DecisionLog, HoldLogging};
+use crate::signals::{DynSignalSource, LagProbe, Merge, QueueDepth, SystemSignals};
+
+/// A [`Runtime`] that can be found from the calling context, so [`Manager::new`] needs no
+/// handle: tokio's current runtime, smol's global executor, async-std's global runtime.
+pub trait AmbientRuntime: Runtime {
+    /// The runtime of the calling context.
+    ///
+    /// # Panics
+    ///
+    /// Where there is none (tokio outside a runtime).
+    fn ambient() -> Self;
+}
+
+#[cfg(feature = "tokio")]
+impl AmbientRuntime for ace_tokio::TokioRuntime {
+    #[track_caller]
+    fn ambient() -> Self {
+        Self::current()
+    }
+}
+
+#[cfg(feature = "smol")]
+impl AmbientRuntime for ace_smol::SmolRuntime {
+    fn ambient() -> Self {
+        Self::global()
+    }
+}
+
+#[cfg(feature = "async-std")]
+impl AmbientRuntime for ace_async_std::AsyncStdRuntime {
+    fn ambient() -> Self {
+        Self::new()
+    }
+}
+
+/// Submitting failed: the manager is shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// [`Manager::shutdown`] was called: no new work is admitted.
+    Shutdown,
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shutdown => f.write_str("the manager is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// A task started with [`Manager::spawn`] did not return a value.
+pub struct JoinError {
+    repr: JoinRepr,
+}
+
+enum JoinRepr {
+    Panic(Box<dyn Any + Send + 'static>),
+    Shutdown,
+    Cancelled,
+}
+
+impl JoinError {
+    /// True if the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, JoinRepr::Panic(_))
+    }
+
+    /// True if the manager was shut down before the task got a slot.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self.repr, JoinRepr::Shutdown)
+    }
+
+    /// True if the executor dropped the task before it finished (it was shutting down).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, JoinRepr::Cancelled)
+    }
+
+    /// The panic payload, if the task panicked; the error back otherwise.
+    ///
+    /// # Errors
+    ///
+    /// `self`, if the task did not panic.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, Self> {
+        match self.repr {
+            JoinRepr::Panic(p) => Ok(p),
+            repr => Err(Self { repr }),
+        }
+    }
+
+    fn panic_message(&self) -> Option<&str> {
+        match &self.repr {
+            JoinRepr::Panic(p) => p
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| p.downcast_ref::<String>().map(String::as_str)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            JoinRepr::Panic(_) => f
+                .debug_tuple("Panic")
+                .field(&self.panic_message().unwrap_or("..."))
+                .finish(),
+            JoinRepr::Shutdown => f.write_str("Shutdown"),
+            JoinRepr::Cancelled => f.write_str("Cancelled"),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            JoinRepr::Panic(_) => match self.panic_message() {
+                Some(m) => write!(f, "task panicked: {m}"),
+                None => f.write_str("task panicked"),
+            },
+            JoinRepr::Shutdown => f.write_str("the manager is shut down"),
+            JoinRepr::Cancelled => f.write_str("task was cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// The handle of a task started with [`Manager::spawn`]: a future of its output.
+///
+/// Dropping it detaches the task (it still runs).
+#[must_use = "dropping a JoinHandle detaches the task"]
+pub struct JoinHandle<T> {
+    rx: futures_channel::oneshot::Receiver<Result<T, JoinError>>,
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").finish_non_exhaustive()
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or(Err(JoinError {
+                repr: JoinRepr::Cancelled,
+            }))
+        })
+    }
+}
+
+/// A snapshot of a [`Manager`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The limit in force.
+    pub limit: usize,
+    /// Tasks holding a slot.
+    pub in_flight: usize,
+    /// Tasks waiting for a slot.
+    pub waiting: usize,
+    /// Tasks submitted (`submit`, `submit_result`, `spawn`) and neither refused nor dropped
+    /// while waiting: `completed + in_flight + waiting`. (Derived, so the per-task path pays
+    /// for no counter of its own.)
+    pub submitted: u64,
+    /// Admitted tasks that have ended (completed, panicked, or dropped while running).
+    pub completed: u64,
+    /// Control-loop decisions so far (holds included).
+    pub decisions: u64,
+    /// Decisions that moved the limit.
+    pub adjustments: u64,
+    /// The last decision, if any.
+    pub last_decision: Option<Decision>,
+}
+
+/// Counters the control loop's sink updates.
+#[derive(Debug, Default)]
+struct LoopStats {
+    /// Time the tasks whose admission number has none of these bits set.
+    sample_mask: AtomicU64,
+    decisions: AtomicU64,
+    adjustments: AtomicU64,
+    last: Mutex<Option<Decision>>,
+}
+
+/// A padded counter: the per-task counters sit on their own cache lines, away from each other
+/// and from the semaphore, so concurrent submits do not false-share.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Counter(AtomicU64);
+
+struct Inner<R> {
+    runtime: R,
+    sem: Arc<Semaphore>,
+    admitted: Counter,
+    finished: Counter,
+    closing: AtomicBool,
+    idle: Event,
+    stop: Shutdown,
+    loop_done: Shutdown,
+    loop_stats: Arc<LoopStats>,
+    latency: Option<Arc<LatencyRecorder>>,
+}
+
+/// Tasks timed per cycle when busy: enough for a p90 within the recorder's bucket width.
+// Above this many tasks per cycle the manager times one task in 2^k (by admission number, so
+// successes and failures are sampled alike and the error rate stays unbiased): at 1M tasks/s
+// the two clock reads are paid for one task in ~2,000.
+const LATENCY_SAMPLES_PER_CYCLE: u64 = 1024;
+
+/// The next cycle's sampling mask from this cycle's sampled count: time one task in `mask + 1`.
+fn next_sample_mask(sampled: u64, mask: u64) -> u64 {
+    let tasks = sampled.saturating_mul(mask + 1);
+    if tasks <= LATENCY_SAMPLES_PER_CYCLE {
+        0
+    } else {
+        (tasks
+            .div_ceil(LATENCY_SAMPLES_PER_CYCLE)
+            .next_power_of_two()
+            - 1)
+        .min((1 << 20) - 1)
+    }
+}
+
+impl<R> Drop for Inner<R> {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the control loop (and with it the lag probe).
+        self.stop.trigger();
+    }
+}
+
+/// An adaptive concurrency limit for async tasks on the executor `R`.
+///
+/// Use it through `ace_std::tokio::Manager`, `ace_std::smol::Manager` or
+/// `ace_std::async_std::Manager` (features `tokio`, `smol`, `async-std`: type aliases of this
+/// type), or on any [`Runtime`] with [`with_runtime`](Self::with_runtime).
+///
+/// # Examples
+///
+/// The seed README's quick start:
+///
+/// ```
+/// # #[cfg(feature = "tokio")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ace_std::AimdConfig;
+///
+/// async fn work(i: u32) -> u32 {
+///     i + 1
+/// }
+///
+/// let config = AimdConfig { min_limit: 5, max_limit: 50, initial_limit: 10, ..Default::default() };
+/// let manager = ace_std::tokio::Manager::new(config)?;
+/// let results = futures::future::join_all((0..100).map(|i| manager.submit(work(i)))).await;
+/// assert_eq!(results.len(), 100);
+/// manager.shutdown().await;
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
+///
+/// Creating a manager starts its control loop on the runtime: every `adjustment_interval` it
+/// reads the signals, decides with the AIMD [`Controller`], and moves the semaphore's limit.
+/// Tasks wait for a slot in [`submit`](Self::submit) (backpressure). `Manager` is a cheap
+/// handle (`Clone`, an `Arc` inside); the control loop stops when [`shutdown`](Self::shutdown)
+/// is called or the last handle is dropped.
+pub struct Manager<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Manager<R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Manager<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let usage = self.inner.sem.usage();
+        f.debug_struct("Manager")
+            .field("usage", &usage)
+            .field("closing", &self.is_shut_down())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ends one admitted task: counted, timed into the latency recorder (a task dropped while
+/// running counts as a failure: it was most likely timed out), and the shutdown waiter told if
+/// it is the last.
+struct Finish<'a, R: Runtime> {
+    inner: &'a Inner<R>,
+    started: Option<Duration>,
+    ok: Option<bool>,
+}
+
+impl<R: Runtime> Drop for Finish<'_, R> {
+    fn drop(&mut self) {
+        let i = self.inner;
+        if let (Some(recorder), Some(started)) = (&i.latency, self.started) {
+            match self.ok {
+                Some(true) => recorder.record(i.runtime.now().saturating_sub(started)),
+                Some(false) | None => recorder.record_error(),
+            }
+        }
+        i.finished.0.fetch_add(1, Ordering::SeqCst);
+        if i.closing.load(Ordering::SeqCst) {
+            i.idle.notify(usize::MAX);
+        }
+    }
+}
+
+impl<R: AmbientRuntime> Manager<R> {
+    /// A manager on the runtime of the calling context, with the default signals (system CPU
+    /// and memory, executor lag) and the default log (`tracing` events and metrics).
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`AimdConfig::validate`].
+    ///
+    /// # Panics
+    ///
+    /// Where the context has no runtime (tokio outside a runtime).
+    #[track_caller]
+    pub fn new(config: AimdConfig) -> Result<Self, ConfigError> {
+        Self::builder(config).build()
+    }
+
+    /// A builder for the optional parts, on the runtime of the calling context (found at
+    /// [`build`](Builder::build) unless [`Builder::runtime`] sets one).
+    pub fn builder(config: AimdConfig) -> Builder<R> {
+        Builder::new(RuntimeChoice::Ambient(R::ambient), config)
+    }
+}
+
+impl<R: Runtime> Manager<R> {
+    /// A manager on `runtime`, with the default signals and log.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`AimdConfig::validate`].
+    pub fn with_runtime(runtime: R, config: AimdConfig) -> Result<Self, ConfigError> {
+        Self::builder_with_runtime(runtime, config).build()
+    }
+
+    /// A builder for a manager on `runtime`.
+    pub fn builder_with_runtime(runtime: R, config: AimdConfig) -> Builder<R> {
+        Builder::new(RuntimeChoice::Given(runtime), config)
+    }
+
+    /// Waits for a slot, runs `fut`, releases the slot, and returns its output.
+    ///
+    /// The future runs in the caller's task; use [`spawn`](Self::spawn) for a task of its
+    /// own. The per-task path takes no lock and allocates nothing: a permit and two atomic
+    /// counters. When the latency signal is on, tasks are timed (two clock reads and one more
+    /// counter): every task up to 1,024 per cycle, and above that one in 2^k, so a busy
+    /// manager's p90 still rests on about a thousand samples per cycle.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`] once [`shutdown`](Self::shutdown) has been called (a task
+    /// already running finishes; one still waiting gets the error).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future gives up the wait, or releases the slot if `fut` was
+    /// running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ace_std::AimdConfig;
+    ///
+    /// let manager = ace_std::tokio::Manager::new(AimdConfig::default())?;
+    /// let answer = manager.submit(async { 6 * 7 }).await?;
+    /// assert_eq!(answer, 42);
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn submit<F: Future>(&self, fut: F) -> Result<F::Output, SubmitError> {
+        self.run(fut, |_| true).await
+    }
+
+    /// [`submit`](Self::submit) for a fallible future: an `Err` output counts as a failed task
+    /// in the latency signal (so a downstream that fails fast never looks fast).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`], as [`submit`](Self::submit); `fut`'s own error is in the
+    /// `Ok` value.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_result<F, T, E>(&self, fut: F) -> Result<Result<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        self.run(fut, Result::is_ok).await
+    }
+
+    async fn run<F: Future>(
+        &self,
+        fut: F,
+        ok: impl FnOnce(&F::Output) -> bool,
+    ) -> Result<F::Output, SubmitError> {
+        let inner = &*self.inner;
+        if inner.closing.load(Ordering::Relaxed) {
+            return Err(SubmitError::Shutdown);
+        }
+        let permit = inner
+            .sem
+            .acquire()
+            .await
+            .map_err(|_| SubmitError::Shutdown)?;
+        let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        let mut finish = Finish {
+            inner,
+            started: None,
+            ok: None,
+        };
+        // Shutdown began between the acquire and the count: it did not see this task, so it
+        // must not run (SeqCst pairs with `shutdown`'s store and loads).
+        if inner.closing.load(Ordering::SeqCst) {
+            finish.ok = Some(true);
+            return Err(SubmitError::Shutdown);
+        }
+        if inner.latency.is_some()
+            && seq & inner.loop_stats.sample_mask.load(Ordering::Relaxed) == 0
+        {
+            finish.started = Some(inner.runtime.now());
+        }
+        let out = fut.await;
+        finish.ok = Some(ok(&out));
+        drop(finish);
+        drop(permit);
+        Ok(out)
+    }
+
+    /// Runs `fut` as a task of the executor once it has a slot; the handle yields its output.
+    ///
+    /// A panic in `fut` comes back as a [`JoinError`] from the handle (its slot is released and
+    /// the manager keeps going); so does a shutdown before it got a slot.
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let this = self.clone();
+        self.inner.runtime.spawn(async move {
+            let run = this.run(AssertUnwindSafe(fut).catch_unwind(), Result::is_ok);
+            let result = match run.await {
+                Ok(Ok(out)) => Ok(out),
+                Ok(Err(panic)) => Err(JoinError {
+                    repr: JoinRepr::Panic(panic),
+                }),
+                Err(SubmitError::Shutdown) => Err(JoinError {
+                    repr: JoinRepr::Shutdown,
+                }),
+            };
+            let _ = tx.send(result);
+        });
+        JoinHandle { rx }
+    }
+
+    /// The limit in force.
+    pub fn limit(&self) -> usize {
+        self.inner.sem.limit()
+    }
+
+    /// A snapshot of the limit, its use, and the counters.
+    pub fn stats(&self) -> Stats {
+        let i = &self.inner;
+        let usage = LimitTarget::usage(&*i.sem);
+        let completed = i.finished.0.load(Ordering::Relaxed);
+        let last_decision = i
+            .loop_stats
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Stats {
+            limit: usage.limit,
+            in_flight: usage.in_flight,
+            waiting: usage.waiting,
+            submitted: completed + usage.in_flight as u64 + usage.waiting as u64,
+            completed,
+            decisions: i.loop_stats.decisions.load(Ordering::Relaxed),
+            adjustments: i.loop_stats.adjustments.load(Ordering::Relaxed),
+            last_decision,
+        }
+    }
+
+    /// The runtime the manager runs on.
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
+    /// True once [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.closing.load(Ordering::Relaxed)
+    }
+
+    /// Stops admitting work, lets running work finish, and stops the control loop.
+    ///
+    /// From the call on, `submit` and `spawn` fail with [`SubmitError::Shutdown`] (tasks
+    /// waiting for a slot get it too); the returned future completes once every task that had
+    /// a slot has ended and the control loop has stopped (promptly: it is woken, not polled).
+    /// Calling it again is harmless.
+    ///
+    /// Do not await it from inside a task of this manager: it would wait for itself.
+    ///
+    /// # Cancel safety
+    ///
+    /// The shutdown starts at the call; dropping the future only stops waiting for it.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        inner.closing.store(true, Ordering::SeqCst);
+        inner.sem.close();
+        inner.stop.trigger();
+        async move {
+            loop {
+                if inner.admitted.0.load(Ordering::SeqCst)
+                    == inner.finished.0.load(Ordering::SeqCst)
+                {
+                    break;
+                }
+                let listener = inner.idle.listen();
+                if inner.admitted.0.load(Ordering::SeqCst)
+                    == inner.finished.0.load(Ordering::SeqCst)
+                {
+                    break;
+                }
+                listener.await;
+            }
+            inner.loop_done.wait().await;
+        }
+    }
+}
+
+enum RuntimeChoice<R> {
+    Given(R),
+    Ambient(fn() -> R),
+}
+
+/// Builds a [`Manager`] with its optional parts. Start from [`Manager::builder`].
+///
+/// ```
+/// # #[cfg(feature = "tokio")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ace_std::log::HoldLogging;
+/// use ace_std::signals::QueueDepth;
+/// use ace_std::AimdConfig;
+///
+/// let depth = QueueDepth::new();
+/// let manager = ace_std::tokio::Manager::builder(AimdConfig::default())
+///     .queue_depth(depth.clone())
+///     .log_writer(std::io::stderr())
+///     .log_holds(HoldLogging::Always)
+///     .metrics(false)
+///     .build()?;
+/// # manager.shutdown().await;
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
+pub struct Builder<R> {
+    runtime: RuntimeChoice<R>,
+    config: AimdConfig,
+    default_signals: bool,
+    sources: Vec<(&'static str, Box<dyn DynSignalSource>)>,
+    queue_depth: Option<QueueDepth>,
+    source_timeout: Option<Duration>,
+    lag_period: Duration,
+    writer: Option<Box<dyn Write + Send>>,
+    holds: HoldLogging,
+    tracing: bool,
+    metrics: bool,
+    sinks: Vec<Box<dyn DecisionSink>>,
+    latency: Option<bool>,
+}
+
+impl<R> fmt::Debug for Builder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.sources.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("default_signals", &self.default_signals)
+            .field("sources", &names)
+            .field("holds", &self.holds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Builder<R> {
+    fn new(runtime: RuntimeChoice<R>, config: AimdConfig) -> Self {
+        Self {
+            runtime,
+            config,
+            default_signals: true,
+            sources: Vec::new(),
+            queue_depth: None,
+            source_timeout: None,
+            lag_period: LagProbe::DEFAULT_PERIOD,
+            writer: None,
+            holds: HoldLogging::OnChange,
+            tracing: true,
+            metrics: true,
+            sinks: Vec::new(),
+            latency: None,
+        }
+    }
+
+    /// Whether to time every task (admission to completion) for the latency signal. Default:
+    /// on when the config's `latency_tolerance` is set (the default), off otherwise.
+    #[must_use]
+    pub fn time_tasks(mut self, on: bool) -> Self {
+        self.latency = Some(on);
+        self
+    }
+
+    /// The runtime to run on (instead of the calling context's).
+    #[must_use]
+    pub fn runtime(mut self, runtime: R) -> Self {
+        self.runtime = RuntimeChoice::Given(runtime);
+        self
+    }
+
+    /// Whether to read the default signals: [`SystemSignals`] (CPU and memory, cgroup aware)
+    /// and a [`LagProbe`]. Default on.
+    #[must_use]
+    pub fn default_signals(mut self, on: bool) -> Self {
+        self.default_signals = on;
+        self
+    }
+
+    /// Adds a signal source. Sources added here win over the defaults for the signals they
+    /// read; one that errors or hangs is absent that cycle, with a `signal_error` record.
+    #[must_use]
+    pub fn source<S: SignalSource + 'static>(mut self, name: &'static str, source: S) -> Self {
+        self.sources.push((name, Box::new(source)));
+        self
+    }
+
+    /// Reads `depth` as the queue depth.
+    #[must_use]
+    pub fn queue_depth(mut self, depth: QueueDepth) -> Self {
+        self.queue_depth = Some(depth);
+        self
+    }
+
+    /// How long one source may take before it counts as absent for the cycle. Default half
+    /// the adjustment interval.
+    #[must_use]
+    pub fn source_timeout(mut self, timeout: Duration) -> Self {
+        self.source_timeout = Some(timeout);
+        self
+    }
+
+    /// How often the default lag probe wakes (default [`LagProbe::DEFAULT_PERIOD`]).
+    #[must_use]
+    pub fn lag_probe_period(mut self, period: Duration) -> Self {
+        self.lag_period = period;
+        self
+    }
+
+    /// Writes the decision log as JSON lines to `writer`. Default: no writer (the `tracing`
+    /// events carry the same records).
+    #[must_use]
+    pub fn log_writer(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.writer = Some(Box::new(writer));
+        self
+    }
+
+    /// When holds are logged (default [`HoldLogging::OnChange`]).
+    #[must_use]
+    pub fn log_holds(mut self, holds: HoldLogging) -> Self {
+        self.holds = holds;
+        self
+    }
+
+    /// Whether logged records are also `tracing` events. Default on.
+    #[must_use]
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.tracing = on;
+        self
+    }
+
+    /// Whether to record `metrics` (see [`crate::log`]). Default on.
+    #[must_use]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
+    /// Also sends every decision and signal error to `sink`.
+    #[must_use]
+    pub fn sink(mut self, sink: impl DecisionSink + 'static) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Starts the manager: validates the config, then spawns the control loop. Limits above
+    /// [`Semaphore::MAX_PERMITS`] are clamped to it.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`AimdConfig::validate`].
+    ///
+    /// # Panics
+    ///
+    /// With no runtime given, where the context has none (tokio outside a runtime).
+    #[track_caller]
+    pub fn build(self) -> Result<Manager<R>, ConfigError> {
+        // The semaphore holds at most MAX_PERMITS (2^60) permits: a larger bound ("no limit")
+        // is clamped, order preserved, rather than left to panic in the control loop.
+        let cap = Semaphore::MAX_PERMITS;
+        let config = AimdConfig {
+            min_limit: self.config.min_limit.min(cap),
+            initial_limit: self.config.initial_limit.min(cap),
+            max_limit: self.config.max_limit.min(cap),
+            ..self.config
+        };
+        let controller = Controller::new(config)?;
+        let runtime = match self.runtime {
+            RuntimeChoice::Given(r) => r,
+            RuntimeChoice::Ambient(f) => f(),
+        };
+        let interval = controller.config().adjustment_interval;
+        let inbox: Arc<Mutex<Vec<SignalError>>> = Arc::default();
+        let hook_inbox = Arc::clone(&inbox);
+        let mut merge = Merge::new(runtime.clone(), self.source_timeout.unwrap_or(interval / 2))
+            .on_error(move |e| {
+                hook_inbox
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(e.clone());
+            });
+        for (name, source) in self.sources {
+            merge.push_dyn(name, source);
+        }
+        if let Some(depth) = self.queue_depth {
+            merge.push("queue_depth", depth);
+        }
+        if self.default_signals {
+            merge.push("system", SystemSignals::new());
+            merge.push("lag", LagProbe::with_period(&runtime, self.lag_period));
+        }
+        let log = DecisionLog::builder()
+            .holds(self.holds)
+            .tracing(self.tracing)
+            .metrics(self.metrics);
+        let log = match self.writer {
+            Some(w) => log.writer(w),
+            None => log,
+        }
+        .build();
+        let loop_stats = Arc::new(LoopStats::default());
+        let sink = ManagerSink {
+            log,
+            extra: self.sinks,
+            inbox,
+            stats: Arc::clone(&loop_stats),
+        };
+        let sem = Arc::new(Semaphore::new(controller.limit()));
+        let stop = Shutdown::new();
+        let loop_done = Shutdown::new();
+        let latency = self
+            .latency
+            .unwrap_or(controller.config().latency_tolerance.is_some())
+            .then(|| Arc::new(LatencyRecorder::new()));
+        let mut control =
+            ControlLoop::new(runtime.clone(), controller, merge, Arc::clone(&sem), sink);
+        if let Some(recorder) = &latency {
+            control = control.with_latency(Arc::clone(recorder));
+        }
+        let (loop_stop, done) = (stop.clone(), loop_done.clone());
+        runtime.spawn(async move {
+            drop(control.run(loop_stop).await);
+            done.trigger();
+        });
+        Ok(Manager {
+            inner: Arc::new(Inner {
+                runtime,
+                sem,
+                admitted: Counter::default(),
+                finished: Counter::default(),
+                closing: AtomicBool::new(false),
+                idle: Event::new(),
+                stop,
+                loop_done,
+                loop_stats,
+                latency,
+            }),
+        })
+    }
+}
+
+/// The control loop's sink: the decision log, the user's sinks, the counters behind
+/// [`Manager::stats`], and the errors of the merged sources.
+struct ManagerSink {
+    log: DecisionLog,
+    extra: Vec<Box<dyn DecisionSink>>,
+    inbox: Arc<Mutex<Vec<SignalError>>>,
+    stats: Arc<LoopStats>,
+}
+
+impl ManagerSink {
+    fn drain_errors(&mut self) {
+        let errors = std::mem::take(
+            &mut *self
+                .inbox
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for e in &errors {
+            self.signal_error(e);
+        }
+    }
+}
+
+impl DecisionSink for ManagerSink {
+    fn decision(&mut self, decision: &Decision) {
+        // Errors of this cycle's sources come first, as they did.
+        self.drain_errors();
+        self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        if let Some(latency) = decision.signals.latency {
+            let mask = self.stats.sample_mask.load(Ordering::Relaxed);
+            let next = next_sample_mask(latency.total(), mask);
+            self.stats.sample_mask.store(next, Ordering::Relaxed);
+        }
+        if decision.action != Action::Hold {
+            self.stats.adjustments.fetch_add(1, Ordering::Relaxed);
+        }
+        *self
+            .stats
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision.clone());
+        self.log.decision(decision);
+        for s in &mut self.extra {
+            s.decision(decision);
+        }
+    }
+
+    fn signal_error(&mut self, error: &SignalError) {
+        self.log.signal_error(error);
+        for s in &mut self.extra {
+            s.signal_error(error);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_sample_mask;
+
+    #[test]
+    fn times_every_task_until_busy_then_about_a_thousand_per_cycle() {
+        assert_eq!(next_sample_mask(0, 0), 0);
+        assert_eq!(next_sample_mask(1024, 0), 0);
+        assert_eq!(next_sample_mask(1025, 0), 1);
+        assert_eq!(next_sample_mask(100_000, 0), 127);
+        // Sampled counts scale back up by the mask: 800 of 1 in 128 is 102,400 tasks.
+        assert_eq!(next_sample_mask(800, 127), 127);
+        // Quiet again: back to timing everything.
+        assert_eq!(next_sample_mask(3, 127), 0);
+        assert_eq!(next_sample_mask(u64::MAX, 1 << 30), (1 << 20) - 1);
+    }
+}

@@ -1,0 +1,556 @@
+//! An adaptive pool of threads for sync closures: [`ThreadPoolManager`].
+//!
+//! The pool runs closures on threads of its own and keeps the number running at once at a limit
+//! that an AIMD [`Controller`] moves with the machine's health, every `adjustment_interval`, on a
+//! control thread of its own (no async runtime needed).
+//!
+//! - [`ThreadPoolManager`]: `submit`, `try_submit`, `execute`, `limit`, `set_limit`, `stats`,
+//!   `shutdown`, `shutdown_now`; built by [`ThreadPoolBuilder`].
+//! - [`JobHandle`]: wait for a result with `join`, or `.await` it; a panic comes back as
+//!   [`JobError::Panicked`].
+//! - [`TrySubmitError`]: a full or shut queue hands the closure back.
+//! - [`CancelledJob`]: what `shutdown_now` hands back instead of dropping it.
+//! - [`Stats`]: a snapshot of limit, running, queued, threads and counters.
+//!
+//! # How it follows the limit
+//!
+//! - **Up:** raising the limit to 50 lets 50 closures run: threads are spawned on demand up to the
+//!   limit (never more than `max_limit`).
+//! - **Down:** lowering it interrupts nothing. Running closures finish; no new one starts until
+//!   fewer than the new limit are running. A worker takes a slot only when it has a job in hand,
+//!   so no thread ever holds a slot while it waits for work, and a shrink while saturated cannot
+//!   deadlock.
+//! - **Idle:** a thread with no work for `idle_timeout` exits, so an idle pool holds no thread but
+//!   its control thread.
+//!
+//! # Examples
+//!
+//! ```
+//! use ace_std::threadpool::ThreadPoolManager;
+//! use ace_std::AimdConfig;
+//!
+//! let pool = ThreadPoolManager::new(AimdConfig::default())?;
+//! let handles: Vec<_> = (0..100u64).map(|i| pool.submit(move || i * i)).collect();
+//! let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+//! assert_eq!(sum, 328_350);
+//! pool.shutdown();
+//! # Ok::<(), ace_std::ConfigError>(())
+//! ```
+
+mod control;
+mod job;
+mod shared;
+mod sys;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ace_core::{AimdConfig, ConfigError, Controller, DecisionSink, SignalSource};
+
+use control::{ControlThread, DynSource};
+use job::{lock, BoxTask, ExecuteTask, SubmitTask};
+pub use job::{CancelledJob, JobError, JobHandle};
+use shared::{PushError, Shared, DRAIN, NOW};
+
+/// An adaptive thread pool: closures run on its threads, at most [`limit`](Self::limit) at once,
+/// and the limit follows the machine's health.
+///
+/// Build one with [`new`](Self::new) (default signals, no decision log) or
+/// [`builder`](Self::builder). It is `Send + Sync`: share it by reference or in an `Arc`.
+/// Dropping it drains it, like [`shutdown`](Self::shutdown).
+///
+/// The default signals are [`SystemSignals`](crate::signals::SystemSignals): the machine's (or the
+/// cgroup's) CPU and memory use; a signal that cannot be read is absent and the limit holds.
+///
+/// # Examples
+///
+/// ```
+/// use ace_std::threadpool::ThreadPoolManager;
+/// use ace_std::AimdConfig;
+/// use std::time::Duration;
+///
+/// let config = AimdConfig { min_limit: 2, max_limit: 16, initial_limit: 4, ..AimdConfig::default() };
+/// let pool = ThreadPoolManager::builder(config)
+///     .queue_capacity(1_000)
+///     .idle_timeout(Duration::from_secs(5))
+///     .thread_name("resize")
+///     .build()?;
+/// let handle = pool.submit(|| "done");
+/// assert_eq!(handle.join(), Ok("done"));
+/// assert_eq!(pool.limit(), 4);
+/// # Ok::<(), ace_std::ConfigError>(())
+/// ```
+pub struct ThreadPoolManager {
+    shared: Arc<Shared>,
+    control: Mutex<Option<ControlThread>>,
+    /// Serialises `shutdown` and `shutdown_now`.
+    stopping: Mutex<()>,
+}
+
+impl ThreadPoolManager {
+    /// A pool with `config`, the default signals and no decision log.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`AimdConfig::validate`] if `config` breaks a rule.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses to start the control thread.
+    #[track_caller]
+    pub fn new(config: AimdConfig) -> Result<Self, ConfigError> {
+        Self::builder(config).build()
+    }
+
+    /// A builder for a pool with `config`: set signals, a decision sink, the queue's capacity,
+    /// the idle timeout and the threads' names, then [`build`](ThreadPoolBuilder::build).
+    pub fn builder(config: AimdConfig) -> ThreadPoolBuilder {
+        ThreadPoolBuilder {
+            config,
+            source: None,
+            sink: Box::new(()),
+            queue_capacity: None,
+            idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
+            thread_name: "ace-pool".to_owned(),
+        }
+    }
+
+    /// Queues `f` and returns a handle to its result. Blocks while a bounded queue is full.
+    ///
+    /// If the pool is already shut down, `f` is dropped unrun and the handle reports
+    /// [`JobError::Rejected`]; use [`try_submit`](Self::try_submit) to get `f` back instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::ThreadPoolManager;
+    /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
+    /// let handle = pool.submit(|| (1..=10).product::<u64>());
+    /// assert_eq!(handle.join(), Ok(3_628_800));
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn submit<F, T>(&self, f: F) -> JobHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (task, handle) = SubmitTask::new(f);
+        if let Err(PushError::Closed(task) | PushError::Full(task)) =
+            self.shared.push(Box::new(task), true)
+        {
+            task.abandon(JobError::Rejected);
+        }
+        handle
+    }
+
+    /// Queues `f` if the queue has room, without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySubmitError::Full`] if a bounded queue is full, [`TrySubmitError::Shutdown`] if the
+    /// pool is shut down; both hand `f` back unrun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::{ThreadPoolManager, TrySubmitError};
+    /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
+    /// pool.shutdown();
+    /// match pool.try_submit(|| 1) {
+    ///     Err(TrySubmitError::Shutdown(f)) => assert_eq!(f(), 1),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn try_submit<F, T>(&self, f: F) -> Result<JobHandle<T>, TrySubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (task, handle) = SubmitTask::new(f);
+        let back = |task: BoxTask| -> F {
+            match task.into_any().downcast::<SubmitTask<F, T>>() {
+                Ok(task) => match task.into_closure() {
+                    Some(f) => f,
+                    None => unreachable!("a refused job was never run"),
+                },
+                Err(_) => unreachable!("the pool boxed this very type"),
+            }
+        };
+        match self.shared.push(Box::new(task), false) {
+            Ok(()) => Ok(handle),
+            Err(PushError::Full(task)) => Err(TrySubmitError::Full(back(task))),
+            Err(PushError::Closed(task)) => Err(TrySubmitError::Shutdown(back(task))),
+        }
+    }
+
+    /// Queues `f` with no handle: its result is dropped and a panic only counts in
+    /// [`Stats::panicked`]. The cheapest way to run a closure on the pool.
+    ///
+    /// Blocks while a bounded queue is full; if the pool is shut down, `f` is dropped unrun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::ThreadPoolManager;
+    /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.execute(move || tx.send(7).unwrap());
+    /// assert_eq!(rx.recv(), Ok(7));
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn execute<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        // Refused only after shutdown, as documented: nothing to report to.
+        let _ = self.shared.push(Box::new(ExecuteTask(f)), true);
+    }
+
+    /// The limit in force: at most this many closures start running at once.
+    pub fn limit(&self) -> usize {
+        self.shared.limit()
+    }
+
+    /// Sets the limit by hand, clamped to `[min_limit, max_limit]`; returns the limit applied.
+    ///
+    /// A raise takes effect at once (threads are spawned for queued work). A cut interrupts
+    /// nothing: running closures finish, and no new one starts until fewer than the new limit
+    /// run. The control loop continues from this limit at its next cycle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::ThreadPoolManager;
+    /// # use ace_std::AimdConfig;
+    /// let pool = ThreadPoolManager::new(AimdConfig { min_limit: 2, max_limit: 8, ..AimdConfig::fixed(4) })?;
+    /// assert_eq!(pool.set_limit(6), 6);
+    /// assert_eq!(pool.set_limit(100), 8);
+    /// assert_eq!(pool.set_limit(0), 2);
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn set_limit(&self, limit: usize) -> usize {
+        let limit = limit.clamp(self.shared.min_limit, self.shared.max_limit);
+        if let Some(control) = lock(&self.control).as_ref() {
+            control.shared().set_manual(limit);
+        }
+        self.shared.set_limit(limit);
+        limit
+    }
+
+    /// A snapshot of the pool's state and counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::ThreadPoolManager;
+    /// let pool = ThreadPoolManager::new(ace_std::AimdConfig::fixed(4))?;
+    /// pool.submit(|| ()).join().unwrap();
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.limit, stats.completed, stats.panicked), (4, 1, 0));
+    /// assert!(stats.threads <= 4);
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let (completed, panicked) = self.shared.counts();
+        Stats {
+            limit: self.shared.limit(),
+            running: self.shared.running(),
+            queued: self.shared.queued(),
+            threads: self.shared.alive(),
+            completed,
+            panicked,
+        }
+    }
+
+    /// True once [`shutdown`](Self::shutdown) or [`shutdown_now`](Self::shutdown_now) has begun:
+    /// new jobs are refused.
+    pub fn is_shutdown(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Stops accepting jobs and waits until every queued and running job has finished.
+    ///
+    /// The control thread stops at once (not at the end of its interval). Later submits are
+    /// refused; a submit racing the shutdown is either refused or run (possibly just after this
+    /// returns). Calling it again, or after [`shutdown_now`](Self::shutdown_now), just waits.
+    /// Called from one of the pool's own jobs, it starts the drain but does not wait (the job
+    /// would wait for itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::{JobError, ThreadPoolManager};
+    /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
+    /// let queued: Vec<_> = (0..50).map(|i| pool.submit(move || i)).collect();
+    /// pool.shutdown();
+    /// assert_eq!(pool.stats().completed, 50);
+    /// assert_eq!(pool.submit(|| 0).join(), Err(JobError::Rejected));
+    /// # drop(queued);
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn shutdown(&self) {
+        let _serial = lock(&self.stopping);
+        self.stop_control();
+        self.shared.close(DRAIN);
+        if self.shared.is_own_worker() {
+            return;
+        }
+        self.shared.wait_workers();
+    }
+
+    /// Stops accepting jobs, lets the running ones finish, and hands back every job that had
+    /// not started, in queue order as far as it can.
+    ///
+    /// Returns once the running jobs have finished: within one job's duration. Nothing is
+    /// dropped silently: run a [`CancelledJob`] yourself, or drop it and its [`JobHandle`]
+    /// reports [`JobError::Cancelled`]. A submit racing the shutdown is rejected, handed back
+    /// here, or (if its job lands after this returned) cancelled; an
+    /// [`execute`](Self::execute)d job in that last case is dropped. Called from one of the pool's
+    /// own jobs, it hands back what it can without waiting for the running jobs (the caller is
+    /// one of them).
+    ///
+    /// # Examples
+    ///
+    /// See [`CancelledJob`].
+    pub fn shutdown_now(&self) -> Vec<CancelledJob> {
+        let _serial = lock(&self.stopping);
+        self.stop_control();
+        self.shared.close(NOW);
+        let drained = self.shared.drain_queue();
+        if !self.shared.is_own_worker() {
+            self.shared.wait_workers();
+        }
+        self.shared
+            .take_unstarted(drained)
+            .into_iter()
+            .map(CancelledJob::new)
+            .collect()
+    }
+
+    fn stop_control(&self) {
+        let control = lock(&self.control).take();
+        if let Some(control) = control {
+            control.stop();
+        }
+    }
+}
+
+impl Drop for ThreadPoolManager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl fmt::Debug for ThreadPoolManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolManager")
+            .field("stats", &self.stats())
+            .field("shutdown", &self.is_shutdown())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ThreadPoolManager`]; from [`ThreadPoolManager::builder`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ThreadPoolBuilder {
+    config: AimdConfig,
+    source: Option<Box<dyn DynSource>>,
+    sink: Box<dyn DecisionSink>,
+    queue_capacity: Option<usize>,
+    idle_timeout: Duration,
+    thread_name: String,
+}
+
+impl ThreadPoolBuilder {
+    /// Default for [`idle_timeout`](Self::idle_timeout): 10 s.
+    pub const fn default_idle_timeout() -> Duration {
+        // Five default control intervals: a limit that dips for a cycle keeps its threads.
+        Duration::from_secs(10)
+    }
+
+    /// Reads health from `source` every `adjustment_interval` instead of the default CPU and
+    /// memory readings. Combine several sources in one that merges their [`ace_core::Signals`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_std::core::source_fn;
+    /// use ace_std::threadpool::ThreadPoolManager;
+    /// use ace_std::{AimdConfig, Signals};
+    ///
+    /// let pool = ThreadPoolManager::builder(AimdConfig::default())
+    ///     .signals(source_fn(|| Ok(Signals { cpu_percent: Some(30.0), ..Signals::default() })))
+    ///     .build()?;
+    /// # drop(pool);
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn signals<S: SignalSource + 'static>(mut self, source: S) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Sends every [`Decision`](ace_core::Decision) (holds included) and every failed reading to `sink`, on the
+    /// control thread. A closure `FnMut(&Decision)` is a sink.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_std::threadpool::ThreadPoolManager;
+    /// use ace_std::{AimdConfig, Decision};
+    ///
+    /// let pool = ThreadPoolManager::builder(AimdConfig::default())
+    ///     .decision_sink(|d: &Decision| println!("{d}"))
+    ///     .build()?;
+    /// # drop(pool);
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn decision_sink<K: DecisionSink + 'static>(mut self, sink: K) -> Self {
+        self.sink = Box::new(sink);
+        self
+    }
+
+    /// Bounds the queue of jobs not yet started to `capacity` (at least 1): `submit` then blocks
+    /// while it is full and `try_submit` returns [`TrySubmitError::Full`]. Unbounded by default.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// How long a thread waits for work before it exits. Default
+    /// [`default_idle_timeout`](Self::default_idle_timeout).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Names the threads `{prefix}-{n}` and the control thread `{prefix}-control`. Default
+    /// `ace-pool`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// Builds the pool and starts its control thread; worker threads start with the first jobs.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`AimdConfig::validate`] if the config breaks a rule.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses to start the control thread.
+    #[track_caller]
+    pub fn build(self) -> Result<ThreadPoolManager, ConfigError> {
+        let controller = Controller::new(self.config)?;
+        let config = controller.config();
+        let shared = Arc::new(Shared::new(
+            self.queue_capacity,
+            config.initial_limit,
+            config.min_limit,
+            config.max_limit,
+            self.idle_timeout,
+            self.thread_name.clone(),
+        ));
+        let source = self
+            .source
+            .unwrap_or_else(|| Box::new(crate::signals::SystemSignals::new()));
+        let control = match ControlThread::spawn(
+            format!("{}-control", self.thread_name),
+            controller,
+            source,
+            self.sink,
+            Arc::clone(&shared),
+        ) {
+            Ok(control) => control,
+            Err(e) => panic!("failed to start the pool's control thread: {e}"),
+        };
+        Ok(ThreadPoolManager {
+            shared,
+            control: Mutex::new(Some(control)),
+            stopping: Mutex::new(()),
+        })
+    }
+}
+
+impl fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("config", &self.config)
+            .field("custom_signals", &self.source.is_some())
+            .field("queue_capacity", &self.queue_capacity)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("thread_name", &self.thread_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of a [`ThreadPoolManager`]: from [`stats`](ThreadPoolManager::stats).
+///
+/// Each field is read on its own, so a snapshot taken while jobs run may not add up exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The limit in force.
+    pub limit: usize,
+    /// Closures running now.
+    pub running: usize,
+    /// Jobs accepted and not started.
+    pub queued: usize,
+    /// Worker threads alive (running, idle, or parked above a lowered limit).
+    pub threads: usize,
+    /// Jobs the pool's threads finished, panicked ones included (not those run from a
+    /// [`CancelledJob`]).
+    pub completed: u64,
+    /// Jobs whose closure panicked.
+    pub panicked: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "limit {}, {} running, {} queued, {} threads, {} completed ({} panicked)",
+            self.limit, self.running, self.queued, self.threads, self.completed, self.panicked
+        )
+    }
+}
+
+/// [`try_submit`](ThreadPoolManager::try_submit) refused a job; the closure comes back.
+#[non_exhaustive]
+pub enum TrySubmitError<F> {
+    /// The bounded queue is full.
+    Full(F),
+    /// The pool is shut down.
+    Shutdown(F),
+}
+
+impl<F> TrySubmitError<F> {
+    /// The closure that was refused.
+    pub fn into_inner(self) -> F {
+        match self {
+            Self::Full(f) | Self::Shutdown(f) => f,
+        }
+    }
+}
+
+impl<F> fmt::Debug for TrySubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("Full(..)"),
+            Self::Shutdown(_) => f.write_str("Shutdown(..)"),
+        }
+    }
+}
+
+impl<F> fmt::Display for TrySubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("the pool's queue is full"),
+            Self::Shutdown(_) => f.write_str("the pool is shut down"),
+        }
+    }
+}
+
+impl<F> std::error::Error for TrySubmitError<F> {}

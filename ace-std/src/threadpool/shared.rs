@@ -1,0 +1,590 @@
+//! The state the pool's threads share: the queue, the gate, the worker count, and the worker
+//! loop itself.
+//!
+//! # The gate
+//!
+//! An [`ace_core::Semaphore`] whose permits are the closures executing. A worker takes a job
+//! first and is admitted after (`try_acquire`: one CAS that fails while no permit is free or a
+//! shrink's debt is owed), so a worker never holds a permit while it waits for work, and a shrink
+//! binds at once: after `set_limit` cuts, no job starts until fewer than the new limit run, while
+//! the closures already running finish undisturbed. The pool never queues on the semaphore (no
+//! blocking acquire), so a release never hands a permit over to another thread.
+//!
+//! Two cheap checks keep that strict test off the hot path's slow branch:
+//! - the *soft gate*: before taking a job a worker looks for a free permit, and if none sleeps
+//!   on `gate_cv` (excess threads after a shrink park here, not in the queue);
+//! - a worker that took a job and then lost the race for a slot *deposits* the job in `pending`
+//!   (checked first by every worker) and goes to the soft gate. Depositing and finishing form a
+//!   Dekker pair (push then read the semaphore; release then read `pending_len`, with SeqCst
+//!   fences), so a deposited job is always picked up by someone.
+//!
+//! A worker that finishes a job and finds the next at once keeps its permit for it, unless the
+//! semaphore owes a debt (a cut is in force): two contended CASes per job saved in steady state.
+//!
+//! # Threads
+//!
+//! Workers are spawned on demand (`ensure_workers`: fewer threads alive than
+//! `min(limit, running + queued)`, checked by a submitter after its push and by a worker after
+//! its admission, since between taking a job and its permit a worker counts as neither) and
+//! retire after `idle_timeout` without work, or when draining leaves nothing.
+//!
+//! # Ordering
+//!
+//! The submit path has no fence: each party that must not miss another does one SeqCst
+//! read-modify-write on `state` right after its step (`sync`), and the word's modification order
+//! decides: a submitter after its push, a leaving worker after leaving `alive`, an admitted
+//! worker before it looks for needed threads, shutdown when it sets `CLOSED`. Whoever syncs later
+//! sees the other's step.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ace_core::{Permit, Semaphore};
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use crossbeam_utils::{Backoff, CachePadded};
+
+use super::job::{lock, BoxTask, Counters};
+
+/// The bit of `state` that says "closed to new jobs".
+const CLOSED: usize = 1;
+
+/// Accepting and running jobs.
+pub(crate) const RUNNING: u8 = 0;
+/// `shutdown`: run what is queued, then exit.
+pub(crate) const DRAIN: u8 = 1;
+/// `shutdown_now`: finish the jobs running, start no other.
+pub(crate) const NOW: u8 = 2;
+
+thread_local! {
+    /// The pool whose worker this thread is (its `Shared`'s address), or 0.
+    static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Why `push` refused a job.
+pub(crate) enum PushError {
+    Full(BoxTask),
+    Closed(BoxTask),
+}
+
+/// What a worker found when it looked for work.
+enum Next {
+    Task(BoxTask),
+    /// Nothing now; look again (the mode may have changed).
+    Again,
+    /// Idle for `idle_timeout`.
+    Idle,
+    /// Draining and nothing is left, or stopping now.
+    Exit,
+}
+
+pub(crate) struct Shared {
+    tx: Sender<BoxTask>,
+    rx: Receiver<BoxTask>,
+    /// Never sent on: dropping the sender (at shutdown) wakes every idle worker.
+    stop_rx: Receiver<()>,
+    stop_tx: Mutex<Option<Sender<()>>>,
+
+    /// `CLOSED`, and the word every party does one SeqCst read-modify-write on after its own
+    /// step (a submitter after its push, a leaving worker after leaving `alive`, an admitted
+    /// worker that looks for needed threads, shutdown when it closes). Their order in this one
+    /// word's modification order decides each race: the later one sees the earlier one's step.
+    state: CachePadded<AtomicUsize>,
+    /// The gate: one permit per closure executing.
+    gate: CachePadded<Semaphore>,
+    // Read by every job, written rarely: kept off the gate's and state's lines.
+    /// The gate's limit, for `push` to read off the gate's busy cache line.
+    limit_hint: AtomicUsize,
+    mode: AtomicU8,
+    pending_len: AtomicUsize,
+    alive: AtomicUsize,
+
+    /// Jobs taken by a worker that then found no slot; run before the queue.
+    pending: Mutex<VecDeque<BoxTask>>,
+    gate_cv: Condvar,
+    /// Jobs a worker took after `shutdown_now` began, or a late push found, for it to hand
+    /// back; `None` once it has.
+    cancelled: Mutex<Option<Vec<BoxTask>>>,
+    /// Guards the waits for "no submitter in flight" and "no worker alive".
+    exit_lock: Mutex<()>,
+    exit_cv: Condvar,
+
+    /// Counts of workers that exited; each live worker counts on a cache line of its own.
+    retired_counts: Counters,
+    live_counts: Mutex<Vec<Arc<CachePadded<Counters>>>>,
+    pub(crate) min_limit: usize,
+    pub(crate) max_limit: usize,
+    idle_timeout: Duration,
+    thread_name: String,
+    next_id: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        capacity: Option<usize>,
+        limit: usize,
+        min_limit: usize,
+        max_limit: usize,
+        idle_timeout: Duration,
+        thread_name: String,
+    ) -> Self {
+        // A rendezvous channel (capacity 0) would never show demand to `ensure_workers`.
+        let (tx, rx) = match capacity {
+            Some(n) => crossbeam_channel::bounded(n.max(1)),
+            None => crossbeam_channel::unbounded(),
+        };
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        Self {
+            tx,
+            rx,
+            stop_rx,
+            stop_tx: Mutex::new(Some(stop_tx)),
+            state: CachePadded::new(AtomicUsize::new(0)),
+            gate: CachePadded::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            limit_hint: AtomicUsize::new(limit.min(Semaphore::MAX_PERMITS)),
+            alive: AtomicUsize::new(0),
+            mode: AtomicU8::new(RUNNING),
+            pending_len: AtomicUsize::new(0),
+            pending: Mutex::new(VecDeque::new()),
+            gate_cv: Condvar::new(),
+            cancelled: Mutex::new(Some(Vec::new())),
+            exit_lock: Mutex::new(()),
+            exit_cv: Condvar::new(),
+            retired_counts: Counters::default(),
+            live_counts: Mutex::new(Vec::new()),
+            min_limit,
+            max_limit,
+            idle_timeout,
+            thread_name,
+            next_id: AtomicUsize::new(0),
+        }
+    }
+
+    /// Jobs completed and jobs that panicked, over every worker, live or gone.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let live = lock(&self.live_counts);
+        live.iter()
+            .map(|c| &***c)
+            .chain([&self.retired_counts])
+            .fold((0, 0), |(done, panicked), c| {
+                (
+                    done + c.completed.load(SeqCst),
+                    panicked + c.panicked.load(SeqCst),
+                )
+            })
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.gate.limit()
+    }
+    pub(crate) fn running(&self) -> usize {
+        self.gate.in_use()
+    }
+    /// A slot is free under the limit (no debt owed).
+    fn has_room(&self) -> bool {
+        self.gate.available() > 0
+    }
+    pub(crate) fn alive(&self) -> usize {
+        self.alive.load(SeqCst)
+    }
+    pub(crate) fn mode(&self) -> u8 {
+        self.mode.load(SeqCst)
+    }
+    /// True once new jobs are refused.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(SeqCst) & CLOSED != 0
+    }
+    /// Jobs accepted and not started: in the queue, or taken and waiting for a slot.
+    pub(crate) fn queued(&self) -> usize {
+        self.rx.len() + self.pending_len.load(SeqCst)
+    }
+
+    /// True if the current thread is one of this pool's workers.
+    pub(crate) fn is_own_worker(&self) -> bool {
+        CURRENT_POOL.with(Cell::get) == std::ptr::from_ref(self) as usize
+    }
+
+    /// Sets the limit (already clamped), wakes threads parked at the gate if it grew, and
+    /// spawns threads if there is work for them.
+    pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) {
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        let old = self.gate.limit();
+        self.gate.set_limit(limit);
+        self.limit_hint.store(limit, SeqCst);
+        if limit > old {
+            // Lock so a worker between its check and its wait cannot miss this.
+            drop(lock(&self.pending));
+            self.gate_cv.notify_all();
+            self.ensure_workers();
+        }
+    }
+
+    /// The one read-modify-write that orders this thread's last step against the others'
+    /// (see `state`); returns the state.
+    fn sync(&self) -> usize {
+        self.state.fetch_or(0, SeqCst)
+    }
+
+    /// Queues a job, blocking while a bounded queue is full if `block`.
+    pub(crate) fn push(self: &Arc<Self>, task: BoxTask, block: bool) -> Result<(), PushError> {
+        if self.state.load(SeqCst) & CLOSED != 0 {
+            return Err(PushError::Closed(task));
+        }
+        if block {
+            // The pool holds a receiver: the channel never disconnects.
+            if let Err(e) = self.tx.send(task) {
+                return Err(PushError::Closed(e.0));
+            }
+        } else if let Err(e) = self.tx.try_send(task) {
+            return Err(match e {
+                TrySendError::Full(t) => PushError::Full(t),
+                TrySendError::Disconnected(t) => PushError::Closed(t),
+            });
+        }
+        // Push, then sync, then read `alive`: a worker leaving `alive` syncs before it looks at
+        // the queue, so one of the two sees the other.
+        if self.sync() & CLOSED != 0 {
+            self.late_push();
+        } else if self.alive.load(SeqCst) < self.limit_hint.load(SeqCst) {
+            self.ensure_workers();
+        }
+        Ok(())
+    }
+
+    /// The pool closed between this submitter's check and its sync: its job may have landed
+    /// after the workers looked for the last time.
+    #[cold]
+    fn late_push(self: &Arc<Self>) {
+        if self.mode() == NOW {
+            // Hand what is queued to `shutdown_now`, or, if it has already returned, cancel it:
+            // either way every handle hears.
+            let mut cancelled = lock(&self.cancelled);
+            match cancelled.as_mut() {
+                Some(out) => out.extend(self.rx.try_iter()),
+                None => {
+                    drop(cancelled);
+                    for task in self.rx.try_iter() {
+                        task.abandon(super::JobError::Cancelled);
+                    }
+                }
+            }
+        } else {
+            // Draining: make sure a thread will run it.
+            self.ensure_workers();
+        }
+    }
+
+    /// Spawns workers while fewer are alive than `min(limit, running + queued)`.
+    pub(crate) fn ensure_workers(self: &Arc<Self>) {
+        loop {
+            let alive = self.alive.load(SeqCst);
+            if alive >= self.gate.limit() {
+                return;
+            }
+            if alive >= self.gate.in_use() + self.queued() {
+                return;
+            }
+            if self
+                .alive
+                .compare_exchange(alive, alive + 1, SeqCst, SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            // Draining still spawns: a job pushed by a late submitter needs a thread.
+            if self.mode() == NOW || !self.spawn_worker() {
+                self.leave_alive();
+                return;
+            }
+        }
+    }
+
+    /// Starts one worker thread, its place in `alive` already taken.
+    fn spawn_worker(self: &Arc<Self>) -> bool {
+        let id = self.next_id.fetch_add(1, SeqCst);
+        let shared = Arc::clone(self);
+        thread::Builder::new()
+            .name(format!("{}-{id}", self.thread_name))
+            .spawn(move || worker_main(&shared))
+            .is_ok()
+    }
+
+    /// Leaves `alive` and wakes a shutdown waiting for the last thread.
+    fn leave_alive(&self) {
+        let _guard = lock(&self.exit_lock);
+        self.alive.fetch_sub(1, SeqCst);
+        self.exit_cv.notify_all();
+    }
+
+    /// Idle for `idle_timeout`, or draining with nothing left: leave, unless work turned up that
+    /// no one else would take.
+    fn try_retire(&self) -> bool {
+        let _guard = lock(&self.exit_lock);
+        self.alive.fetch_sub(1, SeqCst);
+        // Leave, sync, then look: pairs with `push`'s push, sync, read of `alive`.
+        self.sync();
+        let work = !self.rx.is_empty() || self.pending_len.load(SeqCst) > 0;
+        if work && self.mode() != NOW && self.has_room() {
+            self.alive.fetch_add(1, SeqCst);
+            return false;
+        }
+        self.exit_cv.notify_all();
+        true
+    }
+
+    /// The strict gate: a permit if one is free and no debt is owed.
+    fn try_admit(&self) -> Option<Permit<'_>> {
+        self.gate.try_acquire().ok()
+    }
+
+    fn deposit(&self, task: BoxTask) {
+        let mut pending = lock(&self.pending);
+        pending.push_back(task);
+        self.pending_len.fetch_add(1, SeqCst);
+        // Push, then (at the soft gate) read the semaphore: pairs with the finisher's fence.
+        fence(SeqCst);
+    }
+
+    fn pop_pending(&self) -> Option<BoxTask> {
+        let mut pending = lock(&self.pending);
+        let task = pending.pop_front();
+        if task.is_some() {
+            self.pending_len.fetch_sub(1, SeqCst);
+        }
+        task
+    }
+
+    /// Parks at the soft gate until there is room under the limit, the pool stops, or
+    /// `idle_timeout` passes (then returns false).
+    fn wait_for_room(&self) -> bool {
+        let deadline = Instant::now() + self.idle_timeout;
+        let mut guard = lock(&self.pending);
+        loop {
+            if self.has_room() || self.mode() != RUNNING {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = self
+                .gate_cv
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn next_task(&self) -> Next {
+        if self.pending_len.load(SeqCst) > 0 {
+            if let Some(task) = self.pop_pending() {
+                return Next::Task(task);
+            }
+        }
+        // Spin, then yield, a little before blocking, as crossbeam's own `recv` does: with tiny
+        // jobs the next one usually arrives within that, and a blocked worker costs the
+        // submitter a futex wake.
+        let backoff = Backoff::new();
+        loop {
+            if let Ok(task) = self.rx.try_recv() {
+                return Next::Task(task);
+            }
+            if backoff.is_completed() {
+                break;
+            }
+            backoff.snooze();
+        }
+        if self.mode() != RUNNING {
+            // Nothing left: leave by `try_retire`, which looks again after leaving (a submit
+            // racing the shutdown may still push).
+            return Next::Exit;
+        }
+        select! {
+            recv(self.rx) -> task => task.map_or(Next::Exit, Next::Task),
+            recv(self.stop_rx) -> _ => Next::Again,
+            default(self.idle_timeout) => Next::Idle,
+        }
+    }
+
+    /// Stops accepting jobs and switches to `mode` (a later `NOW` overrides `DRAIN`); wakes every
+    /// parked and idle worker.
+    pub(crate) fn close(&self, mode: u8) {
+        self.mode.fetch_max(mode, SeqCst);
+        self.state.fetch_or(CLOSED, SeqCst);
+        drop(lock(&self.stop_tx).take());
+        drop(lock(&self.pending));
+        self.gate_cv.notify_all();
+    }
+
+    /// Waits until every worker thread has exited.
+    pub(crate) fn wait_workers(&self) {
+        let mut guard = lock(&self.exit_lock);
+        while self.alive.load(SeqCst) > 0 {
+            guard = self
+                .exit_cv
+                .wait(guard)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Everything not started, oldest first as far as known: the pending jobs (taken from the
+    /// queue first), the jobs workers took from the queue's head as `shutdown_now` began,
+    /// `drained` (the queue's head, moved out at once so blocked submitters get through), and
+    /// the queue's rest. Later late pushes cancel their jobs themselves.
+    pub(crate) fn take_unstarted(&self, drained: Vec<BoxTask>) -> Vec<BoxTask> {
+        let mut pending = lock(&self.pending);
+        self.pending_len.fetch_sub(pending.len(), SeqCst);
+        let mut out: Vec<BoxTask> = pending.drain(..).collect();
+        drop(pending);
+        let mut cancelled = lock(&self.cancelled);
+        out.extend(cancelled.take().unwrap_or_default());
+        out.extend(drained);
+        out.extend(self.rx.try_iter());
+        drop(cancelled);
+        out
+    }
+
+    /// The queue's jobs now (for `shutdown_now`, so submitters blocked on a full queue get
+    /// through).
+    pub(crate) fn drain_queue(&self) -> Vec<BoxTask> {
+        self.rx.try_iter().collect()
+    }
+
+    /// A job a worker took after `shutdown_now` began: hand it back, or cancel it if too late.
+    fn hand_back(&self, task: BoxTask) {
+        let mut cancelled = lock(&self.cancelled);
+        match cancelled.as_mut() {
+            Some(out) => out.push(task),
+            None => {
+                drop(cancelled);
+                task.abandon(super::JobError::Cancelled);
+            }
+        }
+    }
+}
+
+/// On the worker's exit, even by an unexpected panic: folds its counts into the pool's and
+/// leaves `alive` (unless `try_retire` already did).
+struct WorkerGuard<'a> {
+    shared: &'a Shared,
+    counts: Arc<CachePadded<Counters>>,
+    alive: bool,
+}
+
+impl<'a> WorkerGuard<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let counts = Arc::new(CachePadded::new(Counters::default()));
+        lock(&shared.live_counts).push(Arc::clone(&counts));
+        Self {
+            shared,
+            counts,
+            alive: true,
+        }
+    }
+}
+
+impl Drop for WorkerGuard<'_> {
+    fn drop(&mut self) {
+        let mut live = lock(&self.shared.live_counts);
+        live.retain(|c| !Arc::ptr_eq(c, &self.counts));
+        let retired = &self.shared.retired_counts;
+        retired
+            .completed
+            .fetch_add(self.counts.completed.load(SeqCst), SeqCst);
+        retired
+            .panicked
+            .fetch_add(self.counts.panicked.load(SeqCst), SeqCst);
+        drop(live);
+        if self.alive {
+            self.shared.leave_alive();
+        }
+    }
+}
+
+fn worker_main(arc: &Arc<Shared>) {
+    CURRENT_POOL.with(|c| c.set(Arc::as_ptr(arc) as usize));
+    let shared: &Shared = arc;
+    let mut me = WorkerGuard::new(shared);
+    loop {
+        let mode = shared.mode();
+        if mode == NOW {
+            break;
+        }
+        // Soft gate: take no job that could not start.
+        if !shared.has_room() {
+            if mode != RUNNING {
+                // Draining: someone is running and will take what is left.
+                break;
+            }
+            if !shared.wait_for_room() && shared.try_retire() {
+                // `try_retire` already left `alive`.
+                me.alive = false;
+                break;
+            }
+            continue;
+        }
+        let task = match shared.next_task() {
+            Next::Task(task) => task,
+            Next::Again => continue,
+            Next::Exit => {
+                if shared.try_retire() {
+                    me.alive = false;
+                    break;
+                }
+                continue;
+            }
+            Next::Idle => {
+                if shared.try_retire() {
+                    me.alive = false;
+                    break;
+                }
+                continue;
+            }
+        };
+        if shared.mode() == NOW {
+            shared.hand_back(task);
+            break;
+        }
+        let Some(permit) = shared.try_admit() else {
+            shared.deposit(task);
+            continue;
+        };
+        // Between taking the job and its permit this worker counted as neither running nor
+        // queued, so a submit then may have seen no need for a thread: look again now.
+        if shared.alive() < shared.limit() {
+            shared.sync();
+            if !shared.rx.is_empty() {
+                arc.ensure_workers();
+            }
+        }
+        task.run(&me.counts);
+        // Keep the permit for the next job while one is at hand and no shrink is owed: two
+        // contended CASes saved per job. A cut is honoured at once (the debt check), and a
+        // worker never holds a permit while it waits.
+        loop {
+            if shared.gate.debt() > 0 || shared.mode() == NOW {
+                break;
+            }
+            let next = if shared.pending_len.load(SeqCst) > 0 {
+                shared.pop_pending()
+            } else {
+                None
+            };
+            let Some(next) = next.or_else(|| shared.rx.try_recv().ok()) else {
+                break;
+            };
+            if shared.mode() == NOW {
+                shared.hand_back(next);
+                break;
+            }
+            next.run(&me.counts);
+        }
+        drop(permit);
+        // Release, then read `pending_len` (next loop): pairs with `deposit`'s fence.
+        fence(SeqCst);
+    }
+    drop(me);
+}

@@ -1,0 +1,263 @@
+//! Per-task overhead of `Manager::submit` against a bare `tokio::sync::Semaphore` acquire around
+//! the same work.
+//!
+//! `cargo bench -p ace-benches --bench manager`
+#![allow(
+    missing_docs,
+    reason = "criterion's macros generate undocumented functions"
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ace_std::AimdConfig;
+use criterion::{criterion_group, BenchmarkId, Criterion};
+
+/// The work: one trip through the scheduler, the least an async task does.
+async fn work(i: u64) -> u64 {
+    tokio::task::yield_now().await;
+    black_box(i)
+}
+
+/// The managers' control loops run here, not on the runtime being measured: a pending timer on
+/// a current-thread runtime makes every park read the clock, which would charge the loop's
+/// existence to each task (perf showed `clock_gettime` from tokio's time driver).
+fn control_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn manager(limit: usize, timed: bool) -> ace_std::tokio::Manager {
+    let config = AimdConfig {
+        min_limit: 1,
+        initial_limit: limit,
+        max_limit: limit.max(200),
+        // A short interval so the latency sampling settles within the warm-up.
+        adjustment_interval: Duration::from_millis(200),
+        cooldown: Duration::from_millis(200),
+        ..AimdConfig::default()
+    };
+    // No signal sources and no log: the bench measures the per-task path, which never touches
+    // them (the control loop runs once per adjustment interval).
+    let control = ace_std::tokio::TokioRuntime::from_handle(control_runtime().handle().clone());
+    ace_std::tokio::Manager::builder_with_runtime(control, config)
+        .default_signals(false)
+        .tracing(false)
+        .metrics(false)
+        .time_tasks(timed)
+        .build()
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One task at a time: acquire, work, release.
+fn sequential(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("submit_one");
+    let bare = tokio::sync::Semaphore::new(64);
+    g.bench_function("bare_tokio_semaphore", |b| {
+        b.to_async(&rt).iter(|| async {
+            let _p = bare.acquire().await.unwrap();
+            work(1).await
+        });
+    });
+    let ace = ace_core::Semaphore::new(64);
+    g.bench_function("ace_semaphore", |b| {
+        b.to_async(&rt).iter(|| async {
+            let _p = ace.acquire().await.unwrap();
+            work(1).await
+        });
+    });
+    // The floor of any wrapper that counts its tasks: the same plus two atomic adds.
+    let counters = [
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ];
+    g.bench_function("ace_semaphore_plus_two_counters", |b| {
+        b.to_async(&rt).iter(|| async {
+            let _p = ace.acquire().await.unwrap();
+            counters[0].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let out = work(1).await;
+            counters[1].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            out
+        });
+    });
+    let (timed, untimed) = (manager(64, true), manager(64, false));
+    g.bench_function("manager_submit", |b| {
+        b.to_async(&rt).iter(|| timed.submit(work(1)));
+    });
+    g.bench_function("manager_submit_untimed", |b| {
+        b.to_async(&rt).iter(|| untimed.submit(work(1)));
+    });
+    g.finish();
+}
+
+/// The quick start's shape: 1,000 submits at once through a limit of 50, so most wait.
+fn contended(c: &mut Criterion) {
+    const TASKS: u64 = 1000;
+    let rt = runtime();
+    let mut g = c.benchmark_group("submit_1000_limit_50");
+    g.throughput(criterion::Throughput::Elements(TASKS));
+    let bare = Arc::new(tokio::sync::Semaphore::new(50));
+    g.bench_function(BenchmarkId::from_parameter("bare_tokio_semaphore"), |b| {
+        b.to_async(&rt).iter(|| {
+            futures::future::join_all((0..TASKS).map(|i| {
+                let bare = &bare;
+                async move {
+                    let _p = bare.acquire().await.unwrap();
+                    work(i).await
+                }
+            }))
+        });
+    });
+    let (timed, untimed) = (manager(50, true), manager(50, false));
+    g.bench_function(BenchmarkId::from_parameter("manager_submit"), |b| {
+        b.to_async(&rt)
+            .iter(|| futures::future::join_all((0..TASKS).map(|i| timed.submit(work(i)))));
+    });
+    g.bench_function(BenchmarkId::from_parameter("manager_submit_untimed"), |b| {
+        b.to_async(&rt)
+            .iter(|| futures::future::join_all((0..TASKS).map(|i| untimed.submit(work(i)))));
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = sequential, contended
+}
+
+/// Median of `rounds` interleaved A/B timings: each round times the bare semaphore, then the
+/// manager, on the same runtime, so a machine whose load drifts (2 shared cores) skews both
+/// alike. Prints the median ratio and its range.
+fn interleaved_ratio(
+    name: &str,
+    rounds: usize,
+    mut bare: impl FnMut() -> Duration,
+    mut ace: impl FnMut() -> Duration,
+) {
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let b = bare();
+            let a = ace();
+            a.as_secs_f64() / b.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "ratio {name}: median {:.3} (min {:.3}, max {:.3}, {rounds} interleaved rounds)",
+        ratios[rounds / 2],
+        ratios[0],
+        ratios[rounds - 1]
+    );
+}
+
+fn ratios() {
+    const N: u64 = 200_000;
+    let rt = runtime();
+    let bare = tokio::sync::Semaphore::new(64);
+    let timed = manager(64, true);
+    let untimed = manager(64, false);
+    // Let the latency sampling settle (one control cycle with traffic).
+    rt.block_on(async {
+        for i in 0..N {
+            timed.submit(work(i)).await.unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let time = |f: &dyn Fn()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed()
+    };
+    let bare_one = || {
+        time(&|| {
+            rt.block_on(async {
+                for i in 0..N {
+                    let _p = bare.acquire().await.unwrap();
+                    work(i).await;
+                }
+            });
+        })
+    };
+    let manager_one = |m: &ace_std::tokio::Manager| {
+        time(&|| {
+            rt.block_on(async {
+                for i in 0..N {
+                    m.submit(work(i)).await.unwrap();
+                }
+            });
+        })
+    };
+    interleaved_ratio(
+        "submit_one/manager_submit vs bare_tokio_semaphore",
+        21,
+        bare_one,
+        || manager_one(&timed),
+    );
+    interleaved_ratio(
+        "submit_one/manager_submit_untimed vs bare_tokio_semaphore",
+        21,
+        bare_one,
+        || manager_one(&untimed),
+    );
+    const TASKS: u64 = 1000;
+    let bare50 = tokio::sync::Semaphore::new(50);
+    let timed50 = manager(50, true);
+    let batch_bare = || {
+        time(&|| {
+            rt.block_on(async {
+                for _ in 0..100 {
+                    futures::future::join_all((0..TASKS).map(|i| {
+                        let bare = &bare50;
+                        async move {
+                            let _p = bare.acquire().await.unwrap();
+                            work(i).await
+                        }
+                    }))
+                    .await;
+                }
+            });
+        })
+    };
+    let batch_ace = || {
+        time(&|| {
+            rt.block_on(async {
+                for _ in 0..100 {
+                    futures::future::join_all((0..TASKS).map(|i| timed50.submit(work(i)))).await;
+                }
+            });
+        })
+    };
+    interleaved_ratio(
+        "submit_1000_limit_50/manager_submit vs bare_tokio_semaphore",
+        11,
+        batch_bare,
+        batch_ace,
+    );
+}
+
+fn main() {
+    benches();
+    // Only under `cargo bench` (criterion passes --bench), not `cargo test --benches`.
+    if std::env::args().any(|a| a == "--bench") && std::env::var_os("ACE_SKIP_RATIOS").is_none() {
+        ratios();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
