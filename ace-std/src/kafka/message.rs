@@ -26,6 +26,7 @@ use rdkafka::message::{
 ///     println!("{}[{}]@{}: {text}", msg.topic(), msg.partition(), msg.offset());
 ///     Ok(())
 /// }
+/// # let _ = handle;
 /// ```
 #[derive(Clone)]
 pub struct KafkaMessage {
