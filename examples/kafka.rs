@@ -14,7 +14,6 @@ use std::time::Duration;
 use ace_std::core::source_fn;
 use ace_std::kafka::{KafkaConsumerManager, KafkaMessage, RetryPolicy};
 use ace_std::{AimdConfig, Signals};
-use rdkafka::Message;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,7 +10,14 @@
 //! ```
 //!
 //! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 9),
-//! `ACE_BENCH_ONLY=manager` (skip the plain loop, for profiling).
+//! `ACE_BENCH_ONLY=manager` or `plain` (run one side only, for profiling), `ACE_BENCH_SET=k=v,k=v` (extra
+//! rdkafka settings for the manager), `ACE_BENCH_BACKOFF` (`fetch.queue.backoff.ms` for both,
+//! default 50, the manager's), `ACE_BENCH_PLAIN_SPAWN=1` (run the plain loop as a spawned task,
+//! like the manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap
+//! between two messages the manager handled), `ACE_BENCH_TOUCH=1` (both handlers read every
+//! payload byte), `ACE_BENCH_RUNTIME=current` (a current-thread tokio runtime: everything on the
+//! main thread), `ACE_BENCH_PLAIN_DETACH=1` (the plain loop copies each message into an rdkafka
+//! `OwnedMessage`, as handing it to a task would need).
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::collections::HashMap;
@@ -18,7 +25,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ace_std::kafka::{KafkaConsumerManager, KafkaMessage};
@@ -32,28 +39,67 @@ use rdkafka::Message;
 
 const PARTITIONS: i32 = 4;
 
-/// The process's CPU time (user + system, every thread), from `/proc/self/stat`.
+/// The process's CPU time so far (user + system, every thread: librdkafka's included), from
+/// `getrusage` (microsecond resolution, unlike `/proc/self/stat`'s 10 ms ticks).
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the `)`; in clock ticks
-    // (100 per second on Linux).
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // Safety: `getrusage` writes a `rusage` into the pointer it is given, which is valid for
+    // writes of that size; zeroed is a valid `rusage` even if it did not.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The CPU time of librdkafka's own threads (named `rdk:…`), from `/proc/self/task/*/stat`
+/// (10 ms ticks: only meaningful summed over rounds). Threads that ended are not counted, so
+/// only differences between two readings in one consumer's life mean anything.
+fn rdkafka_cpu_time() -> Duration {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.contains("(rdk:") {
+            continue;
+        }
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the `)`.
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        ticks += fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    }
     Duration::from_millis(ticks * 10)
 }
 
-/// One run: messages per second in the window, and CPU microseconds per message in it.
-type Run = (f64, f64);
+/// CPU time so far: the whole process, and librdkafka's threads alone.
+fn cpu_times() -> (Duration, Duration) {
+    (cpu_time(), rdkafka_cpu_time())
+}
+
+/// One run: messages per second in the window, CPU microseconds per message in it, and the part
+/// of that spent in librdkafka's threads.
+type Run = (f64, f64, f64);
 
 #[allow(clippy::cast_precision_loss, reason = "rates")]
-fn run_of(count: u64, wall: Duration, cpu: Duration) -> Run {
+fn run_of(count: u64, wall: Duration, cpu: (Duration, Duration)) -> Run {
     (
         count as f64 / wall.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / count as f64,
+        cpu.0.as_secs_f64() * 1e6 / count as f64,
+        cpu.1.as_secs_f64() * 1e6 / count as f64,
     )
 }
 
@@ -151,7 +197,33 @@ fn consumer_config(brokers: &str, group: &str) -> Vec<(&'static str, String)> {
         ("auto.offset.reset", "earliest".to_owned()),
         ("session.timeout.ms", "2000".to_owned()),
         ("enable.auto.commit", "false".to_owned()),
+        // The manager's default, given to both sides so they fetch alike; `ACE_BENCH_BACKOFF=1000`
+        // gives both librdkafka's default (1 s idle gaps whenever its queue passes a threshold).
+        (
+            "fetch.queue.backoff.ms",
+            std::env::var("ACE_BENCH_BACKOFF").unwrap_or_else(|_| "50".to_owned()),
+        ),
     ]
+}
+
+/// The trivial handler: passes the payload to `black_box`; with `touch` (`ACE_BENCH_TOUCH=1`)
+/// it also reads every byte, as a real handler would.
+fn handle(payload: Option<&[u8]>, touch: bool) {
+    if touch {
+        std::hint::black_box(
+            payload
+                .unwrap_or_default()
+                .iter()
+                .map(|&b| u64::from(b))
+                .sum::<u64>(),
+        );
+    } else {
+        std::hint::black_box(payload);
+    }
+}
+
+fn touch() -> bool {
+    std::env::var("ACE_BENCH_TOUCH").as_deref() == Ok("1")
 }
 
 /// Messages per second in the steady state: from the 10 % mark to the 90 % mark of the run
@@ -162,26 +234,35 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
         config.set(k, v);
     }
     let consumer: StreamConsumer = config.create().expect("consumer");
+    let touch = touch();
+    let detach = std::env::var("ACE_BENCH_PLAIN_DETACH").as_deref() == Ok("1");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut last_commit = Instant::now();
     let mut count = 0u64;
     let (from, to) = (n / 10, n - n / 10);
     let (mut t_from, mut t_to) = (None, None);
-    let (mut c_from, mut c_to) = (Duration::ZERO, Duration::ZERO);
+    let zero = (Duration::ZERO, Duration::ZERO);
+    let (mut c_from, mut c_to) = (zero, zero);
     while count < n {
         let m = consumer.recv().await.expect("message");
         // The trivial handler.
-        std::hint::black_box(m.payload());
+        if detach {
+            // What handing each message to a task costs in plain rdkafka: an `OwnedMessage`.
+            let owned = m.detach();
+            handle(owned.payload(), touch);
+        } else {
+            handle(m.payload(), touch);
+        }
         next.insert(m.partition(), m.offset() + 1);
         count += 1;
         if count == from {
             t_from = Some(Instant::now());
-            c_from = cpu_time();
+            c_from = cpu_times();
         }
         if count == to {
             t_to = Some(Instant::now());
-            c_to = cpu_time();
+            c_to = cpu_times();
         }
         if last_commit.elapsed() >= Duration::from_secs(1) {
             let mut tpl = TopicPartitionList::new();
@@ -204,13 +285,32 @@ async fn plain(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
     tokio::task::spawn_blocking(move || drop(consumer))
         .await
         .expect("close");
-    run_of(to - from, elapsed, c_to - c_from)
+    run_of(
+        to - from,
+        elapsed,
+        (c_to.0 - c_from.0, c_to.1.saturating_sub(c_from.1)),
+    )
+}
+
+/// What the manager's handler records: a count, and time and CPU at the window's two ends.
+#[derive(Default)]
+struct Probe {
+    count: AtomicU64,
+    /// With `ACE_BENCH_GAPS=1`: nanoseconds since `t0` of the last message, and the longest gap.
+    gaps: Option<(Instant, AtomicU64, AtomicU64)>,
+    first: Mutex<Option<(Instant, (Duration, Duration))>>,
+    done: Mutex<Option<(Instant, (Duration, Duration))>>,
 }
 
 async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
-    let count = Arc::new(AtomicU64::new(0));
-    let first: Arc<Mutex<Option<(Instant, Duration)>>> = Arc::default();
-    let done: Arc<Mutex<Option<(Instant, Duration)>>> = Arc::default();
+    // Leaked (a few bytes per round) so the handler reaches it without an `Arc` clone per
+    // message: the plain loop pays nothing of the kind either.
+    let touch = touch();
+    let probe: &'static Probe = Box::leak(Box::new(Probe {
+        gaps: (std::env::var("ACE_BENCH_GAPS").as_deref() == Ok("1"))
+            .then(|| (Instant::now(), AtomicU64::new(0), AtomicU64::new(0))),
+        ..Probe::default()
+    }));
     let mut builder = KafkaConsumerManager::builder().topic(topic);
     for (k, v) in consumer_config(brokers, group) {
         builder = match k {
@@ -219,47 +319,66 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
             _ => builder.set(k, v),
         };
     }
+    // `ACE_BENCH_SET=key=value,key=value`: extra rdkafka settings for the manager, to experiment.
+    for kv in std::env::var("ACE_BENCH_SET")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            builder = builder.set(k, v);
+        }
+    }
     let manager = builder
-        .handler({
-            let (count, first, done) = (Arc::clone(&count), Arc::clone(&first), Arc::clone(&done));
-            move |m: KafkaMessage| {
-                let (count, first, done) =
-                    (Arc::clone(&count), Arc::clone(&first), Arc::clone(&done));
-                async move {
-                    std::hint::black_box(m.payload());
-                    let c = count.fetch_add(1, Ordering::Relaxed) + 1;
-                    if c == n / 10 {
-                        *first.lock().unwrap() = Some((Instant::now(), cpu_time()));
-                    }
-                    if c == n - n / 10 {
-                        *done.lock().unwrap() = Some((Instant::now(), cpu_time()));
-                    }
-                    Ok::<(), std::io::Error>(())
+        .handler(move |m: KafkaMessage| async move {
+            handle(m.payload(), touch);
+            let c = probe.count.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some((t0, last, max)) = &probe.gaps {
+                let now = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let prev = last.swap(now, Ordering::Relaxed);
+                if c > n / 10 && c < n - n / 10 {
+                    max.fetch_max(now.saturating_sub(prev), Ordering::Relaxed);
                 }
             }
+            if c == n / 10 {
+                *probe.first.lock().unwrap() = Some((Instant::now(), cpu_times()));
+            }
+            if c == n - n / 10 {
+                *probe.done.lock().unwrap() = Some((Instant::now(), cpu_times()));
+            }
+            Ok::<(), std::io::Error>(())
         })
         .build()
         .expect("build");
     manager.start().expect("start");
-    while count.load(Ordering::Relaxed) < n {
+    while probe.count.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let end = loop {
-        if let Some(t) = *done.lock().unwrap() {
+        if let Some(t) = *probe.done.lock().unwrap() {
             break t;
         }
         tokio::task::yield_now().await;
     };
-    let start = first.lock().unwrap().expect("first");
+    let start = probe.first.lock().unwrap().expect("first");
     let stats = manager.stats();
     if stats.pauses > 0 || stats.rebalances > 1 {
         eprintln!(
-            "  (manager: {} pauses, {} rebalances)",
-            stats.pauses, stats.rebalances
+            "  (manager: {} pauses, {} rebalances, {} received for {n}, last error: {:?})",
+            stats.pauses, stats.rebalances, stats.received, stats.last_error
+        );
+    }
+    if let Some((_, _, max)) = &probe.gaps {
+        eprintln!(
+            "  (longest gap between two messages: {:.1} ms)",
+            Duration::from_nanos(max.load(Ordering::Relaxed)).as_secs_f64() * 1000.0
         );
     }
     manager.shutdown().await.expect("shutdown");
-    run_of(n - 2 * (n / 10), end.0 - start.0, end.1 - start.1)
+    run_of(
+        n - 2 * (n / 10),
+        end.0 - start.0,
+        (end.1 .0 - start.1 .0, end.1 .1.saturating_sub(start.1 .1)),
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -292,23 +411,39 @@ fn main() {
         eprintln!("kafka bench: no broker, skipping the smoke run");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = if std::env::var("ACE_BENCH_RUNTIME").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("runtime");
     rt.block_on(async {
         let (brokers, _tansu) = broker();
         let topic = "bench";
         setup(&brokers, topic, usize::try_from(n).unwrap()).await;
         let (mut base, mut ace) = (Vec::new(), Vec::new());
         let (mut base_cpu, mut ace_cpu) = (Vec::new(), Vec::new());
+        let (mut base_rdk, mut ace_rdk) = (0.0, 0.0);
         for round in 0..rounds {
-            let (b, bc) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("manager") {
-                (1.0, 0.0)
+            let (b, bc, br) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("manager") {
+                (1.0, 0.0, 0.0)
             } else {
-                plain(&brokers, topic, &format!("plain-{round}"), n).await
+                let (brokers, group) = (brokers.clone(), format!("plain-{round}"));
+                if std::env::var("ACE_BENCH_PLAIN_SPAWN").as_deref() == Ok("1") {
+                    tokio::spawn(async move { plain(&brokers, topic, &group, n).await })
+                        .await
+                        .expect("plain")
+                } else {
+                    plain(&brokers, topic, &group, n).await
+                }
             };
-            let (a, ac) = managed(&brokers, topic, &format!("ace-{round}"), n).await;
+            let (a, ac, ar) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("plain") {
+                (1.0, 0.0, 0.0)
+            } else {
+                managed(&brokers, topic, &format!("ace-{round}"), n).await
+            };
             println!(
                 "round {round}: plain {b:>9.0} msg/s {bc:>5.2} cpu-us/msg   manager {a:>9.0} msg/s \
                  {ac:>5.2} cpu-us/msg   ratio {:.3}",
@@ -318,13 +453,24 @@ fn main() {
             ace.push(a);
             base_cpu.push(bc);
             ace_cpu.push(ac);
+            base_rdk += br;
+            ace_rdk += ar;
         }
         let (mb, ma) = (median(&mut base), median(&mut ace));
         let (cb, ca) = (median(&mut base_cpu), median(&mut ace_cpu));
         println!(
             "median over {rounds} rounds of {n} messages: plain {mb:.0} msg/s ({cb:.2} cpu-us/msg), \
-             manager {ma:.0} msg/s ({ca:.2} cpu-us/msg), throughput ratio {:.3}",
-            ma / mb
+             manager {ma:.0} msg/s ({ca:.2} cpu-us/msg), throughput ratio {:.3}, CPU ratio {:.2}",
+            ma / mb,
+            ca / cb
+        );
+        #[allow(clippy::cast_precision_loss, reason = "a round count")]
+        let r = rounds as f64;
+        println!(
+            "of which librdkafka's threads (mean, 10 ms ticks): plain {:.2} cpu-us/msg, manager \
+             {:.2} cpu-us/msg",
+            base_rdk / r,
+            ace_rdk / r
         );
     });
 }

@@ -22,9 +22,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One assigned partition and its offset tracker.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
-    pub(crate) topic: String,
+    /// Shared by every message of the partition.
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
-    pub(crate) tracker: Mutex<OffsetTracker>,
+    pub(crate) tracker: OffsetTracker,
+}
+
+impl PartitionState {
+    pub(crate) fn new(topic: &str, partition: i32) -> Self {
+        Self {
+            topic: Arc::from(topic),
+            partition,
+            tracker: OffsetTracker::default(),
+        }
+    }
 }
 
 /// Counters; read through [`KafkaStats`](super::KafkaStats).
@@ -125,7 +136,7 @@ impl Shared {
                     continue;
                 }
             }
-            if let Some(offset) = lock(&state.tracker).committable() {
+            if let Some(offset) = state.tracker.committable() {
                 let _ =
                     tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(offset));
             }
@@ -179,7 +190,7 @@ impl Shared {
                 let committed = if p.committed_offset >= 0 {
                     p.committed_offset
                 } else {
-                    match lock(&state.tracker).committable() {
+                    match state.tracker.committable() {
                         Some(c) => c,
                         None => continue,
                     }
@@ -195,13 +206,7 @@ impl Shared {
         for e in tpl.elements() {
             parts
                 .entry((e.topic().to_owned(), e.partition()))
-                .or_insert_with(|| {
-                    Arc::new(PartitionState {
-                        topic: e.topic().to_owned(),
-                        partition: e.partition(),
-                        tracker: Mutex::new(OffsetTracker::default()),
-                    })
-                });
+                .or_insert_with(|| Arc::new(PartitionState::new(e.topic(), e.partition())));
         }
         drop(parts);
         self.generation.fetch_add(1, Ordering::AcqRel);

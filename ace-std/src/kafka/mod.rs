@@ -4,16 +4,18 @@
 //!
 //! - [`KafkaConsumerManager`] and its [`KafkaConsumerManagerBuilder`]: brokers, topics, group id,
 //!   extra rdkafka settings, an async handler, an [`AimdConfig`]; [`start`] and [`shutdown`].
-//! - [`KafkaMessage`]: what a handler receives (an rdkafka [`OwnedMessage`], cheap to clone).
+//! - [`KafkaMessage`]: what a handler receives (`payload`, `key`, `topic`, `offset`, … as on
+//!   [`rdkafka::Message`]; cheap to clone).
 //! - [`RetryPolicy`], [`HandlerFailure`], [`HandlerError`]: what happens when a handler fails.
 //! - [`KafkaStats`], [`ShutdownReport`], [`KafkaError`].
 //!
 //! # How it works
 //!
-//! **Concurrency.** Each message runs its handler as a tokio task holding one slot of an adjustable
-//! semaphore. ACE's [`ControlLoop`] moves the limit every `adjustment_interval`, from the signals
-//! of [`signals`](KafkaConsumerManagerBuilder::signals) (CPU, memory, …) plus the consumer's own
-//! lag, which is demand: a growing lag with a healthy system argues for more handlers, never fewer.
+//! **Concurrency.** Each message runs its handler holding one permit of an
+//! [`ace_core::Semaphore`], whose limit ACE's [`ControlLoop`] moves every `adjustment_interval`
+//! from the signals of [`signals`](KafkaConsumerManagerBuilder::signals) (CPU, memory, …) plus
+//! the consumer's own lag, which is demand: a growing lag with a healthy system argues for more
+//! handlers, never fewer. A shrink takes effect as permits come back (nothing is cancelled).
 //!
 //! **Back-pressure.** Messages received while every slot is taken wait in a small buffer. When
 //! handlers in flight plus buffered messages reach the high-water mark — the limit plus the buffer
@@ -27,8 +29,15 @@
 //! not evict it after `max.poll.interval.ms`, and a partition assigned during a pause starts
 //! paused.
 //!
+//! **Fetching.** The manager sets `statistics.interval.ms=1000` (for the lag) and
+//! `fetch.queue.backoff.ms=50`: when librdkafka's queue passes its thresholds (which back-pressure
+//! makes routine), librdkafka's default stops fetching for a whole second, and a consumer that
+//! drains the queue meanwhile sits idle. Override either with
+//! [`set`](KafkaConsumerManagerBuilder::set).
+//!
 //! **Handlers.** A handler's first poll runs on the consumer's task, so a handler that completes
-//! at once costs no task spawn; one that is still pending continues as its own tokio task (and
+//! at once costs no task spawn and no allocation (its future is polled in a box kept from one
+//! message to the next); one that is still pending continues as its own tokio task (and
 //! runs on any worker). Put heavy CPU work in `tokio::task::spawn_blocking`, or at least after an
 //! `.await`, so it does not hold up receiving.
 //!
@@ -36,8 +45,13 @@
 //! commits only the offset below which every handler has finished (a message whose handler is
 //! running, failed, or was never started is never committed past). It commits every
 //! [`commit_interval`](KafkaConsumerManagerBuilder::commit_interval) (default 1 s) if anything
-//! moved, synchronously when partitions are revoked, and at shutdown. After a rebalance or a
-//! restart, messages past the last commit are delivered again: handlers must tolerate duplicates.
+//! moved since the last successful commit, when partitions are revoked, and at shutdown (waiting
+//! at most the rest of the shutdown timeout, and at least 10 s). Commits are synchronous, so a
+//! refused one is counted in [`KafkaStats::commit_errors`] and made again at the next tick
+//! (librdkafka does not report asynchronous manual commits to rdkafka, rust-rdkafka #856); the
+//! periodic and final ones run on tokio's blocking pool, one at a time, so a coordinator that is
+//! away never holds up the executor. After a rebalance or a restart, messages past the last
+//! commit are delivered again: handlers must tolerate duplicates.
 //!
 //! **Failures.** A handler that returns an error or panics is retried under the
 //! [`RetryPolicy`] (default: 3 retries, backoff 100 ms doubling up to 5 s). If it still fails:
@@ -61,7 +75,6 @@
 //! ```no_run
 //! use ace_std::kafka::{KafkaConsumerManager, KafkaMessage};
 //! use ace_std::AimdConfig;
-//! use rdkafka::Message;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let manager = KafkaConsumerManager::builder()
@@ -87,56 +100,38 @@
 //! [`start`]: KafkaConsumerManager::start
 //! [`shutdown`]: KafkaConsumerManager::shutdown
 //! [`ControlLoop`]: ace_core::ControlLoop
-//! [`OwnedMessage`]: rdkafka::message::OwnedMessage
 
 mod context;
 mod error;
-mod gate;
+mod handler;
+mod message;
 mod pump;
 mod tracker;
 
 use std::fmt;
 use std::future::Future;
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ace_core::{
     AimdConfig, BoxFuture, ConfigError, ConfigRule, ControlLoop, Controller, Decision,
-    DecisionSink, LimitTarget, SignalError, SignalSource, Signals, Usage,
+    DecisionSink, LimitTarget, Semaphore, SignalError, SignalSource, Signals, Usage,
 };
 use ace_tokio::TokioRuntime;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
 use tokio::task::JoinHandle;
 
 use self::context::{lock, Context, Shared};
-use self::gate::Gate;
 use self::pump::Pump;
+use crate::log::DecisionLog;
 
 use self::error::{AfterRetries, DeadLetterFn};
 pub use self::error::{BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
-
-/// A message handed to a handler: an rdkafka [`OwnedMessage`] behind an `Arc`, so retries and the
-/// dead-letter callback get the same message cheaply.
-///
-/// It dereferences to [`OwnedMessage`]; use [`rdkafka::Message`]'s methods (`payload`, `key`,
-/// `topic`, `partition`, `offset`, `headers`, …).
-#[derive(Debug, Clone)]
-pub struct KafkaMessage(Arc<OwnedMessage>);
-
-impl Deref for KafkaMessage {
-    type Target = OwnedMessage;
-    fn deref(&self) -> &OwnedMessage {
-        &self.0
-    }
-}
-
-pub(crate) type HandlerFn =
-    Arc<dyn Fn(KafkaMessage) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+use self::handler::Handler;
+pub use self::message::KafkaMessage;
 
 /// A [`SignalSource`] behind a box (the trait's `collect` returns `impl Future`).
 trait DynSource: Send {
@@ -150,9 +145,14 @@ impl<S: SignalSource> DynSource for S {
 }
 
 /// The control loop's source: the user's signals, plus the consumer lag.
+///
+/// A failing user source must not cost the lag reading, so its error is not returned (the
+/// [`ControlLoop`] would then drop every signal): it is parked in `errors` and [`KafkaSink`]
+/// hands it to the decision sink's `signal_error`, just before that cycle's decision.
 struct KafkaSignals {
     user: Option<Box<dyn DynSource>>,
     shared: Arc<Shared>,
+    errors: Arc<Mutex<Option<SignalError>>>,
 }
 
 impl SignalSource for KafkaSignals {
@@ -162,7 +162,7 @@ impl SignalSource for KafkaSignals {
                 Ok(s) => s,
                 Err(e) => {
                     // Fail-open: the user's signals count as absent, lag still counts.
-                    tracing::warn!(target: "ace::kafka", error = %e, "signal source failed");
+                    *lock(&self.errors) = Some(e);
                     Signals::default()
                 }
             },
@@ -178,13 +178,13 @@ impl SignalSource for KafkaSignals {
 
 /// The control loop's target: the gate, with buffered messages reported as waiting (demand).
 struct KafkaTarget {
-    gate: Gate,
+    gate: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
 
 impl LimitTarget for KafkaTarget {
     fn set_limit(&self, limit: usize) {
-        self.gate.set_limit(limit);
+        LimitTarget::set_limit(&*self.gate, limit);
     }
 
     fn usage(&self) -> Usage {
@@ -196,42 +196,22 @@ impl LimitTarget for KafkaTarget {
     }
 }
 
-/// The default decision sink: one `tracing` event per decision (`info` when the limit changes,
-/// `debug` when it holds), and a `warn` per failed signal reading.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TracingSink;
-
-impl DecisionSink for TracingSink {
-    fn decision(&mut self, d: &Decision) {
-        if d.new_limit == d.previous_limit {
-            tracing::debug!(target: "ace::kafka", limit = d.new_limit, reason = %d.reason, "limit held");
-        } else {
-            tracing::info!(
-                target: "ace::kafka",
-                previous = d.previous_limit,
-                new = d.new_limit,
-                action = %d.action,
-                reason = %d.reason,
-                lag = ?d.signals.kafka_lag,
-                in_flight = d.usage.in_flight,
-                "limit changed"
-            );
-        }
-    }
-
-    fn signal_error(&mut self, error: &SignalError) {
-        tracing::warn!(target: "ace::kafka", %error, "signal reading failed");
-    }
+/// The user's decision sink, told about the user source's failures that [`KafkaSignals`] parked.
+struct KafkaSink {
+    sink: Box<dyn DecisionSink>,
+    errors: Arc<Mutex<Option<SignalError>>>,
 }
 
-struct BoxSink(Box<dyn DecisionSink>);
-
-impl DecisionSink for BoxSink {
+impl DecisionSink for KafkaSink {
     fn decision(&mut self, decision: &Decision) {
-        self.0.decision(decision);
+        let parked = lock(&self.errors).take();
+        if let Some(error) = parked {
+            self.sink.signal_error(&error);
+        }
+        self.sink.decision(decision);
     }
     fn signal_error(&mut self, error: &SignalError) {
-        self.0.signal_error(error);
+        self.sink.signal_error(error);
     }
 }
 
@@ -248,7 +228,7 @@ pub struct KafkaConsumerManagerBuilder {
     config: AimdConfig,
     signals: Option<Box<dyn DynSource>>,
     sink: Option<Box<dyn DecisionSink>>,
-    handler: Option<HandlerFn>,
+    handler: Option<Handler>,
     retry: RetryPolicy,
     after: AfterRetries,
     buffer: usize,
@@ -364,13 +344,17 @@ impl KafkaConsumerManagerBuilder {
     /// Health signals for the controller (CPU, memory, …), merged with the consumer's lag.
     ///
     /// Without one, only the lag is read, and the controller holds the limit (fail-open: lag
-    /// is demand, not health). A source that fails counts as absent for that cycle.
+    /// is demand, not health). A source that fails counts as absent for that cycle (the lag
+    /// still counts), and its error goes to the decision sink's
+    /// [`signal_error`](DecisionSink::signal_error) before that cycle's decision.
     pub fn signals<S: SignalSource + 'static>(mut self, source: S) -> Self {
         self.signals = Some(Box::new(source));
         self
     }
 
-    /// Where the control loop's decisions go. Default [`TracingSink`].
+    /// Where the control loop's decisions go. Default [`DecisionLog::new`]: a `tracing` event per
+    /// limit change (holds when their reason changes) and per signal error, and `metrics` gauges
+    /// (`ace_kafka_lag` among them) — the same records as the other managers'.
     pub fn decisions<K: DecisionSink + 'static>(mut self, sink: K) -> Self {
         self.sink = Some(Box::new(sink));
         self
@@ -386,10 +370,7 @@ impl KafkaConsumerManagerBuilder {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.handler = Some(Arc::new(move |msg| {
-            let fut = handler(msg);
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        }));
+        self.handler = Some(Handler::new(handler));
         self
     }
 
@@ -488,7 +469,12 @@ impl KafkaConsumerManagerBuilder {
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            // Back-pressure leaves messages in librdkafka's queue until it passes its thresholds;
+            // librdkafka then stops fetching for `fetch.queue.backoff.ms` (default 1000), so a
+            // consumer that catches up sits idle for up to a second each time (measured: 1 s
+            // gaps, a third of the throughput). 50 ms re-checks 20 times a second instead.
+            .set("fetch.queue.backoff.ms", "50");
         for (key, value) in &self.rdkafka {
             if key == "enable.auto.commit" && value.trim() != "false" {
                 return Err(KafkaError::Forbidden {
@@ -524,13 +510,13 @@ impl KafkaConsumerManagerBuilder {
         let limit = self.config.initial_limit;
         Ok(KafkaConsumerManager {
             shared: Arc::new(Shared::new()),
-            gate: Gate::new(limit),
+            gate: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
             state: Mutex::new(State::Built(Box::new(Parts {
                 client,
                 topics: self.topics,
                 config: self.config,
                 signals: self.signals,
-                sink: self.sink.unwrap_or_else(|| Box::new(TracingSink)),
+                sink: self.sink.unwrap_or_else(|| Box::new(DecisionLog::new())),
                 handler,
                 retry: self.retry,
                 after: self.after,
@@ -549,7 +535,7 @@ struct Parts {
     config: AimdConfig,
     signals: Option<Box<dyn DynSource>>,
     sink: Box<dyn DecisionSink>,
-    handler: HandlerFn,
+    handler: Handler,
     retry: RetryPolicy,
     after: AfterRetries,
     buffer: usize,
@@ -564,6 +550,33 @@ enum State {
     Finished,
 }
 
+/// The manager's control loop: the user's signals plus the lag, driving the gate, recording to
+/// the user's sink.
+fn control_loop<R: ace_core::Runtime>(
+    runtime: R,
+    controller: Controller,
+    signals: Option<Box<dyn DynSource>>,
+    sink: Box<dyn DecisionSink>,
+    shared: &Arc<Shared>,
+    gate: &Arc<Semaphore>,
+) -> ControlLoop<R, KafkaSignals, KafkaTarget, KafkaSink> {
+    let errors = Arc::new(Mutex::new(None));
+    ControlLoop::new(
+        runtime,
+        controller,
+        KafkaSignals {
+            user: signals,
+            shared: Arc::clone(shared),
+            errors: Arc::clone(&errors),
+        },
+        KafkaTarget {
+            gate: Arc::clone(gate),
+            shared: Arc::clone(shared),
+        },
+        KafkaSink { sink, errors },
+    )
+}
+
 /// An adaptive Kafka consumer: see the [module docs](self) for how it works.
 ///
 /// Build one with [`builder`](Self::builder), [`start`](Self::start) it inside a tokio runtime,
@@ -571,7 +584,8 @@ enum State {
 /// `shutdown` stops it too, in the background.
 pub struct KafkaConsumerManager {
     shared: Arc<Shared>,
-    gate: Gate,
+    /// The limit on handlers in flight: one permit per running handler.
+    gate: Arc<Semaphore>,
     state: Mutex<State>,
 }
 
@@ -619,7 +633,7 @@ pub struct KafkaStats {
     pub pauses: u64,
     /// Times they were resumed.
     pub resumes: u64,
-    /// Commits requested (asynchronous ones count when sent).
+    /// Commits made.
     pub commits: u64,
     /// Commits refused.
     pub commit_errors: u64,
@@ -693,18 +707,13 @@ impl KafkaConsumerManager {
         consumer.subscribe(&topics)?;
 
         let control_stop = ace_core::Shutdown::new();
-        let control = ControlLoop::new(
+        let control = control_loop(
             TokioRuntime::from_handle(handle.clone()),
             Controller::new(config)?,
-            KafkaSignals {
-                user: signals,
-                shared: Arc::clone(&self.shared),
-            },
-            KafkaTarget {
-                gate: self.gate.clone(),
-                shared: Arc::clone(&self.shared),
-            },
-            BoxSink(sink),
+            signals,
+            sink,
+            &self.shared,
+            &self.gate,
         );
         drop(handle.spawn({
             let stop = control_stop.clone();
@@ -715,7 +724,7 @@ impl KafkaConsumerManager {
         let pump = Pump {
             consumer,
             shared: Arc::clone(&self.shared),
-            gate: self.gate.clone(),
+            gate: Arc::clone(&self.gate),
             handler,
             retry,
             after,
@@ -806,5 +815,58 @@ impl Drop for KafkaConsumerManager {
     fn drop(&mut self) {
         // A running consumer stops itself gracefully in the background.
         self.shared.stop.trigger();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ace_core::source_fn;
+
+    #[derive(Default)]
+    struct Recorded {
+        errors: Vec<String>,
+        lags: Vec<Option<u64>>,
+    }
+
+    struct Recorder(Arc<Mutex<Recorded>>);
+
+    impl DecisionSink for Recorder {
+        fn decision(&mut self, d: &Decision) {
+            lock(&self.0).lags.push(d.signals.kafka_lag);
+        }
+        fn signal_error(&mut self, e: &SignalError) {
+            lock(&self.0).errors.push(e.to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn should_tell_the_sink_about_a_failing_user_source_and_keep_the_lag() {
+        let shared = Arc::new(Shared::new());
+        shared.lag.store(42, Ordering::Relaxed);
+        let gate = Arc::new(Semaphore::new(4));
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let mut fail = true;
+        let source = source_fn(move || {
+            fail = !fail;
+            if fail {
+                Ok(Signals::default())
+            } else {
+                Err(SignalError::new("cpu", "no /proc"))
+            }
+        });
+        let mut control = control_loop(
+            TokioRuntime::from_handle(tokio::runtime::Handle::current()),
+            Controller::new(AimdConfig::default()).unwrap(),
+            Some(Box::new(source)),
+            Box::new(Recorder(Arc::clone(&recorded))),
+            &shared,
+            &gate,
+        );
+        control.step().await;
+        control.step().await;
+        let recorded = lock(&recorded);
+        assert_eq!(recorded.errors, ["signal source `cpu` failed: no /proc"]);
+        assert_eq!(recorded.lags, [Some(42), Some(42)]);
     }
 }

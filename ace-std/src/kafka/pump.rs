@@ -3,26 +3,30 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
+use ace_core::{OwnedPermit as Permit, Semaphore};
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::context::{bump, lock, Context, PartitionState, Shared};
-use super::error::{AfterRetries, BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
-use super::gate::{Gate, Permit};
-use super::{HandlerFn, KafkaMessage, ShutdownReport};
+use super::error::{AfterRetries, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
+use super::handler::{Attempt, CatchUnwind, First, FirstAttempt, Handler, HandlerFn};
+use super::{KafkaMessage, ShutdownReport};
 
 /// Messages taken in one go on the fast path (free slots, messages ready).
-const DRAIN: usize = 64;
+// 256 trivial messages take ~0.1 ms: the stop signal, the commit tick and back-pressure are
+// still checked often, and a pass through `select!` is paid once per 256.
+const DRAIN: usize = 256;
+
+/// How long the final commit may take at least, whatever is left of the shutdown deadline.
+const FINAL_COMMIT: Duration = Duration::from_secs(10);
 
 /// How often a paused consumer re-checks its backlog.
 const RECHECK: Duration = Duration::from_millis(10);
@@ -38,8 +42,8 @@ async fn sleep_until(at: Option<Instant>) {
 pub(crate) struct Pump {
     pub(crate) consumer: StreamConsumer<Context>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) gate: Gate,
-    pub(crate) handler: HandlerFn,
+    pub(crate) gate: Arc<Semaphore>,
+    pub(crate) handler: Handler,
     pub(crate) retry: RetryPolicy,
     pub(crate) after: AfterRetries,
     pub(crate) buffer: usize,
@@ -54,7 +58,27 @@ pub(crate) struct Pump {
 struct Pending {
     message: KafkaMessage,
     part: Arc<PartitionState>,
-    epoch: u64,
+}
+
+/// Counts kept by the consumer task and added to the shared counters once per batch, not once
+/// per message.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    handled: u64,
+}
+
+impl Tally {
+    fn flush(&mut self, shared: &Shared) {
+        let c = &shared.counters;
+        if self.received > 0 {
+            c.received.fetch_add(self.received, Ordering::Relaxed);
+        }
+        if self.handled > 0 {
+            c.handled.fetch_add(self.handled, Ordering::Relaxed);
+        }
+        *self = Self::default();
+    }
 }
 
 /// The consumer task's cache of assigned partitions, refreshed when a rebalance changes them.
@@ -64,33 +88,45 @@ struct Lookup {
 }
 
 impl Lookup {
-    fn get(&mut self, shared: &Shared, topic: &str, partition: i32) -> Arc<PartitionState> {
+    fn get(&mut self, shared: &Shared, topic: &str, partition: i32) -> &Arc<PartitionState> {
         let generation = shared.generation.load(Ordering::Acquire);
         if generation != self.generation {
             self.parts = lock(&shared.partitions).values().cloned().collect();
             self.generation = generation;
         }
-        if let Some(p) = self
+        if let Some(i) = self
             .parts
             .iter()
-            .find(|p| p.partition == partition && p.topic == topic)
+            .position(|p| p.partition == partition && *p.topic == *topic)
         {
-            return Arc::clone(p);
+            return &self.parts[i];
         }
         // A message from a partition the callbacks have not told us about: track it anyway.
         let state = Arc::clone(
             lock(&shared.partitions)
                 .entry((topic.to_owned(), partition))
-                .or_insert_with(|| {
-                    Arc::new(PartitionState {
-                        topic: topic.to_owned(),
-                        partition,
-                        tracker: Default::default(),
-                    })
-                }),
+                .or_insert_with(|| Arc::new(PartitionState::new(topic, partition))),
         );
-        self.parts.push(Arc::clone(&state));
-        state
+        self.parts.push(state);
+        &self.parts[self.parts.len() - 1]
+    }
+}
+
+/// The consumer task's per-message state: where partitions are, and a scratch buffer.
+struct Receiver {
+    lookup: Lookup,
+    scratch: Vec<u8>,
+}
+
+impl Receiver {
+    /// Copies `m` out of librdkafka (see [`KafkaMessage::copy`]) and finds its partition.
+    fn receive<'a>(
+        &'a mut self,
+        shared: &Shared,
+        m: &BorrowedMessage<'_>,
+    ) -> (KafkaMessage, &'a Arc<PartitionState>) {
+        let part = self.lookup.get(shared, m.topic(), m.partition());
+        (KafkaMessage::copy(m, &part.topic, &mut self.scratch), part)
     }
 }
 
@@ -102,7 +138,11 @@ impl Pump {
             consumer,
             shared,
             gate,
-            handler,
+            handler:
+                Handler {
+                    mut first,
+                    retry: handler,
+                },
             retry,
             after,
             buffer: buffer_allowance,
@@ -117,10 +157,14 @@ impl Pump {
             retry,
             after,
         });
-        let mut lookup = Lookup {
-            generation: u64::MAX,
-            parts: Vec::new(),
+        let mut receiver = Receiver {
+            lookup: Lookup {
+                generation: u64::MAX,
+                parts: Vec::new(),
+            },
+            scratch: Vec::new(),
         };
+        let mut tally = Tally::default();
         let mut buffer: VecDeque<Pending> = VecDeque::new();
         let mut commit_tick =
             tokio::time::interval_at(Instant::now() + commit_interval, commit_interval);
@@ -128,7 +172,8 @@ impl Pump {
         let stop = shared.stop.clone();
         let stopped = stop.wait();
         tokio::pin!(stopped);
-        let mut last_committed: Option<Vec<(String, i32, i64)>> = None;
+        let mut committer = Committer::default();
+        let consumer = Arc::new(consumer);
         let mut full_since: Option<Instant> = None;
 
         {
@@ -160,37 +205,41 @@ impl Pump {
                 tokio::select! {
                     biased;
                     () = &mut stopped => break,
-                    permit = gate.acquire(), if !buffer.is_empty() => {
-                        let Some(permit) = permit else { break };
+                    permit = Arc::clone(&gate).acquire_owned(), if !buffer.is_empty() => {
+                        let Ok(permit) = permit else { break };
                         if let Some(p) = buffer.pop_front() {
                             shared.buffered.store(buffer.len(), Ordering::Relaxed);
-                            spawn_handler(&job, p, permit);
+                            start(&mut *first, &job, &p.part, p.message, permit, &mut tally);
+                            tally.flush(&shared);
                         }
                     }
                     next = stream.next(), if pull => match next {
                         Some(Ok(m)) => {
-                            let mut p = receive(&shared, &mut lookup, &m);
-                            drop(m);
                             // Fast path: while slots are free and messages are ready, take them
                             // without a trip through `select!` (bounded, to stay responsive).
+                            let mut m = m;
                             let mut drained = 0;
                             loop {
-                                let permit = if buffer.is_empty() { gate.try_acquire() } else { None };
+                                tally.received += 1;
+                                let (message, part) = receiver.receive(&shared, &m);
+                                drop(m);
+                                let permit = if buffer.is_empty() {
+                                    Arc::clone(&gate).try_acquire_owned().ok()
+                                } else {
+                                    None
+                                };
                                 let Some(permit) = permit else {
-                                    buffer.push_back(p);
+                                    buffer.push_back(Pending { message, part: Arc::clone(part) });
                                     shared.buffered.store(buffer.len(), Ordering::Relaxed);
                                     break;
                                 };
-                                spawn_handler(&job, p, permit);
+                                start(&mut *first, &job, part, message, permit, &mut tally);
                                 drained += 1;
                                 if drained >= DRAIN {
                                     break;
                                 }
                                 match stream.next().now_or_never() {
-                                    Some(Some(Ok(m))) => {
-                                        p = receive(&shared, &mut lookup, &m);
-                                        drop(m);
-                                    }
+                                    Some(Some(Ok(next))) => m = next,
                                     Some(Some(Err(e))) => {
                                         bump(&shared.counters.consumer_errors);
                                         shared.record_error("consume failed", &e);
@@ -199,6 +248,7 @@ impl Pump {
                                     _ => break,
                                 }
                             }
+                            tally.flush(&shared);
                         }
                         Some(Err(e)) => {
                             bump(&shared.counters.consumer_errors);
@@ -212,9 +262,7 @@ impl Pump {
                     }
                     // While paused, re-check the backlog often: handlers finishing wake nobody.
                     () = tokio::time::sleep(RECHECK), if paused => {}
-                    _ = commit_tick.tick() => {
-                        commit_changed(&consumer, &shared, &mut last_committed);
-                    }
+                    _ = commit_tick.tick() => committer.tick(&consumer, &shared),
                 }
             }
 
@@ -238,14 +286,27 @@ impl Pump {
             }
             let abandoned = gate.in_use();
             gate.close();
-            let committed = shared.committable(None);
-            let commit_result = shared.commit(&consumer, &committed, CommitMode::Sync);
-            let committed = committed
-                .elements()
-                .iter()
-                .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
-                .collect::<Vec<_>>();
             drop(stream);
+
+            // The final commit, bounded: a coordinator that is away would hold it forever.
+            let deadline = deadline.max(Instant::now() + FINAL_COMMIT);
+            committer.settle(deadline).await;
+            let tpl = shared.committable(None);
+            let committed = offsets_of(&tpl);
+            let commit = tokio::task::spawn_blocking({
+                let (consumer, shared) = (Arc::clone(&consumer), Arc::clone(&shared));
+                move || shared.commit(&*consumer, &tpl, CommitMode::Sync)
+            });
+            let commit_error = match tokio::time::timeout_at(deadline, commit).await {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(e))) => Some(e.to_string()),
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => {
+                    bump(&shared.counters.commit_errors);
+                    shared.record_error("final commit", &"timed out");
+                    Some("the final commit timed out".to_owned())
+                }
+            };
 
             // Leaving the group blocks (a synchronous close): do it off the executor.
             let closed = tokio::task::spawn_blocking(move || {
@@ -265,21 +326,10 @@ impl Pump {
                 committed,
                 abandoned,
                 dropped,
-                commit_error: commit_result.err().map(|e| e.to_string()),
+                commit_error,
             };
             Ok(report)
         }
-    }
-}
-
-fn receive(shared: &Shared, lookup: &mut Lookup, m: &BorrowedMessage<'_>) -> Pending {
-    bump(&shared.counters.received);
-    let part = lookup.get(shared, m.topic(), m.partition());
-    let epoch = lock(&part.tracker).dispatch(m.offset());
-    Pending {
-        message: KafkaMessage(Arc::new(m.detach())),
-        part,
-        epoch,
     }
 }
 
@@ -312,26 +362,64 @@ fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool)
     }
 }
 
-/// Commits (asynchronously) if any partition's committable offset moved since the last commit.
-fn commit_changed(
-    consumer: &StreamConsumer<Context>,
-    shared: &Shared,
-    last: &mut Option<Vec<(String, i32, i64)>>,
-) {
-    let tpl = shared.committable(None);
-    let mut now: Vec<(String, i32, i64)> = tpl
+/// `(topic, partition, offset)` of each partition in a commit, sorted.
+type Offsets = Vec<(String, i32, i64)>;
+
+/// The committed offsets of a list, sorted, to compare one commit with the next.
+fn offsets_of(tpl: &TopicPartitionList) -> Offsets {
+    let mut offsets: Vec<_> = tpl
         .elements()
         .iter()
         .filter_map(|e| Some((e.topic().to_owned(), e.partition(), e.offset().to_raw()?)))
         .collect();
-    now.sort_unstable();
-    if last.as_ref() == Some(&now) {
-        return;
+    offsets.sort_unstable();
+    offsets
+}
+
+/// Periodic commits: synchronous, on a blocking thread, one at a time. Synchronous, because
+/// librdkafka does not report the outcome of an asynchronous manual commit to rdkafka
+/// (rust-rdkafka #856), so a refused one would go unnoticed and never be made again; on a
+/// blocking thread, because a synchronous commit waits for the coordinator, for as long as it
+/// takes (a broker that is down).
+#[derive(Default)]
+struct Committer {
+    /// What the last successful commit committed.
+    last: Option<Offsets>,
+    /// The commit in flight: what it commits, and whether it succeeded.
+    inflight: Option<(Offsets, JoinHandle<bool>)>,
+}
+
+impl Committer {
+    /// Commits if any partition's committable offset differs from the last successful commit
+    /// (a refused commit is therefore made again at the next tick), unless one is in flight.
+    fn tick(&mut self, consumer: &Arc<StreamConsumer<Context>>, shared: &Arc<Shared>) {
+        if let Some((offsets, handle)) = self.inflight.take() {
+            if !handle.is_finished() {
+                self.inflight = Some((offsets, handle));
+                return;
+            }
+            if let Some(Ok(true)) = handle.now_or_never() {
+                self.last = Some(offsets);
+            }
+        }
+        let tpl = shared.committable(None);
+        let now = offsets_of(&tpl);
+        if now.is_empty() || self.last.as_ref() == Some(&now) {
+            return;
+        }
+        let (consumer, shared) = (Arc::clone(consumer), Arc::clone(shared));
+        let handle = tokio::task::spawn_blocking(move || {
+            // Every partition, not only those that moved: one refused earlier is made good.
+            shared.commit(&*consumer, &tpl, CommitMode::Sync).is_ok()
+        });
+        self.inflight = Some((now, handle));
     }
-    // Every partition, not only those that moved: an async commit lost while the broker was
-    // away is made good by the next one.
-    if shared.commit(consumer, &tpl, CommitMode::Async).is_ok() {
-        *last = Some(now);
+
+    /// Waits for the commit in flight, if any, until `deadline`.
+    async fn settle(&mut self, deadline: Instant) {
+        if let Some((_, handle)) = self.inflight.take() {
+            drop(tokio::time::timeout_at(deadline, handle).await);
+        }
     }
 }
 
@@ -343,33 +431,38 @@ struct Job {
     after: AfterRetries,
 }
 
-/// The outcome of one attempt: the handler's result, or its panic.
-type Attempt = Result<Result<(), BoxError>, Box<dyn Any + Send>>;
-
-/// Runs a message's handler. The first poll happens here, on the consumer task: a handler that
-/// completes at once (the common fast case) costs no task spawn. One that is still pending, or
-/// failed and needs the policy, continues as its own tokio task.
-fn spawn_handler(job: &Arc<Job>, p: Pending, permit: Permit) {
-    let mut first = CatchUnwind((job.handler)(p.message.clone()));
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    match Pin::new(&mut first).poll(&mut cx) {
-        Poll::Ready(Ok(Ok(()))) => {
-            bump(&job.shared.counters.handled);
-            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+/// Starts a message's handler. The first poll happens here, on the consumer task: a handler that
+/// completes at once (the common fast case) costs no task spawn, no allocation and no lock. One
+/// that is still pending, or failed and needs the policy, continues as its own tokio task.
+fn start(
+    first: &mut dyn FirstAttempt,
+    job: &Arc<Job>,
+    part: &Arc<PartitionState>,
+    message: KafkaMessage,
+    permit: Permit,
+    tally: &mut Tally,
+) {
+    let offset = message.offset();
+    // The clone is kept for retries and the dead-letter callback: two reference counts, no copy.
+    match first.start(message.clone()) {
+        First::Ready(Ok(Ok(()))) => {
+            tally.handled += 1;
+            part.tracker.finished_at_once(offset);
             drop(permit);
         }
-        Poll::Ready(outcome) => {
-            let job = Arc::clone(job);
+        First::Ready(outcome) => {
+            let epoch = part.tracker.dispatch(offset);
+            let (job, part) = (Arc::clone(job), Arc::clone(part));
             drop(tokio::spawn(async move {
-                job.complete(outcome, p, permit).await;
+                job.complete(outcome, message, &part, epoch, permit).await;
             }));
         }
-        Poll::Pending => {
-            // Polled again at once by its task, which re-registers the real waker.
-            let job = Arc::clone(job);
+        First::Pending(rest) => {
+            let epoch = part.tracker.dispatch(offset);
+            let (job, part) = (Arc::clone(job), Arc::clone(part));
             drop(tokio::spawn(async move {
-                let outcome = first.await;
-                job.complete(outcome, p, permit).await;
+                let outcome = rest.await;
+                job.complete(outcome, message, &part, epoch, permit).await;
             }));
         }
     }
@@ -377,10 +470,17 @@ fn spawn_handler(job: &Arc<Job>, p: Pending, permit: Permit) {
 
 impl Job {
     /// Applies the policy from the first attempt's outcome; marks the message done if it is.
-    async fn complete(&self, first: Attempt, p: Pending, permit: Permit) {
+    async fn complete(
+        &self,
+        first: Attempt,
+        message: KafkaMessage,
+        part: &PartitionState,
+        epoch: u64,
+        permit: Permit,
+    ) {
         let _permit = permit;
-        if self.handle(first, &p.message).await {
-            lock(&p.part.tracker).finish(p.epoch, p.message.offset());
+        if self.handle(first, &message).await {
+            part.tracker.finish(epoch, message.offset());
         }
     }
 
@@ -484,18 +584,89 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Catches a panic while polling the inner future, so a panicking handler becomes an error.
-struct CatchUnwind<F>(F);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(panic) => Poll::Ready(Err(panic)),
+    /// The consumer task's cost per message, without librdkafka: `cargo test --release -p ace-std
+    /// --features kafka --lib per_message_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, not a test"]
+    #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+    async fn per_message_cost() {
+        let shared = Arc::new(Shared::new());
+        let gate = Arc::new(Semaphore::new(20));
+        let count: &'static std::sync::atomic::AtomicU64 = Box::leak(Box::default());
+        let Handler { mut first, retry } = Handler::new(move |m: KafkaMessage| async move {
+            std::hint::black_box(m.payload());
+            count.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), std::io::Error>(())
+        });
+        let job = Arc::new(Job {
+            shared: Arc::clone(&shared),
+            handler: retry,
+            retry: RetryPolicy::default(),
+            after: AfterRetries::Stop,
+        });
+        let part = Arc::new(PartitionState::new("topic", 0));
+        let (key, payload) = (b"key-123".to_vec(), vec![b'x'; 100]);
+        let mut scratch = Vec::new();
+        let mut tally = Tally::default();
+        let n = 2_000_000i64;
+        let t = std::time::Instant::now();
+        for offset in 0..n {
+            tally.received += 1;
+            let message =
+                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
+            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            start(&mut *first, &job, &part, message, permit, &mut tally);
         }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        println!("{ns:.1} ns per message, of which:");
+        assert_eq!(part.tracker.committable(), Some(n));
+        let t = std::time::Instant::now();
+        for offset in 0..n {
+            let message =
+                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
+            std::hint::black_box(&message);
+        }
+        println!(
+            "  copy + drop {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            std::hint::black_box(&permit);
+        }
+        println!(
+            "  permit {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let message = KafkaMessage::copy_parts(&part.topic, 0, &key, &payload, &mut scratch);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(first.start(message.clone()));
+        }
+        println!(
+            "  first attempt (message clone, handler, poll) {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(message.clone());
+        }
+        println!(
+            "    of which the clone {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for offset in n..2 * n {
+            part.tracker.finished_at_once(offset);
+        }
+        println!(
+            "  tracker {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
     }
 }
