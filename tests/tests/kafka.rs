@@ -7,6 +7,10 @@
 
 #![allow(missing_docs, reason = "integration tests")]
 
+mod common;
+
+use common::kafka::wait_for;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -20,9 +24,7 @@ use ace_std::AimdConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 // ---------------------------------------------------------------------------------------------
 // The broker fixture.
@@ -211,30 +213,10 @@ async fn produce(
     ends
 }
 
-/// The group's committed offsets, read back from the broker (rdkafka's commit callback never
-/// fires for manual commits, rust-rdkafka #856).
+/// The group's committed offsets, read back from the broker.
 fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    let offsets = (0..partitions)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
-        })
-        .collect();
-    // Drop the list before the consumer: a list that outlives it makes the drop hang.
-    drop(got);
-    offsets
+    common::kafka::committed_offsets(brokers, group, topic, partitions, Duration::from_secs(10))
+        .expect("committed offsets")
 }
 
 fn base_builder(
@@ -264,17 +246,6 @@ fn id_of(msg: &KafkaMessage, prefix: &str) -> usize {
 
 fn counts(n: usize) -> Arc<Vec<AtomicU32>> {
     Arc::new((0..n).map(|_| AtomicU32::new(0)).collect())
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A small deterministic PRNG (xorshift), seeded per message.

@@ -7,17 +7,19 @@
 
 #![allow(missing_docs, reason = "integration tests")]
 
+mod common;
+
+use common::kafka::wait_for;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ace_std::kafka::{KafkaConsumerManager, KafkaMessage};
 use ace_std::AimdConfig;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 const TOPIC: &str = "faults";
@@ -49,43 +51,11 @@ async fn produce(brokers: &str, first: usize, count: usize) -> Vec<i64> {
     ends
 }
 
-/// The group's committed offsets, read back from the cluster (`-1` for none).
+/// The group's committed offsets, read back from the cluster (`-1` for none, or when the
+/// cluster cannot answer).
 fn committed(brokers: &str, group: &str) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
-    }
-    let offsets = match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
-        Ok(got) => {
-            let offsets = (0..PARTITIONS)
-                .map(|p| match got.find_partition(TOPIC, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => -1,
-                })
-                .collect();
-            // Drop the list before the consumer: a list that outlives it makes the drop hang.
-            drop(got);
-            offsets
-        }
-        Err(_) => vec![-1; usize::try_from(PARTITIONS).unwrap()],
-    };
-    offsets
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::kafka::committed_offsets(brokers, group, TOPIC, PARTITIONS, Duration::from_secs(5))
+        .unwrap_or_else(|_| vec![-1; usize::try_from(PARTITIONS).unwrap()])
 }
 
 /// A handler that counts each message id and holds partition 0's message at `held` until
