@@ -108,6 +108,7 @@ pub struct Controller {
     next_probe: Option<Duration>,
     probing: Option<Probing>,
     rng: u64,
+    ceiling: Option<crate::Ceiling>,
 }
 
 /// A baseline probe in progress.
@@ -223,6 +224,7 @@ impl Controller {
             next_probe: None,
             probing: None,
             rng: 0x9E37_79B9_7F4A_7C15,
+            ceiling: None,
             config,
         })
     }
@@ -264,6 +266,18 @@ impl Controller {
     /// additive (or with `slow_start: false`).
     pub fn slow_start_ceiling(&self) -> Option<usize> {
         (self.limit < self.ssthresh).then_some(self.ssthresh)
+    }
+
+    /// Sets (or with `None` lifts) a ceiling from outside, such as a fleet grant: from the next
+    /// decision on, the limit never rises past it and is cut to it when it is lower, with
+    /// [`Reason::FleetCap`]; the limit stays within `[min_limit, max_limit]`.
+    pub fn set_ceiling(&mut self, ceiling: Option<crate::Ceiling>) {
+        self.ceiling = ceiling;
+    }
+
+    /// The ceiling set by [`set_ceiling`](Self::set_ceiling), if any.
+    pub fn ceiling(&self) -> Option<crate::Ceiling> {
+        self.ceiling
     }
 
     /// True while a baseline probe holds the limit at `min_limit`.
@@ -320,6 +334,11 @@ impl Controller {
                 }
             }
         };
+        let cap = self.ceiling.map_or(usize::MAX, |c| {
+            c.grant.clamp(self.config.min_limit, self.config.max_limit)
+        });
+        let (action, new_limit, reason) =
+            crate::ceiling::cap(self.ceiling, cap, previous, (action, new_limit, reason));
         self.after(now, action, previous, new_limit, &reason);
         Decision {
             at: now,
@@ -363,6 +382,8 @@ impl Controller {
                 self.probing = None;
                 self.next_probe = Some(now + self.jittered_probe_interval());
             }
+            // A fleet grant is not a sign of stress: it leaves slow start and the knee alone.
+            (_, Reason::FleetCap { .. }) => {}
             (Action::Decrease, _) => {
                 if new_limit <= self.cut(previous) {
                     self.knee_known = true;
@@ -848,6 +869,14 @@ pub enum Reason {
     },
     /// No health signal could be read: hold (fail-open).
     NoSignals,
+    /// The rules wanted more than a ceiling set from outside allows (a fleet grant): the limit
+    /// is held at, or cut to, the ceiling.
+    FleetCap {
+        /// The grant: this instance's share of the fleet's budget.
+        grant: usize,
+        /// How many instances share the budget.
+        members: usize,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -920,6 +949,10 @@ impl fmt::Display for Reason {
                 write!(f, "cooldown: {wanted} deferred for {remaining:?}")
             }
             Self::NoSignals => f.write_str("no health signal could be read; holding (fail-open)"),
+            Self::FleetCap { grant, members } => write!(
+                f,
+                "fleet cap: this instance's grant is {grant} of a budget shared by {members}"
+            ),
         }
     }
 }

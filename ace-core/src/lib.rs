@@ -10,7 +10,7 @@
 //! - [`LatencyRecorder`] and [`LatencySummary`]: the lock-free per-cycle record of task latencies
 //!   and failures that the managers feed and the controller reads as stress.
 //! - [`Controller`]: the pure decision rule, returning a [`Decision`] with an [`Action`] and a
-//!   typed [`Reason`].
+//!   typed [`Reason`]; a [`Ceiling`] set from outside (a fleet grant) bounds it.
 //! - [`Semaphore`]: the adjustable, fair, shrinkable async semaphore that enforces the limit, with
 //!   [`Permit`], [`OwnedPermit`], the futures [`Acquire`] and [`AcquireOwned`], and the errors
 //!   [`AcquireError`] and [`TryAcquireError`] (and `AcquireTimeoutError` under `std`).
@@ -45,6 +45,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod ceiling;
 mod config;
 mod controller;
 mod latency;
@@ -53,6 +54,7 @@ mod semaphore;
 mod signals;
 mod sync;
 
+pub use ceiling::Ceiling;
 pub use config::{AimdConfig, ConfigError, ConfigRule};
 pub use controller::{Action, Controller, Decision, Reason, Stress};
 pub use latency::{LatencyRecorder, LatencySummary};

@@ -18,7 +18,7 @@ use futures_lite::future;
 
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::{Controller, Decision, LatencyRecorder, Signals, Usage};
+use crate::{Ceiling, Controller, Decision, LatencyRecorder, Signals, Usage};
 
 /// What the control loop needs from an executor: spawn a task, sleep, read a monotonic clock.
 ///
@@ -141,6 +141,12 @@ pub trait LimitTarget: Send + Sync {
 
     /// The limit in force and how much of it is used.
     fn usage(&self) -> Usage;
+
+    /// A ceiling the controller must respect (a fleet grant), read before each decision.
+    /// Default: none.
+    fn ceiling(&self) -> Option<Ceiling> {
+        None
+    }
 }
 
 impl<T: LimitTarget + ?Sized> LimitTarget for &T {
@@ -150,6 +156,9 @@ impl<T: LimitTarget + ?Sized> LimitTarget for &T {
     fn usage(&self) -> Usage {
         (**self).usage()
     }
+    fn ceiling(&self) -> Option<Ceiling> {
+        (**self).ceiling()
+    }
 }
 
 impl<T: LimitTarget + ?Sized> LimitTarget for alloc::sync::Arc<T> {
@@ -158,6 +167,9 @@ impl<T: LimitTarget + ?Sized> LimitTarget for alloc::sync::Arc<T> {
     }
     fn usage(&self) -> Usage {
         (**self).usage()
+    }
+    fn ceiling(&self) -> Option<Ceiling> {
+        (**self).ceiling()
     }
 }
 
@@ -343,6 +355,7 @@ where
         }
         let now = self.runtime.now();
         let usage = self.target.usage();
+        self.controller.set_ceiling(self.target.ceiling());
         let decision = self.controller.decide(now, &signals, usage);
         if decision.new_limit != decision.previous_limit {
             self.target.set_limit(decision.new_limit);

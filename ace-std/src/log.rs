@@ -199,7 +199,7 @@ fn event_type(action: Action) -> &'static str {
 /// A stable, machine-readable code for a [`Reason`]: `stressed_cpu`, `stressed_memory`,
 /// `stressed_queue`, `stressed_event_loop_lag`, `stressed_latency`, `stressed_errors`,
 /// `at_min_limit`, `busy`, `headroom`, `backlog`, `slow_start`, `probe`, `probing`,
-/// `probe_done`, `idle`, `at_max_limit`, `cooldown`, `no_signals` (and `unknown` for a reason
+/// `probe_done`, `idle`, `at_max_limit`, `cooldown`, `no_signals`, `fleet_cap` (and `unknown` for a reason
 /// added to `ace-core` after this crate).
 pub fn reason_code(reason: &Reason) -> &'static str {
     match reason {
@@ -224,6 +224,7 @@ pub fn reason_code(reason: &Reason) -> &'static str {
         Reason::AtMaxLimit => "at_max_limit",
         Reason::Cooldown { .. } => "cooldown",
         Reason::NoSignals => "no_signals",
+        Reason::FleetCap { .. } => "fleet_cap",
         _ => "unknown",
     }
 }
