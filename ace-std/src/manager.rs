@@ -615,6 +615,8 @@ pub struct Builder<R> {
     metrics: bool,
     sinks: Vec<Box<dyn DecisionSink>>,
     latency: Option<bool>,
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetBudget>,
 }
 
 impl<R> fmt::Debug for Builder<R> {
@@ -645,6 +647,8 @@ impl<R: Runtime> Builder<R> {
             metrics: true,
             sinks: Vec::new(),
             latency: None,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 
@@ -737,6 +741,16 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
+    /// Shares the limit with a fleet: the limit in force is `min(AIMD limit, grant)`, and the
+    /// controller never increases past the grant (see [`crate::fleet`]).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[must_use]
+    pub fn fleet(mut self, budget: crate::fleet::FleetBudget) -> Self {
+        self.fleet = Some(budget);
+        self
+    }
+
     /// Starts the manager: validates the config, then spawns the control loop. Limits above
     /// [`Semaphore::MAX_PERMITS`] are clamped to it.
     ///
@@ -806,8 +820,14 @@ impl<R: Runtime> Builder<R> {
             .latency
             .unwrap_or(controller.config().latency_tolerance.is_some())
             .then(|| Arc::new(LatencyRecorder::new()));
-        let mut control =
-            ControlLoop::new(runtime.clone(), controller, merge, Arc::clone(&sem), sink);
+        // With a fleet budget, the loop drives the budget's wrapper around the semaphore.
+        let target: Arc<dyn LimitTarget> = Arc::clone(&sem) as Arc<dyn LimitTarget>;
+        #[cfg(feature = "redis")]
+        let target = match &self.fleet {
+            Some(budget) => Arc::new(budget.target(target)) as Arc<dyn LimitTarget>,
+            None => target,
+        };
+        let mut control = ControlLoop::new(runtime.clone(), controller, merge, target, sink);
         if let Some(recorder) = &latency {
             control = control.with_latency(Arc::clone(recorder));
         }

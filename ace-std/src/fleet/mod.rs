@@ -1,0 +1,302 @@
+//! One concurrency budget shared by many instances: leases on Redis (or Valkey), max-min fair
+//! grants, ACE's AIMD inside each grant.
+//!
+//! When a service runs as 20 instances in front of one database that takes 100 connections,
+//! each instance's own limit is not enough: their sum must stay under what the downstream can
+//! take. A [`FleetBudget`] names a budget (a key prefix) with a capacity C; each instance is a
+//! member that renews a **lease** once per cycle:
+//!
+//! - one round trip, one Lua script, atomic in Redis: the member says what it wants (what its
+//!   demand would use, bounded by its local AIMD limit) and how many permits it has in use;
+//!   Redis drops expired members and answers its **grant**, its max-min fair share of C among
+//!   the live members' wants, never more than C minus the others' held grants. So **the sum of
+//!   the unexpired grants never exceeds C**, including while members join, leave or die.
+//! - the member's limit is `min(local AIMD limit, grant)`, and the controller knows the grant
+//!   is a ceiling: it does not increase past it, and the decision log says `fleet_cap` with the
+//!   grant and the member count. Demand below the grant returns the rest to the fleet at the
+//!   next renewal.
+//! - a lease expires on the member's own clock a safety margin before Redis drops it, so a
+//!   paused or partitioned member stops using its grant before anyone else can take it.
+//! - **Redis unreachable**: the member keeps its grant until its lease expires, then falls back
+//!   to a local limit ([`Fallback`]: by default C / the last known member count), logs it, and
+//!   rejoins when Redis answers again, asking at first for no more than it uses (so the sum
+//!   stays under C while the others rejoin too). Fail-open, but bounded.
+//!
+//! Time in the script is Redis's (`TIME`): members' clocks only time their own lease. Keys live
+//! under the prefix only: `<prefix>:lease`, `<prefix>:want`, `<prefix>:grant`.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ace_std::fleet::{FleetBudget, FleetConfig};
+//! use ace_std::AimdConfig;
+//!
+//! let budget = FleetBudget::connect(FleetConfig {
+//!     url: "redis://127.0.0.1:6379".into(),
+//!     prefix: "ace:orders-db".into(),
+//!     capacity: 100,
+//!     ..FleetConfig::default()
+//! })
+//! .await?;
+//! let manager = ace_std::tokio::Manager::builder(AimdConfig::default())
+//!     .fleet(budget.clone())
+//!     .build()?;
+//! let rows = manager.submit(async { 42 }).await?;
+//! # let _ = rows;
+//! println!("{:?}", budget.state());
+//! # manager.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`FleetBudget::target`] wraps any [`LimitTarget`](ace_core::LimitTarget), for a control loop
+//! of your own; [`FleetClient`] drives many members over one connection, or watches a budget.
+
+mod budget;
+mod client;
+
+use std::fmt;
+use std::time::Duration;
+
+use ace_core::{ConfigError, ConfigRule};
+
+pub use budget::{FleetBudget, FleetMode, FleetState, FleetTarget};
+pub use client::{FleetClient, FleetSnapshot, MemberLease, Renewal};
+
+/// The limit a member falls back to once Redis has been unreachable for longer than its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// C / the last known member count (at least 1): the fleet together stays near C as long
+    /// as no member joins during the outage.
+    #[default]
+    Share,
+    /// A fixed limit, e.g. the controller's `min_limit` for a downstream that must never be
+    /// overrun.
+    Limit(usize),
+}
+
+/// A fleet budget: where it lives, how big it is, how leases are timed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// The budget's name: every key lives under `<prefix>:`.
+    pub prefix: String,
+    /// C: the most all members together may use.
+    pub capacity: usize,
+    /// This member's id, unique in the fleet. Default: `<host>-<pid>-<random>`.
+    pub member_id: Option<String>,
+    /// How often the member renews its lease (one round trip each time).
+    pub renew_interval: Duration,
+    /// How long Redis keeps a lease that is not renewed.
+    pub lease: Duration,
+    /// How much earlier than Redis the member gives its lease up, on its own clock.
+    pub safety_margin: Duration,
+    /// How long one round trip (and connecting) may take.
+    pub timeout: Duration,
+    /// The limit once Redis has been unreachable for longer than a lease.
+    pub fallback: Fallback,
+}
+
+// Defaults: renew every second, the controller's default adjustment interval; a lease of three
+// renewals, so one lost round trip costs nothing; give it up 500 ms early, well over the clock
+// drift of a few seconds; a round trip may take a quarter second, far over a local Redis's.
+impl FleetConfig {
+    /// The default `renew_interval`: 1 s.
+    pub const fn default_renew_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    /// The default `lease`: 3 s.
+    pub const fn default_lease() -> Duration {
+        Duration::from_secs(3)
+    }
+    /// The default `safety_margin`: 500 ms.
+    pub const fn default_safety_margin() -> Duration {
+        Duration::from_millis(500)
+    }
+    /// The default `timeout`: 250 ms.
+    pub const fn default_timeout() -> Duration {
+        Duration::from_millis(250)
+    }
+
+    /// Checks the config.
+    ///
+    /// # Errors
+    ///
+    /// - [`FleetError::EmptyPrefix`] if `prefix` is empty;
+    /// - [`FleetError::Config`] naming the field if: `capacity` is 0; `renew_interval` or
+    ///   `timeout` is zero; `timeout` is longer than `renew_interval`; `safety_margin` is zero;
+    ///   `lease` is shorter than `renew_interval + timeout + safety_margin` (a lease must outlive
+    ///   the wait for its next renewal); `Fallback::Limit(0)`.
+    pub fn validate(&self) -> Result<(), FleetError> {
+        let secs = |d: Duration| d.as_secs_f64();
+        if self.prefix.is_empty() {
+            return Err(FleetError::EmptyPrefix);
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "only shown in the error message"
+        )]
+        if self.capacity == 0 {
+            return Err(config("capacity", ConfigRule::AtLeastOne, 0.0));
+        }
+        if self.renew_interval.is_zero() {
+            return Err(config("renew_interval", ConfigRule::NonZero, 0.0));
+        }
+        if self.timeout.is_zero() {
+            return Err(config("timeout", ConfigRule::NonZero, 0.0));
+        }
+        if self.safety_margin.is_zero() {
+            return Err(config("safety_margin", ConfigRule::NonZero, 0.0));
+        }
+        if self.timeout > self.renew_interval {
+            return Err(config(
+                "renew_interval",
+                ConfigRule::NotShorterThan("timeout", self.timeout),
+                secs(self.renew_interval),
+            ));
+        }
+        let needed = self.renew_interval + self.timeout + self.safety_margin;
+        if self.lease < needed {
+            return Err(config(
+                "lease",
+                ConfigRule::NotShorterThan("renew_interval + timeout + safety_margin", needed),
+                secs(self.lease),
+            ));
+        }
+        if self.fallback == Fallback::Limit(0) {
+            return Err(config("fallback", ConfigRule::AtLeastOne, 0.0));
+        }
+        Ok(())
+    }
+}
+
+fn config(field: &'static str, rule: ConfigRule, value: f64) -> FleetError {
+    FleetError::Config(ConfigError::custom(field, rule, value))
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            prefix: "ace:fleet".to_owned(),
+            capacity: 100,
+            member_id: None,
+            renew_interval: Self::default_renew_interval(),
+            lease: Self::default_lease(),
+            safety_margin: Self::default_safety_margin(),
+            timeout: Self::default_timeout(),
+            fallback: Fallback::Share,
+        }
+    }
+}
+
+/// A fleet budget could not be set up or a round trip failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// A field of [`FleetConfig`] breaks a rule.
+    Config(ConfigError),
+    /// [`FleetConfig::prefix`] is empty: the keys would not be under a prefix of the user's.
+    EmptyPrefix,
+    /// The URL does not parse.
+    Url(redis::RedisError),
+    /// Redis refused the credentials (wrong password or ACL user).
+    Auth(redis::RedisError),
+    /// A `rediss://` URL, and the TLS handshake failed: is the server serving TLS?
+    Tls(redis::RedisError),
+    /// Redis could not be reached at construction.
+    Connect(redis::RedisError),
+    /// A round trip failed or took longer than the config's `timeout`.
+    Redis(redis::RedisError),
+}
+
+impl fmt::Display for FleetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid fleet config: {e}"),
+            Self::EmptyPrefix => {
+                f.write_str("invalid fleet config: field `prefix`: it must not be empty")
+            }
+            Self::Url(_) => f.write_str("the fleet's Redis URL is invalid"),
+            Self::Auth(_) => f.write_str(
+                "Redis refused the fleet's credentials (wrong password or user in the URL)",
+            ),
+            Self::Tls(_) => f.write_str(
+                "TLS handshake with the fleet's Redis failed (a rediss:// URL needs a server \
+                 that serves TLS; use redis:// for a plain one)",
+            ),
+            Self::Connect(_) => f.write_str("could not connect to the fleet's Redis"),
+            Self::Redis(_) => f.write_str("a fleet lease round trip to Redis failed"),
+        }
+    }
+}
+
+impl std::error::Error for FleetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::EmptyPrefix => None,
+            Self::Url(e) | Self::Auth(e) | Self::Tls(e) | Self::Connect(e) | Self::Redis(e) => {
+                Some(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn should_accept_the_defaults() {
+        FleetConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn should_name_the_field_that_breaks_a_rule() {
+        let bad = |c: FleetConfig| match c.validate() {
+            Err(FleetError::Config(e)) => e.field(),
+            other => panic!("{other:?}"),
+        };
+        let d = FleetConfig::default;
+        assert_eq!(bad(FleetConfig { capacity: 0, ..d() }), "capacity");
+        assert_eq!(
+            bad(FleetConfig {
+                lease: Duration::from_secs(1),
+                ..d()
+            }),
+            "lease"
+        );
+        assert_eq!(
+            bad(FleetConfig {
+                timeout: Duration::from_secs(2),
+                ..d()
+            }),
+            "renew_interval"
+        );
+        assert_eq!(
+            bad(FleetConfig {
+                fallback: Fallback::Limit(0),
+                ..d()
+            }),
+            "fallback"
+        );
+        assert!(matches!(
+            FleetConfig {
+                prefix: String::new(),
+                ..d()
+            }
+            .validate(),
+            Err(FleetError::EmptyPrefix)
+        ));
+        let e = FleetConfig {
+            lease: Duration::from_secs(1),
+            ..d()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("`lease`"), "{e}");
+    }
+}
