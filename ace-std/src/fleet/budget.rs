@@ -504,7 +504,10 @@ async fn drive(client: &FleetClient, shared: &Shared, stop: &Shutdown, every: Du
         let usage = shared.target().map(|t| t.usage());
         let (want, in_use) = {
             let lease = shared.lease();
-            (lease.want(usage), usage.map_or(0, |u| u.in_flight))
+            // In use: the permits held, or the limit in force if higher: until this renewal's
+            // answer is applied, the member may take up to that many, so Redis must count them.
+            let in_use = usage.map_or(0, |u| u.in_flight.max(lease.limit()));
+            (lease.want(usage), in_use)
         };
         let sent = shared.now();
         let result = future::or(

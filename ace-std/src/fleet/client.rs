@@ -108,26 +108,36 @@ impl FleetClient {
             .set_number_of_retries(1)
             .set_max_delay(config.renew_interval);
         let classify = |e: RedisError| classify(e, tls);
-        let mut conn = tokio::time::timeout(
-            config.timeout,
-            ConnectionManager::new_with_config(client, manager),
-        )
-        .await
-        .map_err(|_| {
+        let timed_out = || {
             classify(RedisError::from((
                 ErrorKind::Io,
                 "timed out connecting",
                 format!("no answer within {:?}", config.timeout),
             )))
-        })?
+        };
+        // One plain connection and a PING first, without the manager's retries, so that wrong
+        // credentials or a TLS mismatch come back as such (a server that wants a password
+        // only says so to a command).
+        let mut probe =
+            tokio::time::timeout(config.timeout, client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(classify)?;
+        let _: String =
+            tokio::time::timeout(config.timeout, redis::cmd("PING").query_async(&mut probe))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(classify)?;
+        drop(probe);
+        let mut conn = tokio::time::timeout(
+            config.timeout,
+            ConnectionManager::new_with_config(client, manager),
+        )
+        .await
+        .map_err(|_| timed_out())?
         .map_err(classify)?;
         let renew = Script::new(RENEW);
         let snapshot = Script::new(SNAPSHOT);
-        // PING first: a server that wants a password only says so to a command.
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(classify)?;
         let _: String = renew.load_async(&mut conn).await.map_err(classify)?;
         let p = &config.prefix;
         Ok(Self {
