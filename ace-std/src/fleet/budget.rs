@@ -74,6 +74,12 @@ struct Lease {
     held: usize,
     members: usize,
     valid_until: Duration,
+    // Fallback starts cautious: `min(share, grant)` until this time, one lease after the
+    // expiry, when every other member's lease has expired too; the full share after it.
+    // Otherwise a member still holding a large grant and one already on its share could
+    // together exceed C.
+    cautious_until: Option<Duration>,
+    lease: Duration,
     // A renewal failed since the last success: the next want is capped at the limit in force,
     // since Redis may have lost the others' grants (a restart) while they still use them.
     rejoin: bool,
@@ -94,6 +100,8 @@ impl Lease {
             held: 0,
             members: 1,
             valid_until: Duration::ZERO,
+            cautious_until: None,
+            lease: config.lease,
             rejoin: false,
             local: 0,
             renewals: 0,
@@ -103,9 +111,23 @@ impl Lease {
     }
 
     fn fallback_limit(&self) -> usize {
-        match self.fallback {
+        let limit = match self.fallback {
             Fallback::Share => (self.capacity / self.members.max(1)).max(1),
             Fallback::Limit(n) => n,
+        };
+        if self.cautious_until.is_some() {
+            limit.min(self.grant)
+        } else {
+            limit
+        }
+    }
+
+    /// When the ceiling changes next without a renewal: the lease expires, or the cautious
+    /// fallback ends.
+    fn next_change(&self) -> Option<Duration> {
+        match self.mode {
+            FleetMode::Leased | FleetMode::Holding => Some(self.valid_until),
+            FleetMode::Fallback => self.cautious_until,
         }
     }
 
@@ -154,6 +176,7 @@ impl Lease {
         self.held = r.held;
         self.members = r.members.max(1);
         self.valid_until = sent + self.usable;
+        self.cautious_until = None;
         self.rejoin = false;
         self.renewals += 1;
         self.last_round_trip = Some(now.saturating_sub(sent));
@@ -170,10 +193,16 @@ impl Lease {
         false
     }
 
-    /// Falls back once the lease has run out on this clock; true if it just did.
+    /// Falls back once the lease has run out on this clock, cautiously for one lease, then to
+    /// the full fallback limit; true if the ceiling just changed.
     fn expire(&mut self, now: Duration) -> bool {
         if self.mode != FleetMode::Fallback && now >= self.valid_until {
             self.mode = FleetMode::Fallback;
+            self.cautious_until = Some(self.valid_until + self.lease);
+            return true;
+        }
+        if self.cautious_until.is_some_and(|t| now >= t) {
+            self.cautious_until = None;
             return true;
         }
         false
@@ -451,8 +480,11 @@ async fn drive(client: &FleetClient, shared: &Shared, stop: &Shutdown, every: Du
     let mut next = shared.now() + every;
     loop {
         let now = shared.now();
-        let expiry = shared.lease().valid_until;
-        let wake = if expiry > now { next.min(expiry) } else { next };
+        let change = shared.lease().next_change();
+        let wake = match change {
+            Some(t) if t > now => next.min(t),
+            _ => next,
+        };
         let listener = shared.renew_now.listen();
         if shared.renew_pending.swap(false, Ordering::SeqCst) {
             next = now;
@@ -489,8 +521,8 @@ async fn drive(client: &FleetClient, shared: &Shared, stop: &Shutdown, every: Du
                     target: "ace_std::fleet",
                     member = %shared.id,
                     fallback_limit = lease.fallback_limit(),
-                    "fleet lease expired without a renewal (Redis unreachable): falling back to \
-                     a local limit"
+                    "fleet lease expired without a renewal (Redis unreachable): on the local \
+                     fallback limit until Redis answers"
                 );
                 shared.apply(&lease);
             }
@@ -594,7 +626,13 @@ mod tests {
         assert!(!l.expire(2499 * MS));
         assert_eq!((l.mode, l.ceiling()), (FleetMode::Holding, 10));
         assert!(l.expire(2500 * MS));
-        // Fallback: C / last known members = 40 / 4.
+        // Fallback: C / last known members = 40 / 4, but no more than the grant for one lease,
+        // until every other member's lease has expired too.
+        assert_eq!((l.mode, l.ceiling()), (FleetMode::Fallback, 10));
+        l.grant = 6;
+        assert_eq!(l.ceiling(), 6);
+        assert!(!l.expire(5499 * MS));
+        assert!(l.expire(5500 * MS));
         assert_eq!((l.mode, l.ceiling()), (FleetMode::Fallback, 10));
         assert!(!l.expire(9000 * MS));
     }
@@ -606,6 +644,7 @@ mod tests {
         l.renewed(Duration::ZERO, MS, renewal(10, 4));
         l.failed();
         l.expire(3 * Duration::from_secs(1));
+        l.expire(6 * Duration::from_secs(1));
         // Busy with a long queue: it would ask for C, but asks only for the fallback limit.
         assert_eq!(l.want(usage(10, 500)), 10);
         l.renewed(4 * Duration::from_secs(1), 4001 * MS, renewal(10, 4));

@@ -97,6 +97,7 @@ impl RedisServer {
         }
     }
 
+    #[allow(dead_code, reason = "not every test binary needs it")]
     pub(crate) fn port(&self) -> u16 {
         self.port
     }
