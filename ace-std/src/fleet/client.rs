@@ -63,7 +63,7 @@ impl FleetSnapshot {
 #[derive(Clone)]
 pub struct FleetClient {
     conn: ConnectionManager,
-    keys: [String; 3],
+    keys: [String; 5],
     renew: Script,
     snapshot: Script,
     capacity: usize,
@@ -146,6 +146,8 @@ impl FleetClient {
                 format!("{p}:lease"),
                 format!("{p}:want"),
                 format!("{p}:grant"),
+                format!("{p}:total"),
+                format!("{p}:hist"),
             ],
             renew,
             snapshot,

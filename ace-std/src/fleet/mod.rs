@@ -23,7 +23,9 @@
 //!   stays under C while the others rejoin too). Fail-open, but bounded.
 //!
 //! Time in the script is Redis's (`TIME`): members' clocks only time their own lease. Keys live
-//! under the prefix only: `<prefix>:lease`, `<prefix>:want`, `<prefix>:grant`.
+//! under the prefix only: `<prefix>:lease`, `<prefix>:want`, `<prefix>:grant`,
+//! `<prefix>:total`, `<prefix>:hist`. A renewal costs O(log n) plus one pass over the distinct
+//! wants (at most C + 1 of them).
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]

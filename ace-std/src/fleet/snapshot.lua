@@ -7,7 +7,7 @@ local out = {}
 for i = 1, #live, 2 do
   local m = live[i]
   out[#out + 1] = m
-  out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], m) or '0')
+  out[#out + 1] = tonumber(redis.call('ZSCORE', KEYS[2], m) or '0')
   out[#out + 1] = tonumber(redis.call('HGET', KEYS[3], m) or '0')
   out[#out + 1] = tonumber(live[i + 1]) - now
 end
