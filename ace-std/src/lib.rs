@@ -67,6 +67,12 @@ pub mod threadpool;
 pub mod fleet;
 
 // The README's examples are doctests: they must compile and run as written.
-#[cfg(all(doctest, feature = "tokio", feature = "threadpool", feature = "kafka"))]
+#[cfg(all(
+    doctest,
+    feature = "tokio",
+    feature = "threadpool",
+    feature = "kafka",
+    feature = "redis"
+))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
