@@ -268,14 +268,16 @@ async fn a_manager_never_runs_more_than_its_grant_and_the_log_says_fleet_cap() {
                 }
             }));
         }
+        let mut most = 0;
         for t in tasks {
+            most = most.max(budget.state().grant);
             t.await.unwrap();
         }
+        // The most it was granted while busy: the 10 the other member leaves.
+        assert_eq!(most, 10, "{:?}", budget.state());
     })
     .await;
     keep.abort();
-    let state = budget.state();
-    assert_eq!(state.grant, 10, "{state:?}");
     assert!(
         peak.load(Ordering::SeqCst) <= 10,
         "peak {}",
@@ -288,6 +290,65 @@ async fn a_manager_never_runs_more_than_its_grant_and_the_log_says_fleet_cap() {
             && text.contains("grant is 10 of a budget shared by 2"),
         "{text}"
     );
+}
+
+#[test]
+fn a_thread_pool_never_runs_more_than_its_grant() {
+    let server = RedisServer::start();
+    let cfg = config(&server, "pool");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Another member holds 30 of the 40, renewing on its own.
+    let other = rt.block_on(FleetClient::connect(&cfg)).unwrap();
+    let keep = rt.spawn(async move {
+        loop {
+            other.renew("other", 30, 30).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let budget = FleetBudget::connect_blocking(cfg).unwrap();
+    let pool = ace_std::threadpool::ThreadPoolManager::builder(AimdConfig {
+        min_limit: 1,
+        max_limit: 64,
+        initial_limit: 32,
+        adjustment_interval: Duration::from_millis(100),
+        ..AimdConfig::default()
+    })
+    .signals(ace_std::core::source_fn(|| {
+        Ok(ace_std::Signals {
+            cpu_percent: Some(50.0),
+            memory_percent: Some(50.0),
+            ..ace_std::Signals::default()
+        })
+    }))
+    .fleet(budget.clone())
+    .build()
+    .unwrap();
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let handles: Vec<_> = (0..400)
+        .map(|_| {
+            let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+            pool.submit(move || {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+                now.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    // The most it was granted while busy: the 10 the other member leaves.
+    let mut most = 0;
+    for h in handles {
+        most = most.max(budget.state().grant);
+        h.join().unwrap();
+    }
+    keep.abort();
+    assert_eq!(most, 10, "{:?}", budget.state());
+    assert!(
+        peak.load(Ordering::SeqCst) <= 10,
+        "peak {}",
+        peak.load(Ordering::SeqCst)
+    );
+    pool.shutdown();
 }
 
 /// A `Write` into a shared buffer, for reading the decision log back.

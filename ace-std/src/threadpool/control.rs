@@ -11,7 +11,8 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::Instant;
 
 use ace_core::{
-    AimdConfig, BoxFuture, Controller, DecisionSink, SignalError, SignalSource, Signals, Usage,
+    AimdConfig, BoxFuture, Controller, DecisionSink, LimitTarget, SignalError, SignalSource,
+    Signals, Usage,
 };
 
 use super::job::lock;
@@ -25,6 +26,23 @@ pub(crate) trait DynSource: Send {
 impl<S: SignalSource> DynSource for S {
     fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>> {
         Box::pin(self.collect())
+    }
+}
+
+/// The pool as a [`LimitTarget`], so that a fleet budget can wrap it.
+pub(crate) struct PoolTarget(pub(crate) Arc<Shared>);
+
+impl LimitTarget for PoolTarget {
+    fn set_limit(&self, limit: usize) {
+        self.0.set_limit(limit);
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            limit: self.0.limit(),
+            in_flight: self.0.running(),
+            waiting: self.0.queued(),
+        }
     }
 }
 
@@ -55,7 +73,7 @@ impl ControlThread {
         controller: Controller,
         source: Box<dyn DynSource>,
         sink: Box<dyn DecisionSink>,
-        pool: Arc<Shared>,
+        pool: Arc<dyn LimitTarget>,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(ControlShared::default());
         let state = Arc::clone(&shared);
@@ -136,7 +154,7 @@ fn run(
     mut controller: Controller,
     mut source: Box<dyn DynSource>,
     mut sink: Box<dyn DecisionSink>,
-    pool: &Arc<Shared>,
+    pool: &Arc<dyn LimitTarget>,
     state: &ControlShared,
 ) {
     let start = Instant::now();
@@ -169,11 +187,8 @@ fn run(
         if let Some(limit) = lock(&state.manual).take() {
             controller = continue_from(&controller, limit);
         }
-        let usage = Usage {
-            limit: pool.limit(),
-            in_flight: pool.running(),
-            waiting: pool.queued(),
-        };
+        let usage = pool.usage();
+        controller.set_ceiling(pool.ceiling());
         let decision = controller.decide(start.elapsed(), &signals, usage);
         if decision.new_limit != decision.previous_limit {
             pool.set_limit(decision.new_limit);

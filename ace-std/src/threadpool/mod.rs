@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use ace_core::{AimdConfig, ConfigError, Controller, DecisionSink, SignalSource};
 
-use control::{ControlThread, DynSource};
+use control::{ControlThread, DynSource, PoolTarget};
 use job::{lock, BoxTask, ExecuteTask, SubmitTask};
 pub use job::{CancelledJob, JobError, JobHandle};
 use shared::{PushError, Shared, DRAIN, NOW};
@@ -113,6 +113,8 @@ impl ThreadPoolManager {
             queue_capacity: None,
             idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
             thread_name: "ace-pool".to_owned(),
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 
@@ -361,9 +363,21 @@ pub struct ThreadPoolBuilder {
     queue_capacity: Option<usize>,
     idle_timeout: Duration,
     thread_name: String,
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetBudget>,
 }
 
 impl ThreadPoolBuilder {
+    /// Shares the limit with a fleet: the pool runs at most `min(AIMD limit, grant)` closures,
+    /// and the controller never increases past the grant (see [`crate::fleet`]).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[must_use]
+    pub fn fleet(mut self, budget: crate::fleet::FleetBudget) -> Self {
+        self.fleet = Some(budget);
+        self
+    }
+
     /// Default for [`idle_timeout`](Self::idle_timeout): 10 s.
     pub const fn default_idle_timeout() -> Duration {
         // Five default control intervals: a limit that dips for a cycle keeps its threads.
@@ -456,12 +470,23 @@ impl ThreadPoolBuilder {
         let source = self
             .source
             .unwrap_or_else(|| Box::new(crate::signals::SystemSignals::new()));
+        let target: Arc<dyn ace_core::LimitTarget> = Arc::new(PoolTarget(Arc::clone(&shared)));
+        // With a fleet budget, the control thread drives the budget's wrapper around the pool.
+        #[cfg(feature = "redis")]
+        let target = match &self.fleet {
+            Some(budget) => {
+                let t = budget.target(target);
+                ace_core::LimitTarget::set_limit(&t, controller.limit());
+                Arc::new(t) as Arc<dyn ace_core::LimitTarget>
+            }
+            None => target,
+        };
         let control = match ControlThread::spawn(
             format!("{}-control", self.thread_name),
             controller,
             source,
             self.sink,
-            Arc::clone(&shared),
+            target,
         ) {
             Ok(control) => control,
             Err(e) => panic!("failed to start the pool's control thread: {e}"),
