@@ -372,7 +372,6 @@ impl ThreadPoolBuilder {
     /// and the controller never increases past the grant (see [`crate::fleet`]).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    #[must_use]
     pub fn fleet(mut self, budget: crate::fleet::FleetBudget) -> Self {
         self.fleet = Some(budget);
         self
