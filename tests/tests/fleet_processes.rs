@@ -247,6 +247,7 @@ async fn four_processes_share_a_budget_of_forty() {
                 let Some(json) = line.strip_prefix("FLEET ") else {
                     continue;
                 };
+                // ACE_FLEET_ECHO=1 prints every member's reports, for a failure's post-mortem.
                 if std::env::var_os("ACE_FLEET_ECHO").is_some() {
                     eprintln!("member-{i} {json}");
                 }
