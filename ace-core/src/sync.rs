@@ -54,6 +54,12 @@ mod spin {
     // Safety: as above; owning the lock is owning the value.
     unsafe impl<T: Send> Send for Mutex<T> {}
 
+    // A panic cannot leave the value half-changed behind the lock: the semaphore runs no user
+    // code (no wake, no waker clone or drop) while holding it, and its own code under the lock
+    // does not panic. So, like std's `Mutex` (which tracks poisoning instead), it is unwind-safe.
+    impl<T> core::panic::RefUnwindSafe for Mutex<T> {}
+    impl<T> core::panic::UnwindSafe for Mutex<T> {}
+
     impl<T> Mutex<T> {
         pub(crate) const fn new(value: T) -> Self {
             Self {

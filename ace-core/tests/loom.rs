@@ -271,3 +271,43 @@ fn owned_permit_across_threads() {
         assert_settled(&sem);
     });
 }
+
+#[test]
+fn two_setters_never_over_admit() {
+    model(|| {
+        // The limit is only ever 1 or 0, so at most one permit may be held at any moment. Two
+        // setters whose changes of the free count land out of order would let two in.
+        let sem = Arc::new(Semaphore::new(1));
+        let holders = Arc::new(Holders::new(1));
+        let setters: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|limit| {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(limit))
+            })
+            .collect();
+        let acquirer = {
+            let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+            thread::spawn(move || {
+                if let Ok(permit) = sem.try_acquire() {
+                    let holding = holders.enter();
+                    thread::yield_now();
+                    drop(holding);
+                    drop(permit);
+                }
+            })
+        };
+        if let Ok(permit) = sem.try_acquire() {
+            let holding = holders.enter();
+            thread::yield_now();
+            drop(holding);
+            drop(permit);
+        }
+        for t in setters {
+            t.join().unwrap();
+        }
+        acquirer.join().unwrap();
+        assert!(sem.limit() <= 1);
+        assert_settled(&sem);
+    });
+}

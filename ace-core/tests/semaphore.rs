@@ -500,7 +500,9 @@ proptest! {
 }
 
 /// A waker whose last drop releases a permit of the semaphore it waits on.
-struct ReleaseOnDrop(std::sync::Mutex<Option<ace_core::OwnedPermit>>);
+struct ReleaseOnDrop {
+    _permit: ace_core::OwnedPermit,
+}
 
 impl Wake for ReleaseOnDrop {
     fn wake(self: Arc<Self>) {}
@@ -509,13 +511,19 @@ impl Wake for ReleaseOnDrop {
 /// Runs `f` on its own thread and fails (instead of hanging) if it has not finished in 10 s: a
 /// deadlock on the semaphore's own lock would otherwise hang the test binary.
 fn within_watchdog<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let (done, finished) = channel();
+    let worker = std::thread::spawn(move || {
         let _ = done.send(f());
     });
     match finished.recv_timeout(std::time::Duration::from_secs(10)) {
         Ok(value) => value,
-        Err(_) => panic!("deadlock: {what} did not finish within 10 s"),
+        Err(RecvTimeoutError::Timeout) => panic!("deadlock: {what} did not finish within 10 s"),
+        // It panicked: pass its panic on.
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("it sends before it returns"),
+        },
     }
 }
 
@@ -527,7 +535,7 @@ fn should_drop_a_replaced_waker_outside_the_lock() {
         let mut acquire = Box::pin(Arc::clone(&sem).acquire_owned());
         // The first waker owns the only permit; once the queue holds the last handle to it,
         // replacing it releases that permit, which comes back into the semaphore's lock.
-        let owner = Arc::new(ReleaseOnDrop(std::sync::Mutex::new(Some(held))));
+        let owner = Arc::new(ReleaseOnDrop { _permit: held });
         let first = Waker::from(owner);
         assert!(acquire
             .as_mut()
@@ -542,10 +550,7 @@ fn should_drop_a_replaced_waker_outside_the_lock() {
             .poll(&mut Context::from_waker(&second))
             .is_pending());
         assert!(flag.take(), "the released permit was not handed over");
-        let permit = match acquire
-            .as_mut()
-            .poll(&mut Context::from_waker(&second))
-        {
+        let permit = match acquire.as_mut().poll(&mut Context::from_waker(&second)) {
             Poll::Ready(permit) => permit.unwrap(),
             Poll::Pending => panic!("handed a permit but still pending"),
         };
@@ -607,7 +612,10 @@ fn should_hand_out_every_new_slot_even_if_a_waker_panics() {
     let waiters: Vec<_> = (0..40).map(|_| Pending::start(&sem).0).collect();
     let growing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sem.set_limit(41)));
     assert!(growing.is_err(), "the waker's panic reaches the caller");
-    assert!(waiters.iter().all(|w| w.flag.peek()), "a waiter was stranded");
+    assert!(
+        waiters.iter().all(|w| w.flag.peek()),
+        "a waiter was stranded"
+    );
     assert_eq!((sem.waiting(), sem.in_use(), sem.available()), (0, 41, 0));
     drop(waiters);
     drop(bad);
