@@ -29,13 +29,85 @@ pub(crate) use loom::sync::atomic;
 #[allow(unused_imports, reason = "not every build uses every item")]
 pub(crate) use portable_atomic as atomic;
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), not(feature = "std")))]
 pub(crate) use spin::Mutex;
+#[cfg(all(not(loom), feature = "std"))]
+pub(crate) use ab::Mutex;
+
+/// EXPERIMENT (to be removed): both locks, picked at run time, to measure them in one run.
+#[cfg(all(not(loom), feature = "std"))]
+pub(crate) mod ab {
+    use core::cell::UnsafeCell;
+    use core::ops::{Deref, DerefMut};
+
+    use super::atomic::{AtomicBool, Ordering};
+
+    pub(crate) static USE_SPIN: AtomicBool = AtomicBool::new(false);
+
+    pub(crate) struct Mutex<T> {
+        spin: super::spin::Mutex<()>,
+        park: std::sync::Mutex<()>,
+        value: UnsafeCell<T>,
+    }
+    // Safety: experiment.
+    unsafe impl<T: Send> Sync for Mutex<T> {}
+    // Safety: experiment.
+    unsafe impl<T: Send> Send for Mutex<T> {}
+    impl<T> core::panic::RefUnwindSafe for Mutex<T> {}
+    impl<T> core::panic::UnwindSafe for Mutex<T> {}
+
+    #[allow(dead_code, reason = "experiment")]
+    enum Inner<'a> {
+        Spin(super::spin::MutexGuard<'a, ()>),
+        Park(std::sync::MutexGuard<'a, ()>),
+    }
+
+    pub(crate) struct MutexGuard<'a, T> {
+        _inner: Inner<'a>,
+        value: &'a UnsafeCell<T>,
+    }
+
+    impl<T> Mutex<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self {
+                spin: super::spin::Mutex::new(()),
+                park: std::sync::Mutex::new(()),
+                value: UnsafeCell::new(value),
+            }
+        }
+        #[inline]
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            let inner = if USE_SPIN.load(Ordering::Relaxed) {
+                Inner::Spin(self.spin.lock())
+            } else {
+                Inner::Park(self.park.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            };
+            MutexGuard {
+                _inner: inner,
+                value: &self.value,
+            }
+        }
+    }
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            // Safety: experiment, the guard holds the lock.
+            unsafe { &*self.value.get() }
+        }
+    }
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            // Safety: experiment, the guard holds the lock.
+            unsafe { &mut *self.value.get() }
+        }
+    }
+}
 
 #[cfg(loom)]
 pub(crate) use loom_mutex::Mutex;
 
 #[cfg(not(loom))]
+#[allow(dead_code, unreachable_pub, reason = "experiment")]
 mod spin {
     use core::cell::UnsafeCell;
     use core::ops::{Deref, DerefMut};

@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -112,14 +113,19 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group(name);
     configure(&mut group);
     group.throughput(Throughput::Elements((TASKS * OPS_PER_TASK) as u64));
-    group.bench_function("ace", |b| {
-        b.iter(|| {
-            contended_round!(rt, ace_core::Semaphore::new(PERMITS), |sem| sem
-                .acquire()
-                .await
-                .unwrap())
+    for (variant, spin_lock) in [("ace_spin", true), ("ace_mutex", false)] {
+        note_load(name, variant);
+        group.bench_function(variant, |b| {
+            ace_core::__experiment(spin_lock, 0);
+            b.iter(|| {
+                contended_round!(rt, ace_core::Semaphore::new(PERMITS), |sem| sem
+                    .acquire()
+                    .await
+                    .unwrap())
+            });
         });
-    });
+    }
+    ace_core::__experiment(false, 0);
     group.bench_function("tokio", |b| {
         b.iter(|| {
             contended_round!(rt, tokio::sync::Semaphore::new(PERMITS), |sem| sem
@@ -250,16 +256,15 @@ fn work() {
     }
 }
 
-/// `THREADS` threads each do `OPS_PER_THREAD` × (acquire → work → release); returns the time
-/// taken.
-fn blocking_round(acquire_release: &(impl Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(THREADS + 1);
+/// `threads` threads each do `ops` × (acquire → work → release); returns the time taken.
+fn blocking_round(threads: usize, ops: usize, acquire_release: &(impl Fn() + Sync)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
     thread::scope(|s| {
-        let threads: Vec<_> = (0..THREADS)
+        let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    for _ in 0..OPS_PER_THREAD {
+                    for _ in 0..ops {
                         acquire_release();
                     }
                 })
@@ -267,38 +272,110 @@ fn blocking_round(acquire_release: &(impl Fn() + Sync)) -> Duration {
             .collect();
         barrier.wait();
         let start = Instant::now();
-        for t in threads {
+        for t in handles {
             t.join().unwrap();
         }
         start.elapsed()
     })
 }
 
-fn blocking(c: &mut Criterion) {
-    let mut group = c.benchmark_group("blocking");
-    configure(&mut group);
-    group.throughput(Throughput::Elements((THREADS * OPS_PER_THREAD) as u64));
-    let ace = ace_core::Semaphore::new(THREAD_PERMITS);
-    group.bench_function("ace", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    blocking_round(&|| {
-                        let permit = ace.blocking_acquire().unwrap();
-                        work();
-                        drop(permit);
-                    })
+/// The 1-minute load average, from `/proc/loadavg` ("?" where there is none).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// Prints the load average beside the figure about to be measured, so every figure comes with
+/// the load it was measured under.
+fn note_load(group: &str, name: &str) {
+    eprintln!("load average {} before {group}/{name}", load_average());
+}
+
+/// Two threads that burn CPU until dropped (or for at most two minutes), to measure while
+/// something else competes for the cores.
+struct BusyCores {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    fn start(n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    let end = Instant::now() + Duration::from_secs(120);
+                    let mut x = 0_u64;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                        for i in 0..10_000_u64 {
+                            x = black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
                 })
-                .sum()
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// EXPERIMENT variants of ACE: (name, spin lock, spins before parking).
+const ACE_VARIANTS: [(&str, bool, u32); 4] = [
+    ("ace_spin", true, 0),
+    ("ace_mutex", false, 0),
+    ("ace_mutex_spinpark", false, 300),
+    ("ace_spin_spinpark", true, 300),
+];
+
+/// One blocking figure: `threads` threads share `THREAD_PERMITS` permits, ACE against the two
+/// Mutex+Condvar peers.
+fn blocking_group(c: &mut Criterion, group_name: &str, threads: usize, busy: usize) {
+    let ops = THREADS * OPS_PER_THREAD / threads;
+    let _busy = BusyCores::start(busy);
+    let mut group = c.benchmark_group(group_name);
+    configure(&mut group);
+    group.throughput(Throughput::Elements((threads * ops) as u64));
+    for (name, spin_lock, park_spins) in ACE_VARIANTS {
+        let ace = ace_core::Semaphore::new(THREAD_PERMITS);
+        note_load(group_name, name);
+        group.bench_function(name, |b| {
+            ace_core::__experiment(spin_lock, park_spins);
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        blocking_round(threads, ops, &|| {
+                            let permit = ace.blocking_acquire().unwrap();
+                            work();
+                            drop(permit);
+                        })
+                    })
+                    .sum()
+            });
         });
-    });
+    }
+    ace_core::__experiment(false, 0);
     for (name, tuned) in [("mutex_condvar", false), ("mutex_condvar_tuned", true)] {
+        if !tuned && threads != THREADS {
+            continue;
+        }
         let condvar = CondvarSemaphore::new(THREAD_PERMITS, tuned);
+        note_load(group_name, name);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        blocking_round(&|| {
+                        blocking_round(threads, ops, &|| {
                             condvar.acquire();
                             work();
                             condvar.release();
@@ -311,5 +388,11 @@ fn blocking(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uncontended, contended, set_limit, blocking);
+fn blocking(c: &mut Criterion) {
+    blocking_group(c, "blocking", THREADS, 0);
+    blocking_group(c, "blocking_busy_cores", THREADS, 2);
+    blocking_group(c, "blocking_64_threads", 64, 0);
+}
+
+criterion_group!(benches, blocking, uncontended, contended, set_limit);
 criterion_main!(benches);
