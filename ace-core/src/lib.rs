@@ -66,11 +66,3 @@ pub use semaphore::{
     Acquire, AcquireError, AcquireOwned, OwnedPermit, Permit, Semaphore, TryAcquireError,
 };
 pub use signals::{Signals, Usage};
-
-/// EXPERIMENT (to be removed): picks the queue lock and the blocking spin count at run time.
-#[cfg(all(not(loom), feature = "std"))]
-#[doc(hidden)]
-pub fn __experiment(spin_lock: bool, park_spins: u32) {
-    sync::ab::USE_SPIN.store(spin_lock, core::sync::atomic::Ordering::Relaxed);
-    semaphore::PARK_SPINS.store(park_spins, core::sync::atomic::Ordering::Relaxed);
-}

@@ -76,12 +76,6 @@ const fn delta_word(delta: isize) -> usize {
 
 const NIL: usize = usize::MAX;
 
-/// EXPERIMENT (to be removed).
-#[cfg(all(not(loom), feature = "std"))]
-pub(crate) static PARK_SPINS: AtomicUsize32 = AtomicUsize32::new(0);
-#[cfg(all(not(loom), feature = "std"))]
-use core::sync::atomic::AtomicU32 as AtomicUsize32;
-
 // How many wakers one pass collects before it drops the lock to wake them: never wake under the
 // lock (a waker may run arbitrary code), and never hold it for long.
 const WAKE_BATCH: usize = 16;
@@ -796,48 +790,25 @@ impl Semaphore {
         use alloc::task::Wake;
         use std::thread::{self, Thread};
 
-        use crate::sync::atomic::AtomicBool;
-
-        struct Unpark {
-            thread: Thread,
-            woken: AtomicBool,
-        }
+        struct Unpark(Thread);
         impl Wake for Unpark {
             fn wake(self: Arc<Self>) {
-                self.wake_by_ref();
+                self.0.unpark();
             }
             fn wake_by_ref(self: &Arc<Self>) {
-                self.woken.store(true, Ordering::Release);
-                self.thread.unpark();
+                self.0.unpark();
             }
         }
 
         std::thread_local! {
-            static UNPARK: (Arc<Unpark>, Waker) = {
-                let unpark = Arc::new(Unpark { thread: thread::current(), woken: AtomicBool::new(false) });
-                let waker = Waker::from(Arc::clone(&unpark));
-                (unpark, waker)
-            };
+            static WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
         }
 
-        UNPARK.with(|(unpark, waker)| {
+        WAKER.with(|waker| {
             let mut cx = Context::from_waker(waker);
             loop {
-                unpark.woken.store(false, Ordering::Relaxed);
                 if let Poll::Ready(output) = Pin::new(&mut future).poll(&mut cx) {
                     return Some(output);
-                }
-                let spins = PARK_SPINS.load(Ordering::Relaxed);
-                let mut woken = false;
-                for _ in 0..spins {
-                    if unpark.woken.load(Ordering::Acquire) {
-                        woken = true;
-                        break;
-                    }
-                    core::hint::spin_loop();
-                }
-                if woken {
-                    continue;
                 }
                 match deadline {
                     None => thread::park(),

@@ -4,13 +4,20 @@
 //! cargo bench -p ace-benches --bench semaphore
 //! ```
 //!
-//! Figures (see BENCHMARKS-semaphore.md for the table):
+//! Figures (BENCHMARKS.md has the table; `benches/semaphore_ratios.py` runs this several times
+//! and prints the median ratios):
 //! - `uncontended/*`: one acquire + release, the future polled once with a no-op waker.
 //! - `contended_current_thread/*`, `contended_multi_thread/*`: 64 tasks share 8 permits, each
 //!   looping acquire → yield → release; one iteration is 64 × 256 such operations.
 //! - `set_limit/*`: one limit change (alternating +1 / −1, nobody waiting).
 //! - `blocking/*`: 8 threads share 2 permits, each looping blocking acquire → ~100 ns of work →
-//!   release.
+//!   release (16 000 operations).
+//! - `blocking_busy_cores/*`: the same while two busy-loop threads, started by the bench and
+//!   stopped after the group (two minutes at most), compete for the cores.
+//! - `blocking_64_threads/*`: 64 threads share 2 permits, the same 16 000 operations in all.
+//!
+//! Before each figure it prints the 1-minute load average (`load average X before group/name`),
+//! so each figure can be read against the load it was measured under.
 #![allow(
     missing_docs,
     reason = "criterion's macros generate undocumented items"
@@ -59,25 +66,31 @@ fn uncontended(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let ace = ace_core::Semaphore::new(PERMITS);
+    note_load("uncontended", "ace");
     group.bench_function("ace", |b| {
         b.iter(|| drop(black_box(ready(black_box(&ace).acquire()).unwrap())));
     });
     let tokio = tokio::sync::Semaphore::new(PERMITS);
+    note_load("uncontended", "tokio");
     group.bench_function("tokio", |b| {
         b.iter(|| drop(black_box(ready(black_box(&tokio).acquire()).unwrap())));
     });
     let async_lock = async_lock::Semaphore::new(PERMITS);
+    note_load("uncontended", "async-lock");
     group.bench_function("async-lock", |b| {
         b.iter(|| drop(black_box(ready(black_box(&async_lock).acquire()))));
     });
     let intrusive = futures_intrusive::sync::Semaphore::new(true, PERMITS);
+    note_load("uncontended", "futures-intrusive");
     group.bench_function("futures-intrusive", |b| {
         b.iter(|| drop(black_box(ready(black_box(&intrusive).acquire(1)))));
     });
     // The synchronous fast path, for reference.
+    note_load("uncontended", "ace_try_acquire");
     group.bench_function("ace_try_acquire", |b| {
         b.iter(|| drop(black_box(black_box(&ace).try_acquire().unwrap())));
     });
+    note_load("uncontended", "tokio_try_acquire");
     group.bench_function("tokio_try_acquire", |b| {
         b.iter(|| drop(black_box(black_box(&tokio).try_acquire().unwrap())));
     });
@@ -113,19 +126,16 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group(name);
     configure(&mut group);
     group.throughput(Throughput::Elements((TASKS * OPS_PER_TASK) as u64));
-    for (variant, spin_lock) in [("ace_spin", true), ("ace_mutex", false)] {
-        note_load(name, variant);
-        group.bench_function(variant, |b| {
-            ace_core::__experiment(spin_lock, 0);
-            b.iter(|| {
-                contended_round!(rt, ace_core::Semaphore::new(PERMITS), |sem| sem
-                    .acquire()
-                    .await
-                    .unwrap())
-            });
+    note_load(name, "ace");
+    group.bench_function("ace", |b| {
+        b.iter(|| {
+            contended_round!(rt, ace_core::Semaphore::new(PERMITS), |sem| sem
+                .acquire()
+                .await
+                .unwrap())
         });
-    }
-    ace_core::__experiment(false, 0);
+    });
+    note_load(name, "tokio");
     group.bench_function("tokio", |b| {
         b.iter(|| {
             contended_round!(rt, tokio::sync::Semaphore::new(PERMITS), |sem| sem
@@ -134,6 +144,7 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
                 .unwrap())
         });
     });
+    note_load(name, "async-lock");
     group.bench_function("async-lock", |b| {
         b.iter(|| {
             contended_round!(rt, async_lock::Semaphore::new(PERMITS), |sem| sem
@@ -141,6 +152,7 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
                 .await)
         });
     });
+    note_load(name, "futures-intrusive");
     group.bench_function("futures-intrusive", |b| {
         b.iter(|| {
             contended_round!(
@@ -153,8 +165,9 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
     // Scheduling floors, no semaphore: a FIFO hand-off costs each operation two polls (the
     // releaser re-queues, the waiter is woken), as two yields do; a barging semaphore can get
     // away with about one.
-    for (name, yields) in [("floor_two_yields", 2), ("floor_one_yield", 1)] {
-        group.bench_function(name, |b| {
+    for (floor, yields) in [("floor_two_yields", 2), ("floor_one_yield", 1)] {
+        note_load(name, floor);
+        group.bench_function(floor, |b| {
             b.iter(|| {
                 rt.block_on(async {
                     let tasks: Vec<_> = (0..TASKS)
@@ -193,6 +206,7 @@ fn set_limit(c: &mut Criterion) {
     configure(&mut group);
     group.throughput(Throughput::Elements(2));
     let ace = ace_core::Semaphore::new(PERMITS);
+    note_load("set_limit", "ace");
     group.bench_function("ace", |b| {
         b.iter(|| {
             black_box(&ace).set_limit(PERMITS + 1);
@@ -201,6 +215,7 @@ fn set_limit(c: &mut Criterion) {
     });
     // tokio's nearest: grow by one, then take one away.
     let tokio = tokio::sync::Semaphore::new(PERMITS);
+    note_load("set_limit", "tokio");
     group.bench_function("tokio", |b| {
         b.iter(|| {
             black_box(&tokio).add_permits(1);
@@ -330,14 +345,6 @@ impl Drop for BusyCores {
     }
 }
 
-/// EXPERIMENT variants of ACE: (name, spin lock, spins before parking).
-const ACE_VARIANTS: [(&str, bool, u32); 4] = [
-    ("ace_spin", true, 0),
-    ("ace_mutex", false, 0),
-    ("ace_mutex_spinpark", false, 300),
-    ("ace_spin_spinpark", true, 300),
-];
-
 /// One blocking figure: `threads` threads share `THREAD_PERMITS` permits, ACE against the two
 /// Mutex+Condvar peers.
 fn blocking_group(c: &mut Criterion, group_name: &str, threads: usize, busy: usize) {
@@ -346,25 +353,21 @@ fn blocking_group(c: &mut Criterion, group_name: &str, threads: usize, busy: usi
     let mut group = c.benchmark_group(group_name);
     configure(&mut group);
     group.throughput(Throughput::Elements((threads * ops) as u64));
-    for (name, spin_lock, park_spins) in ACE_VARIANTS {
-        let ace = ace_core::Semaphore::new(THREAD_PERMITS);
-        note_load(group_name, name);
-        group.bench_function(name, |b| {
-            ace_core::__experiment(spin_lock, park_spins);
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        blocking_round(threads, ops, &|| {
-                            let permit = ace.blocking_acquire().unwrap();
-                            work();
-                            drop(permit);
-                        })
+    let ace = ace_core::Semaphore::new(THREAD_PERMITS);
+    note_load(group_name, "ace");
+    group.bench_function("ace", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    blocking_round(threads, ops, &|| {
+                        let permit = ace.blocking_acquire().unwrap();
+                        work();
+                        drop(permit);
                     })
-                    .sum()
-            });
+                })
+                .sum()
         });
-    }
-    ace_core::__experiment(false, 0);
+    });
     for (name, tuned) in [("mutex_condvar", false), ("mutex_condvar_tuned", true)] {
         if !tuned && threads != THREADS {
             continue;
@@ -394,5 +397,5 @@ fn blocking(c: &mut Criterion) {
     blocking_group(c, "blocking_64_threads", 64, 0);
 }
 
-criterion_group!(benches, blocking, uncontended, contended, set_limit);
+criterion_group!(benches, uncontended, contended, set_limit, blocking);
 criterion_main!(benches);
