@@ -291,9 +291,9 @@ impl Semaphore {
 
     /// Sets the limit, at once and without waiting for permits to come back.
     ///
-    /// Concurrent calls are linearizable: the limit in force is always one that some call set,
-    /// and no more permits are ever held than the largest limit set since the last shrink took
-    /// effect (or the permits then in use). Growing hands the new slots to exactly as many waiters (after any debt is paid). Shrinking
+    /// Concurrent calls are linearizable: they take effect one at a time, so the permits held
+    /// never exceed the largest limit set (or, after a shrink, what was in use at the time).
+    /// Growing hands the new slots to exactly as many waiters (after any debt is paid). Shrinking
     /// takes nothing from permits in use: if fewer are free than the cut, the rest becomes a
     /// [`debt`](Self::debt) that released permits pay off before anyone new is admitted.
     ///
