@@ -57,6 +57,16 @@ impl Holders {
     fn hold(&self) {
         drop(self.enter());
     }
+
+    /// If a permit is free now, holds it (counted) across a yield.
+    fn try_hold(&self, sem: &Semaphore) {
+        if let Ok(permit) = sem.try_acquire() {
+            let holding = self.enter();
+            thread::yield_now();
+            drop(holding);
+            drop(permit);
+        }
+    }
 }
 
 struct Holding<'a>(&'a Holders);
@@ -105,12 +115,7 @@ fn acquire_release_race() {
                 })
             })
             .collect();
-        if let Ok(permit) = sem.try_acquire() {
-            let holding = holders.enter();
-            thread::yield_now();
-            drop(holding);
-            drop(permit);
-        }
+        holders.try_hold(&sem);
         for t in threads {
             t.join().unwrap();
         }
@@ -289,20 +294,10 @@ fn two_setters_never_over_admit() {
         let acquirer = {
             let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
             thread::spawn(move || {
-                if let Ok(permit) = sem.try_acquire() {
-                    let holding = holders.enter();
-                    thread::yield_now();
-                    drop(holding);
-                    drop(permit);
-                }
+                holders.try_hold(&sem);
             })
         };
-        if let Ok(permit) = sem.try_acquire() {
-            let holding = holders.enter();
-            thread::yield_now();
-            drop(holding);
-            drop(permit);
-        }
+        holders.try_hold(&sem);
         for t in setters {
             t.join().unwrap();
         }

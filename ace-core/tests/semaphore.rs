@@ -569,17 +569,23 @@ impl Wake for PanicOnWake {
     }
 }
 
+/// Queues an acquire whose waker panics when woken.
+fn queue_with_panicking_waker(sem: &Semaphore) -> (Pin<Box<Acquire<'_>>>, Waker) {
+    let mut acquire = Box::pin(sem.acquire());
+    let waker = Waker::from(Arc::new(PanicOnWake));
+    assert!(acquire
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    (acquire, waker)
+}
+
 #[test]
 fn should_wake_every_waiter_on_close_even_if_a_waker_panics() {
     let sem = Semaphore::new(0);
     // Two full wake batches and more, with the panicking waker second in the first batch.
     let mut before: Vec<_> = (0..1).map(|_| Pending::start(&sem).0).collect();
-    let mut bad = Box::pin(sem.acquire());
-    let bad_waker = Waker::from(Arc::new(PanicOnWake));
-    assert!(bad
-        .as_mut()
-        .poll(&mut Context::from_waker(&bad_waker))
-        .is_pending());
+    let (mut bad, bad_waker) = queue_with_panicking_waker(&sem);
     let after: Vec<_> = (0..40).map(|_| Pending::start(&sem).0).collect();
     assert_eq!(sem.waiting(), 42);
     let closing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sem.close()));
@@ -603,12 +609,7 @@ fn should_wake_every_waiter_on_close_even_if_a_waker_panics() {
 #[test]
 fn should_hand_out_every_new_slot_even_if_a_waker_panics() {
     let sem = Semaphore::new(0);
-    let mut bad = Box::pin(sem.acquire());
-    let bad_waker = Waker::from(Arc::new(PanicOnWake));
-    assert!(bad
-        .as_mut()
-        .poll(&mut Context::from_waker(&bad_waker))
-        .is_pending());
+    let (mut bad, bad_waker) = queue_with_panicking_waker(&sem);
     let waiters: Vec<_> = (0..40).map(|_| Pending::start(&sem).0).collect();
     let growing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sem.set_limit(41)));
     assert!(growing.is_err(), "the waker's panic reaches the caller");
