@@ -609,7 +609,7 @@ fn should_wake_every_waiter_on_close_even_if_a_waker_panics() {
 #[test]
 fn should_hand_out_every_new_slot_even_if_a_waker_panics() {
     let sem = Semaphore::new(0);
-    let (mut bad, bad_waker) = queue_with_panicking_waker(&sem);
+    let (bad, _waker) = queue_with_panicking_waker(&sem);
     let waiters: Vec<_> = (0..40).map(|_| Pending::start(&sem).0).collect();
     let growing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sem.set_limit(41)));
     assert!(growing.is_err(), "the waker's panic reaches the caller");
