@@ -299,7 +299,8 @@ impl Semaphore {
     ///
     /// # Panics
     ///
-    /// If `limit` is greater than [`MAX_PERMITS`](Self::MAX_PERMITS).
+    /// If `limit` is greater than [`MAX_PERMITS`](Self::MAX_PERMITS), or if a woken waiter's
+    /// waker panics (after every new slot has been handed out and every other waiter woken).
     ///
     /// # Examples
     ///
@@ -403,6 +404,11 @@ impl Semaphore {
     ///
     /// Permits already held stay valid and are still returned on drop; a waiter that had already
     /// been handed a permit keeps it.
+    ///
+    /// # Panics
+    ///
+    /// Only if a waiter's waker panics when woken; that panic reaches the caller after every other
+    /// waiter has been woken and failed.
     ///
     /// # Examples
     ///
