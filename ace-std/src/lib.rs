@@ -34,6 +34,8 @@
 pub mod log;
 mod manager;
 pub mod signals;
+mod stats;
+mod util;
 
 #[cfg(feature = "async-std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
@@ -45,7 +47,8 @@ pub mod smol;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
-pub use manager::{AmbientRuntime, Builder, JoinError, JoinHandle, Manager, Stats, SubmitError};
+pub use manager::{AmbientRuntime, Builder, JoinError, JoinHandle, Manager, SubmitError};
+pub use stats::Stats;
 
 pub use ace_core as core;
 pub use ace_core::{

@@ -93,7 +93,7 @@ impl Countdown {
 
 fn adaptive_pool() -> ThreadPoolManager {
     ThreadPoolManager::builder(AimdConfig::fixed(THREADS))
-        .signals(source_fn(|| Ok(Signals::default())))
+        .default_signals(false)
         .build()
         .expect("valid config")
 }

@@ -61,7 +61,7 @@ fn main() {
         })
         .collect();
     let pool = ThreadPoolManager::builder(AimdConfig::fixed(THREADS))
-        .signals(source_fn(|| Ok(Signals::default())))
+        .default_signals(false)
         .build()
         .expect("valid config");
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use ace_core::BoxFuture;
+use futures_lite::future::Boxed;
 
 use super::error::BoxError;
 use super::KafkaMessage;
@@ -17,15 +17,14 @@ use super::KafkaMessage;
 pub(crate) type Attempt = Result<Result<(), BoxError>, Box<dyn Any + Send>>;
 
 /// The handler for retries: one boxed future per attempt.
-pub(crate) type HandlerFn =
-    Arc<dyn Fn(KafkaMessage) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+pub(crate) type HandlerFn = Arc<dyn Fn(KafkaMessage) -> Boxed<Result<(), BoxError>> + Send + Sync>;
 
 /// What a first attempt did on its first poll.
 pub(crate) enum First {
     /// It completed (or panicked).
     Ready(Attempt),
     /// It is still running: poll this (from a task, which registers a real waker) to finish it.
-    Pending(BoxFuture<'static, Attempt>),
+    Pending(Boxed<Attempt>),
 }
 
 /// Starts a message's first attempt and polls it once, on the consumer task.

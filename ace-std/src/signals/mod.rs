@@ -13,13 +13,16 @@ mod system;
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ace_core::{BoxFuture, Runtime, SignalError, SignalSource, Signals};
+use ace_core::{Runtime, SignalError, SignalSource, Signals};
+
+use crate::util::{panic_message, CollectFuture, DynSource};
 
 pub use lag::LagProbe;
 pub use system::{CpuBasis, SystemReading, SystemSignals, MIN_CPU_WINDOW};
@@ -91,29 +94,67 @@ impl SignalSource for QueueDepth {
     }
 }
 
-/// A [`SignalSource`] behind a pointer: what [`Merge`] holds. Every `SignalSource` is one.
-pub trait DynSignalSource: Send {
-    /// [`SignalSource::collect`], boxed.
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>>;
-}
-
-impl<S: SignalSource> DynSignalSource for S {
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>> {
-        Box::pin(self.collect())
-    }
-}
-
 struct Child {
     name: &'static str,
-    source: Box<dyn DynSignalSource>,
+    source: Box<dyn DynSource>,
+}
+
+/// One child's reading, guarded: a panic in `collect` is a failed reading, and so is one poll
+/// that blocked the thread for longer than the timeout (the timer could not cut it: it runs on
+/// the same thread).
+struct Guarded<'a> {
+    name: &'static str,
+    budget: Duration,
+    read: Option<CollectFuture<'a>>,
+}
+
+impl Future for Guarded<'_> {
+    type Output = Result<Signals, SignalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let (name, budget) = (self.name, self.budget);
+        let Some(read) = self.read.as_mut() else {
+            return Poll::Ready(Err(SignalError::new(name, "polled after it completed")));
+        };
+        let started = Instant::now();
+        let polled = catch_unwind(AssertUnwindSafe(|| read.as_mut().poll(cx)));
+        let blocked = started.elapsed();
+        let out = match polled {
+            Ok(Poll::Pending) if blocked <= budget => return Poll::Pending,
+            Ok(Poll::Ready(r)) if blocked <= budget => r,
+            Ok(_) => {
+                tracing::warn!(
+                    target: "ace",
+                    source = name,
+                    "signal source `{name}` blocked its thread for {blocked:?} in one poll of \
+                     `collect` (more than its {budget:?} timeout): `SignalSource::collect` must \
+                     not block; read blocking sources on a thread of their own"
+                );
+                Err(SignalError::new(
+                    name,
+                    format!(
+                        "collect blocked the thread for {blocked:?} in one poll, over the \
+                         {budget:?} timeout (collect must not block)"
+                    ),
+                ))
+            }
+            Err(panic) => Err(SignalError::new(
+                name,
+                format!("collect panicked: {}", panic_message(&*panic)),
+            )),
+        };
+        // A source that panicked may have left its future broken: drop it now, not later.
+        self.read = None;
+        Poll::Ready(out)
+    }
 }
 
 type ErrorHook = Box<dyn FnMut(&SignalError) + Send>;
 
 /// Several sources read as one snapshot, concurrently, each bounded by a timeout.
 ///
-/// Each cycle every child is collected at once; a child that errors, or takes longer than the
-/// timeout, is absent that cycle and reported to the error hook (by default a `tracing`
+/// Each cycle every child is collected at once; a child that errors, panics, or takes longer
+/// than the timeout (waiting, or blocking its thread in one poll), is absent that cycle and reported to the error hook (by default a `tracing`
 /// warning). The snapshots are combined with [`Signals::merge`]: for each signal, the first
 /// child (in the order added) that read it wins. `collect` itself never fails: with every
 /// child absent it returns an empty snapshot, and the controller holds (fail-open).
@@ -178,7 +219,7 @@ impl<R: Runtime> Merge<R> {
         });
     }
 
-    pub(crate) fn push_dyn(&mut self, name: &'static str, source: Box<dyn DynSignalSource>) {
+    pub(crate) fn push_dyn(&mut self, name: &'static str, source: Box<dyn DynSource>) {
         self.children.push(Child { name, source });
     }
 
@@ -207,7 +248,11 @@ impl<R: Runtime> Merge<R> {
             .iter_mut()
             .map(|c| {
                 let sleep = runtime.sleep(timeout);
-                let read = c.source.collect_boxed();
+                let read = Guarded {
+                    name: c.name,
+                    budget: timeout,
+                    read: Some(c.source.collect_boxed()),
+                };
                 Box::pin(futures_lite::future::or(
                     async move { Some(read.await) },
                     async move {
