@@ -57,7 +57,7 @@ pub struct AimdConfig {
     /// Latency stress: decrease when the cycle's p90 task latency is over `latency_tolerance` ×
     /// the baseline (the lowest cycle p90 of the last `latency_baseline_window`). Default
     /// `Some(1.5)`; `None` turns the latency signal off (task errors included), which gives the
-    /// seed's rules. It acts only on cycles with latency samples, which only a manager that times
+    /// rules of the Python package ace-concurrency. It acts only on cycles with latency samples, which only a manager that times
     /// its tasks into a [`LatencyRecorder`](crate::LatencyRecorder) provides.
     pub latency_tolerance: Option<f64>,
     /// A cycle with fewer tasks than this (successes and failures together) has no latency
@@ -79,7 +79,7 @@ pub struct AimdConfig {
     /// Slow start: from a cold start, and after a run of cuts, grow by doubling (capped by
     /// `max_limit` from a cold start, and after a cut by 0.85 × the limit where the stress struck,
     /// or the level cut to if higher) until the first stress, then by `increase_step`.
-    /// Default `true`; `false` gives the seed's additive growth only.
+    /// Default `true`; `false` gives the additive growth of the Python package ace-concurrency only.
     pub slow_start: bool,
     /// Latency and task-error stress cut the limit by this factor (rounded down) once the knee is
     /// known; machine stress (CPU, memory, queue, executor lag) keeps `decrease_factor`. Default
@@ -177,7 +177,11 @@ impl AimdConfig {
     // the mean. 60 s is 30 cycles at the default interval: several AIMD sawtooth troughs, each an
     // unloaded measurement.
 
-    /// The seed's rules: this config with the latency signal and slow start off.
+    /// The longest duration [`validate`](Self::validate) accepts in any field: 365 days.
+    pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// The rules of the Python package ace-concurrency: this config with the latency signal and
+    /// slow start off.
     pub fn seed_rules(self) -> Self {
         Self {
             latency_tolerance: None,
@@ -219,7 +223,11 @@ impl AimdConfig {
     /// - `latency_min_samples < 1`;
     /// - `latency_max_error_rate` is not in (0, 1];
     /// - `latency_baseline_window < adjustment_interval`;
-    /// - `latency_probe_interval` is `Some` and shorter than `latency_baseline_window`.
+    /// - `latency_probe_interval` is `Some` and shorter than `latency_baseline_window`;
+    /// - a duration (`event_loop_lag_threshold`, `cooldown`, `adjustment_interval`,
+    ///   `latency_baseline_window`, `latency_probe_interval`) is longer than
+    ///   [`MAX_DURATION`](Self::MAX_DURATION) (one year: longer would overflow clock arithmetic
+    ///   later, and means "never" anyway).
     ///
     /// ```
     /// use ace_core::{AimdConfig, ConfigRule};
@@ -237,6 +245,24 @@ impl AimdConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         use ConfigRule as R;
         let err = |field, rule, value| Err(ConfigError { field, rule, value });
+
+        for (field, value) in [
+            (
+                "event_loop_lag_threshold",
+                Some(self.event_loop_lag_threshold),
+            ),
+            ("cooldown", Some(self.cooldown)),
+            ("adjustment_interval", Some(self.adjustment_interval)),
+            (
+                "latency_baseline_window",
+                Some(self.latency_baseline_window),
+            ),
+            ("latency_probe_interval", self.latency_probe_interval),
+        ] {
+            if let Some(d) = value.filter(|d| *d > Self::MAX_DURATION) {
+                return err(field, R::AtMost(Self::MAX_DURATION), Value::Duration(d));
+            }
+        }
 
         if self.min_limit < 1 {
             return err(
@@ -412,6 +438,8 @@ pub enum ConfigRule {
     Fraction,
     /// The field (a duration) must not be shorter than the named field, whose value is given.
     NotShorterThan(&'static str, Duration),
+    /// The field (a duration) must not be longer than this.
+    AtMost(Duration),
 }
 
 impl fmt::Display for ConfigRule {
@@ -428,6 +456,7 @@ impl fmt::Display for ConfigRule {
             Self::NotShorterThan(other, v) => {
                 write!(f, "it must not be shorter than `{other}` ({v:?})")
             }
+            Self::AtMost(v) => write!(f, "it must not be longer than {v:?}"),
         }
     }
 }

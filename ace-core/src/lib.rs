@@ -57,8 +57,8 @@ pub use config::{AimdConfig, ConfigError, ConfigRule};
 pub use controller::{Action, Controller, Decision, Reason, Stress};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use runtime::{
-    source_fn, BoxFuture, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown,
-    SignalError, SignalSource,
+    source_fn, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown, SignalError,
+    SignalSource,
 };
 #[cfg(feature = "std")]
 pub use semaphore::AcquireTimeoutError;

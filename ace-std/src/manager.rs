@@ -225,7 +225,7 @@ impl<R> Drop for Inner<R> {
 ///
 /// # Examples
 ///
-/// The seed README's quick start:
+/// The quick start of the Python package ace-concurrency, in Rust:
 ///
 /// ```
 /// # #[cfg(feature = "tokio")]
