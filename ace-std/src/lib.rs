@@ -47,7 +47,9 @@ pub mod smol;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
-pub use manager::{AmbientRuntime, Builder, JoinError, JoinHandle, Manager, SubmitError};
+pub use manager::{
+    AmbientRuntime, Builder, JoinError, JoinHandle, Manager, SubmitError, TaskPermit,
+};
 pub use stats::Stats;
 
 pub use ace_core as core;

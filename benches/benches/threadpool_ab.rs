@@ -12,9 +12,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use ace_std::core::source_fn;
 use ace_std::threadpool::ThreadPoolManager;
-use ace_std::{AimdConfig, Signals};
+use ace_std::AimdConfig;
 
 const JOBS: usize = 100_000;
 const THREADS: usize = 4;
