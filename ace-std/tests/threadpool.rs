@@ -112,7 +112,7 @@ fn manual_pool(min: usize, max: usize, initial: usize) -> ThreadPoolManager {
 }
 
 #[test]
-fn should_return_every_result_of_1000_jobs() {
+fn returns_every_result_of_1000_jobs() {
     watchdog(|| {
         let pool = manual_pool(5, 50, 20);
         let handles: Vec<_> = (0..1000u64).map(|i| pool.submit(move || i * 3)).collect();
@@ -135,7 +135,7 @@ fn should_return_every_result_of_1000_jobs() {
 }
 
 #[test]
-fn should_await_handles_from_async_code() {
+fn awaits_handles_from_async_code() {
     watchdog(|| {
         let pool = manual_pool(1, 8, 4);
         let handles: Vec<_> = (0..200u32).map(|i| pool.submit(move || i + 1)).collect();
@@ -153,7 +153,7 @@ fn should_await_handles_from_async_code() {
 /// The seed's pool stays at its first size and deadlocks on a cut while saturated; this one
 /// grows to 50 running, then, cut to 5 while all 50 run, finishes them and runs at most 5.
 #[test]
-fn should_follow_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
+fn follows_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
     watchdog(|| {
         let hot = Arc::new(AtomicBool::new(false));
         let (decisions_tx, decisions) = mpsc::channel::<Decision>();
@@ -265,7 +265,7 @@ fn should_follow_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
 }
 
 #[test]
-fn should_let_50_run_when_the_limit_is_raised_by_hand() {
+fn lets_50_run_when_the_limit_is_raised_by_hand() {
     watchdog(|| {
         let pool = manual_pool(5, 50, 5);
         let gauge = Arc::new(Gauge::default());
@@ -294,7 +294,7 @@ fn should_let_50_run_when_the_limit_is_raised_by_hand() {
 }
 
 #[test]
-fn should_report_panics_and_keep_serving() {
+fn reports_panics_and_keeps_serving() {
     watchdog(|| {
         let pool = manual_pool(2, 2, 2);
         let handles: Vec<_> = (0..20)
@@ -352,7 +352,7 @@ fn saturate(
 }
 
 #[test]
-fn should_drain_queued_and_running_jobs_on_shutdown() {
+fn drains_queued_and_running_jobs_on_shutdown() {
     watchdog(|| {
         let pool = manual_pool(2, 2, 2);
         let release = Arc::new(Latch::default());
@@ -384,7 +384,7 @@ fn should_drain_queued_and_running_jobs_on_shutdown() {
 }
 
 #[test]
-fn should_hand_back_queued_jobs_on_shutdown_now() {
+fn hands_back_queued_jobs_on_shutdown_now() {
     watchdog(|| {
         let pool = manual_pool(3, 3, 3);
         let release = Arc::new(Latch::default());
@@ -424,7 +424,7 @@ fn should_hand_back_queued_jobs_on_shutdown_now() {
 }
 
 #[test]
-fn should_drain_on_drop() {
+fn drains_on_drop() {
     watchdog(|| {
         let pool = manual_pool(1, 1, 1);
         let handles: Vec<_> = (0..50).map(|i| pool.submit(move || i)).collect();
@@ -436,7 +436,7 @@ fn should_drain_on_drop() {
 }
 
 #[test]
-fn should_hand_the_closure_back_when_the_queue_is_full() {
+fn hands_the_closure_back_when_the_queue_is_full() {
     watchdog(|| {
         let pool = ThreadPoolManager::builder(AimdConfig::fixed(1))
             .default_signals(false)
@@ -463,7 +463,7 @@ fn should_hand_the_closure_back_when_the_queue_is_full() {
 }
 
 #[test]
-fn should_retire_idle_threads() {
+fn retires_idle_threads() {
     watchdog(|| {
         let pool = ThreadPoolManager::builder(AimdConfig::fixed(8))
             .default_signals(false)
@@ -491,7 +491,7 @@ fn should_retire_idle_threads() {
 }
 
 #[test]
-fn should_stop_within_a_job_not_a_control_interval() {
+fn stops_within_a_job_not_a_control_interval() {
     watchdog(|| {
         let pool = ThreadPoolManager::builder(AimdConfig {
             adjustment_interval: Duration::from_secs(60),
@@ -514,7 +514,7 @@ fn should_stop_within_a_job_not_a_control_interval() {
 /// down to `min_limit` and stays there while the load lasts. `examples/threadpool.rs` shows the
 /// same with the real CPU reading.
 #[test]
-fn should_cut_the_limit_under_cpu_load() {
+fn cuts_the_limit_under_cpu_load() {
     watchdog(|| {
         let busy = Arc::new(AtomicUsize::new(0));
         let reading = Arc::clone(&busy);
@@ -580,7 +580,7 @@ fn should_cut_the_limit_under_cpu_load() {
 /// running ones are still over the limit: they take the job, find no slot, and leave it for the
 /// first thread that gets one.
 #[test]
-fn should_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
+fn does_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
     watchdog(|| {
         let pool = manual_pool(1, 8, 8);
         // Eight threads, all alive and idle afterwards.
@@ -635,7 +635,7 @@ fn should_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
 /// Submits racing with `shutdown` (with threads retiring as fast as they can): every handle
 /// resolves, to its value if the job was accepted, to `Rejected` if not.
 #[test]
-fn should_resolve_every_handle_when_submits_race_shutdown() {
+fn resolves_every_handle_when_submits_race_shutdown() {
     watchdog(|| {
         for round in 0..100 {
             let pool = ThreadPoolManager::builder(AimdConfig::fixed(2))
@@ -673,7 +673,7 @@ fn should_resolve_every_handle_when_submits_race_shutdown() {
 /// A submit blocked on a full queue when the pool shuts down: its job is run (drain) or handed
 /// back or cancelled (now), and its handle always resolves.
 #[test]
-fn should_settle_a_submit_blocked_on_a_full_queue_across_shutdown() {
+fn settles_a_submit_blocked_on_a_full_queue_across_shutdown() {
     watchdog(|| {
         for now in [false, true] {
             let pool = ThreadPoolManager::builder(AimdConfig::fixed(1))

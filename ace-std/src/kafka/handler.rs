@@ -167,14 +167,14 @@ mod tests {
     }
 
     #[test]
-    fn should_reuse_the_box_when_the_handler_completes_at_once() {
+    fn reuses_the_box_when_the_handler_completes_at_once() {
         let mut h = Handler::new(|_m| async { Ok::<(), std::io::Error>(()) });
         assert!(matches!(h.first.start(msg()), First::Ready(Ok(Ok(())))));
         assert!(matches!(h.first.start(msg()), First::Ready(Ok(Ok(())))));
     }
 
     #[test]
-    fn should_report_errors_and_panics_of_the_first_poll() {
+    fn reports_errors_and_panics_of_the_first_poll() {
         let mut h = Handler::new(|_m| async { Err::<(), _>(std::io::Error::other("no")) });
         assert!(matches!(h.first.start(msg()), First::Ready(Ok(Err(_)))));
         let mut h = Handler::new(|_m| async {
@@ -190,7 +190,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn should_finish_a_pending_first_attempt_elsewhere() {
+    async fn finishes_a_pending_first_attempt_elsewhere() {
         let mut h = Handler::new(|_m| async {
             tokio::task::yield_now().await;
             Ok::<(), std::io::Error>(())
