@@ -3,6 +3,9 @@
 use core::fmt;
 use core::time::Duration;
 
+#[cfg(feature = "serde")]
+pub(crate) mod text;
+
 /// The configuration of the AIMD controller.
 ///
 /// Field names and defaults are those of the Python `ace-concurrency` package, with durations as
@@ -22,7 +25,17 @@ use core::time::Duration;
 /// };
 /// assert!(config.validate().is_ok());
 /// ```
+///
+/// # Serde
+///
+/// With the `serde` feature, `AimdConfig` is `Serialize` and `Deserialize` (`no_std` too):
+/// durations are text (`"2s"`, `"50ms"`, `"1.5s"`, `"1h"`), `latency_tolerance` and
+/// `latency_probe_interval` take `"off"` (or `false`) for `None`, a missing field takes its
+/// default, and an unknown field is an error. Deserializing does not validate: call
+/// [`validate`](Self::validate), or load through `ace_std::config::from_toml`, which does.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct AimdConfig {
     /// The lowest limit the controller will set. Default 5.
     pub min_limit: usize,
@@ -43,6 +56,7 @@ pub struct AimdConfig {
     /// Decrease when the queue depth is over this. Default 100.
     pub queue_threshold: u64,
     /// Decrease when the executor lag is over this. Default 50 ms.
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub event_loop_lag_threshold: Duration,
     /// An increase is "aggressive" (twice `increase_step`) only when CPU use is under this
     /// percentage (and memory under `memory_increase_threshold`). Default 40.0.
@@ -51,14 +65,17 @@ pub struct AimdConfig {
     pub memory_increase_threshold: f64,
     /// The least time between two adjustments of the limit. Default 5 s. One exception: a cut for
     /// stress right after an increase is not deferred (the increase caused it).
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub cooldown: Duration,
     /// How often the control loop collects signals and decides. Default 2 s.
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub adjustment_interval: Duration,
     /// Latency stress: decrease when the cycle's p90 task latency is over `latency_tolerance` ×
     /// the baseline (the lowest cycle p90 of the last `latency_baseline_window`). Default
     /// `Some(1.5)`; `None` turns the latency signal off (task errors included), which gives the
     /// rules of the Python package ace-concurrency. It acts only on cycles with latency samples, which only a manager that times
     /// its tasks into a [`LatencyRecorder`](crate::LatencyRecorder) provides.
+    #[cfg_attr(feature = "serde", serde(with = "text::optional_number"))]
     pub latency_tolerance: Option<f64>,
     /// A cycle with fewer tasks than this (successes and failures together) has no latency
     /// signal: a handful of samples says nothing. Default 10.
@@ -69,12 +86,14 @@ pub struct AimdConfig {
     /// How long a cycle's latency may stand as the baseline: the baseline is the lowest cycle p90
     /// seen in this window, so it follows a faster downstream at once and a slower one after this
     /// long. Default 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub latency_baseline_window: Duration,
     /// Re-measure the baseline this often (± 25 % seeded jitter): drop the limit to `min_limit`
     /// until the cooldown allows a change and one clean cycle is measured, take that cycle's p90 as
     /// the baseline, then restore the limit. Default `None` (off): every multiplicative decrease
     /// already unloads the downstream for a cycle, which refreshes the baseline window without a
     /// scheduled dip in throughput.
+    #[cfg_attr(feature = "serde", serde(with = "text::optional_duration"))]
     pub latency_probe_interval: Option<Duration>,
     /// Slow start: from a cold start, and after a run of cuts, grow by doubling (capped by
     /// `max_limit` from a cold start, and after a cut by 0.85 × the limit where the stress struck,

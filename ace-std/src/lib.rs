@@ -20,6 +20,9 @@
 //! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
 //! - `threadpool`: [`threadpool::ThreadPoolManager`], an adaptive pool of threads for sync
 //!   closures, on crossbeam.
+//! - `serde`: `config::from_toml`, configs from TOML files (durations as `"2s"`, unknown
+//!   fields refused), validated at load; `Serialize`/`Deserialize` for
+//!   [`AimdConfig`] and the pool's `PoolOptions`.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -31,6 +34,9 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 pub mod log;
 mod manager;
 pub mod signals;

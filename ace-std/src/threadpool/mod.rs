@@ -60,7 +60,7 @@ use crate::util::{clamp_to_permits, lock, loop_options_methods, LoopOptions, Thr
 use control::{ControlThread, LoopParts};
 use job::{BoxTask, ExecuteTask, SubmitTask};
 pub use job::{CancelledJob, JobError, JobHandle};
-use shared::{JobTiming, Mode, PoolOptions, PushError, Shared};
+use shared::{JobTiming, Mode, PushError, Shared, SharedOptions};
 
 /// An adaptive thread pool: closures run on its threads, at most [`limit`](Self::limit) at once,
 /// and the limit follows the machine's health.
@@ -123,7 +123,7 @@ impl ThreadPoolManager {
             time_jobs: None,
             queue_capacity: None,
             idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
-            thread_name: "ace-pool".to_owned(),
+            thread_name: PoolOptions::default().thread_name,
         }
     }
 
@@ -445,6 +445,19 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// Sets the plain options at once (from a config file, say): the queue's capacity, the
+    /// idle timeout and the threads' names.
+    pub fn options(self, options: PoolOptions) -> Self {
+        let PoolOptions {
+            queue_capacity,
+            idle_timeout,
+            thread_name,
+        } = options;
+        let mut this = self.idle_timeout(idle_timeout).thread_name(thread_name);
+        this.queue_capacity = queue_capacity;
+        this
+    }
+
     /// Builds the pool and starts its control thread; worker threads start with the first jobs.
     /// Limits above [`Semaphore::MAX_PERMITS`](ace_core::Semaphore::MAX_PERMITS) are clamped to
     /// it.
@@ -467,7 +480,7 @@ impl ThreadPoolBuilder {
             .then(|| Arc::new(LatencyRecorder::new()));
         let shared = Arc::new(Shared::new(
             [config.min_limit, config.initial_limit, config.max_limit],
-            PoolOptions {
+            SharedOptions {
                 queue_capacity: self.queue_capacity,
                 idle_timeout: self.idle_timeout,
                 thread_name: self.thread_name.clone(),
@@ -518,6 +531,66 @@ impl fmt::Debug for ThreadPoolBuilder {
             .field("idle_timeout", &self.idle_timeout)
             .field("thread_name", &self.thread_name)
             .finish_non_exhaustive()
+    }
+}
+
+/// The pool's plain options, for [`ThreadPoolBuilder::options`]; with the `serde` feature they
+/// load from a file (`idle_timeout = "30s"`; unknown fields refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct PoolOptions {
+    /// See [`ThreadPoolBuilder::queue_capacity`]; `None` (the default) is unbounded.
+    pub queue_capacity: Option<usize>,
+    /// See [`ThreadPoolBuilder::idle_timeout`].
+    #[cfg_attr(feature = "serde", serde(with = "ace_core::serde_text::duration"))]
+    pub idle_timeout: Duration,
+    /// See [`ThreadPoolBuilder::thread_name`].
+    pub thread_name: String,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: None,
+            idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
+            thread_name: "ace-pool".to_owned(),
+        }
+    }
+}
+
+impl PoolOptions {
+    /// Checks the options.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when `queue_capacity` is `Some(0)`, or
+    /// `idle_timeout` is longer than [`ThreadPoolBuilder::MAX_IDLE_TIMEOUT`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ace_core::ConfigRule;
+        if self.queue_capacity == Some(0) {
+            return Err(ConfigError::custom(
+                "queue_capacity",
+                ConfigRule::AtLeastOne,
+                0.0,
+            ));
+        }
+        if self.idle_timeout > ThreadPoolBuilder::MAX_IDLE_TIMEOUT {
+            return Err(ConfigError::custom(
+                "idle_timeout",
+                ConfigRule::AtMost(ThreadPoolBuilder::MAX_IDLE_TIMEOUT),
+                self.idle_timeout.as_secs_f64(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl crate::config::FromConfigFile for PoolOptions {
+    fn validate_loaded(&self) -> Result<(), ConfigError> {
+        self.validate()
     }
 }
 

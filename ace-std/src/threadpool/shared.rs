@@ -78,7 +78,7 @@ impl Mode {
 
 /// The pool's plain options, from its builder.
 #[derive(Debug)]
-pub(crate) struct PoolOptions {
+pub(crate) struct SharedOptions {
     /// The bound of the queue of jobs not started; `None` for unbounded.
     pub(crate) queue_capacity: Option<usize>,
     /// How long a worker waits for work before it exits.
@@ -164,9 +164,9 @@ pub(crate) struct Shared {
 impl Shared {
     /// A pool state for limits `min ≤ initial ≤ max` (already clamped to the semaphore's
     /// range) and `options`.
-    pub(crate) fn new(limits: [usize; 3], options: PoolOptions) -> Self {
+    pub(crate) fn new(limits: [usize; 3], options: SharedOptions) -> Self {
         let [min_limit, limit, max_limit] = limits;
-        let PoolOptions {
+        let SharedOptions {
             queue_capacity: capacity,
             idle_timeout,
             thread_name,
