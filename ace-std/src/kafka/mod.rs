@@ -721,6 +721,12 @@ impl KafkaConsumerManager {
         self.gate.limit()
     }
 
+    /// True once [`shutdown`](Self::shutdown) has been called (or the manager began to stop
+    /// by itself, on a handler failure under the stop policy).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.stop.is_triggered() || self.shared.done.is_triggered()
+    }
+
     /// True while the assigned partitions are paused.
     pub fn is_paused(&self) -> bool {
         self.shared.paused.load(Ordering::Relaxed)
