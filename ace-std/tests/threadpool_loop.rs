@@ -197,3 +197,40 @@ fn cuts_the_limit_when_its_jobs_slow_down() {
     let p90 = cut.signals.unwrap().latency.unwrap().p90_ms;
     assert!(p90 >= 10.0, "the slow jobs' p90: {p90} ms");
 }
+
+#[test]
+fn clamps_an_unbounded_limit_to_the_semaphore_and_keeps_deciding() {
+    let lines = Lines::default();
+    let pool = ThreadPoolManager::builder(fast(AimdConfig {
+        min_limit: 1,
+        initial_limit: usize::MAX,
+        max_limit: usize::MAX,
+        ..AimdConfig::default()
+    }))
+    .default_signals(false)
+    .source(
+        "idle",
+        source_fn(|| {
+            Ok(Signals {
+                cpu_percent: Some(5.0),
+                ..Signals::default()
+            })
+        }),
+    )
+    .log_writer(lines.clone())
+    .log_holds(HoldLogging::Always)
+    .tracing(false)
+    .metrics(false)
+    .build()
+    .unwrap();
+    assert_eq!(pool.limit(), ace_core::Semaphore::MAX_PERMITS);
+    lines.wait_for("five decisions", 20, |r| r.len() >= 5);
+    assert_eq!(pool.submit(|| 1).join(), Ok(1));
+    pool.shutdown();
+    for r in lines.records() {
+        let c = r.concurrency.unwrap();
+        assert!(c.new_limit <= ace_core::Semaphore::MAX_PERMITS, "{r:?}");
+        // Idle: an unused limit never grows.
+        assert_ne!(r.decision.as_deref(), Some("increase"), "{r:?}");
+    }
+}
