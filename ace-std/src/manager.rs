@@ -735,6 +735,7 @@ enum RuntimeChoice<R> {
 /// # #[cfg(not(feature = "tokio"))]
 /// # fn main() {}
 /// ```
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<R> {
     runtime: RuntimeChoice<R>,
     config: AimdConfig,
@@ -772,14 +773,12 @@ impl<R: Runtime> Builder<R> {
 
     /// Whether to time every task (admission to completion) for the latency signal. Default:
     /// on when the config's `latency_tolerance` is set (the default), off otherwise.
-    #[must_use]
     pub fn time_tasks(mut self, on: bool) -> Self {
         self.latency = Some(on);
         self
     }
 
     /// The runtime to run on (instead of the calling context's).
-    #[must_use]
     pub fn runtime(mut self, runtime: R) -> Self {
         self.runtime = RuntimeChoice::Given(runtime);
         self
@@ -787,21 +786,18 @@ impl<R: Runtime> Builder<R> {
 
     /// Whether to read the default signals: [`SystemSignals`] (CPU and memory, cgroup aware)
     /// and a [`LagProbe`]. Default on.
-    #[must_use]
     pub fn default_signals(mut self, on: bool) -> Self {
         self.default_signals = on;
         self
     }
 
     /// Reads `depth` as the queue depth.
-    #[must_use]
     pub fn queue_depth(mut self, depth: QueueDepth) -> Self {
         self.queue_depth = Some(depth);
         self
     }
 
     /// How often the default lag probe wakes (default [`LagProbe::DEFAULT_PERIOD`]).
-    #[must_use]
     pub fn lag_probe_period(mut self, period: Duration) -> Self {
         self.lag_period = period;
         self

@@ -335,12 +335,12 @@ impl LoopOptions {
 
 /// The builder methods of the one vocabulary, on a builder with a `LoopOptions` field named
 /// `loop_options`. Written once so the three managers cannot drift apart.
+// No `#[must_use]` on the methods: every builder type is `#[must_use]` itself.
 macro_rules! loop_options_methods {
     () => {
         /// Adds a signal source named `name` (the name its errors are reported under). Sources
         /// added here win over the defaults for the signals they read; one that errors, panics,
         /// blocks or hangs is absent that cycle, with a `signal_error` record.
-        #[must_use]
         pub fn source<S: ace_core::SignalSource + 'static>(
             mut self,
             name: &'static str,
@@ -353,7 +353,6 @@ macro_rules! loop_options_methods {
         /// How long one source may take before it counts as absent for the cycle (also the most
         /// one poll of its `collect` may block before it is reported). Default half the
         /// adjustment interval.
-        #[must_use]
         pub fn source_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.loop_options.source_timeout = Some(timeout);
             self
@@ -361,7 +360,6 @@ macro_rules! loop_options_methods {
 
         /// Also sends every decision and signal error to `sink`, after the decision log. A sink
         /// that panics is logged and the loop goes on.
-        #[must_use]
         pub fn sink(mut self, sink: impl ace_core::DecisionSink + 'static) -> Self {
             self.loop_options.sinks.push(Box::new(sink));
             self
@@ -369,28 +367,24 @@ macro_rules! loop_options_methods {
 
         /// Writes the decision log as JSON lines to `writer`. Default: no writer (the `tracing`
         /// events carry the same records).
-        #[must_use]
         pub fn log_writer(mut self, writer: impl std::io::Write + Send + 'static) -> Self {
             self.loop_options.writer = Some(Box::new(writer));
             self
         }
 
         /// When holds are logged (default [`HoldLogging::OnChange`](crate::log::HoldLogging)).
-        #[must_use]
         pub fn log_holds(mut self, holds: crate::log::HoldLogging) -> Self {
             self.loop_options.holds = holds;
             self
         }
 
         /// Whether logged records are also `tracing` events. Default on.
-        #[must_use]
         pub fn tracing(mut self, on: bool) -> Self {
             self.loop_options.tracing = on;
             self
         }
 
         /// Whether to record `metrics` (see [`crate::log`]). Default on.
-        #[must_use]
         pub fn metrics(mut self, on: bool) -> Self {
             self.loop_options.metrics = on;
             self
