@@ -244,19 +244,11 @@ impl<R: Runtime> TaskPermit<R> {
         }
         self.ended = true;
         let i = &*self.inner;
-        if !self.recorded.load(Ordering::Relaxed) {
-            if let (Some(recorder), Some(started)) = (&i.latency, self.started) {
-                if ok {
-                    recorder.record(i.runtime.now().saturating_sub(started));
-                } else {
-                    recorder.record_error();
-                }
-            }
-        }
-        if !ok {
-            i.failed.0.fetch_add(1, Ordering::Relaxed);
-        }
-        i.finished.0.fetch_add(1, Ordering::SeqCst);
+        // Recorded attempts stand in for the task's own sample.
+        let started = self
+            .started
+            .filter(|_| !self.recorded.load(Ordering::Relaxed));
+        i.count_end(started, ok);
         // Release before telling a shutdown waiter, so that `in_flight` reads 0 once it wakes.
         drop(self.permit.take());
         if i.closing.load(Ordering::SeqCst) {
@@ -298,6 +290,24 @@ struct Inner<R> {
     loop_done: Shutdown,
     counters: Arc<DecisionCounters>,
     latency: Option<Arc<LatencyRecorder>>,
+}
+
+impl<R: Runtime> Inner<R> {
+    /// Counts one admitted task's end: its sample (if it was timed, from `started`) or failure
+    /// for the latency signal, and the counters behind `stats()`.
+    fn count_end(&self, started: Option<Duration>, ok: bool) {
+        if let (Some(recorder), Some(started)) = (&self.latency, started) {
+            if ok {
+                recorder.record(self.runtime.now().saturating_sub(started));
+            } else {
+                recorder.record_error();
+            }
+        }
+        if !ok {
+            self.failed.0.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finished.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl<R> Drop for Inner<R> {
@@ -377,18 +387,7 @@ struct Finish<'a, R: Runtime> {
 impl<R: Runtime> Drop for Finish<'_, R> {
     fn drop(&mut self) {
         let i = self.inner;
-        let ok = self.ok == Some(true);
-        if let (Some(recorder), Some(started)) = (&i.latency, self.started) {
-            if ok {
-                recorder.record(i.runtime.now().saturating_sub(started));
-            } else {
-                recorder.record_error();
-            }
-        }
-        if !ok {
-            i.failed.0.fetch_add(1, Ordering::Relaxed);
-        }
-        i.finished.0.fetch_add(1, Ordering::SeqCst);
+        i.count_end(self.started, self.ok == Some(true));
         if i.closing.load(Ordering::SeqCst) {
             i.idle.notify(usize::MAX);
         }

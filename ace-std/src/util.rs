@@ -3,15 +3,12 @@
 //! source, and the sink adapter that every control loop records through.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::future::Future;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ace_core::{
     AimdConfig, Decision, DecisionSink, Runtime, Semaphore, SignalError, SignalSource, Signals,
@@ -50,128 +47,145 @@ pub(crate) fn clamp_to_permits(config: AimdConfig) -> AimdConfig {
     }
 }
 
-/// Wakes a thread parked in [`block_on`].
-struct ThreadWaker(Thread);
+#[cfg(feature = "threadpool")]
+pub(crate) use thread_executor::{block_on, ThreadRuntime};
 
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
+/// The pool's executor: its control thread and `JobHandle::join` run futures on plain threads.
+#[cfg(feature = "threadpool")]
+mod thread_executor {
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::pin::{pin, Pin};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::thread::{self, Thread};
+    use std::time::{Duration, Instant};
 
-thread_local! {
-    /// The [`Sleep`]s polled on this thread that have not fired: `block_on` parks until the
-    /// earliest and wakes it.
-    static TIMERS: RefCell<Vec<(Instant, Waker)>> = const { RefCell::new(Vec::new()) };
-}
+    use ace_core::Runtime;
 
-/// Runs `future` to completion on this thread, parking between polls; [`ThreadRuntime`]'s
-/// sleeps polled here fire on time.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
+    /// Wakes a thread parked in [`block_on`].
+    struct ThreadWaker(Thread);
+
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
         }
-        let now = Instant::now();
-        let (due, next) = TIMERS.with(|timers| {
-            let mut timers = timers.borrow_mut();
-            let mut due = Vec::new();
-            timers.retain(|(at, w)| {
-                if *at <= now {
-                    due.push(w.clone());
-                    false
-                } else {
-                    true
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    thread_local! {
+        /// The [`Sleep`]s polled on this thread that have not fired: `block_on` parks until the
+        /// earliest and wakes it.
+        static TIMERS: RefCell<Vec<(Instant, Waker)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `future` to completion on this thread, parking between polls; [`ThreadRuntime`]'s
+    /// sleeps polled here fire on time.
+    pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+        let mut future = pin!(future);
+        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            let now = Instant::now();
+            let (due, next) = TIMERS.with(|timers| {
+                let mut timers = timers.borrow_mut();
+                let mut due = Vec::new();
+                timers.retain(|(at, w)| {
+                    if *at <= now {
+                        due.push(w.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                (due, timers.iter().map(|(at, _)| *at).min())
+            });
+            if !due.is_empty() {
+                due.into_iter().for_each(Waker::wake);
+                continue;
+            }
+            // Spurious unparks are fine: the loop polls again.
+            match next {
+                Some(at) => thread::park_timeout(at.saturating_duration_since(now)),
+                None => thread::park(),
+            }
+        }
+    }
+
+    /// A [`Runtime`] for threads without an executor: `sleep` fires inside [`block_on`] on the
+    /// thread that polls it, and `spawn` runs the future on a thread of its own.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct ThreadRuntime {
+        origin: Instant,
+    }
+
+    impl ThreadRuntime {
+        pub(crate) fn new() -> Self {
+            Self {
+                origin: Instant::now(),
+            }
+        }
+    }
+
+    /// [`ThreadRuntime`]'s sleep.
+    #[derive(Debug)]
+    pub(crate) struct Sleep {
+        pub(super) deadline: Instant,
+    }
+
+    impl Future for Sleep {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if Instant::now() >= self.deadline {
+                return Poll::Ready(());
+            }
+            TIMERS.with(|timers| {
+                let mut timers = timers.borrow_mut();
+                let known = timers
+                    .iter()
+                    .any(|(at, w)| *at == self.deadline && w.will_wake(cx.waker()));
+                if !known {
+                    timers.push((self.deadline, cx.waker().clone()));
                 }
             });
-            (due, timers.iter().map(|(at, _)| *at).min())
-        });
-        if !due.is_empty() {
-            due.into_iter().for_each(Waker::wake);
-            continue;
-        }
-        // Spurious unparks are fine: the loop polls again.
-        match next {
-            Some(at) => thread::park_timeout(at.saturating_duration_since(now)),
-            None => thread::park(),
+            Poll::Pending
         }
     }
-}
 
-/// A [`Runtime`] for threads without an executor: `sleep` fires inside [`block_on`] on the
-/// thread that polls it, and `spawn` runs the future on a thread of its own.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ThreadRuntime {
-    origin: Instant,
-}
+    impl Runtime for ThreadRuntime {
+        type Sleep = Sleep;
 
-impl ThreadRuntime {
-    pub(crate) fn new() -> Self {
-        Self {
-            origin: Instant::now(),
+        fn now(&self) -> Duration {
+            self.origin.elapsed()
         }
-    }
-}
 
-/// [`ThreadRuntime`]'s sleep.
-#[derive(Debug)]
-pub(crate) struct Sleep {
-    deadline: Instant,
-}
-
-impl Future for Sleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
-            return Poll::Ready(());
+        fn sleep(&self, duration: Duration) -> Sleep {
+            // A duration past the clock's range sleeps "forever" (about a century), never panics.
+            let now = Instant::now();
+            let deadline = now
+                .checked_add(duration)
+                .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+                .unwrap_or(now);
+            Sleep { deadline }
         }
-        TIMERS.with(|timers| {
-            let mut timers = timers.borrow_mut();
-            let known = timers
-                .iter()
-                .any(|(at, w)| *at == self.deadline && w.will_wake(cx.waker()));
-            if !known {
-                timers.push((self.deadline, cx.waker().clone()));
-            }
-        });
-        Poll::Pending
-    }
-}
 
-impl Runtime for ThreadRuntime {
-    type Sleep = Sleep;
-
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    fn sleep(&self, duration: Duration) -> Sleep {
-        // A duration past the clock's range sleeps "forever" (about a century), never panics.
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(duration)
-            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-            .unwrap_or(now);
-        Sleep { deadline }
-    }
-
-    fn spawn<F>(&self, future: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        // Nothing in the pool spawns; a thread keeps this correct should anything start to.
-        drop(
-            thread::Builder::new()
-                .name("ace-task".to_owned())
-                .spawn(move || block_on(future)),
-        );
+        fn spawn<F>(&self, future: F)
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            // Nothing in the pool spawns; a thread keeps this correct should anything start to.
+            drop(
+                thread::Builder::new()
+                    .name("ace-task".to_owned())
+                    .spawn(move || block_on(future)),
+            );
+        }
     }
 }
 
@@ -396,7 +410,10 @@ pub(crate) use loop_options_methods;
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "threadpool")]
+    use std::time::Instant;
 
+    #[cfg(feature = "threadpool")]
     #[test]
     fn block_on_fires_thread_runtime_sleeps() {
         let rt = ThreadRuntime::new();
@@ -412,6 +429,7 @@ mod tests {
         assert!(took < Duration::from_secs(30), "{took:?}");
     }
 
+    #[cfg(feature = "threadpool")]
     #[test]
     fn a_sleep_past_the_clock_range_does_not_panic() {
         let rt = ThreadRuntime::new();

@@ -58,26 +58,28 @@ fn fast(config: AimdConfig) -> AimdConfig {
     }
 }
 
-#[test]
-fn writes_json_decision_lines_from_the_default_log() {
+/// A pool reading only `signals` and logging every decision (holds too) to the returned lines.
+fn logged_pool(config: AimdConfig, signals: Signals) -> (ThreadPoolManager, Lines) {
     let lines = Lines::default();
-    let pool = ThreadPoolManager::builder(fast(AimdConfig::default()))
+    let pool = ThreadPoolManager::builder(fast(config))
         .default_signals(false)
-        .source(
-            "cpu",
-            source_fn(|| {
-                Ok(Signals {
-                    cpu_percent: Some(20.0),
-                    ..Signals::default()
-                })
-            }),
-        )
+        .source("scripted", source_fn(move || Ok(signals)))
         .log_writer(lines.clone())
         .log_holds(HoldLogging::Always)
         .tracing(false)
         .metrics(false)
         .build()
         .unwrap();
+    (pool, lines)
+}
+
+#[test]
+fn writes_json_decision_lines_from_the_default_log() {
+    let cpu = Signals {
+        cpu_percent: Some(20.0),
+        ..Signals::default()
+    };
+    let (pool, lines) = logged_pool(AimdConfig::default(), cpu);
     lines.wait_for("three decisions", 20, |r| r.len() >= 3);
     pool.shutdown();
     let records = lines.records();
@@ -200,29 +202,17 @@ fn cuts_the_limit_when_its_jobs_slow_down() {
 
 #[test]
 fn clamps_an_unbounded_limit_to_the_semaphore_and_keeps_deciding() {
-    let lines = Lines::default();
-    let pool = ThreadPoolManager::builder(fast(AimdConfig {
+    let unbounded = AimdConfig {
         min_limit: 1,
         initial_limit: usize::MAX,
         max_limit: usize::MAX,
         ..AimdConfig::default()
-    }))
-    .default_signals(false)
-    .source(
-        "idle",
-        source_fn(|| {
-            Ok(Signals {
-                cpu_percent: Some(5.0),
-                ..Signals::default()
-            })
-        }),
-    )
-    .log_writer(lines.clone())
-    .log_holds(HoldLogging::Always)
-    .tracing(false)
-    .metrics(false)
-    .build()
-    .unwrap();
+    };
+    let idle = Signals {
+        cpu_percent: Some(5.0),
+        ..Signals::default()
+    };
+    let (pool, lines) = logged_pool(unbounded, idle);
     assert_eq!(pool.limit(), ace_core::Semaphore::MAX_PERMITS);
     lines.wait_for("five decisions", 20, |r| r.len() >= 5);
     assert_eq!(pool.submit(|| 1).join(), Ok(1));

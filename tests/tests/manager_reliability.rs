@@ -47,6 +47,19 @@ impl Errors {
     fn any(&self, needle: &str) -> bool {
         self.0.lock().unwrap().iter().any(|e| e.contains(needle))
     }
+
+    /// True once the loop decided `decisions` times and was told of the source's panic.
+    fn saw_loop_survive(&self, decisions: u64) -> bool {
+        decisions >= 5 && self.any("collect panicked: source exploded")
+    }
+}
+
+/// Fails once 20 s have passed since `started`.
+fn check_deadline(started: Instant, what: &dyn std::fmt::Debug) {
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the loop stopped: {what:?}"
+    );
 }
 
 /// A sink that panics on every call.
@@ -63,26 +76,33 @@ fn panicking_source() -> impl ace_core::SignalSource {
     source_fn(|| -> Result<Signals, SignalError> { panic!("source exploded") })
 }
 
+/// Builds a manager (any of them: one vocabulary) whose only source and one of whose sinks panic
+/// every cycle, the other sink keeping the errors.
+macro_rules! with_panicking_parts {
+    ($builder:expr, $errors:expr) => {
+        $builder
+            .default_signals(false)
+            .tracing(false)
+            .metrics(false)
+            .source("boom", panicking_source())
+            .sink($errors.clone())
+            .sink(PanickingSink)
+            .build()
+            .unwrap()
+    };
+}
+
 /// The same checks on any runtime: a source and a sink that panic every cycle cost nothing but
 /// their records; the loop keeps deciding, and `shutdown` returns.
 async fn survives_panicking_parts<R: Runtime>(runtime: R) {
     let errors = Errors::default();
-    let manager = Manager::builder_with_runtime(runtime.clone(), fast())
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .source("boom", panicking_source())
-        .sink(errors.clone())
-        .sink(PanickingSink)
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while manager.stats().decisions < 5 || !errors.any("collect panicked: source exploded") {
-        assert!(
-            Instant::now() < deadline,
-            "the loop stopped: {:?}",
-            manager.stats()
-        );
+    let manager = with_panicking_parts!(
+        Manager::builder_with_runtime(runtime.clone(), fast()),
+        errors
+    );
+    let started = Instant::now();
+    while !errors.saw_loop_survive(manager.stats().decisions) {
+        check_deadline(started, &manager.stats());
         runtime.sleep(Duration::from_millis(5)).await;
     }
     assert!(errors.any("signal source `boom` failed"));
@@ -143,22 +163,10 @@ fn shutdown_returns_after_the_runtime_of_the_loop_is_dropped() {
 fn the_pool_survives_a_panicking_source_and_sink() {
     within(60, || {
         let errors = Errors::default();
-        let pool = ThreadPoolManager::builder(fast())
-            .default_signals(false)
-            .tracing(false)
-            .metrics(false)
-            .source("boom", panicking_source())
-            .sink(errors.clone())
-            .sink(PanickingSink)
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while pool.stats().core.decisions < 5 || !errors.any("collect panicked: source exploded") {
-            assert!(
-                Instant::now() < deadline,
-                "the loop stopped: {:?}",
-                pool.stats()
-            );
+        let pool = with_panicking_parts!(ThreadPoolManager::builder(fast()), errors);
+        let started = Instant::now();
+        while !errors.saw_loop_survive(pool.stats().core.decisions) {
+            check_deadline(started, &pool.stats());
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(pool.submit(|| 7).join(), Ok(7));

@@ -145,12 +145,91 @@ pub mod duration {
     }
 }
 
+/// A value read by `inner`, or `None` for `"off"`, `false` or a null.
+struct OffOr<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for OffOr<V> {
+    type Value = Option<V::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)?;
+        f.write_str(", or \"off\"")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v == "off" {
+            Ok(None)
+        } else {
+            self.0.visit_str(v).map(Some)
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.0.visit_f64(v).map(Some)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.0.visit_i64(v).map(Some)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.0.visit_u64(v).map(Some)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        if v {
+            Err(E::invalid_value(de::Unexpected::Bool(v), &self))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Reads a number (integers included).
+struct NumberVisitor;
+
+impl Visitor<'_> for NumberVisitor {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        Ok(v)
+    }
+
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a config number, far below 2^53"
+    )]
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a config number, far below 2^53"
+    )]
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+}
+
 /// `#[serde(with = "ace_core::serde_text::optional_duration")]`: a duration, or `"off"` (or
 /// `false`) for `None`.
 pub mod optional_duration {
-    use super::{de, fmt, Deserializer, Duration, DurationText, Serializer, Visitor};
+    use super::{Deserializer, Duration, DurationText, DurationVisitor, OffOr, Serializer};
 
-    /// Writes the value as text.
+    /// Writes the value as text (`"off"` for `None`).
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.collect_str(&DurationText(*d)),
@@ -158,47 +237,18 @@ pub mod optional_duration {
         }
     }
 
-    struct V;
-
-    impl Visitor<'_> for V {
-        type Value = Option<Duration>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration like \"2s\", or \"off\"")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            if v == "off" {
-                return Ok(None);
-            }
-            super::DurationVisitor.visit_str(v).map(Some)
-        }
-
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            if v {
-                Err(E::invalid_value(de::Unexpected::Bool(v), &self))
-            } else {
-                Ok(None)
-            }
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-    }
-
     /// Reads the value from text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        d.deserialize_any(V)
+        d.deserialize_any(OffOr(DurationVisitor))
     }
 }
 
 /// `#[serde(with = "ace_core::serde_text::optional_number")]`: a number, or `"off"` (or `false`)
 /// for `None`.
 pub mod optional_number {
-    use super::{de, fmt, Deserializer, Serializer, Visitor};
+    use super::{Deserializer, NumberVisitor, OffOr, Serializer};
 
-    /// Writes the value as text.
+    /// Writes the number (`"off"` for `None`).
     pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => s.serialize_f64(*v),
@@ -206,59 +256,9 @@ pub mod optional_number {
         }
     }
 
-    struct V;
-
-    impl Visitor<'_> for V {
-        type Value = Option<f64>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a number, or \"off\"")
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "a config number, far below 2^53"
-        )]
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "a config number, far below 2^53"
-        )]
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            if v == "off" {
-                Ok(None)
-            } else {
-                Err(E::invalid_value(de::Unexpected::Str(v), &self))
-            }
-        }
-
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            if v {
-                Err(E::invalid_value(de::Unexpected::Bool(v), &self))
-            } else {
-                Ok(None)
-            }
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-    }
-
-    /// Reads the value from text.
+    /// Reads the value.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-        d.deserialize_any(V)
+        d.deserialize_any(OffOr(NumberVisitor))
     }
 }
 
