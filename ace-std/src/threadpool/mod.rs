@@ -297,7 +297,7 @@ impl ThreadPoolManager {
     /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
     /// let queued: Vec<_> = (0..50).map(|i| pool.submit(move || i)).collect();
     /// pool.shutdown();
-    /// assert_eq!(pool.stats().completed, 50);
+    /// assert_eq!(pool.stats().core.completed, 50);
     /// assert_eq!(pool.submit(|| 0).join(), Err(JobError::Rejected));
     /// # drop(queued);
     /// # Ok::<(), ace_std::ConfigError>(())
