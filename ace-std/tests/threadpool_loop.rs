@@ -109,7 +109,7 @@ fn invalid_readings_are_absent_and_logged_never_a_stress_with_no_value() {
         .log_holds(HoldLogging::Always)
         .tracing(false)
         .metrics(false)
-        .time_jobs(false)
+        .time_tasks(false)
         .build()
         .unwrap();
     lines.wait_for("three decisions", 20, |r| {
@@ -223,4 +223,25 @@ fn clamps_an_unbounded_limit_to_the_semaphore_and_keeps_deciding() {
         // Idle: an unused limit never grows.
         assert_ne!(r.decision.as_deref(), Some("increase"), "{r:?}");
     }
+}
+
+#[test]
+fn an_idle_timeout_of_duration_max_saturates_instead_of_panicking() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A watchdog: before, every parked worker panicked on `now + Duration::MAX` and the jobs
+    // behind it never ran.
+    std::thread::spawn(move || {
+        let pool = ThreadPoolManager::builder(AimdConfig::fixed(4))
+            .default_signals(false)
+            .tracing(false)
+            .metrics(false)
+            .idle_timeout(Duration::MAX)
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..20u64).map(|i| pool.submit(move || i)).collect();
+        let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        pool.shutdown();
+        let _ = tx.send(sum);
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(190));
 }

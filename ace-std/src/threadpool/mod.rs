@@ -120,7 +120,7 @@ impl ThreadPoolManager {
             config,
             loop_options: LoopOptions::default(),
             default_signals: true,
-            time_jobs: None,
+            time_tasks: None,
             queue_capacity: None,
             idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
             thread_name: PoolOptions::default().thread_name,
@@ -390,7 +390,7 @@ pub struct ThreadPoolBuilder {
     config: AimdConfig,
     loop_options: LoopOptions,
     default_signals: bool,
-    time_jobs: Option<bool>,
+    time_tasks: Option<bool>,
     queue_capacity: Option<usize>,
     idle_timeout: Duration,
     thread_name: String,
@@ -418,8 +418,8 @@ impl ThreadPoolBuilder {
 
     /// Whether to time every job (its run on a worker) for the latency signal. Default: on when
     /// the config's `latency_tolerance` is set (the default), off otherwise.
-    pub fn time_jobs(mut self, on: bool) -> Self {
-        self.time_jobs = Some(on);
+    pub fn time_tasks(mut self, on: bool) -> Self {
+        self.time_tasks = Some(on);
         self
     }
 
@@ -475,7 +475,7 @@ impl ThreadPoolBuilder {
         let config = controller.config();
         let counters = Arc::new(DecisionCounters::default());
         let latency = self
-            .time_jobs
+            .time_tasks
             .unwrap_or(config.latency_tolerance.is_some())
             .then(|| Arc::new(LatencyRecorder::new()));
         let shared = Arc::new(Shared::new(
