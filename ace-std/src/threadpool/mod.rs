@@ -478,18 +478,18 @@ impl ThreadPoolBuilder {
             .time_tasks
             .unwrap_or(config.latency_tolerance.is_some())
             .then(|| Arc::new(LatencyRecorder::new()));
-        let shared = Arc::new(Shared::new(
-            [config.min_limit, config.initial_limit, config.max_limit],
-            SharedOptions {
-                queue_capacity: self.queue_capacity,
-                idle_timeout: self.idle_timeout,
-                thread_name: self.thread_name.clone(),
-                timing: latency.as_ref().map(|recorder| JobTiming {
-                    recorder: Arc::clone(recorder),
-                    counters: Arc::clone(&counters),
-                }),
-            },
-        ));
+        let shared = Arc::new(Shared::new(SharedOptions {
+            initial_limit: config.initial_limit,
+            min_limit: config.min_limit,
+            max_limit: config.max_limit,
+            queue_capacity: self.queue_capacity,
+            idle_timeout: self.idle_timeout,
+            thread_name: self.thread_name.clone(),
+            timing: latency.as_ref().map(|recorder| JobTiming {
+                recorder: Arc::clone(recorder),
+                counters: Arc::clone(&counters),
+            }),
+        }));
         let (mut source, sink) = self.loop_options.into_parts(
             ThreadRuntime::new(),
             config.adjustment_interval,

@@ -76,9 +76,16 @@ impl Mode {
     }
 }
 
-/// The pool's plain options, from its builder.
+/// What the pool state is built from (its builder's options, the limits already clamped to the
+/// semaphore's range).
 #[derive(Debug)]
 pub(crate) struct SharedOptions {
+    /// The limit at start.
+    pub(crate) initial_limit: usize,
+    /// The bounds for a limit set by hand.
+    pub(crate) min_limit: usize,
+    /// See `min_limit`.
+    pub(crate) max_limit: usize,
     /// The bound of the queue of jobs not started; `None` for unbounded.
     pub(crate) queue_capacity: Option<usize>,
     /// How long a worker waits for work before it exits.
@@ -162,11 +169,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// A pool state for limits `min ≤ initial ≤ max` (already clamped to the semaphore's
-    /// range) and `options`.
-    pub(crate) fn new(limits: [usize; 3], options: SharedOptions) -> Self {
-        let [min_limit, limit, max_limit] = limits;
+    pub(crate) fn new(options: SharedOptions) -> Self {
         let SharedOptions {
+            initial_limit: limit,
+            min_limit,
+            max_limit,
             queue_capacity: capacity,
             idle_timeout,
             thread_name,
