@@ -11,6 +11,10 @@
 //!   with `submit`, `spawn`, `stats` and `shutdown`; built by [`Builder`].
 //! - `ace_std::tokio::Manager`, `ace_std::smol::Manager`, `ace_std::async_std::Manager`: the
 //!   same on each executor.
+//! - [`Stats`]: what every manager's `stats()` reports (the pool's and the Kafka consumer's
+//!   embed it as `core`). All three managers share one vocabulary: `.source(name, s)`,
+//!   `.sink(s)`, `.log_writer(w)`, `.log_holds(h)`, `.tracing(bool)`, `.metrics(bool)` on the
+//!   builder; `limit()`, `stats()`, `is_shut_down()`, `shutdown()` on the handle.
 //!
 //! # Features
 //!
