@@ -245,3 +245,48 @@ fn an_idle_timeout_of_duration_max_saturates_instead_of_panicking() {
     });
     assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(190));
 }
+
+#[test]
+fn limits_set_by_hand_from_several_threads_leave_the_loop_deciding_in_bounds() {
+    let config = AimdConfig {
+        min_limit: 2,
+        initial_limit: 4,
+        max_limit: 16,
+        ..AimdConfig::default()
+    };
+    let idle = Signals {
+        cpu_percent: Some(5.0),
+        ..Signals::default()
+    };
+    let (pool, lines) = logged_pool(config, idle);
+    let pool = Arc::new(pool);
+    let setters: Vec<_> = (0..4u64)
+        .map(|t| {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for _ in 0..200 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let set = pool.set_limit((x % 40) as usize);
+                    assert!((2..=16).contains(&set), "{set}");
+                    assert_eq!(pool.submit(|| 1).join(), Ok(1));
+                }
+            })
+        })
+        .collect();
+    for s in setters {
+        s.join().unwrap();
+    }
+    let before = lines.records().len();
+    lines.wait_for("three decisions after the storm", 20, |r| {
+        r.len() >= before + 3
+    });
+    for r in lines.records() {
+        let c = r.concurrency.unwrap();
+        assert!((2..=16).contains(&c.new_limit), "{r:?}");
+    }
+    assert!((2..=16).contains(&pool.limit()));
+    pool.shutdown();
+}
