@@ -313,13 +313,17 @@ fn a_thread_pool_never_runs_more_than_its_grant() {
         adjustment_interval: Duration::from_millis(100),
         ..AimdConfig::default()
     })
-    .signals(ace_std::core::source_fn(|| {
-        Ok(ace_std::Signals {
-            cpu_percent: Some(50.0),
-            memory_percent: Some(50.0),
-            ..ace_std::Signals::default()
-        })
-    }))
+    .default_signals(false)
+    .source(
+        "steady",
+        ace_std::core::source_fn(|| {
+            Ok(ace_std::Signals {
+                cpu_percent: Some(50.0),
+                memory_percent: Some(50.0),
+                ..ace_std::Signals::default()
+            })
+        }),
+    )
     .fleet(budget.clone())
     .build()
     .unwrap();
