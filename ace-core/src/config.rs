@@ -163,9 +163,9 @@ impl AimdConfig {
     pub const fn default_latency_probe_interval() -> Option<Duration> {
         None
     }
-    /// Default for [`latency_decrease_factor`](Self::latency_decrease_factor): 0.7.
+    /// Default for [`latency_decrease_factor`](Self::latency_decrease_factor): 0.9.
     pub const fn default_latency_decrease_factor() -> f64 {
-        0.7
+        0.9
     }
     /// Default for [`slow_start`](Self::slow_start): `true`.
     pub const fn default_slow_start() -> bool {

@@ -337,6 +337,14 @@ fn next_sample_mask(sampled: u64, mask: u64) -> u64 {
     }
 }
 
+/// The latency epochs' demand signal: tells the recorder whether this admission took the last
+/// free slot (the limit was reached), so the controller grows only a limit that is used.
+fn note_admission<R>(inner: &Inner<R>) {
+    if let Some(recorder) = &inner.latency {
+        recorder.record_admission(inner.sem.in_use(), inner.sem.limit());
+    }
+}
+
 impl<R> Drop for Inner<R> {
     fn drop(&mut self) {
         // The last handle is gone: stop the control loop (and with it the lag probe).
@@ -547,6 +555,7 @@ impl<R: Runtime> Manager<R> {
             finish.ok = Some(true);
             return Err(SubmitError::Shutdown);
         }
+        note_admission(inner);
         if inner.latency.is_some()
             && seq & inner.loop_stats.sample_mask.load(Ordering::Relaxed) == 0
         {
@@ -646,6 +655,7 @@ impl<R: Runtime> Manager<R> {
         if inner.closing.load(Ordering::SeqCst) {
             return None;
         }
+        note_admission(inner);
         if inner.latency.is_some()
             && seq & inner.loop_stats.sample_mask.load(Ordering::Relaxed) == 0
         {

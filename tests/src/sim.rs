@@ -477,8 +477,7 @@ impl Reference {
     /// A task ended at `now` (ns): the epoch may close.
     pub fn task_done(&mut self, now: u64) {
         // Vector's own test rounds to the microsecond so that a constant link reads constant.
-        let current =
-            (self.count > 0).then(|| (self.sum / self.count as f64 * 1e6).round() / 1e6);
+        let current = (self.count > 0).then(|| (self.sum / self.count as f64 * 1e6).round() / 1e6);
         let Some((mean, var)) = self.past else {
             if let Some(c) = current {
                 self.past = Some((c, 0.0));
@@ -593,6 +592,7 @@ struct Sharer {
     cycle_ok: u64,
     measured_ok: u64,
     done: usize,
+    last_p90_ms: f64,
 }
 
 const NS: f64 = 1e9;
@@ -659,7 +659,9 @@ pub fn run_with(
                 .with_seed(s.seed ^ i as u64);
             let reference = (*variant == Variant::Reference).then(|| Reference::new(max));
             Sharer {
-                limit: reference.as_ref().map_or(controller.limit(), Reference::limit),
+                limit: reference
+                    .as_ref()
+                    .map_or(controller.limit(), Reference::limit),
                 controller,
                 reference,
                 recorder: LatencyRecorder::new(),
@@ -669,6 +671,7 @@ pub fn run_with(
                 cycle_ok: 0,
                 measured_ok: 0,
                 done: 0,
+                last_p90_ms: 0.0,
             }
         })
         .collect();
@@ -764,7 +767,8 @@ pub fn run_with(
                 if let Some(retry) = retry {
                     let k = tasks[task].attempts;
                     tasks[task].attempts += 1;
-                    let backoff = (fibonacci(k) * retry.initial_backoff_ms).min(retry.max_backoff_ms);
+                    let backoff =
+                        (fibonacci(k) * retry.initial_backoff_ms).min(retry.max_backoff_ms);
                     push(&mut heap, t + to_ns(backoff), Event::Retry { sharer, task });
                     continue;
                 }
@@ -869,7 +873,7 @@ pub fn run_with(
                     t: ts,
                     limit: sh.limit,
                     in_flight: usage.in_flight,
-                    p90_ms: summary.map_or(0.0, |l| l.p90.as_secs_f64() * 1e3),
+                    p90_ms: summary.map_or(sh.last_p90_ms, |l| l.p90.as_secs_f64() * 1e3),
                     baseline_ms: sh
                         .controller
                         .latency_baseline()
@@ -880,7 +884,9 @@ pub fn run_with(
                 sh.cycles.push(cycle);
                 if sharer == 0 {
                     on_cycle(&cycle, &line);
-                    if matches!(variant, Variant::Ace | Variant::Seed) && !paced {
+                    if matches!(variant, Variant::Ace | Variant::Seed)
+                        && (!paced || d_changed(&line))
+                    {
                         log.push(format!("{ts:7.1}s  {line}"));
                     }
                 }
@@ -967,9 +973,17 @@ pub fn run_with(
     };
     let mut metrics = BTreeMap::new();
     if batch.is_some() {
-        metrics.insert("finish_s", if finish.is_some() { finish_s } else { f64::INFINITY });
+        metrics.insert(
+            "finish_s",
+            if finish.is_some() {
+                finish_s
+            } else {
+                f64::INFINITY
+            },
+        );
     }
-    let mean_latency = measured_latencies.iter().sum::<f64>() / measured_latencies.len().max(1) as f64;
+    let mean_latency =
+        measured_latencies.iter().sum::<f64>() / measured_latencies.len().max(1) as f64;
     metrics.insert("mean_ms", mean_latency);
     let totals: Vec<(f64, usize)> = (0..sharers[0].cycles.len())
         .map(|c| {
@@ -1046,17 +1060,40 @@ pub fn run_with(
 
 /// ACE's latency path runs on its own epochs, each attempt timed by itself (`true`), or once per
 /// control cycle with each task timed from admission to its end (`false`, as before).
-const PACED: bool = false;
+const PACED: bool = true;
 
 /// Tells the recorder that a task was admitted with `in_flight` of `limit` slots taken.
 fn admitted(recorder: &LatencyRecorder, in_flight: usize, limit: usize) {
-    let _ = (recorder, in_flight, limit);
+    recorder.record_admission(in_flight, limit);
 }
 
-/// Closes ACE's latency epoch if it is due; returns when to look again.
+/// Closes ACE's latency epoch if it is due, as the control loop does; returns when to look
+/// again (ns).
 fn epoch(sh: &mut Sharer, t: u64, ts: f64, log: &mut Vec<String>, first: bool) -> u64 {
-    let _ = (sh, ts, log, first);
-    t + 1_000_000_000
+    let now = Duration::from_nanos(t);
+    let due = sh.controller.next_epoch();
+    if now < due {
+        return due.as_nanos() as u64;
+    }
+    let summary = sh.recorder.take_summary();
+    let usage = Usage {
+        limit: sh.limit,
+        in_flight: sh.in_flight,
+        waiting: sh.queue.len(),
+    };
+    let d = sh.controller.epoch(now, &summary, usage);
+    if summary.samples > 0 && !matches!(d.reason, ace_core::Reason::Gathering { .. }) {
+        sh.last_p90_ms = summary.p90.as_secs_f64() * 1e3;
+    }
+    sh.limit = d.new_limit;
+    if first && d.action != ace_core::Action::Hold {
+        log.push(format!("{ts:7.3}s  {d}"));
+    }
+    sh.controller.next_epoch().as_nanos() as u64
+}
+
+fn d_changed(line: &str) -> bool {
+    !line.starts_with("hold")
 }
 
 fn fibonacci(k: u32) -> f64 {
