@@ -198,11 +198,16 @@ impl Controller {
         self.paced_until = Some(now.saturating_add(interval.saturating_mul(2)));
         let prior = self.average;
         let mean = summary.mean.as_secs_f64();
+        // A handful of samples gives a p90 or a minimum far below the truth: the references
+        // take epochs of `latency_min_samples` successes only.
+        let enough = summary.samples >= c.latency_min_samples;
         if summary.samples > 0 {
-            self.baseline.insert(now, summary.p90);
+            if enough {
+                self.baseline.insert(now, summary.p90);
+            }
+            // The lowest of many noisy means is biased low by about two standard errors: store
+            // each one two standard errors up, so the floor is the unloaded mean.
             if summary.samples >= FLOOR_MIN_SAMPLES {
-                // The lowest of many noisy means is biased low by about two standard errors:
-                // store each one two standard errors up, so the floor is the unloaded mean.
                 let unbiased = mean * (1.0 + 2.0 * standard_error(&summary));
                 self.floor.insert(now, secs(unbiased));
             }
