@@ -125,7 +125,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // The others, at full speed, and the goodput ratios against the best static limit.
     let mut outcomes = vec![ace];
-    let mut others = vec![Variant::Seed];
+    let mut others = vec![Variant::Seed, Variant::Reference];
     others.extend(scenario.static_limits.iter().map(|&n| Variant::Static(n)));
     for v in &others {
         outcomes.push(sim::run(&scenario, v, |_, _| {}));

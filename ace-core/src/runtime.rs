@@ -268,8 +268,9 @@ impl Shutdown {
 /// - A source that errors, or takes longer than one interval, counts as absent for that cycle, and
 ///   the sink is told through [`DecisionSink::signal_error`]. The loop never stops for it.
 /// - [`Shutdown::trigger`] ends the loop promptly, even mid-sleep or mid-collection.
-/// - Given a [`LatencyRecorder`] ([`with_latency`](Self::with_latency)), each cycle takes its
-///   summary into [`Signals::latency`], whatever the source returned.
+/// - Given a [`LatencyRecorder`] ([`with_latency`](Self::with_latency)) and a config with the
+///   latency signal on, [`run`](Self::run) takes its summary at each epoch; without the latency
+///   signal it runs the machine cycle alone, as the seed's loop did.
 #[derive(Debug)]
 pub struct ControlLoop<R, S, T, K> {
     runtime: R,
@@ -302,9 +303,10 @@ where
         }
     }
 
-    /// Feeds the latency signal from `recorder`: each cycle takes its
-    /// [summary](LatencyRecorder::take_summary) into [`Signals::latency`]. The managers record
-    /// every task's latency (or failure) into the same recorder.
+    /// Feeds the latency epochs from `recorder`: each epoch takes its
+    /// [summary](LatencyRecorder::take_summary) ([`step`](Self::step) takes it into
+    /// [`Signals::latency`] instead). The managers record every task's latency (or failure) and
+    /// every admission into the same recorder.
     #[must_use]
     pub fn with_latency(mut self, recorder: alloc::sync::Arc<LatencyRecorder>) -> Self {
         self.latency = Some(recorder);

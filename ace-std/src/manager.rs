@@ -478,8 +478,9 @@ impl<R: Runtime> Manager<R> {
     /// The future runs in the caller's task; use [`spawn`](Self::spawn) for a task of its
     /// own. The per-task path takes no lock and allocates nothing: a permit and two atomic
     /// counters. When the latency signal is on, tasks are timed (two clock reads and one more
-    /// counter): every task up to 1,024 per cycle, and above that one in 2^k, so a busy
-    /// manager's p90 still rests on about a thousand samples per cycle.
+    /// counter) and each admission tells the latency epochs whether it reached the limit (two
+    /// atomic loads). A machine cycle that carried over 1,024 tasks would time one in 2^k; the
+    /// latency epochs take their summaries themselves, a round trip each, so every task is timed.
     ///
     /// # Errors
     ///

@@ -593,6 +593,9 @@ struct Sharer {
     measured_ok: u64,
     done: usize,
     last_p90_ms: f64,
+    // Latency epochs that changed the limit since the last cycle, and the last of them.
+    epoch_changes: u32,
+    last_epoch: String,
 }
 
 const NS: f64 = 1e9;
@@ -672,6 +675,8 @@ pub fn run_with(
                 measured_ok: 0,
                 done: 0,
                 last_p90_ms: 0.0,
+                epoch_changes: 0,
+                last_epoch: String::new(),
             }
         })
         .collect();
@@ -867,7 +872,14 @@ pub fn run_with(
                         .controller
                         .decide(Duration::from_nanos(t), &signals, usage);
                     sh.limit = d.new_limit;
-                    d.to_string()
+                    let epochs = std::mem::take(&mut sh.epoch_changes);
+                    if d.reason == ace_core::Reason::Paced && epochs > 0 {
+                        // The machine cycle held; say what the latency epochs did meanwhile.
+                        let plural = if epochs == 1 { "" } else { "s" };
+                        format!("{epochs} epoch change{plural}, last: {}", sh.last_epoch)
+                    } else {
+                        d.to_string()
+                    }
                 };
                 let cycle = Cycle {
                     t: ts,
@@ -1086,14 +1098,19 @@ fn epoch(sh: &mut Sharer, t: u64, ts: f64, log: &mut Vec<String>, first: bool) -
         sh.last_p90_ms = summary.p90.as_secs_f64() * 1e3;
     }
     sh.limit = d.new_limit;
-    if first && d.action != ace_core::Action::Hold {
-        log.push(format!("{ts:7.3}s  {d}"));
+    if d.action != ace_core::Action::Hold {
+        sh.epoch_changes += 1;
+        sh.last_epoch = d.to_string();
+        if first {
+            log.push(format!("{ts:7.3}s  {d}"));
+        }
     }
     sh.controller.next_epoch().as_nanos() as u64
 }
 
 fn d_changed(line: &str) -> bool {
-    !line.starts_with("hold")
+    // Epoch changes are logged as they happen; the machine cycle's own changes here.
+    !line.starts_with("hold") && !line.contains(" epoch change")
 }
 
 fn fibonacci(k: u32) -> f64 {
@@ -1216,7 +1233,7 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
             .map_or("-".into(), |v| format!("{v:.0}"));
         let _ = writeln!(
             out,
-            "{:<13} {:>7.1} {:>9} {:>7.0} {:>9.1} {:>8.2} {:>8.1} {:>8.1} {:>6.2} {:>6.1} {:>7} {:>6.3} {:>8} {:>8.1} {:>7} {:>7.2}",
+            "{:<13} {:>7.1} {:>9} {:>7.0} {:>9.1} {:>8.2} {:>8.1} {:>8.1} {:>6.2} {:>6.1} {:>7} {:>6.3} {:>8} {:>8.1} {:>7} {:>7}",
             o.variant.label(),
             m["mean_limit"],
             format!("{:.0}–{:.0}", m["min_limit"], m["max_limit"]),
@@ -1232,7 +1249,7 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
             m.get("finish_s").map_or("-".into(), |v| format!("{v:.2}")),
             m["mean_ms"],
             m.get("time_ratio").map_or("-".into(), |v| format!("{v:.2}")),
-            m.get("mean_ratio").copied().unwrap_or(0.0),
+            m.get("mean_ratio").map_or("-".into(), |v| format!("{v:.2}")),
         );
     }
     out
