@@ -24,11 +24,15 @@ async fn limit_one_in_front_of_a_one_second_downstream_grows() {
         .build()
         .unwrap();
     let tasks: Vec<_> = (0..200)
-        .map(|_| manager.spawn(tokio::time::sleep(Duration::from_secs(1))))
+        // The sleep starts when the task runs (a `sleep` made now would end for all at 1 s).
+        .map(|_| manager.spawn(async { tokio::time::sleep(Duration::from_secs(1)).await }))
         .collect();
     let watchdog = tokio::time::timeout(Duration::from_secs(60), async {
         while manager.limit() < 8 {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            if std::env::var_os("ACE_DEBUG").is_some() {
+                eprintln!("{:?}", manager.stats());
+            }
         }
     });
     watchdog.await.expect("the limit never grew past 8 in 60 s");
@@ -55,7 +59,9 @@ async fn a_limit_that_is_never_reached_does_not_grow() {
         // Five at a time against a limit of 20, for 20 simulated seconds.
         for _ in 0..200 {
             let batch: Vec<_> = (0..5)
-                .map(|_| manager.submit(tokio::time::sleep(Duration::from_millis(100))))
+                .map(|_| {
+                    manager.submit(async { tokio::time::sleep(Duration::from_millis(100)).await })
+                })
                 .collect();
             futures::future::join_all(batch).await;
         }

@@ -88,8 +88,11 @@ impl Ewma {
 /// √x for x ≥ 0 (0 otherwise) without `std`: Newton's method from the exponent-halving guess,
 /// exact to the last bits after six steps.
 pub(super) fn sqrt(x: f64) -> f64 {
-    if !(x > 0.0) || !x.is_finite() {
-        return if x == f64::INFINITY { x } else { 0.0 };
+    if x.is_nan() || x <= 0.0 {
+        return 0.0;
+    }
+    if x.is_infinite() {
+        return x;
     }
     // Halve the exponent: within a factor √2 of the root.
     let mut y = f64::from_bits((x.to_bits() >> 1) + (1023u64 << 51));
@@ -97,6 +100,11 @@ pub(super) fn sqrt(x: f64) -> f64 {
         y = 0.5 * (y + x / y);
     }
     y
+}
+
+/// `Duration::from_secs_f64` that saturates instead of panicking on huge or invalid values.
+pub(super) fn secs(x: f64) -> Duration {
+    Duration::try_from_secs_f64(x.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -111,9 +119,4 @@ mod tests {
         assert_eq!(super::sqrt(-1.0), 0.0);
         assert_eq!(super::sqrt(f64::NAN), 0.0);
     }
-}
-
-/// `Duration::from_secs_f64` that saturates instead of panicking on huge or invalid values.
-pub(super) fn secs(x: f64) -> Duration {
-    Duration::try_from_secs_f64(x.max(0.0)).unwrap_or(Duration::MAX)
 }

@@ -241,15 +241,15 @@ impl Controller {
         }
 
         let quiet = now < self.cut_quiet_until;
-        let stress = self.latency_stress(
-            &summary,
+        let stress = self.latency_stress(&Epoch {
+            summary: &summary,
             tolerance,
             baseline,
             floor,
             prior,
             in_flight_start,
             elapsed,
-        );
+        });
         if let Some(stress) = stress.filter(|_| !quiet) {
             let factor = if self.knee_known {
                 self.config.latency_decrease_factor
@@ -327,16 +327,16 @@ impl Controller {
 
     /// The epoch's latency stress, in the order back-pressure, p90 over tolerance, a jump of the
     /// mean, a queue by Little's law.
-    fn latency_stress(
-        &self,
-        summary: &LatencySummary,
-        tolerance: f64,
-        baseline: Option<Duration>,
-        floor: Option<Duration>,
-        prior: Option<Ewma>,
-        in_flight_start: usize,
-        elapsed: Duration,
-    ) -> Option<Stress> {
+    fn latency_stress(&self, e: &Epoch<'_>) -> Option<Stress> {
+        let Epoch {
+            summary,
+            tolerance,
+            baseline,
+            floor,
+            prior,
+            in_flight_start,
+            elapsed,
+        } = *e;
         let c = &self.config;
         let rate = summary.error_rate();
         if rate > c.latency_max_error_rate {
@@ -455,6 +455,20 @@ fn standard_error(summary: &LatencySummary) -> f64 {
     let spread = (summary.p90.as_secs_f64() - summary.p50.as_secs_f64()).max(0.0) / 1.2816;
     let n = f64::from(summary.samples.max(1));
     spread / (mean * super::detector::sqrt(n))
+}
+
+/// What the stress rules read of one epoch.
+#[derive(Debug, Clone, Copy)]
+struct Epoch<'a> {
+    summary: &'a LatencySummary,
+    tolerance: f64,
+    baseline: Option<Duration>,
+    floor: Option<Duration>,
+    // The average of the epochs before this one.
+    prior: Option<Ewma>,
+    // Tasks in flight when the epoch began, and its length (Little's law).
+    in_flight_start: usize,
+    elapsed: Duration,
 }
 
 /// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
