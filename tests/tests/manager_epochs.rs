@@ -5,6 +5,16 @@ use std::time::Duration;
 
 use ace_std::AimdConfig;
 
+/// A manager with the latency signal only (no machine signals), quiet.
+fn latency_only(config: AimdConfig) -> ace_std::tokio::Manager {
+    ace_std::tokio::Manager::builder(config)
+        .default_signals(false)
+        .tracing(false)
+        .metrics(false)
+        .build()
+        .unwrap()
+}
+
 /// The freeze the 2 s cycle had: latency as the only signal, a short interval, limit 1, a 1 s
 /// downstream. Each cycle saw fewer than `latency_min_samples` tasks, read "no signal" and held
 /// for ever; each latency epoch now is one round trip, and the limit grows.
@@ -17,12 +27,7 @@ async fn limit_one_in_front_of_a_one_second_downstream_grows() {
         adjustment_interval: Duration::from_millis(100),
         ..AimdConfig::default()
     };
-    let manager = ace_std::tokio::Manager::builder(config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .build()
-        .unwrap();
+    let manager = latency_only(config);
     let tasks: Vec<_> = (0..200)
         // The sleep starts when the task runs (a `sleep` made now would end for all at 1 s).
         .map(|_| manager.spawn(async { tokio::time::sleep(Duration::from_secs(1)).await }))
@@ -49,12 +54,7 @@ async fn a_limit_that_is_never_reached_does_not_grow() {
         adjustment_interval: Duration::from_millis(100),
         ..AimdConfig::default()
     };
-    let manager = ace_std::tokio::Manager::builder(config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .build()
-        .unwrap();
+    let manager = latency_only(config);
     let run = tokio::time::timeout(Duration::from_secs(60), async {
         // Five at a time against a limit of 20, for 20 simulated seconds.
         for _ in 0..200 {
