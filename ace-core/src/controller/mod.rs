@@ -27,7 +27,8 @@ use rules::{Intent, Path};
 /// It runs on two time scales, both with the time passed in:
 ///
 /// - [`decide`](Self::decide), the **machine cycle** (every `adjustment_interval`, 2 s): CPU,
-///   memory, queue depth and executor lag, read as the seed's rules say;
+///   memory, queue depth and executor lag, read as the rules of the Python package
+///   ace-concurrency say;
 /// - [`epoch`](Self::epoch), the **latency epoch** (about one smoothed round trip, see
 ///   [`next_epoch`](Self::next_epoch)): the tasks' latencies and failures since the last epoch.
 ///
@@ -45,7 +46,7 @@ use rules::{Intent, Path};
 /// 2. **No health signal → hold** (fail-open: monitoring that fails never stops or shrinks work).
 /// 3. **Latency in charge → hold.** While latency epochs are deciding (one has closed in the last
 ///    two cycles), a healthy machine cycle holds ([`Reason::Paced`]): growth is the epochs' job.
-/// 4. Otherwise, the seed's additive rules: **healthy but unused → hold** (growth needs at least
+/// 4. Otherwise, the Python package's additive rules: **healthy but unused → hold** (growth needs at least
 ///    80 % of the limit in flight, or tasks waiting, or a positive `kafka_lag` with 50 % in
 ///    flight: an idle limit never creeps up); **slow start** doubles the limit while below the
 ///    slow-start ceiling; **healthy and used → increase** by `increase_step`, or by twice it with
