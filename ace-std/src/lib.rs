@@ -20,6 +20,8 @@
 //! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
 //! - `threadpool`: [`threadpool::ThreadPoolManager`], an adaptive pool of threads for sync
 //!   closures, on crossbeam.
+//! - `tower`: [`tower::AdaptiveConcurrencyLayer`], a tower layer for clients and servers, and
+//!   [`tower::AdaptiveStreamExt`], the adaptive `buffer_unordered`.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -59,6 +61,10 @@ pub mod kafka;
 #[cfg(feature = "threadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
 pub mod threadpool;
+
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 // The README's examples are doctests: they must compile and run as written.
 #[cfg(all(doctest, feature = "tokio", feature = "threadpool", feature = "kafka"))]
