@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -208,8 +208,9 @@ impl Drop for Queued {
 enum State {
     /// `poll_ready` has not started.
     Idle,
-    /// Waiting for a slot.
-    Acquiring(Acquire),
+    /// Waiting for a slot. In a `Mutex` only to make the service `Sync` (axum asks for it):
+    /// it is reached through `&mut self` and `get_mut`, never locked.
+    Acquiring(Mutex<Acquire>),
     /// A slot is held for the next `call`.
     Ready(TaskPermit),
     /// The next `call` fails without reaching the inner service.
@@ -253,9 +254,9 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
         let manager = self.manager.clone();
         match self.admission {
             Admission::Shed => State::Refused(Refusal::Overloaded),
-            Admission::Wait => State::Acquiring(Box::pin(async move {
+            Admission::Wait => State::Acquiring(Mutex::new(Box::pin(async move {
                 manager.acquire().await.map_err(|_| Refusal::Shutdown)
-            })),
+            }))),
             Admission::Queue {
                 max_waiting,
                 timeout,
@@ -266,7 +267,7 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
                 }
                 let queued = Queued(Arc::clone(&self.queued));
                 let sleep = manager.runtime().sleep(timeout);
-                State::Acquiring(Box::pin(async move {
+                State::Acquiring(Mutex::new(Box::pin(async move {
                     let _queued = queued;
                     let acquire = async { manager.acquire().await.map_err(|_| Refusal::Shutdown) };
                     let timeout = async {
@@ -274,7 +275,7 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
                         Err(Refusal::Overloaded)
                     };
                     futures_lite::future::or(acquire, timeout).await
-                }))
+                })))
             }
         }
     }
@@ -325,6 +326,7 @@ where
             match &mut self.state {
                 State::Idle => self.state = self.start(),
                 State::Acquiring(acquire) => {
+                    let acquire = acquire.get_mut().unwrap_or_else(PoisonError::into_inner);
                     self.state = match ready!(acquire.as_mut().poll(cx)) {
                         Ok(permit) => State::Ready(permit),
                         Err(refusal) => State::Refused(refusal),

@@ -1,0 +1,354 @@
+//! The tower layer and the stream adapter on in-memory services: where the slot is taken and
+//! released, the three admission modes, classification, shutdown, and cancellation.
+#![cfg(all(feature = "tower", feature = "tokio", not(loom)))]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ace_std::tower::{
+    AdaptiveConcurrencyLayer, AdaptiveStreamExt, BoxError, Outcome, Overloaded,
+};
+use ace_std::{AimdConfig, SubmitError};
+use futures::channel::oneshot;
+use futures::{FutureExt, StreamExt};
+use proptest::prelude::*;
+use tower::{Layer, Service, ServiceExt};
+
+type Manager = ace_std::tokio::Manager;
+
+/// A manager whose limit stays at `limit` (min = max), reading no machine signals.
+fn fixed(limit: usize) -> Manager {
+    Manager::builder(AimdConfig {
+        min_limit: limit,
+        max_limit: limit,
+        initial_limit: limit,
+        ..AimdConfig::default()
+    })
+    .default_signals(false)
+    .tracing(false)
+    .metrics(false)
+    .build()
+    .expect("a valid config")
+}
+
+/// A service whose calls end when the test sends on the channel they carry, counting calls.
+fn gated(calls: Arc<AtomicUsize>) -> impl Service<
+    oneshot::Receiver<Result<u32, &'static str>>,
+    Response = u32,
+    Error = &'static str,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |rx: oneshot::Receiver<Result<u32, &'static str>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move { rx.await.unwrap_or(Err("sender dropped")) }
+    })
+}
+
+fn in_flight(m: &Manager) -> usize {
+    m.stats().in_flight
+}
+
+/// Fails the test instead of hanging it.
+async fn watchdog<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("the test hung")
+}
+
+#[tokio::test]
+async fn should_hold_the_slot_from_poll_ready_to_the_end_of_the_response() {
+    watchdog(async {
+        let m = fixed(2);
+        let mut svc = AdaptiveConcurrencyLayer::new(m.clone()).layer(gated(Arc::default()));
+        svc.ready().await.unwrap();
+        assert_eq!(in_flight(&m), 1, "poll_ready takes the slot");
+        let (tx, rx) = oneshot::channel();
+        let call = svc.call(rx);
+        assert_eq!(in_flight(&m), 1, "the response future holds it");
+        tx.send(Ok(7)).unwrap();
+        assert_eq!(call.await.unwrap(), 7);
+        assert_eq!(in_flight(&m), 0, "released on completion");
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_wait_at_the_limit_and_be_ready_when_a_slot_frees() {
+    watchdog(async {
+        let m = fixed(1);
+        let svc = AdaptiveConcurrencyLayer::new(m.clone()).layer(gated(Arc::default()));
+        let (mut a, mut b) = (svc.clone(), svc);
+        let (tx, rx) = oneshot::channel();
+        let first = a.ready().await.unwrap().call(rx);
+        assert!(b.ready().now_or_never().is_none(), "no slot: pending");
+        assert_eq!(m.stats().waiting, 1);
+        tx.send(Ok(1)).unwrap();
+        first.await.unwrap();
+        b.ready().await.unwrap();
+        assert_eq!(in_flight(&m), 1);
+        m.shutdown().now_or_never();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_release_the_slot_when_the_response_future_is_dropped() {
+    watchdog(async {
+        let m = fixed(1);
+        let mut svc = AdaptiveConcurrencyLayer::new(m.clone()).layer(gated(Arc::default()));
+        let (_tx, rx) = oneshot::channel();
+        let call = svc.ready().await.unwrap().call(rx);
+        assert_eq!(in_flight(&m), 1);
+        drop(call);
+        assert_eq!(in_flight(&m), 0);
+        // A service dropped while it waits for a slot leaves no waiter behind.
+        let (_tx, rx) = oneshot::channel();
+        let held = svc.ready().await.unwrap().call(rx);
+        let mut other = svc.clone();
+        assert!(other.ready().now_or_never().is_none());
+        assert_eq!(m.stats().waiting, 1);
+        drop(other);
+        assert_eq!(m.stats().waiting, 0);
+        drop(held);
+        assert_eq!(in_flight(&m), 0);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_shed_at_once_with_overloaded_without_calling_the_inner_service() {
+    watchdog(async {
+        let m = fixed(1);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = AdaptiveConcurrencyLayer::new(m.clone())
+            .shed()
+            .layer(gated(Arc::clone(&calls)));
+        let (mut a, mut b) = (svc.clone(), svc);
+        let (tx, rx) = oneshot::channel();
+        let first = a.ready().await.unwrap().call(rx);
+        let (_tx2, rx2) = oneshot::channel();
+        let err = b.ready().await.unwrap().call(rx2).await.unwrap_err();
+        assert!(err.is::<Overloaded>(), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the shed call never reached it");
+        tx.send(Ok(1)).unwrap();
+        first.await.unwrap();
+        assert_eq!(in_flight(&m), 0);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn should_bound_the_queue_and_time_out_its_waiters() {
+    watchdog(async {
+        let m = fixed(1);
+        let layer = AdaptiveConcurrencyLayer::new(m.clone()).queue(1, Duration::from_millis(50));
+        let svc = layer.layer(gated(Arc::default()));
+        let (mut a, mut b, mut c) = (svc.clone(), svc.clone(), svc);
+        let (_tx, rx) = oneshot::channel();
+        let held = a.ready().await.unwrap().call(rx);
+        // b queues; c finds the queue full and is refused at once.
+        let b_wait = tokio::spawn(async move {
+            let (_tx, rx) = oneshot::channel();
+            b.ready().await.unwrap().call(rx).await
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(m.stats().waiting, 1);
+        let (_tx3, rx3) = oneshot::channel();
+        let err = c.ready().await.unwrap().call(rx3).await.unwrap_err();
+        assert!(err.is::<Overloaded>(), "{err}");
+        // b's wait times out after 50 ms (paused clock) with Overloaded, and leaves no waiter.
+        let err = b_wait.await.unwrap().unwrap_err();
+        assert!(err.is::<Overloaded>(), "{err}");
+        assert_eq!(m.stats().waiting, 0);
+        drop(held);
+        assert_eq!(in_flight(&m), 0);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_share_one_limit_between_services_of_several_layers() {
+    watchdog(async {
+        let m = fixed(2);
+        let one = AdaptiveConcurrencyLayer::new(m.clone()).shed();
+        let two = AdaptiveConcurrencyLayer::new(m.clone()).shed();
+        let mut a = one.layer(gated(Arc::default()));
+        let mut b = two.layer(gated(Arc::default()));
+        let mut c = one.layer(gated(Arc::default()));
+        let (_t1, r1) = oneshot::channel();
+        let (_t2, r2) = oneshot::channel();
+        let (_t3, r3) = oneshot::channel();
+        let _x = a.ready().await.unwrap().call(r1);
+        let _y = b.ready().await.unwrap().call(r2);
+        assert_eq!(in_flight(&m), 2);
+        let err = c.ready().await.unwrap().call(r3).await.unwrap_err();
+        assert!(err.is::<Overloaded>());
+        m.shutdown().now_or_never();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_refuse_with_shutdown_once_the_manager_is_shut_down() {
+    watchdog(async {
+        let m = fixed(2);
+        let mut svc = AdaptiveConcurrencyLayer::new(m.clone()).layer(gated(Arc::default()));
+        m.shutdown().await;
+        let (_tx, rx) = oneshot::channel();
+        let err = svc.ready().await.unwrap().call(rx).await.unwrap_err();
+        assert_eq!(err.downcast_ref::<SubmitError>(), Some(&SubmitError::Shutdown));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_pass_the_inner_error_through_and_classify_with_the_users_rule() {
+    watchdog(async {
+        let m = fixed(2);
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&seen);
+        let classify = move |r: &Result<u32, &'static str>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            match r {
+                Err("busy") => Outcome::BackPressure,
+                _ => Outcome::Success,
+            }
+        };
+        let mut svc = AdaptiveConcurrencyLayer::new(m.clone())
+            .classifier(classify)
+            .layer(gated(Arc::default()));
+        let (tx, rx) = oneshot::channel();
+        let call = svc.ready().await.unwrap().call(rx);
+        tx.send(Err("busy")).unwrap();
+        let err: BoxError = call.await.unwrap_err();
+        assert_eq!(err.to_string(), "busy");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert_eq!(in_flight(&m), 0);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_run_at_most_the_limit_and_yield_outputs_as_they_finish() {
+    watchdog(async {
+        let m = fixed(3);
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..6).map(|_| oneshot::channel::<u32>()).unzip();
+        let running = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&running);
+        let mut out = futures::stream::iter(rxs.into_iter().enumerate()).adaptive_map(
+            &m,
+            move |(i, rx)| {
+                r.fetch_add(1, Ordering::SeqCst);
+                async move { rx.await.map(|v| (i, v)) }
+            },
+        );
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(running.load(Ordering::SeqCst), 3, "three started: the limit");
+        assert_eq!(in_flight(&m), 3);
+        let mut txs: Vec<_> = txs.into_iter().map(Some).collect();
+        // The third finishes first and comes out first.
+        txs[2].take().unwrap().send(30).unwrap();
+        assert_eq!(out.next().await, Some(Ok((2, 30))));
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(running.load(Ordering::SeqCst), 4, "its slot went to the fourth");
+        for (i, tx) in txs.iter_mut().enumerate() {
+            if let Some(tx) = tx.take() {
+                tx.send(i as u32).unwrap();
+            }
+        }
+        let rest: Vec<_> = out.collect().await;
+        assert_eq!(rest.len(), 5);
+        assert_eq!(in_flight(&m), 0);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_release_every_slot_when_the_stream_is_dropped_mid_way() {
+    watchdog(async {
+        let m = fixed(4);
+        let mut out = futures::stream::iter(0..100)
+            .adaptive_map(&m, |_| futures::future::pending::<()>());
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(in_flight(&m), 4);
+        drop(out);
+        assert_eq!(in_flight(&m), 0);
+        assert_eq!(m.stats().waiting, 0);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_end_the_stream_after_shutdown() {
+    watchdog(async {
+        let m = fixed(2);
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = Arc::clone(&done);
+        m.shutdown().await;
+        futures::stream::iter(0..10)
+            .for_each_adaptive(&m, move |_| {
+                d.fetch_add(1, Ordering::SeqCst);
+                async {}
+            })
+            .await;
+        assert_eq!(done.load(Ordering::SeqCst), 0);
+    })
+    .await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Several streams share one manager: together they never run more than its limit, and every
+    /// item comes out once.
+    #[test]
+    fn streams_sharing_a_manager_never_exceed_its_limit(
+        limit in 1usize..6,
+        delays in proptest::collection::vec(proptest::collection::vec(0u64..20, 0..30), 1..4),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let m = fixed(limit);
+            let running = Arc::new(AtomicUsize::new(0));
+            let peak = Arc::new(AtomicUsize::new(0));
+            let writers = delays.iter().cloned().map(|ds| {
+                let (m, running, peak) = (m.clone(), Arc::clone(&running), Arc::clone(&peak));
+                tokio::spawn(async move {
+                    let n = ds.len();
+                    let out: Vec<u64> = futures::stream::iter(ds)
+                        .adaptive_map(&m, move |d| {
+                            let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
+                            async move {
+                                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                                peak.fetch_max(now, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(d)).await;
+                                running.fetch_sub(1, Ordering::SeqCst);
+                                d
+                            }
+                        })
+                        .collect()
+                        .await;
+                    assert_eq!(out.len(), n);
+                })
+            });
+            for w in futures::future::join_all(writers).await {
+                w.unwrap();
+            }
+            assert!(peak.load(Ordering::SeqCst) <= limit);
+            assert_eq!(m.stats().in_flight, 0);
+            m.shutdown().await;
+        });
+    }
+}
