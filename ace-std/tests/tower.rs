@@ -32,17 +32,29 @@ fn fixed(limit: usize) -> Manager {
     .expect("a valid config")
 }
 
-/// A service whose calls end when the test sends on the channel they carry, counting calls.
-fn gated(calls: Arc<AtomicUsize>) -> impl Service<
-    oneshot::Receiver<Result<u32, &'static str>>,
-    Response = u32,
-    Error = &'static str,
-    Future = impl Send,
-> + Clone {
-    tower::service_fn(move |rx: oneshot::Receiver<Result<u32, &'static str>>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async move { rx.await.unwrap_or(Err("sender dropped")) }
-    })
+/// A service whose calls end when the test sends on the channel they carry; counts its calls.
+#[derive(Clone, Default)]
+struct Gated(Arc<AtomicUsize>);
+
+type Gate = oneshot::Receiver<Result<u32, &'static str>>;
+
+impl Service<Gate> for Gated {
+    type Response = u32;
+    type Error = &'static str;
+    type Future = futures::future::BoxFuture<'static, Result<u32, &'static str>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, rx: Gate) -> Self::Future {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { rx.await.unwrap_or(Err("sender dropped")) })
+    }
+}
+
+fn gated(calls: Arc<AtomicUsize>) -> Gated {
+    Gated(calls)
 }
 
 fn in_flight(m: &Manager) -> usize {
@@ -351,4 +363,57 @@ proptest! {
             m.shutdown().await;
         });
     }
+}
+
+/// Adds up the latency signal's samples and errors over every decision.
+#[derive(Clone, Default)]
+struct Tally(Arc<std::sync::Mutex<(u64, u64)>>);
+
+impl ace_std::core::DecisionSink for Tally {
+    fn decision(&mut self, d: &ace_std::Decision) {
+        if let Some(l) = d.signals.latency {
+            let mut t = self.0.lock().unwrap();
+            t.0 += u64::from(l.samples);
+            t.1 += u64::from(l.errors);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn should_feed_successes_as_samples_and_back_pressure_and_drops_as_failures() {
+    watchdog(async {
+        let tally = Tally::default();
+        let m = Manager::builder(AimdConfig {
+            adjustment_interval: Duration::from_millis(100),
+            ..AimdConfig::default()
+        })
+        .default_signals(false)
+        .tracing(false)
+        .metrics(false)
+        .sink(tally.clone())
+        .build()
+        .unwrap();
+        let busy_only = |r: &Result<u32, &'static str>| match r {
+            Err("busy") => Outcome::BackPressure,
+            _ => Outcome::Success,
+        };
+        let mut svc = AdaptiveConcurrencyLayer::new(m.clone())
+            .classifier(busy_only)
+            .layer(gated(Arc::default()));
+        let answers = [Err("busy"), Err("busy"), Err("busy"), Ok(1), Ok(2), Err("not found")];
+        for answer in answers {
+            let (tx, rx) = oneshot::channel();
+            let call = svc.ready().await.unwrap().call(rx);
+            tx.send(answer).unwrap();
+            let _ = call.await;
+        }
+        // A call dropped before its answer: most likely a timeout, so a failure too.
+        let (_tx, rx) = oneshot::channel();
+        drop(svc.ready().await.unwrap().call(rx));
+        // Two cycles of the paused clock: the control loop reads the recorder.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(*tally.0.lock().unwrap(), (3, 4), "(samples, failures)");
+        m.shutdown().await;
+    })
+    .await;
 }

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use ace_core::Runtime;
+use ace_core::{Runtime, TryAcquireError};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classify::{Classify, ErrorIsBackPressure, Outcome};
 use super::{BoxError, Overloaded};
-use crate::manager::{Manager, SubmitError, TaskPermit, TryAcquireError};
+use crate::manager::{Manager, SubmitError, TaskPermit};
 
 /// What a call does when the limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,7 @@ impl<S, R: Runtime, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<R, C> {
     }
 }
 
-type Acquire = Pin<Box<dyn Future<Output = Result<TaskPermit, Refusal>> + Send>>;
+type Acquire<R> = Pin<Box<dyn Future<Output = Result<TaskPermit<R>, Refusal>> + Send>>;
 
 /// Why a call got no slot.
 #[derive(Debug, Clone, Copy)]
@@ -205,14 +205,14 @@ impl Drop for Queued {
     }
 }
 
-enum State {
+enum State<R: Runtime> {
     /// `poll_ready` has not started.
     Idle,
     /// Waiting for a slot. In a `Mutex` only to make the service `Sync` (axum asks for it):
     /// it is reached through `&mut self` and `get_mut`, never locked.
-    Acquiring(Mutex<Acquire>),
+    Acquiring(Mutex<Acquire<R>>),
     /// A slot is held for the next `call`.
-    Ready(TaskPermit),
+    Ready(TaskPermit<R>),
     /// The next `call` fails without reaching the inner service.
     Refused(Refusal),
 }
@@ -230,7 +230,7 @@ pub struct AdaptiveConcurrency<S, R: Runtime, C = ErrorIsBackPressure> {
     admission: Admission,
     classifier: C,
     queued: Arc<AtomicUsize>,
-    state: State,
+    state: State<R>,
 }
 
 impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
@@ -245,7 +245,7 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
     }
 
     /// Starts waiting for a slot, or settles at once (shed, queue full, shut down).
-    fn start(&mut self) -> State {
+    fn start(&mut self) -> State<R> {
         match self.manager.try_acquire() {
             Ok(permit) => return State::Ready(permit),
             Err(TryAcquireError::Closed) => return State::Refused(Refusal::Shutdown),
@@ -319,7 +319,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future, C, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         loop {
@@ -363,19 +363,19 @@ where
 
 pin_project_lite::pin_project! {
     /// The response future of [`AdaptiveConcurrency`]: holds the call's slot until it ends.
-    pub struct ResponseFuture<F, C> {
+    pub struct ResponseFuture<F, C, R: Runtime> {
         #[pin]
-        state: Response<F, C>,
+        state: Response<F, C, R>,
     }
 }
 
 pin_project_lite::pin_project! {
     #[project = ResponseProj]
-    enum Response<F, C> {
+    enum Response<F, C, R: Runtime> {
         Running {
             #[pin]
             future: F,
-            permit: Option<TaskPermit>,
+            permit: Option<TaskPermit<R>>,
             classifier: C,
         },
         Refused {
@@ -384,7 +384,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+impl<F, C, R: Runtime> fmt::Debug for ResponseFuture<F, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let refused = matches!(self.state, Response::Refused { .. });
         f.debug_struct("ResponseFuture")
@@ -393,8 +393,9 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     }
 }
 
-impl<F, C, T, E> Future for ResponseFuture<F, C>
+impl<F, C, R, T, E> Future for ResponseFuture<F, C, R>
 where
+    R: Runtime,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     C: Classify<T, E>,

@@ -5,11 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ace_core::Runtime;
+use ace_core::{Runtime, TryAcquireError};
 use futures_lite::Stream;
 use futures_util::stream::FuturesUnordered;
 
-use crate::manager::{Manager, SubmitError, TaskPermit, TryAcquireError};
+use crate::manager::{Manager, SubmitError, TaskPermit};
 
 /// The adaptive counterparts of `buffer_unordered` and `for_each_concurrent`: each item's
 /// future runs once it has a slot of the manager, as many at once as its limit allows, and the
@@ -96,15 +96,15 @@ impl<S: Stream> AdaptiveStreamExt for S {}
 
 pin_project_lite::pin_project! {
     /// One item's future and its slot.
-    struct Task<Fut: Future> {
+    struct Task<Fut: Future, R: Runtime> {
         #[pin]
         future: Fut,
-        permit: Option<TaskPermit>,
+        permit: Option<TaskPermit<R>>,
         ok: fn(&Fut::Output) -> bool,
     }
 }
 
-impl<Fut: Future> Future for Task<Fut> {
+impl<Fut: Future, R: Runtime> Future for Task<Fut, R> {
     type Output = Fut::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -121,7 +121,7 @@ impl<Fut: Future> Future for Task<Fut> {
     }
 }
 
-type Acquire = Pin<Box<dyn Future<Output = Result<TaskPermit, SubmitError>> + Send>>;
+type Acquire<R> = Pin<Box<dyn Future<Output = Result<TaskPermit<R>, SubmitError>> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The stream of [`AdaptiveStreamExt::adaptive_map`].
@@ -134,10 +134,10 @@ pin_project_lite::pin_project! {
         ok: fn(&Fut::Output) -> bool,
         // The next item, pulled but waiting for a slot.
         next: Option<St::Item>,
-        acquire: Option<Acquire>,
+        acquire: Option<Acquire<R>>,
         // The stream has ended, or the manager is shut down: pull no more.
         done: bool,
-        running: FuturesUnordered<Task<Fut>>,
+        running: FuturesUnordered<Task<Fut, R>>,
     }
 }
 
