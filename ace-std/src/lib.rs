@@ -69,6 +69,12 @@ pub mod threadpool;
 pub mod tower;
 
 // The README's examples are doctests: they must compile and run as written.
-#[cfg(all(doctest, feature = "tokio", feature = "threadpool", feature = "kafka"))]
+#[cfg(all(
+    doctest,
+    feature = "tokio",
+    feature = "threadpool",
+    feature = "kafka",
+    feature = "tower"
+))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
