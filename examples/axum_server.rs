@@ -30,7 +30,10 @@ async fn handler(State(running): State<Arc<AtomicUsize>>) -> &'static str {
 /// Refused requests become 503s; anything else (none here) a 500.
 async fn on_error(e: BoxError) -> (StatusCode, String) {
     if e.is::<Overloaded>() {
-        (StatusCode::SERVICE_UNAVAILABLE, "overloaded, try again\n".into())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded, try again\n".into(),
+        )
     } else {
         (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
     }
@@ -38,7 +41,9 @@ async fn on_error(e: BoxError) -> (StatusCode, String) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
     let manager = ace_std::tokio::Manager::builder(AimdConfig {
         min_limit: 4,
         max_limit: 256,
@@ -61,7 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    eprintln!("serving on http://{}/ (Ctrl-C stops)", listener.local_addr()?);
+    eprintln!(
+        "serving on http://{}/ (Ctrl-C stops)",
+        listener.local_addr()?
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -27,7 +27,9 @@ use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9000".into());
     // The global `metrics` recorder: every manager's decision log records into it.
     let prometheus = PrometheusBuilder::new().install_recorder()?;
 

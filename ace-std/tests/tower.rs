@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_std::tower::{
-    AdaptiveConcurrencyLayer, AdaptiveStreamExt, BoxError, Outcome, Overloaded,
-};
+use ace_std::tower::{AdaptiveConcurrencyLayer, AdaptiveStreamExt, BoxError, Outcome, Overloaded};
 use ace_std::{AimdConfig, SubmitError};
 use futures::channel::oneshot;
 use futures::{FutureExt, StreamExt};
@@ -43,7 +41,10 @@ impl Service<Gate> for Gated {
     type Error = &'static str;
     type Future = futures::future::BoxFuture<'static, Result<u32, &'static str>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -144,7 +145,11 @@ async fn should_shed_at_once_with_overloaded_without_calling_the_inner_service()
         let (_tx2, rx2) = oneshot::channel();
         let err = b.ready().await.unwrap().call(rx2).await.unwrap_err();
         assert!(err.is::<Overloaded>(), "{err}");
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "the shed call never reached it");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the shed call never reached it"
+        );
         tx.send(Ok(1)).unwrap();
         first.await.unwrap();
         assert_eq!(in_flight(&m), 0);
@@ -213,7 +218,10 @@ async fn should_refuse_with_shutdown_once_the_manager_is_shut_down() {
         m.shutdown().await;
         let (_tx, rx) = oneshot::channel();
         let err = svc.ready().await.unwrap().call(rx).await.unwrap_err();
-        assert_eq!(err.downcast_ref::<SubmitError>(), Some(&SubmitError::Shutdown));
+        assert_eq!(
+            err.downcast_ref::<SubmitError>(),
+            Some(&SubmitError::Shutdown)
+        );
     })
     .await;
 }
@@ -253,22 +261,28 @@ async fn should_run_at_most_the_limit_and_yield_outputs_as_they_finish() {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..6).map(|_| oneshot::channel::<u32>()).unzip();
         let running = Arc::new(AtomicUsize::new(0));
         let r = Arc::clone(&running);
-        let mut out = futures::stream::iter(rxs.into_iter().enumerate()).adaptive_map(
-            &m,
-            move |(i, rx)| {
+        let mut out =
+            futures::stream::iter(rxs.into_iter().enumerate()).adaptive_map(&m, move |(i, rx)| {
                 r.fetch_add(1, Ordering::SeqCst);
                 async move { rx.await.map(|v| (i, v)) }
-            },
-        );
+            });
         assert!(out.next().now_or_never().is_none());
-        assert_eq!(running.load(Ordering::SeqCst), 3, "three started: the limit");
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            3,
+            "three started: the limit"
+        );
         assert_eq!(in_flight(&m), 3);
         let mut txs: Vec<_> = txs.into_iter().map(Some).collect();
         // The third finishes first and comes out first.
         txs[2].take().unwrap().send(30).unwrap();
         assert_eq!(out.next().await, Some(Ok((2, 30))));
         assert!(out.next().now_or_never().is_none());
-        assert_eq!(running.load(Ordering::SeqCst), 4, "its slot went to the fourth");
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            4,
+            "its slot went to the fourth"
+        );
         for (i, tx) in txs.iter_mut().enumerate() {
             if let Some(tx) = tx.take() {
                 tx.send(i as u32).unwrap();
@@ -286,8 +300,8 @@ async fn should_run_at_most_the_limit_and_yield_outputs_as_they_finish() {
 async fn should_release_every_slot_when_the_stream_is_dropped_mid_way() {
     watchdog(async {
         let m = fixed(4);
-        let mut out = futures::stream::iter(0..100)
-            .adaptive_map(&m, |_| futures::future::pending::<()>());
+        let mut out =
+            futures::stream::iter(0..100).adaptive_map(&m, |_| futures::future::pending::<()>());
         assert!(out.next().now_or_never().is_none());
         assert_eq!(in_flight(&m), 4);
         drop(out);
@@ -400,7 +414,14 @@ async fn should_feed_successes_as_samples_and_back_pressure_and_drops_as_failure
         let mut svc = AdaptiveConcurrencyLayer::new(m.clone())
             .classifier(busy_only)
             .layer(gated(Arc::default()));
-        let answers = [Err("busy"), Err("busy"), Err("busy"), Ok(1), Ok(2), Err("not found")];
+        let answers = [
+            Err("busy"),
+            Err("busy"),
+            Err("busy"),
+            Ok(1),
+            Ok(2),
+            Err("not found"),
+        ];
         for answer in answers {
             let (tx, rx) = oneshot::channel();
             let call = svc.ready().await.unwrap().call(rx);

@@ -11,8 +11,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_std::AimdConfig;
 use ace_benches::{control_runtime, interleaved_ratio};
+use ace_std::AimdConfig;
 use criterion::{criterion_group, BenchmarkId, Criterion};
 
 /// The work: one trip through the scheduler, the least an async task does.

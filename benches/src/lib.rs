@@ -41,4 +41,3 @@ pub fn interleaved_ratio(
         ratios[rounds - 1]
     );
 }
-

@@ -154,7 +154,8 @@ where
                 let mut samples = Vec::new();
                 while start.elapsed() < run && samples.len() < PER_WORKER {
                     let sent = start.elapsed();
-                    let status = one(svc.clone(), get_req(addr, "/work"), Duration::from_secs(5)).await;
+                    let status =
+                        one(svc.clone(), get_req(addr, "/work"), Duration::from_secs(5)).await;
                     samples.push(Sample {
                         sent,
                         took: start.elapsed() - sent,
@@ -247,14 +248,22 @@ async fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput(
         let d = Downstream::new(K, base);
         let addr = serve(downstream_router(&d)).await;
         let http = client();
-        let settle = || wait_for("the downstream to drain", Duration::from_secs(10), || d.in_system() == 0);
+        let settle = || {
+            wait_for("the downstream to drain", Duration::from_secs(10), || {
+                d.in_system() == 0
+            })
+        };
 
         // Static limits: `n` callers in a closed loop is a static limit of `n`.
         let phase = Duration::from_millis(2_500);
         let warm = Duration::from_millis(500);
         let mut best = (0, 0.0);
         for n in [K / 2, K, 2 * K] {
-            let g = goodput(&closed_loop(http.clone(), addr, n, phase).await, warm, phase);
+            let g = goodput(
+                &closed_loop(http.clone(), addr, n, phase).await,
+                warm,
+                phase,
+            );
             settle().await;
             eprintln!("static {n}: {g:.0} ok/s");
             if g > best.1 {
@@ -307,9 +316,16 @@ async fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput(
         let flood = goodput(&unprotected, warm, phase);
         settle().await;
         let ok_latency = |s: &[Sample], from: Duration| {
-            quantile(s.iter().filter(|s| s.sent >= from).map(|s| s.took).collect(), 0.5)
+            quantile(
+                s.iter()
+                    .filter(|s| s.sent >= from)
+                    .map(|s| s.took)
+                    .collect(),
+                0.5,
+            )
         };
-        let (adaptive_p50, flood_p50) = (ok_latency(&samples, from), ok_latency(&unprotected, warm));
+        let (adaptive_p50, flood_p50) =
+            (ok_latency(&samples, from), ok_latency(&unprotected, warm));
         eprintln!(
             "adaptive: {adaptive:.0} ok/s, median limit {median} (K = {K}), p50 {adaptive_p50:?}; \
              best static {} at {:.0} ok/s; static 200: {flood:.0} ok/s, p50 {flood_p50:?}",
@@ -325,8 +341,14 @@ async fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput(
             best.1,
             best.0
         );
-        assert!(flood < adaptive, "static 200 ({flood:.0}/s) is not slower than adaptive ({adaptive:.0}/s)");
-        assert!(flood_p50 > adaptive_p50 * 2, "static 200's p50 {flood_p50:?} vs adaptive {adaptive_p50:?}");
+        assert!(
+            flood < adaptive,
+            "static 200 ({flood:.0}/s) is not slower than adaptive ({adaptive:.0}/s)"
+        );
+        assert!(
+            flood_p50 > adaptive_p50 * 2,
+            "static 200's p50 {flood_p50:?} vs adaptive {adaptive_p50:?}"
+        );
         manager.shutdown().await;
     })
     .await;

@@ -61,7 +61,9 @@ async fn should_serve_the_limit_gauge_and_see_it_move() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
-            let req = hyper::Request::get(url.as_str()).body(Empty::new()).unwrap();
+            let req = hyper::Request::get(url.as_str())
+                .body(Empty::new())
+                .unwrap();
             let resp = http.request(req).await.expect("a scrape");
             assert_eq!(resp.status(), 200);
             let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -71,7 +73,10 @@ async fn should_serve_the_limit_gauge_and_see_it_move() {
                     seen.push(v);
                 }
                 if seen.len() >= 3 {
-                    assert!(text.contains("ace_decisions_total{decision=\"increase\"}"), "{text}");
+                    assert!(
+                        text.contains("ace_decisions_total{decision=\"increase\"}"),
+                        "{text}"
+                    );
                     assert!(text.contains("ace_in_flight"), "{text}");
                     break;
                 }

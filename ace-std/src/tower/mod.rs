@@ -57,7 +57,7 @@ mod stream;
 use std::fmt;
 
 pub use classify::{Classify, ErrorIsBackPressure, HttpStatusClassifier, Outcome};
-pub use layer::{Admission, AdaptiveConcurrency, AdaptiveConcurrencyLayer, ResponseFuture};
+pub use layer::{AdaptiveConcurrency, AdaptiveConcurrencyLayer, Admission, ResponseFuture};
 pub use stream::{AdaptiveMap, AdaptiveStreamExt, ForEachAdaptive};
 
 /// The boxed error of [`AdaptiveConcurrency`] (tower's `BoxError`): [`Overloaded`],
