@@ -11,43 +11,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_benches::{control_runtime, interleaved_ratio};
-use ace_std::AimdConfig;
+use ace_benches::{interleaved_ratio, manager, runtime};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 
 /// The work: one trip through the scheduler, the least an async task does.
 async fn work(i: u64) -> u64 {
     tokio::task::yield_now().await;
     black_box(i)
-}
-
-fn manager(limit: usize, timed: bool) -> ace_std::tokio::Manager {
-    let config = AimdConfig {
-        min_limit: 1,
-        initial_limit: limit,
-        max_limit: limit.max(200),
-        // A short interval so the latency sampling settles within the warm-up.
-        adjustment_interval: Duration::from_millis(200),
-        cooldown: Duration::from_millis(200),
-        ..AimdConfig::default()
-    };
-    // No signal sources and no log: the bench measures the per-task path, which never touches
-    // them (the control loop runs once per adjustment interval).
-    let control = ace_std::tokio::TokioRuntime::from_handle(control_runtime().handle().clone());
-    ace_std::tokio::Manager::builder_with_runtime(control, config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .time_tasks(timed)
-        .build()
-        .unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// One task at a time: acquire, work, release.

@@ -14,9 +14,8 @@ use std::hint::black_box;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ace_benches::{control_runtime, interleaved_ratio};
+use ace_benches::{interleaved_ratio, manager, runtime};
 use ace_std::tower::AdaptiveConcurrencyLayer;
-use ace_std::AimdConfig;
 use criterion::{criterion_group, Criterion};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::{Layer, Service, ServiceExt};
@@ -37,32 +36,6 @@ impl Service<u64> for Echo {
     fn call(&mut self, req: u64) -> Self::Future {
         ready(Ok(black_box(req)))
     }
-}
-
-fn manager(limit: usize, timed: bool) -> ace_std::tokio::Manager {
-    let config = AimdConfig {
-        min_limit: 1,
-        initial_limit: limit,
-        max_limit: limit,
-        adjustment_interval: Duration::from_millis(200),
-        cooldown: Duration::from_millis(200),
-        ..AimdConfig::default()
-    };
-    let control = ace_std::tokio::TokioRuntime::from_handle(control_runtime().handle().clone());
-    ace_std::tokio::Manager::builder_with_runtime(control, config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .time_tasks(timed)
-        .build()
-        .unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// `n` calls one after another: `ready()`, `call`, await the response.

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use ace_std::AimdConfig;
+
 /// The managers' control loops run here, not on the runtime being measured: a pending timer on
 /// a current-thread runtime makes every park read the clock, which would charge the loop's
 /// existence to each task (perf showed `clock_gettime` from tokio's time driver).
@@ -40,4 +42,36 @@ pub fn interleaved_ratio(
         ratios[0],
         ratios[rounds - 1]
     );
+}
+
+/// A manager on the [`control_runtime`] with the limit `limit` (and room to grow to 200), no
+/// signal sources and no log; `timed`: whether it times its tasks.
+pub fn manager(limit: usize, timed: bool) -> ace_std::tokio::Manager {
+    let config = AimdConfig {
+        min_limit: 1,
+        initial_limit: limit,
+        max_limit: limit.max(200),
+        // A short interval so the latency sampling settles within the warm-up.
+        adjustment_interval: Duration::from_millis(200),
+        cooldown: Duration::from_millis(200),
+        ..AimdConfig::default()
+    };
+    // No signal sources and no log: the bench measures the per-task path, which never touches
+    // them (the control loop runs once per adjustment interval).
+    let control = ace_std::tokio::TokioRuntime::from_handle(control_runtime().handle().clone());
+    ace_std::tokio::Manager::builder_with_runtime(control, config)
+        .default_signals(false)
+        .tracing(false)
+        .metrics(false)
+        .time_tasks(timed)
+        .build()
+        .unwrap()
+}
+
+/// The runtime being measured: tokio, current thread.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }

@@ -236,6 +236,16 @@ fn sample_limit(m: &Manager) -> (Limits, Arc<AtomicUsize>) {
     (samples, stop)
 }
 
+/// A manager on `config` that reads only the latency of its tasks, with no log.
+fn quiet(config: AimdConfig) -> Manager {
+    Manager::builder(config)
+        .default_signals(false)
+        .tracing(false)
+        .metrics(false)
+        .build()
+        .expect("a valid config")
+}
+
 async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
     tokio::time::timeout(limit, f).await.expect("the test hung")
 }
@@ -272,7 +282,7 @@ async fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput(
         }
 
         // The adaptive limit: 200 callers through the layer, the limit found by latency.
-        let manager = Manager::builder(AimdConfig {
+        let manager = quiet(AimdConfig {
             min_limit: 2,
             max_limit: 200,
             initial_limit: 4,
@@ -283,12 +293,7 @@ async fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput(
             latency_tolerance: Some(1.25),
             latency_decrease_factor: 0.85,
             ..AimdConfig::default()
-        })
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .build()
-        .expect("a valid config");
+        });
         let svc = ServiceBuilder::new()
             .layer(AdaptiveConcurrencyLayer::new(manager.clone()).classifier(HttpStatusClassifier))
             .service(http.clone());
@@ -375,7 +380,7 @@ async fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quic
         const K: usize = 8;
         let base = Duration::from_millis(100);
         let capacity = (K as f64 / base.as_secs_f64()) as u32; // 80 requests/s
-        let manager = Manager::builder(AimdConfig {
+        let manager = quiet(AimdConfig {
             min_limit: 2,
             max_limit: 200,
             initial_limit: 4,
@@ -389,12 +394,7 @@ async fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quic
             latency_min_samples: 5,
             latency_tolerance: Some(1.25),
             ..AimdConfig::default()
-        })
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .build()
-        .expect("a valid config");
+        });
         let guarded = Downstream::new(K, base);
         let bare = Downstream::new(K, base);
         let guarded_addr = serve(behind(&guarded, AdaptiveConcurrencyLayer::new(manager.clone()).shed())).await;
@@ -453,18 +453,14 @@ async fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quic
     .await;
 }
 
+/// A manager whose limit stays at `limit` (min = max).
 fn fixed(limit: usize) -> Manager {
-    Manager::builder(AimdConfig {
+    quiet(AimdConfig {
         min_limit: limit,
         max_limit: limit,
         initial_limit: limit,
         ..AimdConfig::default()
     })
-    .default_signals(false)
-    .tracing(false)
-    .metrics(false)
-    .build()
-    .expect("a valid config")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
