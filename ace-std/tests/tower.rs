@@ -101,7 +101,10 @@ async fn should_wait_at_the_limit_and_be_ready_when_a_slot_frees() {
         first.await.unwrap();
         b.ready().await.unwrap();
         assert_eq!(in_flight(&m), 1);
-        m.shutdown().now_or_never();
+        // A ready service holds its slot until it is called or dropped.
+        drop(b);
+        assert_eq!(in_flight(&m), 0);
+        m.shutdown().await;
     })
     .await;
 }
@@ -200,12 +203,13 @@ async fn should_share_one_limit_between_services_of_several_layers() {
         let (_t1, r1) = oneshot::channel();
         let (_t2, r2) = oneshot::channel();
         let (_t3, r3) = oneshot::channel();
-        let _x = a.ready().await.unwrap().call(r1);
-        let _y = b.ready().await.unwrap().call(r2);
+        let x = a.ready().await.unwrap().call(r1);
+        let y = b.ready().await.unwrap().call(r2);
         assert_eq!(in_flight(&m), 2);
         let err = c.ready().await.unwrap().call(r3).await.unwrap_err();
         assert!(err.is::<Overloaded>());
-        m.shutdown().now_or_never();
+        drop((x, y));
+        m.shutdown().await;
     })
     .await;
 }
@@ -437,4 +441,125 @@ async fn should_feed_successes_as_samples_and_back_pressure_and_drops_as_failure
         m.shutdown().await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn should_compose_with_tower_load_shed_in_wait_mode() {
+    watchdog(async {
+        let m = fixed(1);
+        let svc = tower::ServiceBuilder::new()
+            .load_shed()
+            .layer(AdaptiveConcurrencyLayer::new(m.clone()))
+            .service(gated(Arc::default()));
+        let (mut a, mut b) = (svc.clone(), svc);
+        let (tx, rx) = oneshot::channel();
+        let first = a.ready().await.unwrap().call(rx);
+        // No slot: load_shed turns the pending poll_ready into its own Overloaded, at once.
+        let (_tx2, rx2) = oneshot::channel();
+        let err = b.ready().await.unwrap().call(rx2).await.unwrap_err();
+        assert!(err.is::<tower::load_shed::error::Overloaded>(), "{err}");
+        tx.send(Ok(1)).unwrap();
+        assert_eq!(first.await.unwrap(), 1);
+        drop((a, b));
+        assert_eq!((m.stats().in_flight, m.stats().waiting), (0, 0));
+        m.shutdown().await;
+    })
+    .await;
+}
+
+/// An in-memory service that takes `delay` ms of the paused clock per call and tracks how many
+/// calls run at once.
+#[derive(Clone)]
+struct Timed {
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Service<u64> for Timed {
+    type Response = u64;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<u64, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, delay: u64) -> Self::Future {
+        let (running, peak) = (Arc::clone(&self.running), Arc::clone(&self.peak));
+        Box::pin(async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(delay)
+        })
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Several callers share one layer in each admission mode: the inner service never runs more
+    /// than the limit at once, a queue never holds more than its bound, only shedding and queue
+    /// modes refuse (with `Overloaded`), and every slot comes back.
+    #[test]
+    fn callers_sharing_a_layer_keep_its_bounds(
+        limit in 1usize..5,
+        mode in 0u8..3,
+        max_waiting in 0usize..4,
+        callers in proptest::collection::vec(proptest::collection::vec(0u64..20, 1..12), 1..6),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let m = fixed(limit);
+            let layer = AdaptiveConcurrencyLayer::new(m.clone());
+            let layer = match mode {
+                0 => layer,
+                1 => layer.shed(),
+                _ => layer.queue(max_waiting, Duration::from_millis(15)),
+            };
+            let inner = Timed { running: Arc::default(), peak: Arc::default() };
+            let peak = Arc::clone(&inner.peak);
+            let svc = layer.layer(inner);
+            let waiting_peak = Arc::new(AtomicUsize::new(0));
+            let writers = callers.into_iter().map(|delays| {
+                let (mut svc, m, waiting_peak) = (svc.clone(), m.clone(), Arc::clone(&waiting_peak));
+                tokio::spawn(async move {
+                    let mut refused = 0;
+                    for d in delays {
+                        waiting_peak.fetch_max(m.stats().waiting, Ordering::SeqCst);
+                        match svc.ready().await.unwrap().call(d).await {
+                            Ok(v) => assert_eq!(v, d),
+                            Err(e) => {
+                                assert!(e.is::<Overloaded>(), "{e}");
+                                refused += 1;
+                            }
+                        }
+                    }
+                    refused
+                })
+            });
+            let refused: usize = futures::future::join_all(writers)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .sum();
+            assert!(peak.load(Ordering::SeqCst) <= limit);
+            match mode {
+                0 => assert_eq!(refused, 0, "waiting callers are never refused"),
+                1 => assert_eq!(waiting_peak.load(Ordering::SeqCst), 0, "shedding never queues"),
+                _ => assert!(waiting_peak.load(Ordering::SeqCst) <= max_waiting),
+            }
+            drop(svc);
+            assert_eq!((m.stats().in_flight, m.stats().waiting), (0, 0));
+            m.shutdown().await;
+        });
+    }
 }
