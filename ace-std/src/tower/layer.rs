@@ -47,7 +47,9 @@ pub enum Admission {
 ///
 /// The manager is a shared handle: build one and give clones of it to several layers to put
 /// several services (or a client and a server) under one limit, with one decision log (the
-/// manager builder's [`log_writer`](crate::Builder::log_writer)). Errors are boxed
+/// manager builder's [`log_writer`](crate::Builder::log_writer)). To count a slow call as
+/// back-pressure, put `tower::timeout` inside this layer: its `Elapsed` error is an `Err` to the
+/// classifier, and the slot is released at the deadline. Errors are boxed
 /// ([`BoxError`]), as with tower's `load_shed` and `timeout`: [`Overloaded`] when the call was
 /// refused, [`SubmitError::Shutdown`] once the manager is shut down, and the inner service's
 /// errors.
@@ -124,7 +126,7 @@ impl<R: Runtime, C> AdaptiveConcurrencyLayer<R, C> {
     }
 
     /// Decides which results are back-pressure: a [`Classify`], e.g. [`HttpStatusClassifier`]
-    /// (`super::HttpStatusClassifier`) or a closure `Fn(&Result<T, E>) -> Outcome`.
+    /// or a closure `Fn(&Result<T, E>) -> Outcome`. Default [`ErrorIsBackPressure`].
     ///
     /// [`HttpStatusClassifier`]: super::HttpStatusClassifier
     #[must_use]
