@@ -1,7 +1,7 @@
 //! The consumer task: receive, buffer, dispatch to handlers under the gate, pause and resume,
 //! commit; and the graceful stop.
 
-use std::any::Any;
+use crate::util::panic_message;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -571,16 +571,6 @@ fn dead_letter_failure(
         offset: message.offset(),
         attempts,
         error,
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }
 

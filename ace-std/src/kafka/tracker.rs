@@ -137,12 +137,12 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn should_commit_nothing_before_the_first_message() {
+    fn commits_nothing_before_the_first_message() {
         assert_eq!(OffsetTracker::default().committable(), None);
     }
 
     #[test]
-    fn should_not_commit_past_an_unfinished_message() {
+    fn does_not_commit_past_an_unfinished_message() {
         let t = OffsetTracker::default();
         let e = t.dispatch(10);
         t.dispatch(11);
@@ -156,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn should_skip_gaps_in_offsets() {
+    fn skips_gaps_in_offsets() {
         let t = OffsetTracker::default();
         let e = t.dispatch(5);
         t.dispatch(9);
@@ -167,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn should_start_a_new_epoch_on_rewind() {
+    fn starts_a_new_epoch_on_rewind() {
         let t = OffsetTracker::default();
         let old = t.dispatch(100);
         let new = t.dispatch(50);
@@ -179,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn should_commit_past_messages_finished_at_once() {
+    fn commits_past_messages_finished_at_once() {
         let t = OffsetTracker::default();
         t.finished_at_once(3);
         t.finished_at_once(4);
@@ -195,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn should_start_a_new_epoch_when_a_message_finished_at_once_rewinds() {
+    fn starts_a_new_epoch_when_a_message_finished_at_once_rewinds() {
         let t = OffsetTracker::default();
         let old = t.dispatch(100);
         t.finished_at_once(50);
