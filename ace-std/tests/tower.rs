@@ -438,6 +438,8 @@ async fn should_feed_successes_as_samples_and_back_pressure_and_drops_as_failure
         // Two cycles of the paused clock: the control loop reads the recorder.
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(*tally.0.lock().unwrap(), (3, 4), "(samples, failures)");
+        let stats = m.stats();
+        assert_eq!((stats.completed, stats.failed), (7, 4));
         m.shutdown().await;
     })
     .await;
