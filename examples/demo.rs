@@ -125,7 +125,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // The others, at full speed, and the goodput ratios against the best static limit.
     let mut outcomes = vec![ace];
-    let mut others = vec![Variant::Seed];
+    let mut others = vec![Variant::Seed, Variant::Reference];
     others.extend(scenario.static_limits.iter().map(|&n| Variant::Static(n)));
     for v in &others {
         outcomes.push(sim::run(&scenario, v, |_, _| {}));
@@ -217,6 +217,7 @@ fn color(v: &Variant, statics: &[usize]) -> RGBColor {
     match v {
         Variant::Ace => RGBColor(31, 119, 180),
         Variant::Seed => RGBColor(214, 39, 40),
+        Variant::Reference => RGBColor(148, 103, 189),
         Variant::Static(n) => match statics.iter().position(|s| s == n) {
             Some(0) => RGBColor(150, 150, 150),
             Some(1) => RGBColor(44, 160, 44),
@@ -229,6 +230,7 @@ fn name(v: &Variant) -> String {
     match v {
         Variant::Ace => "ACE".into(),
         Variant::Seed => "seed rules (no latency)".into(),
+        Variant::Reference => "Vector's rule (reference)".into(),
         Variant::Static(n) => format!("static {n}"),
     }
 }
@@ -361,7 +363,7 @@ fn panel(
                 let c = color(&o.variant, statics);
                 let width = match o.variant {
                     Variant::Ace => 3,
-                    Variant::Seed => 2,
+                    Variant::Seed | Variant::Reference => 2,
                     Variant::Static(_) => 1,
                 };
                 chart

@@ -63,29 +63,34 @@ pub struct AimdConfig {
     pub cpu_increase_threshold: f64,
     /// See `cpu_increase_threshold`. Default 50.0.
     pub memory_increase_threshold: f64,
-    /// The least time between two adjustments of the limit. Default 5 s. One exception: a cut for
-    /// stress right after an increase is not deferred (the increase caused it).
+    /// The least time between two adjustments of the limit by the machine cycle (latency epochs
+    /// change it once per round trip). Default 5 s. One exception: a cut for stress right after an
+    /// increase is not deferred (the increase caused it).
     #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub cooldown: Duration,
-    /// How often the control loop collects signals and decides. Default 2 s.
+    /// How often the control loop reads the machine signals and decides (the machine cycle); also
+    /// the longest latency epoch. Default 2 s.
     #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub adjustment_interval: Duration,
-    /// Latency stress: decrease when the cycle's p90 task latency is over `latency_tolerance` ×
-    /// the baseline (the lowest cycle p90 of the last `latency_baseline_window`). Default
+    /// Latency epochs: `Some` turns them on, and an epoch whose p90 is over this × the baseline
+    /// (the lowest epoch p90 of the last `latency_baseline_window`) is stress, the hard ceiling
+    /// beside the epoch rules ([`Controller`](crate::Controller) documents them). Default
     /// `Some(1.5)`; `None` turns the latency signal off (task errors included), which gives the
-    /// rules of the Python package ace-concurrency. It acts only on cycles with latency samples, which only a manager that times
-    /// its tasks into a [`LatencyRecorder`](crate::LatencyRecorder) provides.
+    /// rules of the Python package ace-concurrency. It acts only with latency samples, which only
+    /// a manager that times its tasks into a [`LatencyRecorder`](crate::LatencyRecorder) provides.
     #[cfg_attr(feature = "serde", serde(with = "text::optional_number"))]
     pub latency_tolerance: Option<f64>,
-    /// A cycle with fewer tasks than this (successes and failures together) has no latency
-    /// signal: a handful of samples says nothing. Default 10.
+    /// A latency epoch needs `min(latency_min_samples, limit / 2)` tasks (at least one; successes
+    /// and failures together), or it is carried over into the next; the p90 baseline takes epochs
+    /// of this many successes only. Default 10.
     pub latency_min_samples: u32,
-    /// Decrease when more than this share of the cycle's tasks failed or timed out. Default 0.1.
+    /// Decrease when more than this share of an epoch's tasks (or attempts) failed or timed out:
+    /// back-pressure. Default 0.1.
     /// Part of the latency signal: off when `latency_tolerance` is `None`.
     pub latency_max_error_rate: f64,
-    /// How long a cycle's latency may stand as the baseline: the baseline is the lowest cycle p90
-    /// seen in this window, so it follows a faster downstream at once and a slower one after this
-    /// long. Default 60 s.
+    /// How long an epoch's latency may stand as a reference: the baseline is the lowest epoch p90
+    /// and the floor the lowest epoch mean seen in this window, so they follow a faster downstream
+    /// at once and a slower one after this long. Default 60 s.
     #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub latency_baseline_window: Duration,
     /// Re-measure the baseline this often (± 25 % seeded jitter): drop the limit to `min_limit`
@@ -95,14 +100,16 @@ pub struct AimdConfig {
     /// scheduled dip in throughput.
     #[cfg_attr(feature = "serde", serde(with = "text::optional_duration"))]
     pub latency_probe_interval: Option<Duration>,
-    /// Slow start: from a cold start, and after a run of cuts, grow by doubling (capped by
-    /// `max_limit` from a cold start, and after a cut by 0.85 × the limit where the stress struck,
-    /// or the level cut to if higher) until the first stress, then by `increase_step`.
+    /// Slow start: from a cold start, and after a run of cuts, grow by doubling, once per round
+    /// trip with latency epochs (capped by `max_limit` from a cold start, and after a cut by 0.85 ×
+    /// the limit where the stress struck, or the level cut to if higher) until the first climb or
+    /// stress, then by `increase_step`.
     /// Default `true`; `false` gives the additive growth of the Python package ace-concurrency only.
     pub slow_start: bool,
     /// Latency and task-error stress cut the limit by this factor (rounded down) once the knee is
     /// known; machine stress (CPU, memory, queue, executor lag) keeps `decrease_factor`. Default
-    /// 0.7 (CUBIC's β). Until the first cut by `decrease_factor` (typically the end of the
+    /// 0.9 (Vector's: at one decision per round trip a small cut is undone in a few epochs). Until
+    /// the first cut by `decrease_factor` (typically the end of the
     /// cold-start slow start), latency cuts use `decrease_factor` too: slow start can overshoot by
     /// 2 ×, and that deep cut is what unloads a downstream whose baseline was measured overloaded.
     pub latency_decrease_factor: f64,
@@ -182,9 +189,9 @@ impl AimdConfig {
     pub const fn default_latency_probe_interval() -> Option<Duration> {
         None
     }
-    /// Default for [`latency_decrease_factor`](Self::latency_decrease_factor): 0.7.
+    /// Default for [`latency_decrease_factor`](Self::latency_decrease_factor): 0.9.
     pub const fn default_latency_decrease_factor() -> f64 {
-        0.7
+        0.9
     }
     /// Default for [`slow_start`](Self::slow_start): `true`.
     pub const fn default_slow_start() -> bool {

@@ -4,7 +4,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 // A log-linear histogram over nanoseconds: values below 2^SUB_BITS⁺¹ have their own bucket, and
 // each power of two above is split into 2^SUB_BITS equal buckets, so a bucket's width is at most
@@ -77,6 +77,9 @@ fn value_of(bucket: usize) -> u64 {
 pub struct LatencyRecorder {
     buckets: [AtomicU32; BUCKETS],
     errors: AtomicU32,
+    // The successes' total time, for the mean, in nanoseconds (wraps after 584 years of tasks).
+    total_nanos: AtomicU64,
+    reached: AtomicBool,
 }
 
 impl fmt::Debug for LatencyRecorder {
@@ -99,6 +102,8 @@ impl LatencyRecorder {
         Self {
             buckets: core::array::from_fn(|_| AtomicU32::new(0)),
             errors: AtomicU32::new(0),
+            total_nanos: AtomicU64::new(0),
+            reached: AtomicBool::new(false),
         }
     }
 
@@ -107,6 +112,18 @@ impl LatencyRecorder {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         // Relaxed: counters only; the summary needs no ordering with anything else.
         self.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+        self.total_nanos
+            .fetch_add(nanos.min(MAX_NANOS), Ordering::Relaxed);
+    }
+
+    /// Notes one admission with `in_flight` of `limit` slots taken (this task included): when
+    /// the limit was reached, the summary says so ([`LatencySummary::limit_reached`]), and the
+    /// controller may grow it. Managers call it right after each admission.
+    pub fn record_admission(&self, in_flight: usize, limit: usize) {
+        // Load first: once set, admissions only read the flag's cache line.
+        if in_flight >= limit && !self.reached.load(Ordering::Relaxed) {
+            self.reached.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Records one task that failed or timed out. It is not a latency sample: a failure that came
@@ -125,6 +142,8 @@ impl LatencyRecorder {
             samples += u64::from(*count);
         }
         let errors = self.errors.swap(0, Ordering::Relaxed);
+        let total = self.total_nanos.swap(0, Ordering::Relaxed);
+        let limit_reached = self.reached.swap(false, Ordering::Relaxed);
         let percentile = |per_mille: u64| -> Duration {
             if samples == 0 {
                 return Duration::ZERO;
@@ -143,9 +162,13 @@ impl LatencyRecorder {
         LatencySummary {
             samples: u32::try_from(samples).unwrap_or(u32::MAX),
             errors,
+            // A sample recorded during the swaps may count in the total but not the buckets (or
+            // the reverse): at most one sample's worth off, and never a division by zero.
+            mean: Duration::from_nanos(total.checked_div(samples).unwrap_or(0)),
             p50: percentile(500),
             p90: percentile(900),
             p99: percentile(990),
+            limit_reached,
         }
     }
 }
@@ -161,12 +184,17 @@ pub struct LatencySummary {
     pub samples: u32,
     /// Tasks that failed or timed out this cycle.
     pub errors: u32,
+    /// The mean latency of the successes.
+    pub mean: Duration,
     /// The median latency of the successes.
     pub p50: Duration,
     /// The 90th percentile latency of the successes: the figure the controller reads.
     pub p90: Duration,
     /// The 99th percentile latency of the successes.
     pub p99: Duration,
+    /// The limit was reached at some admission ([`LatencyRecorder::record_admission`]): there
+    /// was demand for more.
+    pub limit_reached: bool,
 }
 
 impl LatencySummary {
@@ -176,9 +204,42 @@ impl LatencySummary {
         Self {
             samples,
             errors,
+            mean: latency,
             p50: latency,
             p90: latency,
             p99: latency,
+            limit_reached: false,
+        }
+    }
+
+    /// This summary with [`limit_reached`](Self::limit_reached) set.
+    #[must_use]
+    pub const fn reached(mut self) -> Self {
+        self.limit_reached = true;
+        self
+    }
+
+    /// Both summaries as one: counts added, the mean exact, percentiles weighted by samples
+    /// (an approximation: the histograms are gone).
+    #[must_use]
+    pub fn merge(&self, other: &Self) -> Self {
+        let samples = self.samples.saturating_add(other.samples);
+        let weigh = |a: Duration, b: Duration| -> Duration {
+            if samples == 0 {
+                return Duration::ZERO;
+            }
+            let total =
+                a.as_nanos() * u128::from(self.samples) + b.as_nanos() * u128::from(other.samples);
+            Duration::from_nanos(u64::try_from(total / u128::from(samples)).unwrap_or(u64::MAX))
+        };
+        Self {
+            samples,
+            errors: self.errors.saturating_add(other.errors),
+            mean: weigh(self.mean, other.mean),
+            p50: weigh(self.p50, other.p50),
+            p90: weigh(self.p90, other.p90),
+            p99: weigh(self.p99, other.p99),
+            limit_reached: self.limit_reached || other.limit_reached,
         }
     }
 
@@ -202,8 +263,8 @@ impl fmt::Display for LatencySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ok, {} failed, p50 {:?}, p90 {:?}, p99 {:?}",
-            self.samples, self.errors, self.p50, self.p90, self.p99
+            "{} ok, {} failed, mean {:?}, p50 {:?}, p90 {:?}, p99 {:?}",
+            self.samples, self.errors, self.mean, self.p50, self.p90, self.p99
         )
     }
 }

@@ -16,7 +16,7 @@ use futures_lite::future;
 
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::{Ceiling, Controller, Decision, LatencyRecorder, Signals, Usage};
+use crate::{Action, Ceiling, Controller, Decision, LatencyRecorder, Reason, Signals, Usage};
 
 /// What the control loop needs from an executor: spawn a task, sleep, read a monotonic clock.
 ///
@@ -267,18 +267,27 @@ impl Shutdown {
     }
 }
 
-/// The control loop: every `adjustment_interval`, collect → decide → apply → record.
+/// The control loop on two time scales: every `adjustment_interval` the machine cycle (collect →
+/// decide → apply → record), and, given a [`LatencyRecorder`], a latency epoch about once per
+/// round trip (take the recorder's summary → [`Controller::epoch`] → apply → record).
 ///
-/// Written once over [`Runtime`]; every executor shim and every manager runs this same loop.
+/// Written once over [`Runtime`]; every executor shim and every manager runs this same loop, in
+/// one task: it sleeps until the next epoch deadline ([`Controller::next_epoch`]) or machine
+/// tick, whichever comes first.
 ///
 /// - The first thing [`run`](Self::run) does is apply the controller's initial limit.
-/// - Ticks are on a fixed grid (`start + k × interval`); a tick missed because the executor was
-///   late is skipped, not bunched.
+/// - Machine ticks are on a fixed grid (`start + k × interval`); a tick missed because the
+///   executor was late is skipped, not bunched.
+/// - The sink sees every machine decision, and of the epochs only what a reader needs: a change
+///   whose reason differs from the last epoch line's, and otherwise at most one change per
+///   interval (the limit then moves by small steps; the next line gives where it stands). A
+///   steady epoch writes nothing.
 /// - A source that errors, or takes longer than one interval, counts as absent for that cycle, and
 ///   the sink is told through [`DecisionSink::signal_error`]. The loop never stops for it.
 /// - [`Shutdown::trigger`] ends the loop promptly, even mid-sleep or mid-collection.
-/// - Given a [`LatencyRecorder`] ([`with_latency`](Self::with_latency)), each cycle takes its
-///   summary into [`Signals::latency`], whatever the source returned.
+/// - Given a [`LatencyRecorder`] ([`with_latency`](Self::with_latency)) and a config with the
+///   latency signal on, [`run`](Self::run) takes its summary at each epoch; without the latency
+///   signal it runs the machine cycle alone.
 #[derive(Debug)]
 pub struct ControlLoop<R, S, T, K> {
     runtime: R,
@@ -287,6 +296,8 @@ pub struct ControlLoop<R, S, T, K> {
     target: T,
     sink: K,
     latency: Option<alloc::sync::Arc<LatencyRecorder>>,
+    // The reason kind and time of the last epoch decision passed to the sink.
+    last_epoch_line: Option<(core::mem::Discriminant<Reason>, Duration)>,
 }
 
 impl<R, S, T, K> ControlLoop<R, S, T, K>
@@ -305,12 +316,14 @@ where
             target,
             sink,
             latency: None,
+            last_epoch_line: None,
         }
     }
 
-    /// Feeds the latency signal from `recorder`: each cycle takes its
-    /// [summary](LatencyRecorder::take_summary) into [`Signals::latency`]. The managers record
-    /// every task's latency (or failure) into the same recorder.
+    /// Feeds the latency epochs from `recorder`: each epoch takes its
+    /// [summary](LatencyRecorder::take_summary) ([`step`](Self::step) takes it into
+    /// [`Signals::latency`] instead). The managers record every task's latency (or failure) and
+    /// every admission into the same recorder.
     #[must_use]
     pub fn with_latency(mut self, recorder: alloc::sync::Arc<LatencyRecorder>) -> Self {
         self.latency = Some(recorder);
@@ -332,8 +345,41 @@ where
         &self.sink
     }
 
-    /// One cycle, now: collect (bounded by one interval), decide, apply, record.
+    /// One cycle of both paths at once, now: collect (bounded by one interval), take the
+    /// latency recorder's summary into the signals, decide, apply, record. [`run`](Self::run)
+    /// paces the two instead.
     pub async fn step(&mut self) -> Decision {
+        self.cycle(true).await
+    }
+
+    /// One latency epoch, now: take the recorder's summary, [`Controller::epoch`], apply; the
+    /// sink sees the decision if a reader needs it (see the type's docs). `None` without a
+    /// recorder.
+    pub fn epoch_step(&mut self) -> Option<Decision> {
+        let recorder = self.latency.as_ref()?;
+        let summary = recorder.take_summary();
+        let now = self.runtime.now();
+        let usage = self.target.usage();
+        self.controller.set_ceiling(self.target.ceiling());
+        let decision = self.controller.epoch(now, &summary, usage);
+        if decision.new_limit != decision.previous_limit {
+            self.target.set_limit(decision.new_limit);
+        }
+        let kind = core::mem::discriminant(&decision.reason);
+        let interval = self.controller.config().adjustment_interval;
+        let show = decision.action != Action::Hold
+            && match self.last_epoch_line {
+                None => true,
+                Some((last, at)) => last != kind || now.saturating_sub(at) >= interval,
+            };
+        if show {
+            self.last_epoch_line = Some((kind, now));
+            self.sink.decision(&decision);
+        }
+        Some(decision)
+    }
+
+    async fn cycle(&mut self, take_latency: bool) -> Decision {
         let interval = self.controller.config().adjustment_interval;
         let sleep = self.runtime.sleep(interval);
         let collected = future::or(async { Some(self.source.collect().await) }, async {
@@ -359,7 +405,7 @@ where
         if let Some(error) = signals.sanitize() {
             self.sink.signal_error(&error);
         }
-        if let Some(recorder) = &self.latency {
+        if let Some(recorder) = self.latency.as_ref().filter(|_| take_latency) {
             signals.latency = Some(recorder.take_summary());
         }
         let now = self.runtime.now();
@@ -378,11 +424,17 @@ where
     pub async fn run(mut self, shutdown: Shutdown) -> Self {
         self.target.set_limit(self.controller.limit());
         let interval = self.controller.config().adjustment_interval;
-        let mut next = self.runtime.now() + interval;
+        let paced = self.latency.is_some() && self.controller.config().latency_tolerance.is_some();
+        let mut next = self.runtime.now().saturating_add(interval);
         loop {
             let now = self.runtime.now();
-            if next > now {
-                let sleep = self.runtime.sleep(next - now);
+            let wake = if paced {
+                next.min(self.controller.next_epoch())
+            } else {
+                next
+            };
+            if wake > now {
+                let sleep = self.runtime.sleep(wake - now);
                 let stopped = future::or(
                     async {
                         shutdown.wait().await;
@@ -398,13 +450,20 @@ where
                     return self;
                 }
             }
+            let now = self.runtime.now();
+            if paced && now >= self.controller.next_epoch() {
+                self.epoch_step();
+            }
+            if now < next {
+                continue;
+            }
             let stopped = future::or(
                 async {
                     shutdown.wait().await;
                     true
                 },
                 async {
-                    self.step().await;
+                    self.cycle(!paced).await;
                     false
                 },
             )
@@ -416,7 +475,10 @@ where
             // running cycles back to back.
             let now = self.runtime.now();
             while next <= now {
-                next += interval;
+                next = next.saturating_add(interval);
+                if next == Duration::MAX {
+                    break;
+                }
             }
         }
     }

@@ -222,5 +222,67 @@ fn a_latency_recorder_feeds_each_cycle_and_starts_the_next_empty() {
     assert!(lp.controller().latency_baseline().is_some());
     let d = futures_lite::future::block_on(lp.step());
     assert_eq!(d.signals.latency.map(|l| l.samples), Some(0));
-    assert_eq!(d.reason, Reason::NoSignals);
+    // An empty epoch is carried over, never "no signal" (which would hold for ever).
+    assert!(
+        matches!(d.reason, Reason::Gathering { tasks: 0, .. }),
+        "{d}"
+    );
+}
+
+/// A target whose tasks all take 50 ms and always fill the limit: each look at its usage records
+/// one round trip's worth of tasks into the recorder.
+struct Saturated {
+    limit: AtomicUsize,
+    recorder: Arc<ace_core::LatencyRecorder>,
+}
+
+impl LimitTarget for Saturated {
+    fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::SeqCst);
+    }
+    fn usage(&self) -> Usage {
+        let limit = self.limit.load(Ordering::SeqCst);
+        self.recorder.record_admission(limit, limit);
+        for _ in 0..limit {
+            self.recorder.record(Duration::from_millis(50));
+        }
+        Usage {
+            limit,
+            in_flight: limit,
+            waiting: 3,
+        }
+    }
+}
+
+#[test]
+fn run_decides_latency_epochs_between_machine_ticks_and_logs_little() {
+    let recorder = Arc::new(ace_core::LatencyRecorder::new());
+    let shutdown = Shutdown::new();
+    let script = Script {
+        steps: vec![healthy(), healthy()],
+        at: 0,
+        shutdown: shutdown.clone(),
+    };
+    let target = Arc::new(Saturated {
+        limit: AtomicUsize::new(0),
+        recorder: recorder.clone(),
+    });
+    let lp = ControlLoop::new(
+        WarpRuntime::default(),
+        Controller::new(AimdConfig::default()).unwrap(),
+        script,
+        target.clone(),
+        Sink::default(),
+    )
+    .with_latency(recorder);
+    let lp = futures_lite::future::block_on(lp.run(shutdown));
+    let d = &lp.sink().decisions;
+    // Slow start by epochs, long before the first 2 s machine tick: 20 → … → 200.
+    assert!(d[0].at < Duration::from_millis(200), "{:?}", d[0]);
+    assert_eq!(d[0].action, Action::Increase);
+    assert_eq!(target.limit.load(Ordering::SeqCst), 200);
+    // The healthy machine cycles hold: the epochs set the limit.
+    assert!(d.iter().any(|d| d.reason == Reason::Paced));
+    // Dozens of epochs, a handful of lines.
+    assert!(d.len() <= 8, "{} lines: {d:#?}", d.len());
 }

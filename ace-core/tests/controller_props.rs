@@ -1,10 +1,10 @@
-//! Property tests of the controller: bounds and cooldown always hold (but for a cut that undoes
-//! the increase that caused it), idle limits never grow,
-//! latency within tolerance never cuts; `validate` never panics.
+//! Property tests of the controller: bounds always hold, and the machine cycle's cooldown (but for
+//! a cut that undoes the increase that caused it); idle limits never grow; a steady latency never
+//! cuts; `validate` never panics.
 
 use core::time::Duration;
 
-use ace_core::{Action, AimdConfig, Controller, LatencySummary, Reason, Signals, Usage};
+use ace_core::{Action, AimdConfig, Controller, LatencySummary, Reason, Signals, Stress, Usage};
 use proptest::prelude::*;
 
 fn opt<T: core::fmt::Debug + Clone + 'static>(
@@ -132,7 +132,20 @@ proptest! {
                 Action::Increase => prop_assert!(d.new_limit > d.previous_limit),
                 Action::Decrease => prop_assert!(d.new_limit < d.previous_limit),
             }
-            if d.new_limit != d.previous_limit {
+            // The machine cycle's changes keep the cooldown; latency epochs (a snapshot with a
+            // latency summary, latency on) change once per round trip. Machine stress is always
+            // the machine cycle's.
+            let machine_stress = matches!(
+                d.reason,
+                Reason::Stressed(
+                    Stress::Cpu { .. }
+                        | Stress::Memory { .. }
+                        | Stress::Queue { .. }
+                        | Stress::EventLoopLag { .. }
+                )
+            );
+            let epoch = signals.latency.is_some() && config.latency_tolerance.is_some();
+            if d.new_limit != d.previous_limit && (machine_stress || !epoch) {
                 // No two changes closer than the cooldown, with one exception: a cut for stress
                 // may undo, at once, the increase just before it (the increase caused it).
                 if let Some((t, was_increase)) = last_change {
@@ -146,7 +159,8 @@ proptest! {
             // Never grow an unused limit: growth needs 80 % in flight, waiters or a Kafka backlog.
             // (A probe's restore returns to where the limit was, it is not growth.)
             if d.action == Action::Increase && !matches!(d.reason, Reason::ProbeDone { .. }) {
-                let busy = in_flight * 5 >= d.previous_limit * 4 || waiting > 0;
+                let reached = signals.latency.is_some_and(|l| l.limit_reached);
+                let busy = in_flight * 5 >= d.previous_limit * 4 || waiting > 0 || reached;
                 let backlog = signals.kafka_lag.is_some_and(|l| l > 0) && in_flight * 2 >= d.previous_limit;
                 prop_assert!(busy || backlog);
             }
@@ -158,22 +172,26 @@ proptest! {
     }
 
     #[test]
-    fn latency_within_tolerance_never_decreases(
+    fn a_steady_latency_never_decreases(
         config in valid_config(),
         base_ms in 1..500u64,
         steps in prop::collection::vec((0.0..1.0f64, 0..300usize, 0..50usize, 1..5_000u64), 1..200),
     ) {
-        // Only the latency signal, no failures, every p90 in [base, base × tolerance): the
-        // baseline is at least `base`, so no cycle reads as stress.
+        // Only the latency signal, no failures, the same latency every epoch, and no more tasks
+        // in flight than the completions account for (Little's law): nothing reads as stress.
         let config = AimdConfig { latency_probe_interval: None, ..config };
         let tolerance = config.latency_tolerance.unwrap_or(1.5);
         let mut c = Controller::new(config.clone()).unwrap();
         let mut now = Duration::ZERO;
-        for (x, in_flight, waiting, dt) in steps {
+        let dts: Vec<u64> = steps.iter().map(|s| s.3).collect();
+        for (k, (x, in_flight, waiting, dt)) in steps.into_iter().enumerate() {
             now += Duration::from_millis(dt);
-            let p90 = Duration::from_millis(base_ms).mul_f64(1.0 + x * (tolerance - 1.0) * 0.999);
+            let _ = (x, tolerance);
+            // The in-flight count read now starts the next epoch: Little's law over its length.
+            let next_dt = dts.get(k + 1).copied().unwrap_or(dt).max(dt);
+            let in_flight = in_flight.min((100 * base_ms / next_dt) as usize);
             let signals = Signals {
-                latency: Some(LatencySummary::uniform(p90, 100, 0)),
+                latency: Some(LatencySummary::uniform(Duration::from_millis(base_ms), 100, 0)),
                 ..Signals::default()
             };
             let d = c.decide(now, &signals, Usage { limit: c.limit(), in_flight, waiting });

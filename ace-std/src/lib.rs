@@ -24,6 +24,8 @@
 //! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
 //! - `threadpool`: [`threadpool::ThreadPoolManager`], an adaptive pool of threads for sync
 //!   closures, on crossbeam.
+//! - `tower`: [`tower::AdaptiveConcurrencyLayer`], a tower layer for clients and servers, and
+//!   [`tower::AdaptiveStreamExt`], the adaptive `buffer_unordered`.
 //! - `serde`: `config::from_toml`, configs from TOML files (durations as `"2s"`, unknown
 //!   fields refused), validated at load; `Serialize`/`Deserialize` for
 //!   [`AimdConfig`] and the pool's `PoolOptions`.
@@ -77,6 +79,10 @@ pub mod kafka;
 #[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
 pub mod threadpool;
 
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
+
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod fleet;
@@ -87,6 +93,7 @@ pub mod fleet;
     feature = "tokio",
     feature = "threadpool",
     feature = "kafka",
+    feature = "tower",
     feature = "redis"
 ))]
 #[doc = include_str!("../../README.md")]

@@ -198,9 +198,10 @@ fn event_type(action: Action) -> &'static str {
 
 /// A stable, machine-readable code for a [`Reason`]: `stressed_cpu`, `stressed_memory`,
 /// `stressed_queue`, `stressed_event_loop_lag`, `stressed_latency`, `stressed_errors`,
-/// `at_min_limit`, `busy`, `headroom`, `backlog`, `slow_start`, `probe`, `probing`,
-/// `probe_done`, `idle`, `at_max_limit`, `cooldown`, `no_signals`, `fleet_cap` (and `unknown` for a reason
-/// added to `ace-core` after this crate).
+/// `stressed_queued`, `stressed_rising`, `stressed_queueing`, `at_min_limit`, `busy`,
+/// `headroom`, `backlog`, `slow_start`, `probe`, `probing`, `probe_done`, `idle`,
+/// `at_max_limit`, `cooldown`, `no_signals`, `climbing`, `paced`, `gathering`, `fleet_cap` (and
+/// `unknown` for a reason added to `ace-core` after this crate).
 pub fn reason_code(reason: &Reason) -> &'static str {
     match reason {
         Reason::Stressed(s) => match s {
@@ -210,6 +211,9 @@ pub fn reason_code(reason: &Reason) -> &'static str {
             Stress::EventLoopLag { .. } => "stressed_event_loop_lag",
             Stress::Latency { .. } => "stressed_latency",
             Stress::Errors { .. } => "stressed_errors",
+            Stress::Queued { .. } => "stressed_queued",
+            Stress::Rising { .. } => "stressed_rising",
+            Stress::Queueing { .. } => "stressed_queueing",
             _ => "stressed",
         },
         Reason::AtMinLimit(_) => "at_min_limit",
@@ -224,6 +228,9 @@ pub fn reason_code(reason: &Reason) -> &'static str {
         Reason::AtMaxLimit => "at_max_limit",
         Reason::Cooldown { .. } => "cooldown",
         Reason::NoSignals => "no_signals",
+        Reason::Climbing { .. } => "climbing",
+        Reason::Paced => "paced",
+        Reason::Gathering { .. } => "gathering",
         Reason::FleetCap { .. } => "fleet_cap",
         _ => "unknown",
     }

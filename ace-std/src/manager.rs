@@ -310,6 +310,14 @@ impl<R: Runtime> Inner<R> {
     }
 }
 
+/// The latency epochs' demand signal: tells the recorder whether this admission took the last
+/// free slot (the limit was reached), so the controller grows only a limit that is used.
+fn note_admission<R>(inner: &Inner<R>) {
+    if let Some(recorder) = &inner.latency {
+        recorder.record_admission(inner.sem.in_use(), inner.sem.limit());
+    }
+}
+
 impl<R> Drop for Inner<R> {
     fn drop(&mut self) {
         // The last handle is gone: stop the control loop (and with it the lag probe).
@@ -437,8 +445,9 @@ impl<R: Runtime> Manager<R> {
     /// The future runs in the caller's task; use [`spawn`](Self::spawn) for a task of its
     /// own. The per-task path takes no lock and allocates nothing: a permit and two atomic
     /// counters. When the latency signal is on, tasks are timed (two clock reads and one more
-    /// counter): every task up to 1,024 per cycle, and above that one in 2^k, so a busy
-    /// manager's p90 still rests on about a thousand samples per cycle.
+    /// counter) and each admission tells the latency epochs whether it reached the limit (two
+    /// atomic loads). A machine cycle that carried over 1,024 tasks would time one in 2^k; the
+    /// latency epochs take their summaries themselves, a round trip each, so every task is timed.
     ///
     /// # Errors
     ///
@@ -514,6 +523,7 @@ impl<R: Runtime> Manager<R> {
             finish.ok = Some(true);
             return Err(SubmitError::Shutdown);
         }
+        note_admission(inner);
         if inner.latency.is_some() && inner.counters.sampled(seq) {
             finish.started = Some(inner.runtime.now());
         }
@@ -612,6 +622,7 @@ impl<R: Runtime> Manager<R> {
             task.end(true);
             return None;
         }
+        note_admission(inner);
         if inner.latency.is_some() && inner.counters.sampled(seq) {
             task.started = Some(inner.runtime.now());
         }

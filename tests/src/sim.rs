@@ -38,6 +38,9 @@ pub struct Scenario {
     /// Machine signals over time.
     #[serde(default)]
     pub machine: Machine,
+    /// Retries inside each task (none by default: a failure ends the task).
+    #[serde(default)]
+    pub retry: Option<Retry>,
     /// Changes to [`AimdConfig::default`] for the ACE and seed-rule runs.
     #[serde(default)]
     pub config: ConfigOverrides,
@@ -97,6 +100,83 @@ pub struct Downstream {
     /// Base latency changes: `[[time_s, base_ms], ...]`.
     #[serde(default)]
     pub base_changes: Vec<[f64; 2]>,
+    /// Vector's link model: latency `base × (1 + scale × (n − 1) + knee_exp^(n − knee_start) − 1
+    /// + exp_jitter × E)`, E exponential with mean 1. Setting any of `scale`, `knee_start` or
+    /// `exp_jitter` picks this model (and `knee`, `exponent`, `jitter` are not used).
+    #[serde(default)]
+    pub scale: f64,
+    /// See `scale`: the concurrency above which latency grows by `knee_exp` per request.
+    #[serde(default)]
+    pub knee_start: Option<f64>,
+    /// See `knee_start`.
+    #[serde(default = "default_knee_exp")]
+    pub knee_exp: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub exp_jitter: f64,
+    /// Above a concurrency or a rate, the downstream defers (an error after one unloaded
+    /// latency) or drops (no answer: the attempt times out) the request.
+    #[serde(default)]
+    pub overload: Option<Overload>,
+}
+
+fn default_knee_exp() -> f64 {
+    1.0
+}
+
+/// What the downstream does past its capacity (Vector's `limit` and `action`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    /// Requests in flight at the downstream (`concurrency`) or started in the last second (`rate`)
+    /// above which it refuses.
+    pub above: f64,
+    /// `concurrency` or `rate`.
+    pub per: Per,
+    /// `defer` or `drop`.
+    pub action: OverloadAction,
+}
+
+/// See [`Overload::per`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    /// Requests in flight at the downstream.
+    Concurrency,
+    /// Requests started in the last second.
+    Rate,
+}
+
+/// See [`Overload::action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverloadAction {
+    /// An error after one unloaded latency.
+    Defer,
+    /// No answer at all: the attempt times out.
+    Drop,
+}
+
+/// Retries inside a task, as a client library does: each failed attempt is retried after a
+/// Fibonacci backoff while the task keeps its slot, and each attempt is timed on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// An attempt slower than this fails at this time, in ms.
+    pub timeout_ms: f64,
+    /// The first backoff, in ms; then 1, 2, 3, 5, … × this.
+    #[serde(default = "default_backoff_ms")]
+    pub initial_backoff_ms: f64,
+    /// The longest backoff, in ms.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: f64,
+}
+
+fn default_backoff_ms() -> f64 {
+    1000.0
+}
+fn default_max_backoff_ms() -> f64 {
+    30_000.0
 }
 
 fn default_exponent() -> f64 {
@@ -120,9 +200,21 @@ impl Downstream {
             .map_or(self.base_ms, |c| c[1])
     }
 
-    /// Median latency with `n` in flight (this request included) at time `t`, in ms.
+    fn vector_model(&self) -> bool {
+        self.scale != 0.0 || self.knee_start.is_some() || self.exp_jitter != 0.0
+    }
+
+    /// Median latency with `n` in flight (this request included) at time `t`, in ms (Vector's
+    /// model: the latency without jitter).
     pub fn latency_ms(&self, n: usize, t: f64) -> f64 {
         let base = self.base_at(t);
+        if self.vector_model() {
+            let n = n.max(1) as f64;
+            let knee = self
+                .knee_start
+                .map_or(0.0, |k| self.knee_exp.powf((n - k).max(0.0)) - 1.0);
+            return base * (1.0 + self.scale * (n - 1.0) + knee);
+        }
         match self.knee {
             Some(k) if (n as f64) > k => base * (n as f64 / k).powf(self.exponent),
             _ => base,
@@ -131,7 +223,22 @@ impl Downstream {
 
     /// The p99 of one request alone, at time `t`, in ms.
     pub fn unloaded_p99_ms(&self, t: f64) -> f64 {
+        if self.vector_model() {
+            // The exponential's p99 is ln 100 ≈ 4.6 × its mean.
+            return self.base_at(t) * (1.0 + self.exp_jitter * 100f64.ln());
+        }
         self.base_at(t) * (self.jitter * 2.326).exp()
+    }
+
+    /// One attempt's latency with `n` in flight at `t`, jitter drawn from `rng`, in ms.
+    fn draw_ms(&self, n: usize, t: f64, rng: &mut fastrand::Rng) -> f64 {
+        let median = self.latency_ms(n, t);
+        if self.vector_model() {
+            let e = -(1.0 - rng.f64()).ln();
+            self.base_at(t).mul_add(self.exp_jitter * e, median)
+        } else {
+            median * (self.jitter * normal(rng)).exp()
+        }
     }
 }
 
@@ -151,6 +258,16 @@ pub enum Load {
     Open {
         /// Arrivals per second.
         rate: f64,
+    },
+    /// A fixed batch of `requests`, arriving one every `interval_ms` (0: all at once), as
+    /// Vector's scenarios send them; the run ends when the last one has succeeded, and
+    /// `finish_s` is that time.
+    Batch {
+        /// Requests in the batch.
+        requests: usize,
+        /// Time between arrivals, in ms.
+        #[serde(default)]
+        interval_ms: f64,
     },
 }
 
@@ -280,16 +397,122 @@ pub enum Variant {
     Seed,
     /// A fixed limit per sharer.
     Static(usize),
+    /// The RTT-paced reference: Vector's adaptive request concurrency rule (limits 1 to
+    /// `max_limit`, from 1), see [`Reference`].
+    Reference,
 }
 
 impl Variant {
-    /// The name used in tables and `expect`: `ace`, `seed`, `static_N`.
+    /// The name used in tables and `expect`: `ace`, `seed`, `static_N`, `vector`.
     pub fn label(&self) -> String {
         match self {
             Self::Ace => "ace".into(),
             Self::Seed => "seed".into(),
             Self::Static(n) => format!("static_{n}"),
+            Self::Reference => "vector".into(),
         }
+    }
+}
+
+/// Vector's adaptive request concurrency rule, as published (its `adaptive_concurrency`
+/// controller, default settings), beside ACE in the harness as the RTT-paced reference.
+///
+/// Per response it averages the attempts' RTTs of the current epoch; an epoch lasts one mean
+/// RTT of the past. At the end of an epoch: **+1** if the limit was reached at some admission,
+/// there was no back-pressure and the epoch's mean RTT is at most the EWMA (α 0.4) of past
+/// epochs; **× 0.9** (floor, at least 1) on back-pressure or a mean at least the EWMA plus 2.5
+/// standard deviations. Starts at 1.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    limit: usize,
+    max: usize,
+    past: Option<(f64, f64)>,
+    next_update: u64,
+    sum: f64,
+    count: u64,
+    back_pressure: bool,
+    reached: bool,
+}
+
+impl Reference {
+    const ALPHA: f64 = 0.4;
+    const DEVIATION_SCALE: f64 = 2.5;
+    const DECREASE: f64 = 0.9;
+
+    /// A reference at limit 1, growing up to `max`.
+    pub fn new(max: usize) -> Self {
+        Self {
+            limit: 1,
+            max,
+            past: None,
+            next_update: 0,
+            sum: 0.0,
+            count: 0,
+            back_pressure: false,
+            reached: false,
+        }
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A task was admitted; `in_flight` counts it.
+    pub fn admitted(&mut self, in_flight: usize) {
+        if in_flight >= self.limit {
+            self.reached = true;
+        }
+    }
+
+    /// One attempt ended: its RTT if it succeeded, back-pressure if it was refused or timed out.
+    pub fn attempt(&mut self, rtt_s: Option<f64>, back_pressure: bool) {
+        self.back_pressure |= back_pressure;
+        if let Some(rtt) = rtt_s {
+            self.sum += rtt;
+            self.count += 1;
+        }
+    }
+
+    /// A task ended at `now` (ns): the epoch may close.
+    pub fn task_done(&mut self, now: u64) {
+        // Vector's own test rounds to the microsecond so that a constant link reads constant.
+        let current = (self.count > 0).then(|| (self.sum / self.count as f64 * 1e6).round() / 1e6);
+        let Some((mean, var)) = self.past else {
+            if let Some(c) = current {
+                self.past = Some((c, 0.0));
+                self.next_update = now + (c * NS) as u64;
+            }
+            return;
+        };
+        if now < self.next_update {
+            return;
+        }
+        let threshold = var.sqrt() * Self::DEVIATION_SCALE;
+        if self.limit < self.max
+            && self.reached
+            && !self.back_pressure
+            && current.is_some_and(|c| c <= mean)
+        {
+            self.limit += 1;
+        } else if self.limit > 1
+            && (self.back_pressure || current.unwrap_or(0.0) >= mean + threshold)
+        {
+            self.limit = ((self.limit as f64 * Self::DECREASE) as usize).max(1);
+        }
+        let (mut mean, mut var) = (mean, var);
+        if let Some(c) = current {
+            let diff = c - mean;
+            let incr = Self::ALPHA * diff;
+            mean += incr;
+            var = (1.0 - Self::ALPHA) * (var + diff * incr);
+            self.past = Some((mean, var));
+        }
+        self.next_update = now + (mean * NS) as u64;
+        self.sum = 0.0;
+        self.count = 0;
+        self.back_pressure = false;
+        self.reached = false;
     }
 }
 
@@ -331,13 +554,36 @@ pub struct Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     // Order matters only to break ties at the same instant: completions first.
-    Complete { sharer: usize, ok: bool, took: u64 },
-    Submit { sharer: usize },
-    Tick { sharer: usize },
+    Complete {
+        sharer: usize,
+        task: usize,
+        ok: bool,
+        took: u64,
+        at_downstream: bool,
+    },
+    Retry {
+        sharer: usize,
+        task: usize,
+    },
+    Submit {
+        sharer: usize,
+    },
+    Epoch {
+        sharer: usize,
+    },
+    Tick {
+        sharer: usize,
+    },
+}
+
+struct Task {
+    admitted: u64,
+    attempts: u32,
 }
 
 struct Sharer {
     controller: Controller,
+    reference: Option<Reference>,
     recorder: LatencyRecorder,
     limit: usize,
     in_flight: usize,
@@ -345,6 +591,11 @@ struct Sharer {
     cycles: Vec<Cycle>,
     cycle_ok: u64,
     measured_ok: u64,
+    done: usize,
+    last_p90_ms: f64,
+    // Latency epochs that changed the limit since the last cycle, and the last of them.
+    epoch_changes: u32,
+    last_epoch: String,
 }
 
 const NS: f64 = 1e9;
@@ -368,7 +619,7 @@ pub fn config_for(s: &Scenario, variant: &Variant, i: usize) -> AimdConfig {
         base.initial_limit = s.initial_limits[i % s.initial_limits.len()];
     }
     match variant {
-        Variant::Ace => base,
+        Variant::Ace | Variant::Reference => base,
         Variant::Seed => base.seed_rules(),
         Variant::Static(n) => AimdConfig {
             adjustment_interval: base.adjustment_interval,
@@ -405,18 +656,27 @@ pub fn run_with(
     let mut sharers: Vec<Sharer> = (0..s.sharers)
         .map(|i| {
             let config = config_for(s, variant, i);
+            let max = config.max_limit;
             let controller = Controller::new(config)
                 .expect("valid scenario config")
                 .with_seed(s.seed ^ i as u64);
+            let reference = (*variant == Variant::Reference).then(|| Reference::new(max));
             Sharer {
-                limit: controller.limit(),
+                limit: reference
+                    .as_ref()
+                    .map_or(controller.limit(), Reference::limit),
                 controller,
+                reference,
                 recorder: LatencyRecorder::new(),
                 in_flight: 0,
                 queue: VecDeque::new(),
                 cycles: Vec::new(),
                 cycle_ok: 0,
                 measured_ok: 0,
+                done: 0,
+                last_p90_ms: 0.0,
+                epoch_changes: 0,
+                last_epoch: String::new(),
             }
         })
         .collect();
@@ -430,10 +690,17 @@ pub fn run_with(
         seq += 1;
         heap.push(std::cmp::Reverse((t, seq, e)));
     };
+    let batch = match s.load {
+        Load::Batch { requests, .. } => Some(requests),
+        _ => None,
+    };
     for i in 0..s.sharers {
         // Sharers tick out of phase, as independent processes would.
         let phase = interval_ns / s.sharers as u64 * i as u64;
         push(&mut heap, interval_ns + phase, Event::Tick { sharer: i });
+        if *variant == Variant::Ace && PACED {
+            push(&mut heap, 0, Event::Epoch { sharer: i });
+        }
         match s.load {
             Load::Closed { workers, .. } => {
                 for _ in 0..workers {
@@ -445,33 +712,94 @@ pub fn run_with(
                 }
             }
             Load::Open { .. } => push(&mut heap, 0, Event::Submit { sharer: i }),
+            Load::Batch {
+                requests,
+                interval_ms,
+            } => {
+                for k in 0..requests {
+                    let at = (k as f64 * interval_ms * 1e6) as u64;
+                    push(&mut heap, at, Event::Submit { sharer: i });
+                }
+            }
         }
     }
+    let timeout_ms = s
+        .retry
+        .as_ref()
+        .map(|r| r.timeout_ms)
+        .or(s.downstream.timeout_ms);
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut starts: VecDeque<u64> = VecDeque::new();
     let mut downstream_in_flight = 0usize;
     let mut measured_latencies: Vec<f64> = Vec::new();
     let mut measured_errors = 0u64;
     let mut log = Vec::new();
+    let mut finish: Option<u64> = None;
+    let mut last_t = 0u64;
 
     while let Some(std::cmp::Reverse((t, _, event))) = heap.pop() {
         if t > end {
             break;
         }
+        last_t = t;
         let ts = t as f64 / NS;
+        // Attempts to start now: (sharer, task).
+        let mut attempts: Vec<(usize, usize)> = Vec::new();
         let sharer = match event {
-            Event::Complete { sharer, ok, took } => {
+            Event::Complete {
+                sharer,
+                task,
+                ok,
+                took,
+                at_downstream,
+            } => {
                 let sh = &mut sharers[sharer];
+                if at_downstream {
+                    downstream_in_flight -= 1;
+                }
+                if let Some(r) = &mut sh.reference {
+                    r.attempt(ok.then(|| took as f64 / NS), !ok);
+                }
+                let retry = s.retry.as_ref().filter(|_| !ok);
+                if PACED {
+                    // Each attempt is timed on its own; a refused one is back-pressure.
+                    if ok {
+                        sh.recorder.record(Duration::from_nanos(took));
+                    } else {
+                        sh.recorder.record_error();
+                    }
+                }
+                if let Some(retry) = retry {
+                    let k = tasks[task].attempts;
+                    tasks[task].attempts += 1;
+                    let backoff =
+                        (fibonacci(k) * retry.initial_backoff_ms).min(retry.max_backoff_ms);
+                    push(&mut heap, t + to_ns(backoff), Event::Retry { sharer, task });
+                    continue;
+                }
+                // The task ends.
                 sh.in_flight -= 1;
-                downstream_in_flight -= 1;
+                let latency = t - tasks[task].admitted;
+                if !PACED {
+                    // Today's managers time a task from admission to its end.
+                    if ok {
+                        sh.recorder.record(Duration::from_nanos(latency));
+                    } else {
+                        sh.recorder.record_error();
+                    }
+                }
                 if ok {
-                    sh.recorder.record(Duration::from_nanos(took));
                     sh.cycle_ok += 1;
-                } else {
-                    sh.recorder.record_error();
+                    sh.done += 1;
+                }
+                if let Some(r) = &mut sh.reference {
+                    r.task_done(t);
+                    sh.limit = r.limit();
                 }
                 if t >= measure_from {
                     if ok {
                         sh.measured_ok += 1;
-                        measured_latencies.push(took as f64 / 1e6);
+                        measured_latencies.push(latency as f64 / 1e6);
                     } else {
                         measured_errors += 1;
                     }
@@ -479,6 +807,14 @@ pub fn run_with(
                 if let Load::Closed { think_ms, .. } = s.load {
                     push(&mut heap, t + to_ns(think_ms), Event::Submit { sharer });
                 }
+                if batch.is_some_and(|n| sharers.iter().all(|sh| sh.done >= n)) {
+                    finish = Some(t);
+                    break;
+                }
+                sharer
+            }
+            Event::Retry { sharer, task } => {
+                attempts.push((sharer, task));
                 sharer
             }
             Event::Submit { sharer } => {
@@ -493,14 +829,25 @@ pub fn run_with(
                 }
                 sharer
             }
+            Event::Epoch { sharer } => {
+                let sh = &mut sharers[sharer];
+                let next = epoch(sh, t, ts, &mut log, sharer == 0);
+                push(&mut heap, next.max(t + 1), Event::Epoch { sharer });
+                sharer
+            }
             Event::Tick { sharer } => {
                 let sh = &mut sharers[sharer];
                 let m = &s.machine;
                 let cpu = schedule(&m.cpu, ts, 10.0) + m.cpu_per_task * downstream_in_flight as f64;
-                let summary = sh.recorder.take_summary();
+                let paced = PACED && *variant == Variant::Ace;
+                let summary = if paced {
+                    None
+                } else {
+                    Some(sh.recorder.take_summary())
+                };
                 let signals = match machine.as_mut() {
                     Some(read) => Signals {
-                        latency: Some(summary),
+                        latency: summary,
                         ..read(ts)
                     },
                     None => Signals {
@@ -509,7 +856,7 @@ pub fn run_with(
                         event_loop_lag: Some(Duration::from_secs_f64(
                             schedule(&m.lag_ms, ts, 1.0).max(0.0) / 1e3,
                         )),
-                        latency: Some(summary),
+                        latency: summary,
                         ..Signals::default()
                     },
                 };
@@ -518,15 +865,27 @@ pub fn run_with(
                     in_flight: sh.in_flight,
                     waiting: sh.queue.len(),
                 };
-                let d = sh
-                    .controller
-                    .decide(Duration::from_nanos(t), &signals, usage);
-                sh.limit = d.new_limit;
+                let line = if sh.reference.is_some() {
+                    format!("limit {}", sh.limit)
+                } else {
+                    let d = sh
+                        .controller
+                        .decide(Duration::from_nanos(t), &signals, usage);
+                    sh.limit = d.new_limit;
+                    let epochs = std::mem::take(&mut sh.epoch_changes);
+                    if d.reason == ace_core::Reason::Paced && epochs > 0 {
+                        // The machine cycle held; say what the latency epochs did meanwhile.
+                        let plural = if epochs == 1 { "" } else { "s" };
+                        format!("{epochs} epoch change{plural}, last: {}", sh.last_epoch)
+                    } else {
+                        d.to_string()
+                    }
+                };
                 let cycle = Cycle {
                     t: ts,
-                    limit: d.new_limit,
+                    limit: sh.limit,
                     in_flight: usage.in_flight,
-                    p90_ms: summary.p90.as_secs_f64() * 1e3,
+                    p90_ms: summary.map_or(sh.last_p90_ms, |l| l.p90.as_secs_f64() * 1e3),
                     baseline_ms: sh
                         .controller
                         .latency_baseline()
@@ -536,9 +895,10 @@ pub fn run_with(
                 sh.cycle_ok = 0;
                 sh.cycles.push(cycle);
                 if sharer == 0 {
-                    let line = d.to_string();
                     on_cycle(&cycle, &line);
-                    if !matches!(variant, Variant::Static(_)) {
+                    if matches!(variant, Variant::Ace | Variant::Seed)
+                        && (!paced || d_changed(&line))
+                    {
                         log.push(format!("{ts:7.1}s  {line}"));
                     }
                 }
@@ -553,29 +913,90 @@ pub fn run_with(
                 break;
             }
             sh.in_flight += 1;
-            downstream_in_flight += 1;
+            tasks.push(Task {
+                admitted: t,
+                attempts: 0,
+            });
+            if let Some(r) = &mut sh.reference {
+                r.admitted(sh.in_flight);
+            }
+            admitted(&sh.recorder, sh.in_flight, sh.limit);
+            attempts.push((sharer, tasks.len() - 1));
+        }
+        for (sharer, task) in attempts {
             let d = &s.downstream;
-            let mut ms =
-                d.latency_ms(downstream_in_flight, ts) * (d.jitter * normal(&mut rng)).exp();
-            let mut ok = true;
-            if d.errors_above
-                .is_some_and(|above| downstream_in_flight as f64 > above)
-                && rng.f64() < d.error_rate
-            {
-                ok = false;
-                ms = d.error_ms;
+            // Vector's rate: requests started in the last second, this one included.
+            while starts.front().is_some_and(|&st| st + NS as u64 <= t) {
+                starts.pop_front();
             }
-            if let Some(timeout) = d.timeout_ms.filter(|&to| ms > to) {
-                ok = false;
-                ms = timeout;
+            starts.push_back(t);
+            let level = downstream_in_flight + 1;
+            let action = d.overload.as_ref().and_then(|o| {
+                let over = match o.per {
+                    Per::Concurrency => level as f64 > o.above,
+                    Per::Rate => starts.len() as f64 > o.above,
+                };
+                over.then_some(o.action)
+            });
+            let (ok, ms, at_downstream) = match action {
+                Some(OverloadAction::Drop) => (false, timeout_ms.unwrap_or(f64::INFINITY), false),
+                Some(OverloadAction::Defer) => (false, d.draw_ms(1, ts, &mut rng), true),
+                None => {
+                    let mut ms = d.draw_ms(level, ts, &mut rng);
+                    let mut ok = true;
+                    if d.errors_above.is_some_and(|above| level as f64 > above)
+                        && rng.f64() < d.error_rate
+                    {
+                        ok = false;
+                        ms = d.error_ms;
+                    }
+                    (ok, ms, true)
+                }
+            };
+            let (ok, ms) = match timeout_ms.filter(|&to| ms > to) {
+                Some(timeout) => (false, timeout),
+                None => (ok, ms),
+            };
+            if at_downstream {
+                downstream_in_flight += 1;
             }
-            let took = to_ns(ms);
-            push(&mut heap, t + took, Event::Complete { sharer, ok, took });
+            if ms.is_finite() {
+                let took = to_ns(ms);
+                push(
+                    &mut heap,
+                    t + took,
+                    Event::Complete {
+                        sharer,
+                        task,
+                        ok,
+                        took,
+                        at_downstream,
+                    },
+                );
+            }
         }
     }
 
-    let measured_s = (s.duration_s - s.measure_from_s).max(1e-9);
+    let finish_s = finish.map_or(last_t.max(end) as f64 / NS, |f| f as f64 / NS);
+    let measured_s = if batch.is_some() {
+        (finish_s - s.measure_from_s).max(1e-9)
+    } else {
+        (s.duration_s - s.measure_from_s).max(1e-9)
+    };
     let mut metrics = BTreeMap::new();
+    if batch.is_some() {
+        metrics.insert(
+            "finish_s",
+            if finish.is_some() {
+                finish_s
+            } else {
+                f64::INFINITY
+            },
+        );
+    }
+    let mean_latency =
+        measured_latencies.iter().sum::<f64>() / measured_latencies.len().max(1) as f64;
+    metrics.insert("mean_ms", mean_latency);
     let totals: Vec<(f64, usize)> = (0..sharers[0].cycles.len())
         .map(|c| {
             let t = sharers[0].cycles[c].t;
@@ -649,6 +1070,57 @@ pub fn run_with(
     }
 }
 
+/// ACE's latency path runs on its own epochs, each attempt timed by itself (`true`), or once per
+/// control cycle with each task timed from admission to its end (`false`, as before).
+const PACED: bool = true;
+
+/// Tells the recorder that a task was admitted with `in_flight` of `limit` slots taken.
+fn admitted(recorder: &LatencyRecorder, in_flight: usize, limit: usize) {
+    recorder.record_admission(in_flight, limit);
+}
+
+/// Closes ACE's latency epoch if it is due, as the control loop does; returns when to look
+/// again (ns).
+fn epoch(sh: &mut Sharer, t: u64, ts: f64, log: &mut Vec<String>, first: bool) -> u64 {
+    let now = Duration::from_nanos(t);
+    let due = sh.controller.next_epoch();
+    if now < due {
+        return due.as_nanos() as u64;
+    }
+    let summary = sh.recorder.take_summary();
+    let usage = Usage {
+        limit: sh.limit,
+        in_flight: sh.in_flight,
+        waiting: sh.queue.len(),
+    };
+    let d = sh.controller.epoch(now, &summary, usage);
+    if summary.samples > 0 && !matches!(d.reason, ace_core::Reason::Gathering { .. }) {
+        sh.last_p90_ms = summary.p90.as_secs_f64() * 1e3;
+    }
+    sh.limit = d.new_limit;
+    if d.action != ace_core::Action::Hold {
+        sh.epoch_changes += 1;
+        sh.last_epoch = d.to_string();
+        if first {
+            log.push(format!("{ts:7.3}s  {d}"));
+        }
+    }
+    sh.controller.next_epoch().as_nanos() as u64
+}
+
+fn d_changed(line: &str) -> bool {
+    // Epoch changes are logged as they happen; the machine cycle's own changes here.
+    !line.starts_with("hold") && !line.contains(" epoch change")
+}
+
+fn fibonacci(k: u32) -> f64 {
+    let (mut a, mut b) = (1.0, 1.0);
+    for _ in 0..k {
+        (a, b) = (b, a + b);
+    }
+    a
+}
+
 fn normal(rng: &mut fastrand::Rng) -> f64 {
     // Box–Muller; 1 - u keeps the logarithm finite.
     let (u, v) = (1.0 - rng.f64(), rng.f64());
@@ -666,7 +1138,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// Every variant of a scenario: ACE, the seed's rules, then each static limit; with
 /// `goodput_ratio` filled in against the best static limit.
 pub fn run_scenario(s: &Scenario) -> Vec<Outcome> {
-    let mut variants = vec![Variant::Ace, Variant::Seed];
+    let mut variants = vec![Variant::Ace, Variant::Seed, Variant::Reference];
     variants.extend(s.static_limits.iter().map(|&n| Variant::Static(n)));
     let mut outcomes: Vec<Outcome> = variants.iter().map(|v| run(s, v, |_, _| {})).collect();
     add_goodput_ratios(&mut outcomes);
@@ -680,10 +1152,30 @@ pub fn add_goodput_ratios(outcomes: &mut [Outcome]) {
         .filter(|o| matches!(o.variant, Variant::Static(_)))
         .map(|o| o.metrics["goodput"])
         .fold(0.0, f64::max);
+    let reference = outcomes
+        .iter()
+        .find(|o| o.variant == Variant::Reference)
+        .map(|o| o.metrics.clone());
+    let best_finish = outcomes
+        .iter()
+        .filter(|o| matches!(o.variant, Variant::Static(_)))
+        .filter_map(|o| o.metrics.get("finish_s").copied())
+        .fold(f64::INFINITY, f64::min);
     for o in outcomes {
         let g = o.metrics["goodput"];
         o.metrics
             .insert("goodput_ratio", if best > 0.0 { g / best } else { 0.0 });
+        if let Some(r) = &reference {
+            if let (Some(f), Some(rf)) = (o.metrics.get("finish_s"), r.get("finish_s")) {
+                let ratio = f / rf;
+                o.metrics.insert("time_ratio", ratio);
+            }
+            let mean_ratio = o.metrics["mean_ms"] / r["mean_ms"].max(1e-9);
+            o.metrics.insert("mean_ratio", mean_ratio);
+        }
+        if let Some(&f) = o.metrics.get("finish_s") {
+            o.metrics.insert("finish_vs_static", f / best_finish);
+        }
     }
 }
 
@@ -716,7 +1208,7 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
     let _ = writeln!(out, "## {}: {}", s.name, s.description);
     let _ = writeln!(
         out,
-        "{:<13} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>7} {:>6}",
+        "{:<13} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>7} {:>7}",
         "variant",
         "mean L",
         "min–max L",
@@ -728,7 +1220,11 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
         "p99 ×",
         "err %",
         "settle",
-        "fair"
+        "fair",
+        "finish s",
+        "mean ms",
+        "time ×V",
+        "mean ×V"
     );
     for o in outcomes {
         let m = &o.metrics;
@@ -737,7 +1233,7 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
             .map_or("-".into(), |v| format!("{v:.0}"));
         let _ = writeln!(
             out,
-            "{:<13} {:>7.1} {:>9} {:>7.0} {:>9.1} {:>8.2} {:>8.1} {:>8.1} {:>6.2} {:>6.1} {:>7} {:>6.3}",
+            "{:<13} {:>7.1} {:>9} {:>7.0} {:>9.1} {:>8.2} {:>8.1} {:>8.1} {:>6.2} {:>6.1} {:>7} {:>6.3} {:>8} {:>8.1} {:>7} {:>7}",
             o.variant.label(),
             m["mean_limit"],
             format!("{:.0}–{:.0}", m["min_limit"], m["max_limit"]),
@@ -750,6 +1246,10 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
             m["error_rate"] * 100.0,
             settle,
             m["fairness"],
+            m.get("finish_s").map_or("-".into(), |v| format!("{v:.2}")),
+            m["mean_ms"],
+            m.get("time_ratio").map_or("-".into(), |v| format!("{v:.2}")),
+            m.get("mean_ratio").map_or("-".into(), |v| format!("{v:.2}")),
         );
     }
     out

@@ -386,7 +386,15 @@ impl Shared {
 
     /// The strict gate: a permit if one is free and no debt is owed.
     fn try_admit(&self) -> Option<Permit<'_>> {
-        self.gate.try_acquire().ok()
+        let permit = self.gate.try_acquire().ok();
+        // The latency epochs' demand signal (issue 11): this job took the last slot, or found
+        // none: the limit was reached.
+        if let Some(timing) = &self.timing {
+            timing
+                .recorder
+                .record_admission(self.gate.in_use(), self.gate.limit());
+        }
+        permit
     }
 
     fn deposit(&self, task: BoxTask) {

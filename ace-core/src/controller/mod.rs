@@ -1,0 +1,489 @@
+//! The AIMD [`Controller`] and the [`Decision`] it returns.
+//!
+//! - `decision`: [`Decision`], [`Action`], [`Reason`], [`Stress`] and their sentences;
+//! - `detector`: the latency references (windowed minimum, EWMA with deviation);
+//! - `probe`: the scheduled baseline probe and its seeded jitter;
+//! - `rules`: the rules, each returning an `Intent` that [`Controller`] applies in one place.
+
+use core::time::Duration;
+
+use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
+
+mod decision;
+mod detector;
+mod probe;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use decision::{Action, Decision, Reason, Stress};
+
+use detector::{Baseline, Ewma};
+use probe::{Jitter, Probing};
+use rules::{Intent, Path};
+
+/// The AIMD controller: pure decision logic, no clock, no I/O.
+///
+/// It runs on two time scales, both with the time passed in:
+///
+/// - [`decide`](Self::decide), the **machine cycle** (every `adjustment_interval`, 2 s): CPU,
+///   memory, queue depth and executor lag, read as the rules of the Python package
+///   ace-concurrency say;
+/// - [`epoch`](Self::epoch), the **latency epoch** (about one smoothed round trip, see
+///   [`next_epoch`](Self::next_epoch)): the tasks' latencies and failures since the last epoch.
+///
+/// Both move one limit and return a [`Decision`] with a typed [`Reason`].
+///
+/// # The machine cycle
+///
+/// 1. **Stress → decrease.** If any present machine signal is over its threshold (`cpu_percent >
+///    cpu_threshold`, `memory_percent > memory_threshold`, `queue_depth > queue_threshold`,
+///    `event_loop_lag > event_loop_lag_threshold`), the limit becomes
+///    `max(min_limit, floor(limit × decrease_factor))`. Two such changes are never closer than
+///    `cooldown` (a change wanted during it becomes a hold that says so), with one exception: a
+///    cut right after an increase of the machine cycle is not deferred (the increase caused it).
+///    While a machine signal is over its threshold the latency epochs never grow the limit.
+/// 2. **No health signal → hold** (fail-open: monitoring that fails never stops or shrinks work).
+/// 3. **Latency in charge → hold.** While latency epochs are deciding (one has closed in the last
+///    two cycles), a healthy machine cycle holds ([`Reason::Paced`]): growth is the epochs' job.
+/// 4. Otherwise, the Python package's additive rules: **healthy but unused → hold** (growth needs at least
+///    80 % of the limit in flight, or tasks waiting, or a positive `kafka_lag` with 50 % in
+///    flight: an idle limit never creeps up); **slow start** doubles the limit while below the
+///    slow-start ceiling; **healthy and used → increase** by `increase_step`, or by twice it with
+///    plenty of headroom (`cpu_percent < cpu_increase_threshold` and `memory_percent <
+///    memory_increase_threshold`, both present); **bounds** always hold.
+///
+/// # The latency epoch
+///
+/// Each epoch reads the tasks' outcomes since the last one (a [`LatencySummary`] from a
+/// [`LatencyRecorder`](crate::LatencyRecorder)): successes with their mean and percentiles,
+/// failures (back-pressure), and whether the limit was reached at some admission. An epoch
+/// with fewer than `min(latency_min_samples, limit / 2)` tasks (at least one) is carried over
+/// into the next, never read as "no signal", so even a limit of 1 in front of a 1 s downstream
+/// grows. Then, in order:
+///
+/// 1. **Back-pressure → cut.** More than `latency_max_error_rate` of the tasks failed.
+/// 2. **Latency far up → cut.** The p90 is over `latency_tolerance` × the baseline (the lowest
+///    epoch p90 of the last `latency_baseline_window`); or the epoch's mean reached the average
+///    of past epochs (an EWMA) plus 2.5 standard deviations; or, by Little's law, the tasks in
+///    flight imply over twice the average latency (a queue builds, or requests hang until a
+///    timeout, before any of them completes). A cut multiplies by `decrease_factor` until a
+///    first deep cut (typically the end of the cold start), then by `latency_decrease_factor`.
+/// 3. **Not reached → hold.** The limit grows only when it was reached at some admission (or
+///    tasks wait).
+/// 4. **Climbing → hold.** The mean is above the average plus one deviation; slow start ends.
+/// 5. **Grow.** In slow start (from a cold start, and after a run of cuts up to 0.85 × the limit
+///    where the stress struck: fast recovery) the limit **doubles** per epoch, as TCP's does per
+///    round trip; it ends at the first climb, cut or back-pressure. Otherwise it grows by
+///    `increase_step` per epoch.
+///
+/// ```
+/// use ace_core::{Action, AimdConfig, Controller, Signals, Usage};
+/// use core::time::Duration;
+///
+/// let mut c = Controller::new(AimdConfig::default())?;
+/// let hot = Signals { cpu_percent: Some(95.0), ..Signals::default() };
+/// let d = c.decide(Duration::ZERO, &hot, Usage { limit: 20, in_flight: 20, waiting: 3 });
+/// assert_eq!(d.action, Action::Decrease);
+/// assert_eq!((d.previous_limit, d.new_limit), (20, 10));
+/// assert_eq!(d.reason.to_string(), "cpu 95.0% is over the 80.0% threshold");
+/// # Ok::<(), ace_core::ConfigError>(())
+/// ```
+///
+/// Latency epochs, with no machine signal at all:
+///
+/// ```
+/// use ace_core::{Action, AimdConfig, Controller, LatencySummary, Usage};
+/// use core::time::Duration;
+///
+/// let mut c = Controller::new(AimdConfig { initial_limit: 10, ..AimdConfig::default() })?;
+/// let busy = |limit| Usage { limit, in_flight: limit, waiting: 5 };
+/// let ms = Duration::from_millis;
+/// // 20 tasks of 50 ms, the limit reached: slow start doubles.
+/// let d = c.epoch(ms(50), &LatencySummary::uniform(ms(50), 20, 0).reached(), busy(10));
+/// assert_eq!((d.action, d.new_limit), (Action::Increase, 20));
+/// // The next epoch is due one round trip later.
+/// assert_eq!(c.next_epoch(), ms(100));
+/// // The mean jumps to 80 ms: a cut (by `decrease_factor`, the first one).
+/// let d = c.epoch(ms(100), &LatencySummary::uniform(ms(80), 20, 0).reached(), busy(20));
+/// assert_eq!((d.action, d.new_limit), (Action::Decrease, 10));
+/// # Ok::<(), ace_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: AimdConfig,
+    limit: usize,
+    // The machine cycle's last change, for its cooldown, and whether it was an increase.
+    machine_change: Option<(Duration, bool)>,
+    // The last change of either path.
+    last_change: Option<Duration>,
+    // The machine signal over its threshold at the last machine cycle, if one was.
+    machine_stress: Option<Stress>,
+    // The latency epochs decide until this time (two cycles after the last epoch with tasks).
+    paced_until: Option<Duration>,
+    // Lowest epoch p90, and lowest epoch mean, in the baseline window.
+    baseline: Baseline,
+    floor: Baseline,
+    // The average (and noise) of past epochs' mean latency.
+    average: Option<Ewma>,
+    // The baseline read by the last decision, for logs.
+    last_baseline: Option<Duration>,
+    // The epoch in progress: its start, the in-flight count then, and what was carried over.
+    epoch_start: Duration,
+    epoch_in_flight: usize,
+    pending: Option<LatencySummary>,
+    next_epoch: Duration,
+    // Epochs closed since the last change: growth waits for an epoch of tasks admitted at the
+    // new limit.
+    epochs_since_change: u32,
+    // Latency cuts wait until the tasks admitted before the last one have drained.
+    cut_quiet_until: Duration,
+    // The last growth was a slow-start doubling: a cut now ends slow start without fast
+    // recovery (the doubling overshot).
+    doubled: bool,
+    // Slow start doubles while `limit < ssthresh`; 0 when slow start is off.
+    ssthresh: usize,
+    // The last change was a decrease: the next cut continues a run and keeps `ssthresh`.
+    cutting: bool,
+    // A cut by `decrease_factor` has happened: latency cuts may now be gentle.
+    knee_known: bool,
+    next_probe: Option<Duration>,
+    probing: Option<Probing>,
+    rng: Jitter,
+    // A ceiling set from outside (a fleet grant): see `set_ceiling`.
+    ceiling: Option<crate::Ceiling>,
+}
+
+/// Fast recovery: after the first cut of a run, slow start climbs back to this share of the limit
+/// where the stress struck (W_max), then growth is additive: the sawtooth spends its time just
+/// under the knee instead of half of it far below. 0.85 is CUBIC's neighbourhood of W_max.
+const RECOVERY: f64 = 0.85;
+
+/// The shortest latency epoch: tasks of a few microseconds would otherwise decide thousands of
+/// times a second for no better control.
+pub(crate) const MIN_EPOCH: Duration = Duration::from_millis(5);
+
+impl Controller {
+    /// A controller starting at `config.initial_limit`.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`AimdConfig::validate`] if the config breaks a rule.
+    pub fn new(config: AimdConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            limit: config.initial_limit,
+            machine_change: None,
+            last_change: None,
+            machine_stress: None,
+            paced_until: None,
+            baseline: Baseline::new(config.latency_baseline_window),
+            floor: Baseline::new(config.latency_baseline_window),
+            average: None,
+            last_baseline: None,
+            epoch_start: Duration::ZERO,
+            epoch_in_flight: 0,
+            pending: None,
+            next_epoch: MIN_EPOCH,
+            // No change yet: every task so far was admitted at the current limit.
+            epochs_since_change: 2,
+            cut_quiet_until: Duration::ZERO,
+            doubled: false,
+            ssthresh: if config.slow_start {
+                config.max_limit
+            } else {
+                0
+            },
+            cutting: false,
+            knee_known: false,
+            next_probe: None,
+            probing: None,
+            rng: Jitter::new(),
+            ceiling: None,
+            config,
+        })
+    }
+
+    /// Seeds the generator of the baseline probe's jitter (deterministic: the core has no RNG).
+    ///
+    /// Give each controller that shares a downstream its own seed, so that their probes do not
+    /// line up. Only matters with `latency_probe_interval` set.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = Jitter::seeded(seed);
+        self
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The config this controller was built with.
+    pub fn config(&self) -> &AimdConfig {
+        &self.config
+    }
+
+    /// The time of the last change of the limit, if there was one.
+    pub fn last_change(&self) -> Option<Duration> {
+        self.last_change
+    }
+
+    /// The latency baseline the last decision compared with, if it had one.
+    pub fn latency_baseline(&self) -> Option<Duration> {
+        self.last_baseline
+    }
+
+    /// The average latency of past epochs (an EWMA of their means), once one has closed.
+    pub fn latency_average(&self) -> Option<Duration> {
+        self.average.map(|a| detector::secs(a.mean))
+    }
+
+    /// The ceiling slow start doubles up to, while the limit is below it; `None` once growth is
+    /// additive (or with `slow_start: false`).
+    pub fn slow_start_ceiling(&self) -> Option<usize> {
+        (self.limit < self.ssthresh).then_some(self.ssthresh)
+    }
+
+    /// Sets (or with `None` lifts) a ceiling from outside, such as a fleet grant: from the next
+    /// decision on, the limit never rises past it and is cut to it when it is lower, with
+    /// [`Reason::FleetCap`]; the limit stays within `[min_limit, max_limit]`.
+    pub fn set_ceiling(&mut self, ceiling: Option<crate::Ceiling>) {
+        self.ceiling = ceiling;
+    }
+
+    /// The ceiling set by [`set_ceiling`](Self::set_ceiling), if any.
+    pub fn ceiling(&self) -> Option<crate::Ceiling> {
+        self.ceiling
+    }
+
+    /// True while a baseline probe holds the limit at `min_limit`.
+    pub fn is_probing(&self) -> bool {
+        self.probing.is_some()
+    }
+
+    /// When the next latency epoch is due: about one average latency after the last one closed
+    /// (at least 5 ms, at most `adjustment_interval`), later while epochs are carried over for
+    /// want of tasks. Call [`epoch`](Self::epoch) then.
+    pub fn next_epoch(&self) -> Duration {
+        self.next_epoch
+    }
+
+    /// The machine cycle: decides from one snapshot of signals; see the type's docs for the
+    /// rules.
+    ///
+    /// `now` is any monotonic time (only differences matter). `usage.in_flight` and
+    /// `usage.waiting` measure demand; `usage.limit` is recorded, but the controller's own limit
+    /// is the one it moves. A snapshot that carries a latency summary (`signals.latency`) is
+    /// also read as a latency epoch ending now, unless a machine signal is stressed: callers
+    /// with one cycle only get both paths in one call.
+    pub fn decide(&mut self, now: Duration, signals: &Signals, usage: Usage) -> Decision {
+        let intent = self.machine_rule(now, signals, usage);
+        self.apply(now, intent, signals, usage)
+    }
+
+    /// A latency epoch ends at `now` with `summary`, the tasks' outcomes since the last one; see
+    /// the type's docs for the rules.
+    ///
+    /// Call it at [`next_epoch`](Self::next_epoch) (earlier or later works too: epochs are
+    /// measured by the times passed in). An epoch with too few tasks is carried over: the
+    /// decision holds with [`Reason::Gathering`] and the summary is merged into the next one.
+    pub fn epoch(&mut self, now: Duration, summary: &LatencySummary, usage: Usage) -> Decision {
+        let signals = Signals {
+            latency: Some(*summary),
+            ..Signals::default()
+        };
+        let intent = self.epoch_rule(now, summary, usage);
+        let d = self.apply(now, intent, &signals, usage);
+        if d.action == Action::Decrease {
+            // The tasks admitted before the cut still complete slowly for about one latency.
+            let drain = summary.p99.max(self.latency_average().unwrap_or_default());
+            self.cut_quiet_until = now.saturating_add(drain);
+        }
+        d
+    }
+
+    /// Changes the state as `intent` says, and builds the decision. The one place that moves the
+    /// limit.
+    fn apply(
+        &mut self,
+        now: Duration,
+        intent: Intent,
+        signals: &Signals,
+        usage: Usage,
+    ) -> Decision {
+        let previous = self.limit;
+        let cap = self.ceiling.map_or(usize::MAX, |c| {
+            c.grant.clamp(self.config.min_limit, self.config.max_limit)
+        });
+        // Over a shrunken grant: cut to it now, whatever the rules (and their cooldown) say.
+        let intent = match self.ceiling {
+            Some(c) if previous > cap => Intent::Hold(Reason::FleetCap {
+                grant: c.grant,
+                members: c.members,
+            }),
+            _ => intent,
+        };
+        let machine = matches!(
+            intent,
+            Intent::Cut {
+                path: Path::Machine,
+                ..
+            } | Intent::Grow {
+                path: Path::Machine,
+                ..
+            }
+        );
+        let (action, new_limit, reason) = match intent {
+            Intent::Hold(reason) => (Action::Hold, previous, reason),
+            Intent::Cut { to, stress, path } => {
+                if path == Path::Machine {
+                    if let Some(remaining) = self.machine_cooldown(now, true) {
+                        return self.held(now, Action::Decrease, remaining, signals, usage);
+                    }
+                }
+                if to <= self.cut(previous) {
+                    self.knee_known = true;
+                }
+                // The first cut of a run remembers where the stress struck (W_max) and sets the
+                // ceiling that slow start climbs back to: RECOVERY × W_max (fast recovery). A
+                // latency epoch's cut right after a doubling ends slow start at the level cut to,
+                // as TCP does: the doubling overshot, so W_max says little.
+                if !self.cutting && self.config.slow_start {
+                    self.ssthresh = if path == Path::Latency && self.doubled {
+                        to
+                    } else {
+                        to.max(self.cut_by(previous, RECOVERY))
+                    };
+                }
+                self.cutting = true;
+                (Action::Decrease, to, Reason::Stressed(stress))
+            }
+            Intent::Grow { to, reason, path } => {
+                if path == Path::Machine {
+                    if let Some(remaining) = self.machine_cooldown(now, false) {
+                        return self.held(now, Action::Increase, remaining, signals, usage);
+                    }
+                }
+                self.cutting = false;
+                self.doubled = matches!(reason, Reason::SlowStart { .. });
+                (Action::Increase, to, reason)
+            }
+            Intent::EndSlowStart(reason) => {
+                self.ssthresh = self.ssthresh.min(self.limit);
+                (Action::Hold, previous, reason)
+            }
+            Intent::StartProbe => {
+                self.probing = Some(Probing {
+                    restore: previous,
+                    started: now,
+                    epochs: 0,
+                    best: None,
+                });
+                let to = self.config.min_limit;
+                (Action::Decrease, to, Reason::Probe { limit: previous })
+            }
+            Intent::EndProbe { baseline } => {
+                let restore = self.probing.take().map_or(previous, |p| p.restore);
+                if let Some(b) = baseline {
+                    self.baseline.reset(now, b);
+                }
+                self.next_probe = Some(now + self.rng_interval());
+                (
+                    Action::Increase,
+                    restore,
+                    Reason::ProbeDone {
+                        restored: restore,
+                        baseline,
+                    },
+                )
+            }
+            Intent::AbandonProbe(stress) => {
+                // Stress during a probe: give the probe up, stay low, let slow start climb back.
+                if let Some(p) = self.probing.take() {
+                    if self.config.slow_start {
+                        self.ssthresh = self.ssthresh.max(self.cut(p.restore));
+                    }
+                    self.cutting = true;
+                    self.next_probe = Some(now + self.rng_interval());
+                }
+                (Action::Hold, previous, Reason::AtMinLimit(stress))
+            }
+        };
+        let (action, new_limit, reason) =
+            crate::ceiling::cap(self.ceiling, cap, previous, (action, new_limit, reason));
+        let (action, new_limit) = if new_limit == previous {
+            (Action::Hold, previous)
+        } else {
+            (action, new_limit)
+        };
+        if new_limit != previous {
+            self.limit = new_limit;
+            self.last_change = Some(now);
+            self.epochs_since_change = 0;
+            if machine {
+                self.machine_change = Some((now, action == Action::Increase));
+            }
+        }
+        Decision {
+            at: now,
+            action,
+            previous_limit: previous,
+            new_limit,
+            reason,
+            signals: *signals,
+            usage,
+        }
+    }
+
+    fn held(
+        &mut self,
+        now: Duration,
+        wanted: Action,
+        remaining: Duration,
+        signals: &Signals,
+        usage: Usage,
+    ) -> Decision {
+        Decision {
+            at: now,
+            action: Action::Hold,
+            previous_limit: self.limit,
+            new_limit: self.limit,
+            reason: Reason::Cooldown { wanted, remaining },
+            signals: *signals,
+            usage,
+        }
+    }
+
+    /// How long the machine cycle must still wait before changing the limit, if it must.
+    /// A cut right after an increase of the machine cycle is not deferred (the increase caused
+    /// it; see the type's docs).
+    fn machine_cooldown(&self, now: Duration, cut: bool) -> Option<Duration> {
+        let (at, was_increase) = self.machine_change?;
+        let since = now.saturating_sub(at);
+        (since < self.config.cooldown && !(cut && was_increase))
+            .then(|| self.config.cooldown - since)
+    }
+
+    fn rng_interval(&mut self) -> Duration {
+        let every = self.config.latency_probe_interval.unwrap_or_default();
+        self.rng.around(every)
+    }
+
+    /// `max(min_limit, floor(limit × decrease_factor))`, never above `limit`.
+    fn cut(&self, limit: usize) -> usize {
+        self.cut_by(limit, self.config.decrease_factor)
+    }
+
+    fn cut_by(&self, limit: usize, factor: f64) -> usize {
+        // floor, not round: with factor 0.9, round(2 × 0.9) = 2 would never decrease.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "factor in (0, 1): the product is below limit and ≥ 0 (a cast saturates)"
+        )]
+        let cut = ((limit as f64) * factor) as usize;
+        cut.max(self.config.min_limit).min(limit)
+    }
+}

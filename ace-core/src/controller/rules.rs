@@ -1,0 +1,477 @@
+//! The rules of both time scales. Each returns an [`Intent`]; `Controller::apply` carries it out.
+
+use core::time::Duration;
+
+use super::detector::{secs, Ewma};
+use super::{Controller, Reason, Stress, MIN_EPOCH};
+use crate::{LatencySummary, Signals, Usage};
+
+/// Which time scale wants a change: the machine cycle's changes keep the cooldown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Path {
+    Machine,
+    Latency,
+}
+
+/// What a rule wants done; `Controller::apply` does it and builds the [`Reason`].
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Intent {
+    /// Keep the limit.
+    Hold(Reason),
+    /// Cut to `to` for `stress`.
+    Cut {
+        to: usize,
+        stress: Stress,
+        path: Path,
+    },
+    /// Grow to `to`.
+    Grow {
+        to: usize,
+        reason: Reason,
+        path: Path,
+    },
+    /// Keep the limit, and end slow start here (latency is climbing: the knee is near).
+    EndSlowStart(Reason),
+    /// Drop to `min_limit` to re-measure the baseline.
+    StartProbe,
+    /// Restore the limit from before the probe, with the baseline it measured.
+    EndProbe { baseline: Option<Duration> },
+    /// Machine stress during a probe: give it up and stay low.
+    AbandonProbe(Stress),
+}
+
+// Tuning of the epoch detector (chosen on the scenarios in tests/data/scenarios, see
+// ARCHITECTURE.md): a cut needs the mean at the EWMA + 2.5 σ (Vector's band, robust to jitter
+// because σ measures it) and at least 5 % over the average (a constant link has σ ≈ 0); growth
+// stops while the mean is over the average + 1 σ and 2 % over it; Little's law flags a queue
+// when the in-flight tasks imply over 2 × the average latency.
+const DEVIATIONS: f64 = 2.5;
+const RISE_FLOOR: f64 = 0.05;
+const CLIMB_FLOOR: f64 = 0.02;
+const QUEUE_RATIO: f64 = 2.0;
+// The floor rule: an epoch's mean over the lowest epoch mean of the baseline window by 10 % plus
+// its noise reads as a queue (a knee's first requests), half that holds growth. Epochs of fewer
+// tasks are too noisy for it.
+const RISE_MIN: f64 = 0.1;
+const FLOOR_MIN_SAMPLES: u32 = 4;
+// Little's law needs a few tasks in flight to say anything.
+const QUEUE_MIN_IN_FLIGHT: usize = 4;
+
+impl Controller {
+    /// The machine cycle's rule.
+    pub(super) fn machine_rule(&mut self, now: Duration, s: &Signals, usage: Usage) -> Intent {
+        let c = &self.config;
+        let limit = self.limit;
+        let stress = self.machine_stress(s);
+        self.machine_stress = stress;
+        if let Some(stress) = stress {
+            if self.probing.is_some() {
+                return Intent::AbandonProbe(stress);
+            }
+            let to = self.cut(limit);
+            return if to < limit {
+                Intent::Cut {
+                    to,
+                    stress,
+                    path: Path::Machine,
+                }
+            } else {
+                Intent::Hold(Reason::AtMinLimit(stress))
+            };
+        }
+        let latency_on = c.latency_tolerance.is_some();
+        if let Some(summary) = s.latency.filter(|_| latency_on) {
+            return self.epoch_rule(now, &summary, usage);
+        }
+        if let Some(p) = self.probing {
+            return Intent::Hold(Reason::Probing { restore: p.restore });
+        }
+        if !s.has_machine_health() {
+            return Intent::Hold(Reason::NoSignals);
+        }
+        if latency_on && self.paced_until.is_some_and(|t| now < t) {
+            return Intent::Hold(Reason::Paced);
+        }
+        let in_flight = usage.in_flight;
+        // "≥ 80 %" and "≥ 50 %" in integers that cannot overflow, even at usize::MAX:
+        // in_flight ≥ 0.8 × limit ⟺ in_flight ≥ limit − limit / 5 (rounded so that 16 of 20 is
+        // exactly 80 %).
+        let busy = in_flight >= limit - limit / 5 || usage.waiting > 0;
+        let backlog = s
+            .kafka_lag
+            .filter(|&lag| lag > 0 && in_flight >= limit - limit / 2);
+        if !busy && backlog.is_none() {
+            return Intent::Hold(Reason::Idle { in_flight, limit });
+        }
+        if limit < self.ssthresh && limit < c.max_limit {
+            return self.double(in_flight, Path::Machine);
+        }
+        let headroom = match (s.cpu_percent, s.memory_percent) {
+            (Some(cpu), Some(mem))
+                if cpu < c.cpu_increase_threshold && mem < c.memory_increase_threshold =>
+            {
+                Some((cpu, mem))
+            }
+            _ => None,
+        };
+        let step = if headroom.is_some() {
+            c.increase_step.saturating_mul(2)
+        } else {
+            c.increase_step
+        };
+        let to = limit.saturating_add(step).min(c.max_limit);
+        if to <= limit {
+            return Intent::Hold(Reason::AtMaxLimit);
+        }
+        let reason = match (headroom, backlog) {
+            (Some((cpu_percent, memory_percent)), _) => Reason::Headroom {
+                in_flight,
+                limit,
+                cpu_percent,
+                memory_percent,
+            },
+            (None, Some(kafka_lag)) if !busy => Reason::Backlog {
+                kafka_lag,
+                in_flight,
+                limit,
+            },
+            _ => Reason::Busy { in_flight, limit },
+        };
+        Intent::Grow {
+            to,
+            reason,
+            path: Path::Machine,
+        }
+    }
+
+    /// Doubles the limit, capped by the slow-start ceiling and `max_limit`.
+    fn double(&self, in_flight: usize, path: Path) -> Intent {
+        let limit = self.limit;
+        let ceiling = self.ssthresh.min(self.config.max_limit);
+        let to = limit.saturating_mul(2).min(ceiling).max(limit + 1);
+        Intent::Grow {
+            to,
+            reason: Reason::SlowStart {
+                in_flight,
+                limit,
+                ceiling,
+            },
+            path,
+        }
+    }
+
+    /// The latency epoch's rule.
+    pub(super) fn epoch_rule(
+        &mut self,
+        now: Duration,
+        fresh: &LatencySummary,
+        usage: Usage,
+    ) -> Intent {
+        let c = &self.config;
+        let interval = c.adjustment_interval;
+        let Some(tolerance) = c.latency_tolerance else {
+            self.next_epoch = now.saturating_add(interval);
+            return Intent::Hold(Reason::NoSignals);
+        };
+        let summary = match self.pending.take() {
+            Some(p) => p.merge(fresh),
+            None => *fresh,
+        };
+        let limit = self.limit;
+        let tasks = summary.total();
+        // At a low limit a round trip brings few tasks: one epoch is at least one round trip's
+        // worth (limit / 2) or `latency_min_samples`, whichever is less.
+        let needed = u64::from(c.latency_min_samples).min((limit as u64 / 2).max(1));
+        let elapsed = now.saturating_sub(self.epoch_start);
+        if tasks < needed {
+            self.pending = Some(summary);
+            // Look again after as long again (at most one interval): an idle program costs one
+            // wake-up per interval, a slow downstream is waited for.
+            let wait = elapsed.clamp(MIN_EPOCH, interval.max(MIN_EPOCH));
+            self.next_epoch = now.saturating_add(wait);
+            return Intent::Hold(Reason::Gathering { tasks, needed });
+        }
+        let in_flight_start = self.epoch_in_flight;
+        self.epochs_since_change = self.epochs_since_change.saturating_add(1);
+        self.epoch_start = now;
+        self.epoch_in_flight = usage.in_flight;
+        self.paced_until = Some(now.saturating_add(interval.saturating_mul(2)));
+        let prior = self.average;
+        let mean = summary.mean.as_secs_f64();
+        // A handful of samples gives a p90 or a minimum far below the truth: the references
+        // take epochs of `latency_min_samples` successes only.
+        let enough = summary.samples >= c.latency_min_samples;
+        if summary.samples > 0 {
+            if enough {
+                self.baseline.insert(now, summary.p90);
+            }
+            // The lowest of many noisy means is biased low by about two standard errors: store
+            // each one two standard errors up, so the floor is the unloaded mean.
+            if summary.samples >= FLOOR_MIN_SAMPLES {
+                let unbiased = mean * (1.0 + 2.0 * standard_error(&summary));
+                self.floor.insert(now, secs(unbiased));
+            }
+            self.average = Some(prior.map_or(Ewma::new(mean), |mut a| {
+                a.update(mean);
+                a
+            }));
+        }
+        let average = self.average.map_or(0.0, |a| a.mean);
+        self.next_epoch =
+            now.saturating_add(secs(average).clamp(MIN_EPOCH, interval.max(MIN_EPOCH)));
+        let baseline = self.baseline.get(now);
+        self.last_baseline = baseline;
+        let floor = self.floor.get(now);
+
+        if let Some(p) = &mut self.probing {
+            p.epochs += 1;
+            // The first epoch after the drop still holds tasks admitted at the old limit.
+            if p.epochs >= 2 && summary.samples > 0 {
+                p.best = Some(p.best.map_or(summary.p90, |b| b.min(summary.p90)));
+            }
+            let waited = now.saturating_sub(p.started) >= c.cooldown;
+            return if waited && (p.best.is_some() || p.epochs > 8) {
+                Intent::EndProbe { baseline: p.best }
+            } else {
+                Intent::Hold(Reason::Probing { restore: p.restore })
+            };
+        }
+        if self.next_probe.is_none() && self.probe_enabled() {
+            self.next_probe = Some(now + self.rng_interval());
+        }
+
+        let quiet = now < self.cut_quiet_until;
+        let stress = self.latency_stress(&Epoch {
+            summary: &summary,
+            tolerance,
+            baseline,
+            floor,
+            prior,
+            in_flight_start,
+            elapsed,
+        });
+        if let Some(stress) = stress.filter(|_| !quiet) {
+            let factor = if self.knee_known {
+                self.config.latency_decrease_factor
+            } else {
+                self.config.decrease_factor
+            };
+            let to = self.cut_by(limit, factor);
+            return if to < limit {
+                Intent::Cut {
+                    to,
+                    stress,
+                    path: Path::Latency,
+                }
+            } else {
+                Intent::Hold(Reason::AtMinLimit(stress))
+            };
+        }
+        let in_flight = usage.in_flight;
+        if let Some(stress) = stress {
+            // Stress while the last cut drains: no growth either.
+            return Intent::Hold(Reason::Stressed(stress));
+        }
+        let reached = summary.limit_reached || usage.waiting > 0 || in_flight >= limit;
+        if !reached {
+            return Intent::Hold(Reason::Idle { in_flight, limit });
+        }
+        if let Some(stress) = self.machine_stress {
+            // Machine stress vetoes growth; its own cycle cuts.
+            return Intent::Hold(Reason::Stressed(stress));
+        }
+        if self.probe_enabled()
+            && limit > self.config.min_limit
+            && self.next_probe.is_some_and(|t| now >= t)
+        {
+            return Intent::StartProbe;
+        }
+        let warm = floor.is_some_and(|f| {
+            summary.samples >= FLOOR_MIN_SAMPLES
+                && mean > f.as_secs_f64() * (1.0 + rise(&summary) / 2.0)
+        });
+        if let Some(a) = prior.filter(|a| summary.samples > 0 && (warm || climbing(mean, a))) {
+            let reason = Reason::Climbing {
+                latency: summary.mean,
+                average: secs(a.mean),
+            };
+            return if limit < self.ssthresh {
+                Intent::EndSlowStart(reason)
+            } else {
+                Intent::Hold(reason)
+            };
+        }
+        let max = self.config.max_limit;
+        if limit < self.ssthresh && limit < max {
+            // Double per round trip, as TCP: this epoch's tasks were admitted before the last
+            // doubling; the next one shows what it did.
+            if self.epochs_since_change < 2 {
+                return Intent::Hold(Reason::SlowStart {
+                    in_flight,
+                    limit,
+                    ceiling: self.ssthresh,
+                });
+            }
+            return self.double(in_flight, Path::Latency);
+        }
+        let to = limit.saturating_add(self.config.increase_step).min(max);
+        if to <= limit {
+            return Intent::Hold(Reason::AtMaxLimit);
+        }
+        Intent::Grow {
+            to,
+            reason: Reason::Busy { in_flight, limit },
+            path: Path::Latency,
+        }
+    }
+
+    /// The epoch's latency stress, in the order back-pressure, p90 over tolerance, a jump of the
+    /// mean, a queue by Little's law.
+    fn latency_stress(&self, e: &Epoch<'_>) -> Option<Stress> {
+        let Epoch {
+            summary,
+            tolerance,
+            baseline,
+            floor,
+            prior,
+            in_flight_start,
+            elapsed,
+        } = *e;
+        let c = &self.config;
+        let rate = summary.error_rate();
+        if rate > c.latency_max_error_rate {
+            return Some(Stress::Errors {
+                rate,
+                threshold: c.latency_max_error_rate,
+            });
+        }
+        if summary.samples == 0 {
+            return None;
+        }
+        if let Some(base) = baseline {
+            let base_s = base.max(Duration::from_micros(1)).as_secs_f64();
+            if summary.p90.as_secs_f64() / base_s > tolerance {
+                return Some(Stress::Latency {
+                    latency: summary.p90,
+                    baseline: base,
+                    tolerance,
+                });
+            }
+        }
+        let mean = summary.mean.as_secs_f64();
+        if let Some(floor) = floor.filter(|_| summary.samples >= FLOOR_MIN_SAMPLES) {
+            let threshold = floor.as_secs_f64() * (1.0 + rise(summary));
+            if mean > threshold {
+                return Some(Stress::Queued {
+                    latency: summary.mean,
+                    floor,
+                    threshold: secs(threshold),
+                });
+            }
+        }
+        let a = prior?;
+        let floor_rise = RISE_FLOOR + 3.0 * standard_error(summary);
+        let threshold = (a.mean + DEVIATIONS * a.deviation()).max(a.mean * (1.0 + floor_rise));
+        if mean >= threshold {
+            return Some(Stress::Rising {
+                latency: summary.mean,
+                average: secs(a.mean),
+                threshold: secs(threshold),
+            });
+        }
+        // Only for epochs about one average long (so the in-flight count at the start stands for
+        // the epoch), and below the 1,024 tasks an epoch where a manager starts timing one task
+        // in 2^k (the count would then be short).
+        if (QUEUE_MIN_IN_FLIGHT..=1024).contains(&in_flight_start)
+            && a.mean > 0.0
+            && elapsed.as_secs_f64() <= 2.0 * a.mean
+        {
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "counts far below 2^52; a ratio needs no exactness"
+            )]
+            let implied = in_flight_start as f64 * elapsed.as_secs_f64() / summary.total() as f64;
+            if implied > QUEUE_RATIO * a.mean {
+                return Some(Stress::Queueing {
+                    implied: secs(implied),
+                    average: secs(a.mean),
+                });
+            }
+        }
+        None
+    }
+
+    /// The first present machine signal over its threshold, in the order CPU, memory, queue, lag.
+    pub(super) fn machine_stress(&self, s: &Signals) -> Option<Stress> {
+        let c = &self.config;
+        if let Some(percent) = s.cpu_percent.filter(|&v| v > c.cpu_threshold) {
+            return Some(Stress::Cpu {
+                percent,
+                threshold: c.cpu_threshold,
+            });
+        }
+        if let Some(percent) = s.memory_percent.filter(|&v| v > c.memory_threshold) {
+            return Some(Stress::Memory {
+                percent,
+                threshold: c.memory_threshold,
+            });
+        }
+        if let Some(depth) = s.queue_depth.filter(|&v| v > c.queue_threshold) {
+            return Some(Stress::Queue {
+                depth,
+                threshold: c.queue_threshold,
+            });
+        }
+        if let Some(lag) = s.event_loop_lag.filter(|&v| v > c.event_loop_lag_threshold) {
+            return Some(Stress::EventLoopLag {
+                lag,
+                threshold: c.event_loop_lag_threshold,
+            });
+        }
+        None
+    }
+
+    pub(super) fn probe_enabled(&self) -> bool {
+        self.config.latency_probe_interval.is_some()
+            && self.config.latency_tolerance.is_some()
+            && self.config.min_limit < self.config.max_limit
+    }
+}
+
+/// How far over the floor an epoch's mean may be before it reads as a queue: [`RISE_MIN`] plus
+/// three standard errors of the mean, the per-task spread estimated from the epoch's p50 and
+/// p90 (a normal's p90 is 1.28 σ over its median).
+fn rise(summary: &LatencySummary) -> f64 {
+    RISE_MIN + 3.0 * standard_error(summary)
+}
+
+/// The epoch mean's standard error relative to it: the per-task spread estimated from the p50
+/// and p90 (a normal's p90 is 1.28 σ over its median), over √n.
+fn standard_error(summary: &LatencySummary) -> f64 {
+    let mean = summary.mean.as_secs_f64();
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    let spread = (summary.p90.as_secs_f64() - summary.p50.as_secs_f64()).max(0.0) / 1.2816;
+    let n = f64::from(summary.samples.max(1));
+    spread / (mean * super::detector::sqrt(n))
+}
+
+/// What the stress rules read of one epoch.
+#[derive(Debug, Clone, Copy)]
+struct Epoch<'a> {
+    summary: &'a LatencySummary,
+    tolerance: f64,
+    baseline: Option<Duration>,
+    floor: Option<Duration>,
+    // The average of the epochs before this one.
+    prior: Option<Ewma>,
+    // Tasks in flight when the epoch began, and its length (Little's law).
+    in_flight_start: usize,
+    elapsed: Duration,
+}
+
+/// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
+fn climbing(mean: f64, a: &Ewma) -> bool {
+    mean > (a.mean + a.deviation()).max(a.mean * (1.0 + CLIMB_FLOOR))
+}
