@@ -106,17 +106,11 @@ impl FleetScenario {
             workers: 3,
             duration_s: 60.0,
             measure_from_s: 20.0,
-            downstream: Downstream {
-                base_ms: 20.0,
-                knee: Some(100.0),
-                exponent: 2.0,
-                jitter: 0.1,
-                errors_above: None,
-                error_rate: 0.0,
-                error_ms: 1.0,
-                timeout_ms: None,
-                base_changes: Vec::new(),
-            },
+            // From the same TOML as the scenario files, so that new fields keep their defaults.
+            downstream: toml::from_str::<Downstream>(
+                "base_ms = 20.0\nknee = 100.0\nexponent = 2.0\njitter = 0.1",
+            )
+            .expect("a valid downstream"),
             config: AimdConfig {
                 min_limit: 2,
                 max_limit: 50,
