@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use ace_core::Shutdown;
 use rdkafka::client::ClientContext;
@@ -22,18 +23,30 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One assigned partition and its offset tracker.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
+    /// Unique to this assignment of the partition: the lanes of the scheduler are keyed by it,
+    /// so a partition revoked and assigned again starts with lanes of its own.
+    pub(crate) id: u64,
     /// Shared by every message of the partition.
     pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) tracker: OffsetTracker,
+    /// Handlers of this partition running on their own task (those that did not finish on the
+    /// first poll); the revoke waits for them, bounded.
+    pub(crate) running: AtomicUsize,
+    /// Set when the partition is revoked: its queued messages are dropped, not started.
+    pub(crate) revoked: AtomicBool,
 }
 
 impl PartitionState {
     pub(crate) fn new(topic: &str, partition: i32) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             topic: Arc::from(topic),
             partition,
             tracker: OffsetTracker::default(),
+            running: AtomicUsize::new(0),
+            revoked: AtomicBool::new(false),
         }
     }
 }
@@ -52,6 +65,7 @@ pub(crate) struct Counters {
     pub(crate) commit_errors: AtomicU64,
     pub(crate) consumer_errors: AtomicU64,
     pub(crate) rebalances: AtomicU64,
+    pub(crate) revoked_dropped: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -114,9 +128,21 @@ impl Shared {
         *lock(&self.last_error) = Some(format!("{what}: {error}"));
     }
 
+    /// The one place an error of the consumer or the client is counted and recorded.
+    pub(crate) fn consumer_error(&self, what: &str, error: &dyn std::fmt::Display) {
+        bump(&self.counters.consumer_errors);
+        self.record_error(what, error);
+    }
+
     /// Records a handler failure under the stop policy and asks the consumer to stop.
     pub(crate) fn fail(&self, failure: HandlerFailure) {
-        tracing::error!(target: "ace::kafka", %failure, "handler failed; stopping the consumer");
+        tracing::error!(
+            target: "ace::kafka",
+            %failure,
+            error = %failure.error,
+            cause = ?std::error::Error::source(&failure.error).map(ToString::to_string),
+            "handler failed; stopping the consumer"
+        );
         let mut slot = lock(&self.failure);
         if slot.is_none() {
             *slot = Some(failure);
@@ -212,6 +238,15 @@ impl Shared {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The states of the partitions in `tpl` that are assigned.
+    fn states_of(&self, tpl: &TopicPartitionList) -> Vec<Arc<PartitionState>> {
+        let parts = lock(&self.partitions);
+        tpl.elements()
+            .iter()
+            .filter_map(|e| parts.get(&(e.topic().to_owned(), e.partition())).cloned())
+            .collect()
+    }
+
     fn revoke(&self, tpl: &TopicPartitionList) {
         let mut parts = lock(&self.partitions);
         for e in tpl.elements() {
@@ -222,10 +257,31 @@ impl Shared {
     }
 }
 
+/// Waits until no handler of `states` runs, or until `timeout` has passed; returns how many
+/// still run.
+///
+/// It blocks the thread (a rebalance callback is synchronous); handlers run on the other
+/// workers of the runtime.
+fn wait_for_handlers(states: &[Arc<PartitionState>], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let running: usize = states
+            .iter()
+            .map(|s| s.running.load(Ordering::Acquire))
+            .sum();
+        if running == 0 || Instant::now() >= deadline {
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The rdkafka context: rebalance callbacks, statistics (lag) and client errors.
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     pub(crate) shared: Arc<Shared>,
+    /// How long a revoke waits for the revoked partitions' handlers before it commits.
+    pub(crate) revoke_timeout: Duration,
 }
 
 impl ClientContext for Context {
@@ -237,9 +293,8 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: RdKafkaError, reason: &str) {
-        bump(&self.shared.counters.consumer_errors);
         self.shared
-            .record_error("kafka client error", &format_args!("{error}: {reason}"));
+            .consumer_error("kafka client error", &format_args!("{error}: {reason}"));
     }
 }
 
@@ -247,10 +302,28 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             bump(&self.shared.counters.rebalances);
-            // Commit what is done before the partitions go: the next owner starts there. Handlers
-            // still running will see their message again there (at-least-once).
+            // No queued message of these partitions starts from now on (the consumer task drops
+            // them: the next owner handles them). Handlers already running get a bounded time to
+            // finish, so the commit below covers them; one still running after that will be
+            // handled again by the next owner (at-least-once).
+            let states = self.shared.states_of(tpl);
+            for state in &states {
+                state.revoked.store(true, Ordering::Release);
+            }
+            let lost = consumer.assignment_lost();
+            if !lost {
+                let running = wait_for_handlers(&states, self.revoke_timeout);
+                if running > 0 {
+                    tracing::warn!(
+                        target: "ace::kafka",
+                        running,
+                        "handlers still running at the revoke-time commit: the next owner handles \
+                         their messages again"
+                    );
+                }
+            }
             let offsets = self.shared.committable(Some(tpl));
-            if !consumer.assignment_lost() {
+            if !lost {
                 let _ = self.shared.commit(consumer, &offsets, CommitMode::Sync);
             }
             self.shared.revoke(tpl);
@@ -275,10 +348,7 @@ impl ConsumerContext for Context {
                 tracing::debug!(target: "ace::kafka", assigned = tpl.count(), "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => {
-                bump(&self.shared.counters.consumer_errors);
-                self.shared.record_error("rebalance failed", e);
-            }
+            Rebalance::Error(e) => self.shared.consumer_error("rebalance failed", e),
         }
     }
 }
