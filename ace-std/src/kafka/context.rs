@@ -66,6 +66,7 @@ pub(crate) struct Counters {
     pub(crate) consumer_errors: AtomicU64,
     pub(crate) rebalances: AtomicU64,
     pub(crate) revoked_dropped: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -91,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) lag: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Held while a commit is made (see [`commit`](Self::commit)).
+    committing: Mutex<()>,
     /// The first handler failure under the stop policy.
     pub(crate) failure: Mutex<Option<HandlerFailure>>,
     /// Triggered to stop the consumer task (by `shutdown()` or a handler failure).
@@ -110,6 +113,7 @@ impl Shared {
             lag: AtomicU64::new(NO_LAG),
             counters: Counters::default(),
             last_error: Mutex::new(None),
+            committing: Mutex::new(()),
             failure: Mutex::new(None),
             stop: Shutdown::new(),
             done: Shutdown::new(),
@@ -170,8 +174,32 @@ impl Shared {
         tpl
     }
 
-    /// Commits `tpl` (if not empty), counting the outcome.
+    /// Commits the partitions of `tpl` still assigned (if any), counting the outcome.
+    ///
+    /// Commits are made one at a time, and a revoke commits and forgets its partitions under the
+    /// same lock: a periodic commit computed before a revoke, and landing after it, would
+    /// otherwise move the group's offset back, and the next owner would handle again what was
+    /// handled here.
     pub(crate) fn commit<C: Consumer<X>, X: ConsumerContext>(
+        &self,
+        consumer: &C,
+        tpl: &TopicPartitionList,
+        mode: CommitMode,
+    ) -> Result<(), RdKafkaError> {
+        let _one_at_a_time = lock(&self.committing);
+        let parts = lock(&self.partitions);
+        let mut assigned = TopicPartitionList::new();
+        for e in tpl.elements() {
+            if parts.contains_key(&(e.topic().to_owned(), e.partition())) {
+                let _ = assigned.add_partition_offset(e.topic(), e.partition(), e.offset());
+            }
+        }
+        drop(parts);
+        self.commit_locked(consumer, &assigned, mode)
+    }
+
+    /// Commits `tpl` (if not empty), counting the outcome; the caller holds `committing`.
+    fn commit_locked<C: Consumer<X>, X: ConsumerContext>(
         &self,
         consumer: &C,
         tpl: &TopicPartitionList,
@@ -260,20 +288,29 @@ impl Shared {
 /// Waits until no handler of `states` runs, or until `timeout` has passed; returns how many
 /// still run.
 ///
-/// It blocks the thread (a rebalance callback is synchronous); handlers run on the other
-/// workers of the runtime.
+/// A rebalance callback is synchronous, so this blocks its thread, a worker of the runtime: in
+/// `block_in_place`, which hands the worker's queued tasks (a handler woken there among them) to
+/// another thread. On a current-thread runtime no handler can run meanwhile: it does not wait.
 fn wait_for_handlers(states: &[Arc<PartitionState>], timeout: Duration) -> usize {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let running: usize = states
+    let running = || -> usize {
+        states
             .iter()
             .map(|s| s.running.load(Ordering::Acquire))
-            .sum();
-        if running == 0 || Instant::now() >= deadline {
-            return running;
+            .sum()
+    };
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !multi_thread || running() == 0 {
+        return running();
+    }
+    let deadline = Instant::now() + timeout;
+    tokio::task::block_in_place(|| loop {
+        let now = running();
+        if now == 0 || Instant::now() >= deadline {
+            return now;
         }
         std::thread::sleep(Duration::from_millis(1));
-    }
+    })
 }
 
 /// The rdkafka context: rebalance callbacks, statistics (lag) and client errors.
@@ -322,11 +359,15 @@ impl ConsumerContext for Context {
                     );
                 }
             }
+            let one_at_a_time = lock(&self.shared.committing);
             let offsets = self.shared.committable(Some(tpl));
             if !lost {
-                let _ = self.shared.commit(consumer, &offsets, CommitMode::Sync);
+                let _ = self
+                    .shared
+                    .commit_locked(consumer, &offsets, CommitMode::Sync);
             }
             self.shared.revoke(tpl);
+            drop(one_at_a_time);
             tracing::debug!(target: "ace::kafka", revoked = tpl.count(), "partitions revoked");
         }
     }

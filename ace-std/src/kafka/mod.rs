@@ -472,9 +472,9 @@ impl KafkaConsumerManagerBuilder {
     /// before it commits. Default 5 s, or a quarter of `max.poll.interval.ms` if that is less;
     /// must be below half of `max.poll.interval.ms`.
     ///
-    /// A handler still running then has its message handled again by the next owner. The wait
-    /// blocks one worker thread of the runtime (rebalance callbacks are synchronous); handlers
-    /// go on running on the others, so use a multi-thread runtime.
+    /// A handler still running then has its message handled again by the next owner. Rebalance
+    /// callbacks are synchronous: the wait runs in `tokio::task::block_in_place`, so on a
+    /// current-thread runtime (where no handler could run meanwhile) there is no wait.
     pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
         self.options.revoke_timeout = Some(timeout);
         self
@@ -700,6 +700,9 @@ pub struct KafkaStats {
     /// Waiting messages dropped because their partition was revoked (the next owner handles
     /// them).
     pub revoked_dropped: u64,
+    /// Messages librdkafka delivered a second time (it refetches after a pause) while the first
+    /// copy was still tracked; dropped, the first copy counts.
+    pub redelivered: u64,
     /// The last error reported, as text.
     pub last_error: Option<String>,
 }
@@ -857,6 +860,7 @@ impl KafkaConsumerManager {
             consumer_errors: get(&c.consumer_errors),
             rebalances: get(&c.rebalances),
             revoked_dropped: get(&c.revoked_dropped),
+            redelivered: get(&c.redelivered),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }

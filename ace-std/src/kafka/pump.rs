@@ -238,15 +238,17 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// Copies `m` out of librdkafka (see [`KafkaMessage::copy`]) and finds its partition;
-    /// `None` if the partition is not assigned.
+    /// Copies `m` out of librdkafka (see [`KafkaMessage::copy`]), from a partition that
+    /// [`Lookup::get`] found.
     fn receive<'a>(
         &'a mut self,
         shared: &Shared,
         m: &BorrowedMessage<'_>,
-    ) -> Option<(KafkaMessage, &'a Arc<PartitionState>)> {
-        let part = self.lookup.get(shared, m.topic(), m.partition())?;
-        Some((KafkaMessage::copy(m, &part.topic, &mut self.scratch), part))
+    ) -> (KafkaMessage, &'a Arc<PartitionState>) {
+        let Some(part) = self.lookup.get(shared, m.topic(), m.partition()) else {
+            unreachable!("looked up just before")
+        };
+        (KafkaMessage::copy(m, &part.topic, &mut self.scratch), part)
     }
 }
 
@@ -431,10 +433,21 @@ impl Task {
     /// free, else queued.
     fn take(&mut self, m: &BorrowedMessage<'_>) {
         self.tally.received += 1;
-        let Some((message, part)) = self.receiver.receive(&self.shared, m) else {
+        let Some(part) = self
+            .receiver
+            .lookup
+            .get(&self.shared, m.topic(), m.partition())
+        else {
             bump(&self.shared.counters.revoked_dropped);
             return;
         };
+        if part.tracker.seen(m.offset()) {
+            // Delivered again (librdkafka refetches after a pause): this one is finished,
+            // running or waiting already.
+            bump(&self.shared.counters.redelivered);
+            return;
+        }
+        let (message, part) = self.receiver.receive(&self.shared, m);
         // Idle queue: the lane cannot be busy, so it is computed only if the handler goes on.
         let mut lane = None;
         let free = self.queue.is_idle()
