@@ -234,12 +234,16 @@ async fn produce_keyed(
     ends
 }
 
+/// A key in its partition.
+type PartitionKey = (i32, Vec<u8>);
+/// The last offset of a key started, and whether it runs now.
+type LastStarted = (i64, bool);
+
 /// Checks, from inside handlers, that messages of one key (in one partition) run one at a time
 /// and in strictly increasing offset order.
 #[derive(Default)]
 struct KeyOrder {
-    /// (partition, key) → (the last offset started, running now).
-    keys: Mutex<HashMap<(i32, Vec<u8>), (i64, bool)>>,
+    keys: Mutex<HashMap<PartitionKey, LastStarted>>,
     /// Violations, as text (empty when the order held).
     violations: Mutex<Vec<String>>,
     running: AtomicU32,

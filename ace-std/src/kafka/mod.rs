@@ -234,6 +234,7 @@ impl DecisionSink for KafkaSink {
 /// Required: [`brokers`](Self::brokers), at least one [`topic`](Self::topic), a
 /// [`group_id`](Self::group_id) and a [`handler`](Self::handler). Everything else has a default.
 #[must_use]
+#[derive(Default)]
 pub struct KafkaConsumerManagerBuilder {
     brokers: Option<String>,
     topics: Vec<String>,
@@ -288,22 +289,6 @@ impl fmt::Debug for KafkaConsumerManagerBuilder {
             .field("handler", &self.handler.is_some())
             .field("options", &self.options)
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for KafkaConsumerManagerBuilder {
-    fn default() -> Self {
-        Self {
-            brokers: None,
-            topics: Vec::new(),
-            group_id: None,
-            rdkafka: Vec::new(),
-            config: AimdConfig::default(),
-            signals: None,
-            sink: None,
-            handler: None,
-            options: Options::default(),
-        }
     }
 }
 
