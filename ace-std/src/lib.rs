@@ -45,7 +45,9 @@ pub mod smol;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
-pub use manager::{AmbientRuntime, Builder, JoinError, JoinHandle, Manager, Stats, SubmitError};
+pub use manager::{
+    AmbientRuntime, Builder, JoinError, JoinHandle, Manager, Stats, SubmitError, TaskPermit,
+};
 
 pub use ace_core as core;
 pub use ace_core::{

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use ace_core::{
     Action, AimdConfig, ConfigError, ControlLoop, Controller, Decision, DecisionSink,
-    LatencyRecorder, LimitTarget, Runtime, Semaphore, Shutdown, SignalError, SignalSource,
+    LatencyRecorder, LimitTarget, OwnedPermit, Runtime, Semaphore, Shutdown, SignalError,
+    SignalSource, TryAcquireError,
 };
 use event_listener::Event;
 use futures_lite::FutureExt;
@@ -173,6 +174,93 @@ impl<T> Future for JoinHandle<T> {
                 repr: JoinRepr::Cancelled,
             }))
         })
+    }
+}
+
+/// One admitted task's slot, from [`Manager::acquire`] or [`Manager::try_acquire`]: owned,
+/// `'static` and `Send`, it counts as in flight until it is dropped.
+///
+/// What it tells the latency signal:
+/// - [`record_attempt`](Self::record_attempt) and [`record_failure`](Self::record_failure), any
+///   number of times: one sample per attempt (so a task that retries reports each call, not
+///   its backoff), one back-pressure event per failed or rejected attempt;
+/// - if it recorded nothing, [`success`](Self::success) times admission → now as one sample,
+///   and [`failure`](Self::failure) or a plain drop counts one failure (a task dropped while
+///   running was most likely timed out or cancelled).
+#[must_use = "dropping a TaskPermit releases its slot at once"]
+#[clippy::has_significant_drop]
+pub struct TaskPermit<R: Runtime> {
+    inner: Arc<Inner<R>>,
+    permit: Option<OwnedPermit>,
+    started: Option<Duration>,
+    recorded: AtomicBool,
+    ended: bool,
+}
+
+impl<R: Runtime> TaskPermit<R> {
+    /// Records one attempt's time as a latency sample (the recorder's cost: one atomic add).
+    pub fn record_attempt(&self, latency: Duration) {
+        self.recorded.store(true, Ordering::Relaxed);
+        if let Some(recorder) = &self.inner.latency {
+            recorder.record(latency);
+        }
+    }
+
+    /// Records one failed or rejected attempt: back-pressure, never a latency sample.
+    pub fn record_failure(&self) {
+        self.recorded.store(true, Ordering::Relaxed);
+        if let Some(recorder) = &self.inner.latency {
+            recorder.record_error();
+        }
+    }
+
+    /// Ends the task as a success and releases its slot. If nothing was recorded, the time
+    /// since admission is one sample.
+    pub fn success(mut self) {
+        self.end(true);
+    }
+
+    /// Ends the task as a failure and releases its slot. If nothing was recorded, it counts
+    /// one failure.
+    pub fn failure(mut self) {
+        self.end(false);
+    }
+
+    fn end(&mut self, ok: bool) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let i = &*self.inner;
+        if !self.recorded.load(Ordering::Relaxed) {
+            if let (Some(recorder), Some(started)) = (&i.latency, self.started) {
+                if ok {
+                    recorder.record(i.runtime.now().saturating_sub(started));
+                } else {
+                    recorder.record_error();
+                }
+            }
+        }
+        i.finished.0.fetch_add(1, Ordering::SeqCst);
+        // Release before telling a shutdown waiter, so that `in_flight` reads 0 once it wakes.
+        drop(self.permit.take());
+        if i.closing.load(Ordering::SeqCst) {
+            i.idle.notify(usize::MAX);
+        }
+    }
+}
+
+impl<R: Runtime> Drop for TaskPermit<R> {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
+impl<R: Runtime> fmt::Debug for TaskPermit<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskPermit")
+            .field("recorded", &self.recorded.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -469,6 +557,101 @@ impl<R: Runtime> Manager<R> {
         drop(finish);
         drop(permit);
         Ok(out)
+    }
+
+    /// Waits for a slot and returns it as an owned [`TaskPermit`], for work whose slot must
+    /// outlive one future: a tower service holding it from `poll_ready` to the end of the
+    /// response, a task that retries and records each attempt on its own.
+    ///
+    /// The permit counts as in flight until it is dropped or ended with
+    /// [`TaskPermit::success`] / [`TaskPermit::failure`]; what it records feeds the latency
+    /// signal as a task of [`submit`](Self::submit) would.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`] once [`shutdown`](Self::shutdown) has been called.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up its place in the queue and leaks no slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let manager = ace_std::tokio::Manager::new(ace_std::AimdConfig::default())?;
+    /// let permit = manager.acquire().await?;
+    /// for attempt in 0..3 {
+    ///     let started = Instant::now();
+    ///     let ok = attempt == 2; // call the downstream here
+    ///     if ok {
+    ///         permit.record_attempt(started.elapsed());
+    ///         break;
+    ///     }
+    ///     permit.record_failure(); // back-pressure; the backoff below is not latency
+    ///     tokio::time::sleep(Duration::from_millis(1)).await;
+    /// }
+    /// drop(permit);
+    /// assert_eq!(manager.stats().in_flight, 0);
+    /// # manager.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn acquire(&self) -> Result<TaskPermit<R>, SubmitError> {
+        if self.inner.closing.load(Ordering::Relaxed) {
+            return Err(SubmitError::Shutdown);
+        }
+        let permit = Arc::clone(&self.inner.sem)
+            .acquire_owned()
+            .await
+            .map_err(|_| SubmitError::Shutdown)?;
+        self.admit(permit).ok_or(SubmitError::Shutdown)
+    }
+
+    /// A slot now, as an owned [`TaskPermit`], or an error: no slot is free (or someone is
+    /// queued for one: a waiter is never overtaken), or the manager is shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::NoPermits`] when no slot is free, [`TryAcquireError::Closed`] once
+    /// [`shutdown`](Self::shutdown) has been called.
+    pub fn try_acquire(&self) -> Result<TaskPermit<R>, TryAcquireError> {
+        if self.inner.closing.load(Ordering::Relaxed) {
+            return Err(TryAcquireError::Closed);
+        }
+        let permit = Arc::clone(&self.inner.sem).try_acquire_owned()?;
+        self.admit(permit).ok_or(TryAcquireError::Closed)
+    }
+
+    /// Counts an acquired slot as an admitted task, or gives it back if shutdown began
+    /// meanwhile (it did not see this task, so the task must not run).
+    fn admit(&self, permit: OwnedPermit) -> Option<TaskPermit<R>> {
+        let inner = &self.inner;
+        let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        let mut task = TaskPermit {
+            inner: Arc::clone(inner),
+            permit: Some(permit),
+            started: None,
+            recorded: AtomicBool::new(false),
+            ended: false,
+        };
+        // SeqCst pairs with `shutdown`'s store and loads, as in `run`. Dropping the untimed
+        // permit balances the count and records nothing.
+        if inner.closing.load(Ordering::SeqCst) {
+            return None;
+        }
+        if inner.latency.is_some()
+            && seq & inner.loop_stats.sample_mask.load(Ordering::Relaxed) == 0
+        {
+            task.started = Some(inner.runtime.now());
+        }
+        Some(task)
     }
 
     /// Runs `fut` as a task of the executor once it has a slot; the handle yields its output.

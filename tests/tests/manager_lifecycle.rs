@@ -270,3 +270,72 @@ async fn an_unbounded_max_limit_is_clamped_not_a_panic() {
     assert_eq!(m.submit(async { 2 }).await, Ok(2));
     m.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn task_permits_count_in_flight_and_feed_attempts_to_the_latency_signal() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let m = quiet(AimdConfig {
+        initial_limit: 2,
+        min_limit: 1,
+        ..config()
+    })
+    .time_tasks(true)
+    .sink(move |d: &ace_std::Decision| s.lock().unwrap().push(d.signals.latency))
+    .build()
+    .unwrap();
+    let a = m.acquire().await.unwrap();
+    let b = m.try_acquire().unwrap();
+    assert_eq!(m.stats().in_flight, 2);
+    assert!(matches!(
+        m.try_acquire(),
+        Err(ace_core::TryAcquireError::NoPermits)
+    ));
+    // A cancelled acquire leaks nothing.
+    let mut queued = Box::pin(m.acquire());
+    assert!((&mut queued).now_or_never().is_none());
+    assert_eq!(m.stats().waiting, 1);
+    drop(queued);
+    assert_eq!(m.stats().waiting, 0);
+    // Three attempts of one task: two failures, then a 30 ms success; the other task ends ok
+    // after 50 ms of its own (timed admission → success, as nothing was recorded).
+    a.record_failure();
+    a.record_failure();
+    a.record_attempt(Duration::from_millis(30));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.success();
+    drop(a);
+    let s = m.stats();
+    assert_eq!((s.in_flight, s.completed), (0, 2));
+    // The next cycle reads exactly those records.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let summary = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .copied()
+        .find(|l| l.samples + l.errors > 0)
+        .expect("a cycle saw the records");
+    assert_eq!((summary.samples, summary.errors), (2, 2));
+    assert!(summary.p50 >= Duration::from_millis(26) && summary.p99 <= Duration::from_millis(57));
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_waits_for_held_task_permits_and_refuses_new_ones() {
+    let m = quiet(config()).build().unwrap();
+    let held = m.acquire().await.unwrap();
+    let mut shutdown = Box::pin(m.shutdown());
+    assert!((&mut shutdown).now_or_never().is_none());
+    assert_eq!(m.acquire().await.unwrap_err(), SubmitError::Shutdown);
+    assert!(matches!(
+        m.try_acquire(),
+        Err(ace_core::TryAcquireError::Closed)
+    ));
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown returns once the permit is back");
+    assert_eq!(m.stats().in_flight, 0);
+}
