@@ -231,25 +231,11 @@ impl Lookup {
     }
 }
 
-/// The consumer task's per-message state: where partitions are, and a scratch buffer.
+/// The consumer task's per-message state: where partitions are, and a scratch buffer to copy
+/// messages out of librdkafka (see [`KafkaMessage::copy`]).
 struct Receiver {
     lookup: Lookup,
     scratch: Vec<u8>,
-}
-
-impl Receiver {
-    /// Copies `m` out of librdkafka (see [`KafkaMessage::copy`]), from a partition that
-    /// [`Lookup::get`] found.
-    fn receive<'a>(
-        &'a mut self,
-        shared: &Shared,
-        m: &BorrowedMessage<'_>,
-    ) -> (KafkaMessage, &'a Arc<PartitionState>) {
-        let Some(part) = self.lookup.get(shared, m.topic(), m.partition()) else {
-            unreachable!("looked up just before")
-        };
-        (KafkaMessage::copy(m, &part.topic, &mut self.scratch), part)
-    }
 }
 
 /// The consumer task's state; each event of [`Pump::run`]'s loop is one method.
@@ -257,14 +243,10 @@ struct Task {
     consumer: Arc<StreamConsumer<Context>>,
     shared: Arc<Shared>,
     gate: Arc<Semaphore>,
-    first: Box<dyn FirstAttempt>,
-    job: Arc<Job>,
-    lanes: Lanes,
-    queue: Scheduler<Pending>,
+    dispatch: Dispatch,
     /// Lanes whose handler finished on its own task.
     finished: mpsc::UnboundedReceiver<Lane>,
     receiver: Receiver,
-    tally: Tally,
     pressure: Pressure,
     committer: Committer,
     /// `Shared::generation` when revoked partitions were last purged from the queue.
@@ -311,10 +293,13 @@ impl Pump {
             generation: shared.generation.load(Ordering::Acquire),
             shared,
             gate,
-            first,
-            job,
-            lanes,
-            queue: Scheduler::default(),
+            dispatch: Dispatch {
+                first,
+                job,
+                lanes,
+                queue: Scheduler::default(),
+                tally: Tally::default(),
+            },
             finished,
             receiver: Receiver {
                 lookup: Lookup {
@@ -323,7 +308,6 @@ impl Pump {
                 },
                 scratch: Vec::new(),
             },
-            tally: Tally::default(),
             pressure: Pressure::default(),
             committer: Committer::default(),
             buffer: options.buffer,
@@ -340,7 +324,7 @@ impl Pump {
                 biased;
                 () = &mut stopped => break,
                 Some(lane) = task.finished.recv() => task.lane_finished(lane),
-                permit = Arc::clone(&task.gate).acquire_owned(), if task.queue.ready() > 0 => {
+                permit = Arc::clone(&task.gate).acquire_owned(), if task.dispatch.queue.ready() > 0 => {
                     let Ok(permit) = permit else { break };
                     task.start_ready(Some(permit));
                 }
@@ -365,7 +349,7 @@ impl Task {
     /// Applies back-pressure: resumes if the backlog drained; says whether to take messages
     /// and when to pause.
     fn back_pressure(&mut self) -> Verdict {
-        let queued = self.queue.len();
+        let queued = self.dispatch.queue.len();
         self.shared.buffered.store(queued, Ordering::Relaxed);
         let backlog = Backlog {
             limit: self.gate.limit(),
@@ -395,7 +379,10 @@ impl Task {
             return;
         }
         self.generation = generation;
-        let dropped = self.queue.purge(|p| p.part.revoked.load(Ordering::Acquire));
+        let dropped = self
+            .dispatch
+            .queue
+            .purge(|p| p.part.revoked.load(Ordering::Acquire));
         if dropped > 0 {
             let dropped = u64::try_from(dropped).unwrap_or(u64::MAX);
             self.shared
@@ -414,7 +401,7 @@ impl Task {
             self.take(&m);
             drop(m);
             let high = self.gate.limit() + self.buffer;
-            if taken >= DRAIN || self.gate.in_use() + self.queue.len() >= high {
+            if taken >= DRAIN || self.gate.in_use() + self.dispatch.queue.len() >= high {
                 break;
             }
             match stream.next().now_or_never() {
@@ -426,13 +413,13 @@ impl Task {
                 _ => break,
             }
         }
-        self.tally.flush(&self.shared);
+        self.dispatch.tally.flush(&self.shared);
     }
 
     /// One message from librdkafka: started at once if nothing is ahead of it and a slot is
     /// free, else queued.
     fn take(&mut self, m: &BorrowedMessage<'_>) {
-        self.tally.received += 1;
+        self.dispatch.tally.received += 1;
         let Some(part) = self
             .receiver
             .lookup
@@ -447,30 +434,25 @@ impl Task {
             bump(&self.shared.counters.redelivered);
             return;
         }
-        let (message, part) = self.receiver.receive(&self.shared, m);
+        let message = KafkaMessage::copy(m, &part.topic, &mut self.receiver.scratch);
         // Idle queue: the lane cannot be busy, so it is computed only if the handler goes on.
         let mut lane = None;
-        let free = self.queue.is_idle()
+        let free = self.dispatch.queue.is_idle()
             || self
+                .dispatch
                 .queue
-                .can_start_now(*lane.insert(self.lanes.of(part, &message)));
+                .can_start_now(*lane.insert(self.dispatch.lanes.of(part, &message)));
         if free {
             if let Ok(permit) = Arc::clone(&self.gate).try_acquire_owned() {
-                let ctx = Start {
-                    first: &mut *self.first,
-                    job: &self.job,
-                    lanes: &self.lanes,
-                    queue: &mut self.queue,
-                    tally: &mut self.tally,
-                };
-                ctx.start(part, message, permit, Origin::Fresh(lane));
+                self.dispatch
+                    .start(part, message, permit, Origin::Fresh(lane));
                 return;
             }
         }
-        let lane = lane.unwrap_or_else(|| self.lanes.of(part, &message));
+        let lane = lane.unwrap_or_else(|| self.dispatch.lanes.of(part, &message));
         let epoch = part.tracker.dispatch(message.offset());
         let part = Arc::clone(part);
-        self.queue.push(
+        self.dispatch.queue.push(
             lane,
             Pending {
                 message,
@@ -489,40 +471,34 @@ impl Task {
             else {
                 break;
             };
-            let Some((lane, pending)) = self.queue.pop() else {
+            let Some((lane, pending)) = self.dispatch.queue.pop() else {
                 break;
             };
             if pending.part.revoked.load(Ordering::Acquire) {
                 // Revoked since the last purge: dropped like the others, and its lane freed.
                 bump(&self.shared.counters.revoked_dropped);
                 if let Some(lane) = lane {
-                    self.queue.release(lane);
+                    self.dispatch.queue.release(lane);
                 }
                 permit = Some(p);
                 continue;
             }
-            let ctx = Start {
-                first: &mut *self.first,
-                job: &self.job,
-                lanes: &self.lanes,
-                queue: &mut self.queue,
-                tally: &mut self.tally,
-            };
             let origin = Origin::Queued {
                 lane,
                 epoch: pending.epoch,
             };
-            ctx.start(&pending.part, pending.message, p, origin);
+            self.dispatch
+                .start(&pending.part, pending.message, p, origin);
         }
-        self.tally.flush(&self.shared);
+        self.dispatch.tally.flush(&self.shared);
     }
 
     /// A handler on its own task finished with `lane` (and maybe others since): their next
     /// messages become ready, and start if slots are free.
     fn lane_finished(&mut self, lane: Lane) {
-        self.queue.release(lane);
+        self.dispatch.queue.release(lane);
         while let Ok(lane) = self.finished.try_recv() {
-            self.queue.release(lane);
+            self.dispatch.queue.release(lane);
         }
         self.start_ready(None);
     }
@@ -533,7 +509,7 @@ impl Task {
         let shared = Arc::clone(&self.shared);
         shared.stopping.store(true, Ordering::Release);
         set_paused(&self.consumer, &shared, true);
-        let dropped = self.queue.clear();
+        let dropped = self.dispatch.queue.clear();
         shared.buffered.store(0, Ordering::Relaxed);
 
         // Still polling the consumer (group liveness), counting its errors like the loop does.
@@ -708,22 +684,22 @@ struct Job {
     done: Option<mpsc::UnboundedSender<Lane>>,
 }
 
-/// What starting a handler touches of the consumer task's state.
-struct Start<'a> {
-    first: &'a mut dyn FirstAttempt,
-    job: &'a Arc<Job>,
-    lanes: &'a Lanes,
-    queue: &'a mut Scheduler<Pending>,
-    tally: &'a mut Tally,
+/// The part of the consumer task's state that starting a handler touches.
+struct Dispatch {
+    first: Box<dyn FirstAttempt>,
+    job: Arc<Job>,
+    lanes: Lanes,
+    queue: Scheduler<Pending>,
+    tally: Tally,
 }
 
-impl Start<'_> {
+impl Dispatch {
     /// Starts a message's handler. The first poll happens here, on the consumer task: a handler
     /// that completes at once (the common fast case) costs no task spawn, no allocation and no
     /// lock, and leaves its lane free. One that is still pending, or failed and needs the
     /// policy, continues as its own tokio task, its lane busy until it ends.
     fn start(
-        self,
+        &mut self,
         part: &Arc<PartitionState>,
         message: KafkaMessage,
         permit: Permit,
@@ -761,7 +737,7 @@ impl Start<'_> {
             Origin::Queued { lane, epoch } => (lane, epoch),
         };
         part.running.fetch_add(1, Ordering::AcqRel);
-        let (job, part) = (Arc::clone(self.job), Arc::clone(part));
+        let (job, part) = (Arc::clone(&self.job), Arc::clone(part));
         drop(tokio::spawn(async move {
             let outcome = match rest {
                 Ok(outcome) => outcome,
@@ -1029,7 +1005,7 @@ mod tests {
         let shared = Arc::new(Shared::new());
         let gate = Arc::new(Semaphore::new(20));
         let count: &'static std::sync::atomic::AtomicU64 = Box::leak(Box::default());
-        let Handler { mut first, retry } = Handler::new(move |m: KafkaMessage| async move {
+        let Handler { first, retry } = Handler::new(move |m: KafkaMessage| async move {
             std::hint::black_box(m.payload());
             count.fetch_add(1, Ordering::Relaxed);
             Ok::<(), std::io::Error>(())
@@ -1041,27 +1017,24 @@ mod tests {
             after: AfterRetries::Stop,
             done: None,
         });
-        let lanes = Lanes::new(super::super::Ordering::Key);
-        let mut queue = Scheduler::default();
+        let mut dispatch = Dispatch {
+            first,
+            job,
+            lanes: Lanes::new(super::super::Ordering::Key),
+            queue: Scheduler::default(),
+            tally: Tally::default(),
+        };
         let part = Arc::new(PartitionState::new("topic", 0));
         let (key, payload) = (b"key-123".to_vec(), vec![b'x'; 100]);
         let mut scratch = Vec::new();
-        let mut tally = Tally::default();
         let n = 2_000_000i64;
         let t = std::time::Instant::now();
         for offset in 0..n {
-            tally.received += 1;
+            dispatch.tally.received += 1;
             let message =
                 KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
             let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
-            let ctx = Start {
-                first: &mut *first,
-                job: &job,
-                lanes: &lanes,
-                queue: &mut queue,
-                tally: &mut tally,
-            };
-            ctx.start(&part, message, permit, Origin::Fresh(None));
+            dispatch.start(&part, message, permit, Origin::Fresh(None));
         }
         let ns = t.elapsed().as_nanos() as f64 / n as f64;
         println!("{ns:.1} ns per message, of which:");
@@ -1088,7 +1061,7 @@ mod tests {
         let message = KafkaMessage::copy_parts(&part.topic, 0, &key, &payload, &mut scratch);
         let t = std::time::Instant::now();
         for _ in 0..n {
-            std::hint::black_box(first.start(message.clone()));
+            std::hint::black_box(dispatch.first.start(message.clone()));
         }
         println!(
             "  first attempt (message clone, handler, poll) {:.1} ns",
