@@ -38,12 +38,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         // Health signals for the controller; ace-std's CPU/memory sources plug in here. This
         // one always reports a healthy CPU, so the limit grows while the lag says there is work.
-        .signals(source_fn(|| {
-            Ok(Signals {
-                cpu_percent: Some(30.0),
-                ..Signals::default()
-            })
-        }))
+        .source(
+            "cpu",
+            source_fn(|| {
+                Ok(Signals {
+                    cpu_percent: Some(30.0),
+                    ..Signals::default()
+                })
+            }),
+        )
         .handler(|msg: KafkaMessage| async move {
             let payload = msg
                 .payload()

@@ -46,8 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stats = manager.stats();
     println!(
-        "limit {} | submitted {} | completed {} | decisions {} ({} adjustments)",
-        stats.limit, stats.submitted, stats.completed, stats.decisions, stats.adjustments
+        "limit {} | completed {} ({} failed) | decisions {} ({} adjustments)",
+        stats.limit, stats.completed, stats.failed, stats.decisions, stats.adjustments
     );
     manager.shutdown().await;
     Ok(())

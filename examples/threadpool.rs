@@ -51,7 +51,7 @@ fn main() -> Result<(), ace_std::ConfigError> {
     let pool = Arc::new(
         ThreadPoolManager::builder(config)
             .queue_capacity(64)
-            .decision_sink(move |d: &Decision| {
+            .sink(move |d: &Decision| {
                 *record.lock().unwrap() = Some(d.clone());
             })
             .build()?,
@@ -92,9 +92,9 @@ fn main() -> Result<(), ace_std::ConfigError> {
         println!(
             "{:>5.1}  {:>5}  {:>7}  {:>6}  {:>7}  {reason}",
             start.elapsed().as_secs_f64(),
-            stats.limit,
-            stats.running,
-            stats.queued,
+            stats.core.limit,
+            stats.core.in_flight,
+            stats.core.waiting,
             cpu
         );
     }

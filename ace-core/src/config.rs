@@ -3,6 +3,9 @@
 use core::fmt;
 use core::time::Duration;
 
+#[cfg(feature = "serde")]
+pub(crate) mod text;
+
 /// The configuration of the AIMD controller.
 ///
 /// Field names and defaults are those of the Python `ace-concurrency` package, with durations as
@@ -22,7 +25,17 @@ use core::time::Duration;
 /// };
 /// assert!(config.validate().is_ok());
 /// ```
+///
+/// # Serde
+///
+/// With the `serde` feature, `AimdConfig` is `Serialize` and `Deserialize` (`no_std` too):
+/// durations are text (`"2s"`, `"50ms"`, `"1.5s"`, `"1h"`), `latency_tolerance` and
+/// `latency_probe_interval` take `"off"` (or `false`) for `None`, a missing field takes its
+/// default, and an unknown field is an error. Deserializing does not validate: call
+/// [`validate`](Self::validate), or load through `ace_std::config::from_toml`, which does.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct AimdConfig {
     /// The lowest limit the controller will set. Default 5.
     pub min_limit: usize,
@@ -43,6 +56,7 @@ pub struct AimdConfig {
     /// Decrease when the queue depth is over this. Default 100.
     pub queue_threshold: u64,
     /// Decrease when the executor lag is over this. Default 50 ms.
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub event_loop_lag_threshold: Duration,
     /// An increase is "aggressive" (twice `increase_step`) only when CPU use is under this
     /// percentage (and memory under `memory_increase_threshold`). Default 40.0.
@@ -51,14 +65,17 @@ pub struct AimdConfig {
     pub memory_increase_threshold: f64,
     /// The least time between two adjustments of the limit. Default 5 s. One exception: a cut for
     /// stress right after an increase is not deferred (the increase caused it).
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub cooldown: Duration,
     /// How often the control loop collects signals and decides. Default 2 s.
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub adjustment_interval: Duration,
     /// Latency stress: decrease when the cycle's p90 task latency is over `latency_tolerance` ×
     /// the baseline (the lowest cycle p90 of the last `latency_baseline_window`). Default
     /// `Some(1.5)`; `None` turns the latency signal off (task errors included), which gives the
-    /// seed's rules. It acts only on cycles with latency samples, which only a manager that times
+    /// rules of the Python package ace-concurrency. It acts only on cycles with latency samples, which only a manager that times
     /// its tasks into a [`LatencyRecorder`](crate::LatencyRecorder) provides.
+    #[cfg_attr(feature = "serde", serde(with = "text::optional_number"))]
     pub latency_tolerance: Option<f64>,
     /// A cycle with fewer tasks than this (successes and failures together) has no latency
     /// signal: a handful of samples says nothing. Default 10.
@@ -69,17 +86,19 @@ pub struct AimdConfig {
     /// How long a cycle's latency may stand as the baseline: the baseline is the lowest cycle p90
     /// seen in this window, so it follows a faster downstream at once and a slower one after this
     /// long. Default 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
     pub latency_baseline_window: Duration,
     /// Re-measure the baseline this often (± 25 % seeded jitter): drop the limit to `min_limit`
     /// until the cooldown allows a change and one clean cycle is measured, take that cycle's p90 as
     /// the baseline, then restore the limit. Default `None` (off): every multiplicative decrease
     /// already unloads the downstream for a cycle, which refreshes the baseline window without a
     /// scheduled dip in throughput.
+    #[cfg_attr(feature = "serde", serde(with = "text::optional_duration"))]
     pub latency_probe_interval: Option<Duration>,
     /// Slow start: from a cold start, and after a run of cuts, grow by doubling (capped by
     /// `max_limit` from a cold start, and after a cut by 0.85 × the limit where the stress struck,
     /// or the level cut to if higher) until the first stress, then by `increase_step`.
-    /// Default `true`; `false` gives the seed's additive growth only.
+    /// Default `true`; `false` gives the additive growth of the Python package ace-concurrency only.
     pub slow_start: bool,
     /// Latency and task-error stress cut the limit by this factor (rounded down) once the knee is
     /// known; machine stress (CPU, memory, queue, executor lag) keeps `decrease_factor`. Default
@@ -177,7 +196,11 @@ impl AimdConfig {
     // the mean. 60 s is 30 cycles at the default interval: several AIMD sawtooth troughs, each an
     // unloaded measurement.
 
-    /// The seed's rules: this config with the latency signal and slow start off.
+    /// The longest duration [`validate`](Self::validate) accepts in any field: 365 days.
+    pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// The rules of the Python package ace-concurrency: this config with the latency signal and
+    /// slow start off.
     pub fn seed_rules(self) -> Self {
         Self {
             latency_tolerance: None,
@@ -219,7 +242,11 @@ impl AimdConfig {
     /// - `latency_min_samples < 1`;
     /// - `latency_max_error_rate` is not in (0, 1];
     /// - `latency_baseline_window < adjustment_interval`;
-    /// - `latency_probe_interval` is `Some` and shorter than `latency_baseline_window`.
+    /// - `latency_probe_interval` is `Some` and shorter than `latency_baseline_window`;
+    /// - a duration (`event_loop_lag_threshold`, `cooldown`, `adjustment_interval`,
+    ///   `latency_baseline_window`, `latency_probe_interval`) is longer than
+    ///   [`MAX_DURATION`](Self::MAX_DURATION) (one year: longer would overflow clock arithmetic
+    ///   later, and means "never" anyway).
     ///
     /// ```
     /// use ace_core::{AimdConfig, ConfigRule};
@@ -237,6 +264,24 @@ impl AimdConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         use ConfigRule as R;
         let err = |field, rule, value| Err(ConfigError { field, rule, value });
+
+        for (field, value) in [
+            (
+                "event_loop_lag_threshold",
+                Some(self.event_loop_lag_threshold),
+            ),
+            ("cooldown", Some(self.cooldown)),
+            ("adjustment_interval", Some(self.adjustment_interval)),
+            (
+                "latency_baseline_window",
+                Some(self.latency_baseline_window),
+            ),
+            ("latency_probe_interval", self.latency_probe_interval),
+        ] {
+            if let Some(d) = value.filter(|d| *d > Self::MAX_DURATION) {
+                return err(field, R::AtMost(Self::MAX_DURATION), Value::Duration(d));
+            }
+        }
 
         if self.min_limit < 1 {
             return err(
@@ -412,6 +457,8 @@ pub enum ConfigRule {
     Fraction,
     /// The field (a duration) must not be shorter than the named field, whose value is given.
     NotShorterThan(&'static str, Duration),
+    /// The field (a duration) must not be longer than this.
+    AtMost(Duration),
 }
 
 impl fmt::Display for ConfigRule {
@@ -428,6 +475,7 @@ impl fmt::Display for ConfigRule {
             Self::NotShorterThan(other, v) => {
                 write!(f, "it must not be shorter than `{other}` ({v:?})")
             }
+            Self::AtMost(v) => write!(f, "it must not be longer than {v:?}"),
         }
     }
 }

@@ -21,6 +21,8 @@
 //!
 //! - `std`: blocking (thread) waits on the semaphore (`Semaphore::blocking_acquire` and friends).
 //! - `portable-atomic`: atomics from `portable-atomic`, for targets without native CAS.
+//! - `serde`: `Serialize`/`Deserialize` for [`AimdConfig`] (durations as `"2s"`, `"50ms"`,
+//!   unknown fields refused), and [`serde_text`] for your own types; `no_std` too.
 //! - `loom`: the loom models (with `RUSTFLAGS="--cfg loom"`).
 #![no_std]
 // The only `unsafe` is the spin lock in `sync`, which allows it there; each block says why it is
@@ -54,11 +56,18 @@ mod signals;
 mod sync;
 
 pub use config::{AimdConfig, ConfigError, ConfigRule};
+/// Serde helpers: durations as text (`"2s"`, `"50ms"`) and `"off"` for optional fields (feature
+/// `serde`).
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod serde_text {
+    pub use crate::config::text::{duration, optional_duration, optional_number};
+}
 pub use controller::{Action, Controller, Decision, Reason, Stress};
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use runtime::{
-    source_fn, BoxFuture, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown,
-    SignalError, SignalSource,
+    source_fn, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown, SignalError,
+    SignalSource,
 };
 #[cfg(feature = "std")]
 pub use semaphore::AcquireTimeoutError;

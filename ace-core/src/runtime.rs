@@ -7,11 +7,9 @@
 //!   is one);
 //! - [`DecisionSink`]: receive each [`Decision`] and each failed reading.
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 use core::future::Future;
-use core::pin::Pin;
 use core::time::Duration;
 
 use futures_lite::future;
@@ -41,15 +39,22 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         F: Future<Output = ()> + Send + 'static;
 }
 
-/// A boxed, sendable future, for sources that cannot name their future type.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 /// A source of health signals, read once per control cycle.
 ///
 /// A source that fails returns an error (the cycle then treats its signals as absent); one that
 /// takes longer than the adjustment interval is dropped for that cycle. Either way the loop goes on:
 /// monitoring that fails never stops work. A source that combines several readers should return
 /// `Ok` with the signals it could read, leaving the others `None`.
+///
+/// # `collect` must not block
+///
+/// `collect` (the call, and each poll of its future) runs on the executor's thread. A timeout
+/// can only cut a future that waits; one that blocks the thread (a synchronous read of a slow
+/// file, a lock held elsewhere, an HTTP call made with a blocking client) stalls the executor and
+/// its timers for as long as it blocks. Read a blocking source on a thread of its own
+/// (`spawn_blocking`, or a thread that updates a gauge) and return its last value at once. The
+/// managers of `ace-std` detect a call or a poll that blocked for longer than the source timeout
+/// and log a warning naming the source (its reading then counts as absent).
 pub trait SignalSource: Send {
     /// Reads one snapshot.
     ///
@@ -338,6 +343,10 @@ where
                 Signals::default()
             }
         };
+        // NaN or out-of-range readings are absent, not healthy (nor alarming).
+        if let Some(error) = signals.sanitize() {
+            self.sink.signal_error(&error);
+        }
         if let Some(recorder) = &self.latency {
             signals.latency = Some(recorder.take_summary());
         }

@@ -11,9 +11,15 @@
 //! overtake it. The queue is a slab with an index-linked list: safe code, no allocation per wait
 //! once warm, O(1) removal on cancel.
 //!
-//! `set_limit` swaps the limit and adds the difference to the free count in one `fetch_add`: a
-//! shrink below what is in use just makes the count negative (a debt), which releases pay off
-//! before anyone new is admitted. Nothing ever waits for a permit to come back.
+//! `set_limit` swaps the limit and adds the difference to the free count in one `fetch_add`, both
+//! under the queue lock so that concurrent setters apply their changes in the order of their
+//! swaps (without it, a growth could land before the cut it follows and admit more than any limit
+//! ever set). A shrink below what is in use just makes the count negative (a debt), which
+//! releases pay off before anyone new is admitted. Nothing ever waits for a permit to come back.
+//!
+//! No waker's code runs under the lock: wakers are cloned before it is taken, and woken or
+//! dropped after it is released. A waker that panics does not strand anyone: the rest of its
+//! batch and the waiters still queued are served as the panic unwinds.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -131,8 +137,7 @@ pub struct Semaphore {
 
 impl Semaphore {
     /// The largest limit a semaphore can have.
-    // A sixteenth of the address space leaves the signed, shifted free count room for transient
-    // sums of concurrent `set_limit` calls.
+    // A sixteenth of the address space leaves the signed, shifted free count room to spare.
     pub const MAX_PERMITS: usize = usize::MAX >> 4;
 
     const_fn! {
@@ -284,15 +289,18 @@ impl Semaphore {
         self.try_take().map(|()| OwnedPermit { sem: Some(self) })
     }
 
-    /// Sets the limit, at once and without waiting.
+    /// Sets the limit, at once and without waiting for permits to come back.
     ///
+    /// Concurrent calls are linearizable: they take effect one at a time, so the permits held
+    /// never exceed the largest limit set (or, after a shrink, what was in use at the time).
     /// Growing hands the new slots to exactly as many waiters (after any debt is paid). Shrinking
     /// takes nothing from permits in use: if fewer are free than the cut, the rest becomes a
     /// [`debt`](Self::debt) that released permits pay off before anyone new is admitted.
     ///
     /// # Panics
     ///
-    /// If `limit` is greater than [`MAX_PERMITS`](Self::MAX_PERMITS).
+    /// If `limit` is greater than [`MAX_PERMITS`](Self::MAX_PERMITS), or if a woken waiter's
+    /// waker panics (after every new slot has been handed out and every other waiter woken).
     ///
     /// # Examples
     ///
@@ -314,20 +322,28 @@ impl Semaphore {
             limit <= Self::MAX_PERMITS,
             "a semaphore's limit cannot exceed Semaphore::MAX_PERMITS"
         );
-        let old = self.limit.swap(limit, Ordering::AcqRel);
-        if old == limit {
+        if self.limit.load(Ordering::Acquire) == limit {
             return;
         }
-        // Concurrent calls each add their own `new - old`; the sum telescopes to the last limit.
-        #[allow(
-            clippy::cast_possible_wrap,
-            reason = "both limits ≤ MAX_PERMITS, so the difference fits an isize"
-        )]
-        let delta = limit.wrapping_sub(old) as isize;
-        let prev = self.state.fetch_add(delta_word(delta), Ordering::AcqRel);
-        if delta > 0 && prev & WAITERS != 0 && free(prev) + delta > 0 {
-            self.notify_waiters();
-        }
+        // The limit swap and the change of the free count are one step under the queue lock:
+        // two setters applying their differences out of order would otherwise add a growth
+        // before the cut it follows, and admit more than any limit ever set.
+        let mut wakers = WakeList::new();
+        let more = {
+            let mut queue = self.queue.lock();
+            let old = self.limit.swap(limit, Ordering::AcqRel);
+            #[allow(
+                clippy::cast_possible_wrap,
+                reason = "both limits ≤ MAX_PERMITS, so the difference fits an isize"
+            )]
+            let delta = limit.wrapping_sub(old) as isize;
+            let prev = self.state.fetch_add(delta_word(delta), Ordering::AcqRel);
+            delta > 0
+                && prev & WAITERS != 0
+                && free(prev) + delta > 0
+                && self.drain_locked(&mut queue, &mut wakers)
+        };
+        self.wake(&mut wakers, more);
     }
 
     /// The limit in force.
@@ -389,6 +405,11 @@ impl Semaphore {
     /// Permits already held stay valid and are still returned on drop; a waiter that had already
     /// been handed a permit keeps it.
     ///
+    /// # Panics
+    ///
+    /// Only if a waiter's waker panics when woken; that panic reaches the caller after every other
+    /// waiter has been woken and failed.
+    ///
     /// # Examples
     ///
     /// ```
@@ -404,25 +425,20 @@ impl Semaphore {
     pub fn close(&self) {
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
         // Anyone who queues after this sees CLOSED under the lock, so one sweep empties the queue.
-        loop {
-            let mut wakers = WakeList::new();
-            let more = {
-                let mut queue = self.queue.lock();
-                while !wakers.is_full() {
-                    let Some(key) = queue.pop_front() else { break };
-                    let slot = &mut queue.slots[key];
-                    slot.state = SlotState::Closed;
-                    wakers.push(slot.waker.take());
-                }
-                let more = queue.head != NIL;
-                self.queue_changed(&queue);
-                more
-            };
-            wakers.wake_all();
-            if !more {
-                return;
-            }
+        self.in_batches(Self::close_batch, WakeList::wake_all);
+    }
+
+    /// Under the lock: fails the oldest waiters, as many as `wakers` holds. Returns true if some
+    /// are left.
+    fn close_batch(&self, queue: &mut Queue, wakers: &mut WakeList) -> bool {
+        while !wakers.is_full() {
+            let Some(key) = queue.pop_front() else { break };
+            let slot = &mut queue.slots[key];
+            slot.state = SlotState::Closed;
+            wakers.push(slot.waker.take());
         }
+        self.queue_changed(queue);
+        queue.head != NIL
     }
 
     /// True once [`close`](Self::close) has been called.
@@ -526,16 +542,64 @@ impl Semaphore {
     /// Hands free permits to waiters, in batches, waking them outside the lock.
     #[cold]
     fn notify_waiters(&self) {
-        loop {
-            let mut wakers = WakeList::new();
-            let more = {
-                let mut queue = self.queue.lock();
-                self.drain_locked(&mut queue, &mut wakers)
-            };
-            wakers.wake_all();
-            if !more {
-                return;
+        self.in_batches(Self::drain_locked, WakeList::wake_all);
+    }
+
+    /// Runs `batch` under the lock and wakes what it collected after unlocking, until it reports
+    /// nothing left. If a waker panics, the rest of its batch is still woken and the remaining
+    /// batches still run while the panic unwinds (see [`WakeList::wake_all`]), so no waiter is
+    /// stranded by another's waker.
+    fn in_batches(
+        &self,
+        batch: fn(&Self, &mut Queue, &mut WakeList) -> bool,
+        wake: fn(&mut WakeList),
+    ) {
+        /// Finishes the batches if a wake panicked half-way.
+        struct Finish<'a> {
+            sem: &'a Semaphore,
+            batch: fn(&Semaphore, &mut Queue, &mut WakeList) -> bool,
+            done: bool,
+        }
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                while !self.done {
+                    let mut wakers = WakeList::new();
+                    self.done = !(self.batch)(self.sem, &mut self.sem.queue.lock(), &mut wakers);
+                    wakers.wake_all_quietly();
+                }
             }
+        }
+
+        let mut finish = Finish {
+            sem: self,
+            batch,
+            done: false,
+        };
+        while !finish.done {
+            let mut wakers = WakeList::new();
+            finish.done = !batch(self, &mut self.queue.lock(), &mut wakers);
+            wake(&mut wakers);
+        }
+    }
+
+    /// After unlocking: wakes `wakers`, then serves the waiters left over if `more`, even if one
+    /// of the wakers panics.
+    #[inline]
+    fn wake(&self, wakers: &mut WakeList, more: bool) {
+        /// Serves the rest if a wake panicked.
+        struct Finish<'a>(Option<&'a Semaphore>);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                if let Some(sem) = self.0 {
+                    sem.in_batches(Semaphore::drain_locked, WakeList::wake_all_quietly);
+                }
+            }
+        }
+
+        let mut finish = Finish(more.then_some(self));
+        wakers.wake_all();
+        if let Some(sem) = finish.0.take() {
+            sem.notify_waiters();
         }
     }
 
@@ -590,12 +654,15 @@ impl Semaphore {
     /// join the queue.
     #[inline(never)]
     fn enqueue(&self, waker: &Waker) -> Enqueued {
+        // Cloned before locking and dropped after unlocking if unused: a waker's code never runs
+        // under the lock.
+        let mut mine = Some(waker.clone());
         let mut queue = self.queue.lock();
         let state = self.state.load(Ordering::Acquire);
         // The common contended case: others queued (so the flag is set) and nothing free to hand
         // them. Join the back; whoever frees a permit next comes to the lock and serves the head.
         if state & CLOSED == 0 && queue.head != NIL && free(state) <= 0 {
-            let key = queue.push_back(waker.clone());
+            let key = queue.push_back(mine.take());
             self.waiting.store(queue.len, Ordering::Release);
             return Enqueued::Queued(key);
         }
@@ -633,39 +700,62 @@ impl Semaphore {
             {
                 continue;
             }
-            let key = queue.push_back(waker.clone());
+            let key = queue.push_back(mine.take());
             self.waiting.store(queue.len, Ordering::Release);
             break (Enqueued::Queued(key), more);
         };
         drop(queue);
-        wakers.wake_all();
-        if more {
-            self.notify_waiters();
+        drop(mine);
+
+        /// If a waker panics, the outcome never reaches the caller: give back what it holds.
+        struct Undo<'a>(&'a Semaphore, Option<&'a Enqueued>);
+        impl Drop for Undo<'_> {
+            fn drop(&mut self) {
+                match self.1 {
+                    Some(Enqueued::Taken) => self.0.release(),
+                    Some(&Enqueued::Queued(key)) => self.0.cancel(key),
+                    Some(Enqueued::Closed) | None => {}
+                }
+            }
         }
+        let mut undo = Undo(self, Some(&outcome));
+        self.wake(&mut wakers, more);
+        undo.1 = None;
+        drop(undo);
         outcome
     }
 
     /// A later poll: has our slot been served?
     fn poll_queued(&self, key: usize, waker: &Waker) -> Poll<Result<(), AcquireError>> {
-        let mut queue = self.queue.lock();
-        let slot = &mut queue.slots[key];
-        match slot.state {
-            SlotState::Granted => {
-                queue.free(key);
-                Poll::Ready(Ok(()))
-            }
-            SlotState::Closed => {
-                queue.free(key);
-                Poll::Ready(Err(AcquireError::Closed))
-            }
-            SlotState::Waiting => {
-                match &mut slot.waker {
-                    Some(old) => old.clone_from(waker),
-                    none => *none = Some(waker.clone()),
+        // A new waker is cloned outside the lock, and the one it replaces dropped outside it: a
+        // waker's code (its drop may release a permit of this very semaphore) never runs under
+        // the lock.
+        let mut new: Option<Waker> = None;
+        loop {
+            let mut queue = self.queue.lock();
+            let slot = &mut queue.slots[key];
+            let (result, old) = match slot.state {
+                SlotState::Granted => (Poll::Ready(Ok(())), queue.free(key)),
+                SlotState::Closed => (Poll::Ready(Err(AcquireError::Closed)), queue.free(key)),
+                SlotState::Waiting => {
+                    if slot.waker.as_ref().is_some_and(|old| old.will_wake(waker)) {
+                        return Poll::Pending;
+                    }
+                    match new.take() {
+                        Some(new) => (Poll::Pending, slot.waker.replace(new)),
+                        None => {
+                            drop(queue);
+                            new = Some(waker.clone());
+                            continue;
+                        }
+                    }
                 }
-                Poll::Pending
-            }
-            SlotState::Free => unreachable!("a queued acquire's slot is never freed by others"),
+                SlotState::Free => unreachable!("a queued acquire's slot is never freed by others"),
+            };
+            drop(queue);
+            drop(old);
+            drop(new);
+            return result;
         }
     }
 
@@ -693,11 +783,8 @@ impl Semaphore {
             SlotState::Free => unreachable!("a queued acquire's slot is never freed by others"),
         };
         drop(queue);
+        self.wake(&mut wakers, more);
         drop(old_waker);
-        wakers.wake_all();
-        if more {
-            self.notify_waiters();
-        }
     }
 
     /// The blocking flavours, for threads.
@@ -1205,7 +1292,7 @@ impl Queue {
         }
     }
 
-    fn push_back(&mut self, waker: Waker) -> usize {
+    fn push_back(&mut self, waker: Option<Waker>) -> usize {
         let key = if self.free == NIL {
             self.slots.push(Slot {
                 state: SlotState::Free,
@@ -1222,7 +1309,7 @@ impl Queue {
         let tail = self.tail;
         let slot = &mut self.slots[key];
         slot.state = SlotState::Waiting;
-        slot.waker = Some(waker);
+        slot.waker = waker;
         slot.prev = tail;
         slot.next = NIL;
         if tail == NIL {
@@ -1273,6 +1360,8 @@ impl Queue {
 struct WakeList {
     wakers: [Option<Waker>; WAKE_BATCH],
     len: usize,
+    // `wakers[next..len]` are still to be woken.
+    next: usize,
 }
 
 impl WakeList {
@@ -1281,6 +1370,7 @@ impl WakeList {
         Self {
             wakers: [const { None }; WAKE_BATCH],
             len: 0,
+            next: 0,
         }
     }
 
@@ -1300,13 +1390,48 @@ impl WakeList {
         self.len += 1;
     }
 
+    /// The next waker to wake, oldest first.
     #[inline]
-    fn wake_all(&mut self) {
-        for waker in &mut self.wakers[..self.len] {
-            if let Some(waker) = waker.take() {
-                waker.wake();
+    fn pop(&mut self) -> Option<Waker> {
+        while self.next < self.len {
+            let waker = self.wakers[self.next].take();
+            self.next += 1;
+            if waker.is_some() {
+                return waker;
             }
         }
-        self.len = 0;
+        None
+    }
+
+    /// Wakes every waker. If one panics, the rest are still woken while the panic unwinds (the
+    /// guard tokio's wake list has), and then the panic goes on to the caller.
+    #[inline]
+    fn wake_all(&mut self) {
+        /// Wakes the rest if a wake panicked.
+        struct Rest<'a>(&'a mut WakeList);
+        impl Drop for Rest<'_> {
+            fn drop(&mut self) {
+                self.0.wake_all_quietly();
+            }
+        }
+
+        let rest = Rest(self);
+        while let Some(waker) = rest.0.pop() {
+            waker.wake();
+        }
+    }
+
+    /// Wakes every waker while a panic may already be unwinding: with `std`, a further panic is
+    /// caught and dropped, so it cannot abort the process; without `std` it aborts, as any panic
+    /// during unwinding does.
+    fn wake_all_quietly(&mut self) {
+        while let Some(waker) = self.pop() {
+            #[cfg(feature = "std")]
+            drop(std::panic::catch_unwind(core::panic::AssertUnwindSafe(
+                || waker.wake(),
+            )));
+            #[cfg(not(feature = "std"))]
+            waker.wake();
+        }
     }
 }

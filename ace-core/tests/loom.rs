@@ -57,6 +57,16 @@ impl Holders {
     fn hold(&self) {
         drop(self.enter());
     }
+
+    /// If a permit is free now, holds it (counted) across a yield.
+    fn try_hold(&self, sem: &Semaphore) {
+        if let Ok(permit) = sem.try_acquire() {
+            let holding = self.enter();
+            thread::yield_now();
+            drop(holding);
+            drop(permit);
+        }
+    }
 }
 
 struct Holding<'a>(&'a Holders);
@@ -105,12 +115,7 @@ fn acquire_release_race() {
                 })
             })
             .collect();
-        if let Ok(permit) = sem.try_acquire() {
-            let holding = holders.enter();
-            thread::yield_now();
-            drop(holding);
-            drop(permit);
-        }
+        holders.try_hold(&sem);
         for t in threads {
             t.join().unwrap();
         }
@@ -268,6 +273,36 @@ fn owned_permit_across_threads() {
         };
         releaser.join().unwrap();
         waiter.join().unwrap();
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn two_setters_never_over_admit() {
+    model(|| {
+        // The limit is only ever 1 or 0, so at most one permit may be held at any moment. Two
+        // setters whose changes of the free count land out of order would let two in.
+        let sem = Arc::new(Semaphore::new(1));
+        let holders = Arc::new(Holders::new(1));
+        let setters: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|limit| {
+                let sem = Arc::clone(&sem);
+                thread::spawn(move || sem.set_limit(limit))
+            })
+            .collect();
+        let acquirer = {
+            let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+            thread::spawn(move || {
+                holders.try_hold(&sem);
+            })
+        };
+        holders.try_hold(&sem);
+        for t in setters {
+            t.join().unwrap();
+        }
+        acquirer.join().unwrap();
+        assert!(sem.limit() <= 1);
         assert_settled(&sem);
     });
 }

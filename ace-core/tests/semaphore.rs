@@ -498,3 +498,137 @@ proptest! {
         run(initial, &ops);
     }
 }
+
+/// A waker whose last drop releases a permit of the semaphore it waits on.
+struct ReleaseOnDrop {
+    _permit: ace_core::OwnedPermit,
+}
+
+impl Wake for ReleaseOnDrop {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Runs `f` on its own thread and fails (instead of hanging) if it has not finished in 10 s: a
+/// deadlock on the semaphore's own lock would otherwise hang the test binary.
+fn within_watchdog<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let (done, finished) = channel();
+    let worker = std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(value) => value,
+        Err(RecvTimeoutError::Timeout) => panic!("deadlock: {what} did not finish within 10 s"),
+        // It panicked: pass its panic on.
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("it sends before it returns"),
+        },
+    }
+}
+
+#[test]
+fn should_drop_a_replaced_waker_outside_the_lock() {
+    within_watchdog("re-polling with a new waker", || {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = Arc::clone(&sem).try_acquire_owned().unwrap();
+        let mut acquire = Box::pin(Arc::clone(&sem).acquire_owned());
+        // The first waker owns the only permit; once the queue holds the last handle to it,
+        // replacing it releases that permit, which comes back into the semaphore's lock.
+        let owner = Arc::new(ReleaseOnDrop { _permit: held });
+        let first = Waker::from(owner);
+        assert!(acquire
+            .as_mut()
+            .poll(&mut Context::from_waker(&first))
+            .is_pending());
+        drop(first);
+        let flag = Arc::new(Flag::default());
+        let second = Waker::from(Arc::clone(&flag));
+        // The dropped waker's permit goes straight to this waiter, which was queued first.
+        assert!(acquire
+            .as_mut()
+            .poll(&mut Context::from_waker(&second))
+            .is_pending());
+        assert!(flag.take(), "the released permit was not handed over");
+        let permit = match acquire.as_mut().poll(&mut Context::from_waker(&second)) {
+            Poll::Ready(permit) => permit.unwrap(),
+            Poll::Pending => panic!("handed a permit but still pending"),
+        };
+        assert_eq!((sem.in_use(), sem.waiting()), (1, 0));
+        drop(permit);
+        assert_eq!(sem.available(), 1);
+    });
+}
+
+/// A waker that panics when woken.
+struct PanicOnWake;
+
+impl Wake for PanicOnWake {
+    fn wake(self: Arc<Self>) {
+        panic!("this waker panics");
+    }
+}
+
+/// Queues an acquire whose waker panics when woken.
+fn queue_with_panicking_waker(sem: &Semaphore) -> (Pin<Box<Acquire<'_>>>, Waker) {
+    let mut acquire = Box::pin(sem.acquire());
+    let waker = Waker::from(Arc::new(PanicOnWake));
+    assert!(acquire
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    (acquire, waker)
+}
+
+#[test]
+fn should_wake_every_waiter_on_close_even_if_a_waker_panics() {
+    let sem = Semaphore::new(0);
+    // Two full wake batches and more, with the panicking waker second in the first batch.
+    let mut before: Vec<_> = (0..1).map(|_| Pending::start(&sem).0).collect();
+    let (mut bad, bad_waker) = queue_with_panicking_waker(&sem);
+    let after: Vec<_> = (0..40).map(|_| Pending::start(&sem).0).collect();
+    assert_eq!(sem.waiting(), 42);
+    let closing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sem.close()));
+    assert!(closing.is_err(), "the waker's panic reaches the caller");
+    before.extend(after);
+    let stranded = before.iter().filter(|w| !w.flag.peek()).count();
+    assert_eq!(stranded, 0, "{stranded} waiters were never woken");
+    assert_eq!(sem.waiting(), 0);
+    for waiter in &mut before {
+        assert!(matches!(
+            waiter.poll(),
+            Poll::Ready(Err(AcquireError::Closed))
+        ));
+    }
+    assert!(matches!(
+        bad.as_mut().poll(&mut Context::from_waker(&bad_waker)),
+        Poll::Ready(Err(AcquireError::Closed))
+    ));
+}
+
+#[test]
+fn should_hand_out_every_new_slot_even_if_a_waker_panics() {
+    let sem = Semaphore::new(0);
+    let (bad, _waker) = queue_with_panicking_waker(&sem);
+    let waiters: Vec<_> = (0..40).map(|_| Pending::start(&sem).0).collect();
+    let growing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sem.set_limit(41)));
+    assert!(growing.is_err(), "the waker's panic reaches the caller");
+    assert!(
+        waiters.iter().all(|w| w.flag.peek()),
+        "a waiter was stranded"
+    );
+    assert_eq!((sem.waiting(), sem.in_use(), sem.available()), (0, 41, 0));
+    drop(waiters);
+    drop(bad);
+    assert_eq!((sem.in_use(), sem.available()), (0, 41));
+}
+
+#[test]
+fn should_be_unwind_safe() {
+    use std::panic::{RefUnwindSafe, UnwindSafe};
+    fn assert_unwind_safe<T: UnwindSafe + RefUnwindSafe>() {}
+    assert_unwind_safe::<Semaphore>();
+    assert_unwind_safe::<Permit<'static>>();
+    assert_unwind_safe::<ace_core::OwnedPermit>();
+    assert_unwind_safe::<Arc<Semaphore>>();
+}

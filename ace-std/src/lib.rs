@@ -11,6 +11,10 @@
 //!   with `submit`, `spawn`, `stats` and `shutdown`; built by [`Builder`].
 //! - `ace_std::tokio::Manager`, `ace_std::smol::Manager`, `ace_std::async_std::Manager`: the
 //!   same on each executor.
+//! - [`Stats`]: what every manager's `stats()` reports (the pool's and the Kafka consumer's
+//!   embed it as `core`). All three managers share one vocabulary: `.source(name, s)`,
+//!   `.sink(s)`, `.log_writer(w)`, `.log_holds(h)`, `.tracing(bool)`, `.metrics(bool)` on the
+//!   builder; `limit()`, `stats()`, `is_shut_down()`, `shutdown()` on the handle.
 //!
 //! # Features
 //!
@@ -20,6 +24,9 @@
 //! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
 //! - `threadpool`: [`threadpool::ThreadPoolManager`], an adaptive pool of threads for sync
 //!   closures, on crossbeam.
+//! - `serde`: `config::from_toml`, configs from TOML files (durations as `"2s"`, unknown
+//!   fields refused), validated at load; `Serialize`/`Deserialize` for
+//!   [`AimdConfig`] and the pool's `PoolOptions`.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -31,9 +38,14 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 pub mod log;
 mod manager;
 pub mod signals;
+mod stats;
+mod util;
 
 #[cfg(feature = "async-std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
@@ -46,8 +58,9 @@ pub mod smol;
 pub mod tokio;
 
 pub use manager::{
-    AmbientRuntime, Builder, JoinError, JoinHandle, Manager, Stats, SubmitError, TaskPermit,
+    AmbientRuntime, Builder, JoinError, JoinHandle, Manager, SubmitError, TaskPermit,
 };
+pub use stats::Stats;
 
 pub use ace_core as core;
 pub use ace_core::{

@@ -1,7 +1,7 @@
 //! The decision log: one JSON record per decision, a `tracing` event with the same fields, and
 //! `metrics` gauges and counters.
 //!
-//! A record has the seed's shape, plus `waiting`, `reason_code` and, for errors, `source`:
+//! A record has the shape of the Python package ace-concurrency's, plus `waiting`, `reason_code` and, for errors, `source`:
 //!
 //! ```json
 //! {"timestamp":"2026-01-16T12:34:56.789Z","event_type":"limit_adjustment",
@@ -230,7 +230,7 @@ pub fn reason_code(reason: &Reason) -> &'static str {
 
 /// RFC 3339 in UTC with milliseconds, `2026-01-16T12:34:56.789Z`. Times before 1970 print as
 /// the epoch.
-pub fn rfc3339(at: SystemTime) -> String {
+fn rfc3339(at: SystemTime) -> String {
     let d = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (y, m, day) = civil_from_days(secs / 86_400);

@@ -3,28 +3,40 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ace_core::{
-    Action, AimdConfig, ConfigError, ControlLoop, Controller, Decision, DecisionSink,
-    LatencyRecorder, LimitTarget, OwnedPermit, Runtime, Semaphore, Shutdown, SignalError,
-    SignalSource, TryAcquireError,
+    AimdConfig, ConfigError, ControlLoop, Controller, LatencyRecorder, LimitTarget, OwnedPermit,
+    Runtime, Semaphore, Shutdown, TryAcquireError,
 };
 use event_listener::Event;
 use futures_lite::FutureExt;
 
-use crate::log::{DecisionLog, HoldLogging};
-use crate::signals::{DynSignalSource, LagProbe, Merge, QueueDepth, SystemSignals};
+use crate::signals::{LagProbe, QueueDepth, SystemSignals};
+use crate::stats::{DecisionCounters, Stats};
+use crate::util::{clamp_to_permits, loop_options_methods, panic_message, LoopOptions};
+
+mod sealed {
+    /// Only this crate's runtimes are ambient: the trait may grow without breaking anyone.
+    pub trait Sealed {}
+    #[cfg(feature = "tokio")]
+    impl Sealed for ace_tokio::TokioRuntime {}
+    #[cfg(feature = "smol")]
+    impl Sealed for ace_smol::SmolRuntime {}
+    #[cfg(feature = "async-std")]
+    impl Sealed for ace_async_std::AsyncStdRuntime {}
+}
 
 /// A [`Runtime`] that can be found from the calling context, so [`Manager::new`] needs no
 /// handle: tokio's current runtime, smol's global executor, async-std's global runtime.
-pub trait AmbientRuntime: Runtime {
+///
+/// Sealed: for another runtime use [`Manager::with_runtime`].
+pub trait AmbientRuntime: Runtime + sealed::Sealed {
     /// The runtime of the calling context.
     ///
     /// # Panics
@@ -91,7 +103,7 @@ impl JoinError {
     }
 
     /// True if the manager was shut down before the task got a slot.
-    pub fn is_shutdown(&self) -> bool {
+    pub fn is_shut_down(&self) -> bool {
         matches!(self.repr, JoinRepr::Shutdown)
     }
 
@@ -112,12 +124,9 @@ impl JoinError {
         }
     }
 
-    fn panic_message(&self) -> Option<&str> {
+    fn panic_message(&self) -> Option<String> {
         match &self.repr {
-            JoinRepr::Panic(p) => p
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| p.downcast_ref::<String>().map(String::as_str)),
+            JoinRepr::Panic(p) => Some(panic_message(&**p)),
             _ => None,
         }
     }
@@ -128,7 +137,7 @@ impl fmt::Debug for JoinError {
         match &self.repr {
             JoinRepr::Panic(_) => f
                 .debug_tuple("Panic")
-                .field(&self.panic_message().unwrap_or("..."))
+                .field(&self.panic_message().unwrap_or_default())
                 .finish(),
             JoinRepr::Shutdown => f.write_str("Shutdown"),
             JoinRepr::Cancelled => f.write_str("Cancelled"),
@@ -139,10 +148,13 @@ impl fmt::Debug for JoinError {
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            JoinRepr::Panic(_) => match self.panic_message() {
-                Some(m) => write!(f, "task panicked: {m}"),
-                None => f.write_str("task panicked"),
-            },
+            JoinRepr::Panic(_) => {
+                write!(
+                    f,
+                    "task panicked: {}",
+                    self.panic_message().unwrap_or_default()
+                )
+            }
             JoinRepr::Shutdown => f.write_str("the manager is shut down"),
             JoinRepr::Cancelled => f.write_str("task was cancelled"),
         }
@@ -232,16 +244,11 @@ impl<R: Runtime> TaskPermit<R> {
         }
         self.ended = true;
         let i = &*self.inner;
-        if !self.recorded.load(Ordering::Relaxed) {
-            if let (Some(recorder), Some(started)) = (&i.latency, self.started) {
-                if ok {
-                    recorder.record(i.runtime.now().saturating_sub(started));
-                } else {
-                    recorder.record_error();
-                }
-            }
-        }
-        i.finished.0.fetch_add(1, Ordering::SeqCst);
+        // Recorded attempts stand in for the task's own sample.
+        let started = self
+            .started
+            .filter(|_| !self.recorded.load(Ordering::Relaxed));
+        i.count_end(started, ok);
         // Release before telling a shutdown waiter, so that `in_flight` reads 0 once it wakes.
         drop(self.permit.take());
         if i.closing.load(Ordering::SeqCst) {
@@ -264,40 +271,6 @@ impl<R: Runtime> fmt::Debug for TaskPermit<R> {
     }
 }
 
-/// A snapshot of a [`Manager`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// The limit in force.
-    pub limit: usize,
-    /// Tasks holding a slot.
-    pub in_flight: usize,
-    /// Tasks waiting for a slot.
-    pub waiting: usize,
-    /// Tasks submitted (`submit`, `submit_result`, `spawn`) and neither refused nor dropped
-    /// while waiting: `completed + in_flight + waiting`. (Derived, so the per-task path pays
-    /// for no counter of its own.)
-    pub submitted: u64,
-    /// Admitted tasks that have ended (completed, panicked, or dropped while running).
-    pub completed: u64,
-    /// Control-loop decisions so far (holds included).
-    pub decisions: u64,
-    /// Decisions that moved the limit.
-    pub adjustments: u64,
-    /// The last decision, if any.
-    pub last_decision: Option<Decision>,
-}
-
-/// Counters the control loop's sink updates.
-#[derive(Debug, Default)]
-struct LoopStats {
-    /// Time the tasks whose admission number has none of these bits set.
-    sample_mask: AtomicU64,
-    decisions: AtomicU64,
-    adjustments: AtomicU64,
-    last: Mutex<Option<Decision>>,
-}
-
 /// A padded counter: the per-task counters sit on their own cache lines, away from each other
 /// and from the semaphore, so concurrent submits do not false-share.
 #[derive(Debug, Default)]
@@ -309,31 +282,31 @@ struct Inner<R> {
     sem: Arc<Semaphore>,
     admitted: Counter,
     finished: Counter,
+    /// Only failures count here: the success path pays for no third counter.
+    failed: Counter,
     closing: AtomicBool,
     idle: Event,
     stop: Shutdown,
     loop_done: Shutdown,
-    loop_stats: Arc<LoopStats>,
+    counters: Arc<DecisionCounters>,
     latency: Option<Arc<LatencyRecorder>>,
 }
 
-/// Tasks timed per cycle when busy: enough for a p90 within the recorder's bucket width.
-// Above this many tasks per cycle the manager times one task in 2^k (by admission number, so
-// successes and failures are sampled alike and the error rate stays unbiased): at 1M tasks/s
-// the two clock reads are paid for one task in ~2,000.
-const LATENCY_SAMPLES_PER_CYCLE: u64 = 1024;
-
-/// The next cycle's sampling mask from this cycle's sampled count: time one task in `mask + 1`.
-fn next_sample_mask(sampled: u64, mask: u64) -> u64 {
-    let tasks = sampled.saturating_mul(mask + 1);
-    if tasks <= LATENCY_SAMPLES_PER_CYCLE {
-        0
-    } else {
-        (tasks
-            .div_ceil(LATENCY_SAMPLES_PER_CYCLE)
-            .next_power_of_two()
-            - 1)
-        .min((1 << 20) - 1)
+impl<R: Runtime> Inner<R> {
+    /// Counts one admitted task's end: its sample (if it was timed, from `started`) or failure
+    /// for the latency signal, and the counters behind `stats()`.
+    fn count_end(&self, started: Option<Duration>, ok: bool) {
+        if let (Some(recorder), Some(started)) = (&self.latency, started) {
+            if ok {
+                recorder.record(self.runtime.now().saturating_sub(started));
+            } else {
+                recorder.record_error();
+            }
+        }
+        if !ok {
+            self.failed.0.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finished.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -352,7 +325,7 @@ impl<R> Drop for Inner<R> {
 ///
 /// # Examples
 ///
-/// The seed README's quick start:
+/// The quick start of the Python package ace-concurrency, in Rust:
 ///
 /// ```
 /// # #[cfg(feature = "tokio")]
@@ -414,13 +387,7 @@ struct Finish<'a, R: Runtime> {
 impl<R: Runtime> Drop for Finish<'_, R> {
     fn drop(&mut self) {
         let i = self.inner;
-        if let (Some(recorder), Some(started)) = (&i.latency, self.started) {
-            match self.ok {
-                Some(true) => recorder.record(i.runtime.now().saturating_sub(started)),
-                Some(false) | None => recorder.record_error(),
-            }
-        }
-        i.finished.0.fetch_add(1, Ordering::SeqCst);
+        i.count_end(self.started, self.ok == Some(true));
         if i.closing.load(Ordering::SeqCst) {
             i.idle.notify(usize::MAX);
         }
@@ -547,9 +514,7 @@ impl<R: Runtime> Manager<R> {
             finish.ok = Some(true);
             return Err(SubmitError::Shutdown);
         }
-        if inner.latency.is_some()
-            && seq & inner.loop_stats.sample_mask.load(Ordering::Relaxed) == 0
-        {
+        if inner.latency.is_some() && inner.counters.sampled(seq) {
             finish.started = Some(inner.runtime.now());
         }
         let out = fut.await;
@@ -641,14 +606,13 @@ impl<R: Runtime> Manager<R> {
             recorded: AtomicBool::new(false),
             ended: false,
         };
-        // SeqCst pairs with `shutdown`'s store and loads, as in `run`. Dropping the untimed
-        // permit balances the count and records nothing.
+        // SeqCst pairs with `shutdown`'s store and loads, as in `run`. Ending the untimed
+        // permit balances the count and records nothing (neither a sample nor a failure).
         if inner.closing.load(Ordering::SeqCst) {
+            task.end(true);
             return None;
         }
-        if inner.latency.is_some()
-            && seq & inner.loop_stats.sample_mask.load(Ordering::Relaxed) == 0
-        {
+        if inner.latency.is_some() && inner.counters.sampled(seq) {
             task.started = Some(inner.runtime.now());
         }
         Some(task)
@@ -691,22 +655,8 @@ impl<R: Runtime> Manager<R> {
         let i = &self.inner;
         let usage = LimitTarget::usage(&*i.sem);
         let completed = i.finished.0.load(Ordering::Relaxed);
-        let last_decision = i
-            .loop_stats
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        Stats {
-            limit: usage.limit,
-            in_flight: usage.in_flight,
-            waiting: usage.waiting,
-            submitted: completed + usage.in_flight as u64 + usage.waiting as u64,
-            completed,
-            decisions: i.loop_stats.decisions.load(Ordering::Relaxed),
-            adjustments: i.loop_stats.adjustments.load(Ordering::Relaxed),
-            last_decision,
-        }
+        let failed = i.failed.0.load(Ordering::Relaxed);
+        i.counters.snapshot(usage, completed, failed)
     }
 
     /// The runtime the manager runs on.
@@ -784,30 +734,23 @@ enum RuntimeChoice<R> {
 /// # #[cfg(not(feature = "tokio"))]
 /// # fn main() {}
 /// ```
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<R> {
     runtime: RuntimeChoice<R>,
     config: AimdConfig,
     default_signals: bool,
-    sources: Vec<(&'static str, Box<dyn DynSignalSource>)>,
+    loop_options: LoopOptions,
     queue_depth: Option<QueueDepth>,
-    source_timeout: Option<Duration>,
     lag_period: Duration,
-    writer: Option<Box<dyn Write + Send>>,
-    holds: HoldLogging,
-    tracing: bool,
-    metrics: bool,
-    sinks: Vec<Box<dyn DecisionSink>>,
     latency: Option<bool>,
 }
 
 impl<R> fmt::Debug for Builder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<_> = self.sources.iter().map(|(n, _)| *n).collect();
         f.debug_struct("Builder")
             .field("config", &self.config)
             .field("default_signals", &self.default_signals)
-            .field("sources", &names)
-            .field("holds", &self.holds)
+            .field("loop_options", &self.loop_options)
             .finish_non_exhaustive()
     }
 }
@@ -818,29 +761,23 @@ impl<R: Runtime> Builder<R> {
             runtime,
             config,
             default_signals: true,
-            sources: Vec::new(),
+            loop_options: LoopOptions::default(),
             queue_depth: None,
-            source_timeout: None,
             lag_period: LagProbe::DEFAULT_PERIOD,
-            writer: None,
-            holds: HoldLogging::OnChange,
-            tracing: true,
-            metrics: true,
-            sinks: Vec::new(),
             latency: None,
         }
     }
 
+    loop_options_methods!();
+
     /// Whether to time every task (admission to completion) for the latency signal. Default:
     /// on when the config's `latency_tolerance` is set (the default), off otherwise.
-    #[must_use]
     pub fn time_tasks(mut self, on: bool) -> Self {
         self.latency = Some(on);
         self
     }
 
     /// The runtime to run on (instead of the calling context's).
-    #[must_use]
     pub fn runtime(mut self, runtime: R) -> Self {
         self.runtime = RuntimeChoice::Given(runtime);
         self
@@ -848,75 +785,20 @@ impl<R: Runtime> Builder<R> {
 
     /// Whether to read the default signals: [`SystemSignals`] (CPU and memory, cgroup aware)
     /// and a [`LagProbe`]. Default on.
-    #[must_use]
     pub fn default_signals(mut self, on: bool) -> Self {
         self.default_signals = on;
         self
     }
 
-    /// Adds a signal source. Sources added here win over the defaults for the signals they
-    /// read; one that errors or hangs is absent that cycle, with a `signal_error` record.
-    #[must_use]
-    pub fn source<S: SignalSource + 'static>(mut self, name: &'static str, source: S) -> Self {
-        self.sources.push((name, Box::new(source)));
-        self
-    }
-
     /// Reads `depth` as the queue depth.
-    #[must_use]
     pub fn queue_depth(mut self, depth: QueueDepth) -> Self {
         self.queue_depth = Some(depth);
         self
     }
 
-    /// How long one source may take before it counts as absent for the cycle. Default half
-    /// the adjustment interval.
-    #[must_use]
-    pub fn source_timeout(mut self, timeout: Duration) -> Self {
-        self.source_timeout = Some(timeout);
-        self
-    }
-
     /// How often the default lag probe wakes (default [`LagProbe::DEFAULT_PERIOD`]).
-    #[must_use]
     pub fn lag_probe_period(mut self, period: Duration) -> Self {
         self.lag_period = period;
-        self
-    }
-
-    /// Writes the decision log as JSON lines to `writer`. Default: no writer (the `tracing`
-    /// events carry the same records).
-    #[must_use]
-    pub fn log_writer(mut self, writer: impl Write + Send + 'static) -> Self {
-        self.writer = Some(Box::new(writer));
-        self
-    }
-
-    /// When holds are logged (default [`HoldLogging::OnChange`]).
-    #[must_use]
-    pub fn log_holds(mut self, holds: HoldLogging) -> Self {
-        self.holds = holds;
-        self
-    }
-
-    /// Whether logged records are also `tracing` events. Default on.
-    #[must_use]
-    pub fn tracing(mut self, on: bool) -> Self {
-        self.tracing = on;
-        self
-    }
-
-    /// Whether to record `metrics` (see [`crate::log`]). Default on.
-    #[must_use]
-    pub fn metrics(mut self, on: bool) -> Self {
-        self.metrics = on;
-        self
-    }
-
-    /// Also sends every decision and signal error to `sink`.
-    #[must_use]
-    pub fn sink(mut self, sink: impl DecisionSink + 'static) -> Self {
-        self.sinks.push(Box::new(sink));
         self
     }
 
@@ -932,33 +814,16 @@ impl<R: Runtime> Builder<R> {
     /// With no runtime given, where the context has none (tokio outside a runtime).
     #[track_caller]
     pub fn build(self) -> Result<Manager<R>, ConfigError> {
-        // The semaphore holds at most MAX_PERMITS (2^60) permits: a larger bound ("no limit")
-        // is clamped, order preserved, rather than left to panic in the control loop.
-        let cap = Semaphore::MAX_PERMITS;
-        let config = AimdConfig {
-            min_limit: self.config.min_limit.min(cap),
-            initial_limit: self.config.initial_limit.min(cap),
-            max_limit: self.config.max_limit.min(cap),
-            ..self.config
-        };
-        let controller = Controller::new(config)?;
+        let controller = Controller::new(clamp_to_permits(self.config))?;
         let runtime = match self.runtime {
             RuntimeChoice::Given(r) => r,
             RuntimeChoice::Ambient(f) => f(),
         };
         let interval = controller.config().adjustment_interval;
-        let inbox: Arc<Mutex<Vec<SignalError>>> = Arc::default();
-        let hook_inbox = Arc::clone(&inbox);
-        let mut merge = Merge::new(runtime.clone(), self.source_timeout.unwrap_or(interval / 2))
-            .on_error(move |e| {
-                hook_inbox
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(e.clone());
-            });
-        for (name, source) in self.sources {
-            merge.push_dyn(name, source);
-        }
+        let counters = Arc::new(DecisionCounters::default());
+        let (mut merge, sink) =
+            self.loop_options
+                .into_parts(runtime.clone(), interval, Arc::clone(&counters));
         if let Some(depth) = self.queue_depth {
             merge.push("queue_depth", depth);
         }
@@ -966,22 +831,6 @@ impl<R: Runtime> Builder<R> {
             merge.push("system", SystemSignals::new());
             merge.push("lag", LagProbe::with_period(&runtime, self.lag_period));
         }
-        let log = DecisionLog::builder()
-            .holds(self.holds)
-            .tracing(self.tracing)
-            .metrics(self.metrics);
-        let log = match self.writer {
-            Some(w) => log.writer(w),
-            None => log,
-        }
-        .build();
-        let loop_stats = Arc::new(LoopStats::default());
-        let sink = ManagerSink {
-            log,
-            extra: self.sinks,
-            inbox,
-            stats: Arc::clone(&loop_stats),
-        };
         let sem = Arc::new(Semaphore::new(controller.limit()));
         let stop = Shutdown::new();
         let loop_done = Shutdown::new();
@@ -994,10 +843,26 @@ impl<R: Runtime> Builder<R> {
         if let Some(recorder) = &latency {
             control = control.with_latency(Arc::clone(recorder));
         }
-        let (loop_stop, done) = (stop.clone(), loop_done.clone());
+        let done = LoopDone {
+            done: loop_done.clone(),
+            stop: stop.clone(),
+        };
+        let loop_stop = stop.clone();
         runtime.spawn(async move {
-            drop(control.run(loop_stop).await);
-            done.trigger();
+            // However the task ends (returns, panics, or is dropped with its runtime), `done`
+            // fires, so `shutdown` returns.
+            let done = done;
+            if let Err(panic) = AssertUnwindSafe(control.run(loop_stop))
+                .catch_unwind()
+                .await
+            {
+                tracing::error!(
+                    target: "ace",
+                    "the control loop panicked; the limit stays where it was: {}",
+                    panic_message(&*panic)
+                );
+            }
+            drop(done);
         });
         Ok(Manager {
             inner: Arc::new(Inner {
@@ -1005,86 +870,33 @@ impl<R: Runtime> Builder<R> {
                 sem,
                 admitted: Counter::default(),
                 finished: Counter::default(),
+                failed: Counter::default(),
                 closing: AtomicBool::new(false),
                 idle: Event::new(),
                 stop,
                 loop_done,
-                loop_stats,
+                counters,
                 latency,
             }),
         })
     }
 }
 
-/// The control loop's sink: the decision log, the user's sinks, the counters behind
-/// [`Manager::stats`], and the errors of the merged sources.
-struct ManagerSink {
-    log: DecisionLog,
-    extra: Vec<Box<dyn DecisionSink>>,
-    inbox: Arc<Mutex<Vec<SignalError>>>,
-    stats: Arc<LoopStats>,
+/// Fires the manager's "control loop done" signal when the loop's task ends, however it ends.
+struct LoopDone {
+    done: Shutdown,
+    stop: Shutdown,
 }
 
-impl ManagerSink {
-    fn drain_errors(&mut self) {
-        let errors = std::mem::take(
-            &mut *self
-                .inbox
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for e in &errors {
-            self.signal_error(e);
+impl Drop for LoopDone {
+    fn drop(&mut self) {
+        if !self.stop.is_triggered() {
+            tracing::error!(
+                target: "ace",
+                "the control loop ended before shutdown (it panicked, or its runtime is gone); \
+                 the limit stays where it was"
+            );
         }
-    }
-}
-
-impl DecisionSink for ManagerSink {
-    fn decision(&mut self, decision: &Decision) {
-        // Errors of this cycle's sources come first, as they did.
-        self.drain_errors();
-        self.stats.decisions.fetch_add(1, Ordering::Relaxed);
-        if let Some(latency) = decision.signals.latency {
-            let mask = self.stats.sample_mask.load(Ordering::Relaxed);
-            let next = next_sample_mask(latency.total(), mask);
-            self.stats.sample_mask.store(next, Ordering::Relaxed);
-        }
-        if decision.action != Action::Hold {
-            self.stats.adjustments.fetch_add(1, Ordering::Relaxed);
-        }
-        *self
-            .stats
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision.clone());
-        self.log.decision(decision);
-        for s in &mut self.extra {
-            s.decision(decision);
-        }
-    }
-
-    fn signal_error(&mut self, error: &SignalError) {
-        self.log.signal_error(error);
-        for s in &mut self.extra {
-            s.signal_error(error);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_sample_mask;
-
-    #[test]
-    fn times_every_task_until_busy_then_about_a_thousand_per_cycle() {
-        assert_eq!(next_sample_mask(0, 0), 0);
-        assert_eq!(next_sample_mask(1024, 0), 0);
-        assert_eq!(next_sample_mask(1025, 0), 1);
-        assert_eq!(next_sample_mask(100_000, 0), 127);
-        // Sampled counts scale back up by the mask: 800 of 1 in 128 is 102,400 tasks.
-        assert_eq!(next_sample_mask(800, 127), 127);
-        // Quiet again: back to timing everything.
-        assert_eq!(next_sample_mask(3, 127), 0);
-        assert_eq!(next_sample_mask(u64::MAX, 1 << 30), (1 << 20) - 1);
+        self.done.trigger();
     }
 }

@@ -111,3 +111,33 @@ fn without_the_sync_both_can_miss() {
         );
     });
 }
+
+/// A limit set by hand against the control thread starting its next run (`control.rs`): the
+/// setter stores the limit, then triggers the current run's wake; the loop installs a new wake,
+/// then takes the limit. Either the loop took the limit, or the wake it now runs with is
+/// triggered (so that run ends at once and the next one takes it): never a limit left waiting
+/// behind a run that will not end.
+#[test]
+fn a_limit_set_by_hand_is_never_lost_across_a_restart() {
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Mutex;
+    loom::model(|| {
+        let manual = Arc::new(Mutex::new(None::<usize>));
+        let wake = Arc::new(Mutex::new(Arc::new(AtomicBool::new(false))));
+        let setter = {
+            let (manual, wake) = (manual.clone(), wake.clone());
+            thread::spawn(move || {
+                *manual.lock().unwrap() = Some(7);
+                wake.lock().unwrap().store(true, Ordering::SeqCst);
+            })
+        };
+        let run_wake = Arc::new(AtomicBool::new(false));
+        *wake.lock().unwrap() = run_wake.clone();
+        let took = manual.lock().unwrap().take();
+        setter.join().unwrap();
+        assert!(
+            took == Some(7) || run_wake.load(Ordering::SeqCst),
+            "the limit was set, not taken, and the run goes on"
+        );
+    });
+}

@@ -106,13 +106,13 @@ fn manual_pool(min: usize, max: usize, initial: usize) -> ThreadPoolManager {
         initial_limit: initial,
         ..AimdConfig::default()
     })
-    .signals(source_fn(|| Ok(Signals::default())))
+    .default_signals(false)
     .build()
     .unwrap()
 }
 
 #[test]
-fn should_return_every_result_of_1000_jobs() {
+fn returns_every_result_of_1000_jobs() {
     watchdog(|| {
         let pool = manual_pool(5, 50, 20);
         let handles: Vec<_> = (0..1000u64).map(|i| pool.submit(move || i * 3)).collect();
@@ -122,7 +122,12 @@ fn should_return_every_result_of_1000_jobs() {
         pool.shutdown();
         let stats = pool.stats();
         assert_eq!(
-            (stats.completed, stats.panicked, stats.running, stats.queued),
+            (
+                stats.core.completed,
+                stats.core.failed,
+                stats.core.in_flight,
+                stats.core.waiting
+            ),
             (1000, 0, 0, 0)
         );
         assert_eq!(stats.threads, 0);
@@ -130,7 +135,7 @@ fn should_return_every_result_of_1000_jobs() {
 }
 
 #[test]
-fn should_await_handles_from_async_code() {
+fn awaits_handles_from_async_code() {
     watchdog(|| {
         let pool = manual_pool(1, 8, 4);
         let handles: Vec<_> = (0..200u32).map(|i| pool.submit(move || i + 1)).collect();
@@ -148,7 +153,7 @@ fn should_await_handles_from_async_code() {
 /// The seed's pool stays at its first size and deadlocks on a cut while saturated; this one
 /// grows to 50 running, then, cut to 5 while all 50 run, finishes them and runs at most 5.
 #[test]
-fn should_follow_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
+fn follows_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
     watchdog(|| {
         let hot = Arc::new(AtomicBool::new(false));
         let (decisions_tx, decisions) = mpsc::channel::<Decision>();
@@ -164,17 +169,21 @@ fn should_follow_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
         };
         let script = Arc::clone(&hot);
         let pool = ThreadPoolManager::builder(config)
-            .signals(source_fn(move || {
-                Ok(if script.load(SeqCst) {
-                    Signals {
-                        cpu_percent: Some(95.0),
-                        ..healthy()
-                    }
-                } else {
-                    healthy()
-                })
-            }))
-            .decision_sink(move |d: &Decision| {
+            .default_signals(false)
+            .source(
+                "signals",
+                source_fn(move || {
+                    Ok(if script.load(SeqCst) {
+                        Signals {
+                            cpu_percent: Some(95.0),
+                            ..healthy()
+                        }
+                    } else {
+                        healthy()
+                    })
+                }),
+            )
+            .sink(move |d: &Decision| {
                 let _ = decisions_tx.send(d.clone());
             })
             .build()
@@ -214,7 +223,7 @@ fn should_follow_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
             }
         }
         assert_eq!(cuts, [25, 12, 6, 5]);
-        assert_eq!(pool.stats().running, 50, "a cut interrupts nothing");
+        assert_eq!(pool.stats().core.in_flight, 50, "a cut interrupts nothing");
 
         // Phase 3: jobs queued after the cut. None may start while 5 or more run; the first
         // five wait for each other, so 5 at once must be reached.
@@ -256,7 +265,7 @@ fn should_follow_scripted_signals_up_to_50_and_down_to_5_while_saturated() {
 }
 
 #[test]
-fn should_let_50_run_when_the_limit_is_raised_by_hand() {
+fn lets_50_run_when_the_limit_is_raised_by_hand() {
     watchdog(|| {
         let pool = manual_pool(5, 50, 5);
         let gauge = Arc::new(Gauge::default());
@@ -285,7 +294,7 @@ fn should_let_50_run_when_the_limit_is_raised_by_hand() {
 }
 
 #[test]
-fn should_report_panics_and_keep_serving() {
+fn reports_panics_and_keeps_serving() {
     watchdog(|| {
         let pool = manual_pool(2, 2, 2);
         let handles: Vec<_> = (0..20)
@@ -314,7 +323,7 @@ fn should_report_panics_and_keep_serving() {
         );
         pool.shutdown();
         let stats = pool.stats();
-        assert_eq!((stats.completed, stats.panicked), (32, 12));
+        assert_eq!((stats.core.completed, stats.core.failed), (32, 12));
     });
 }
 
@@ -343,15 +352,15 @@ fn saturate(
 }
 
 #[test]
-fn should_drain_queued_and_running_jobs_on_shutdown() {
+fn drains_queued_and_running_jobs_on_shutdown() {
     watchdog(|| {
         let pool = manual_pool(2, 2, 2);
         let release = Arc::new(Latch::default());
         let (running, queued) = saturate(&pool, 2, 20, &release);
-        assert_eq!(pool.stats().queued, 20);
+        assert_eq!(pool.stats().core.waiting, 20);
         thread::scope(|s| {
             let stopper = s.spawn(|| pool.shutdown());
-            eventually("shutdown to begin", || pool.is_shutdown());
+            eventually("shutdown to begin", || pool.is_shut_down());
             assert_eq!(pool.submit(|| 0).join(), Err(JobError::Rejected));
             assert!(matches!(
                 pool.try_submit(|| 0),
@@ -367,19 +376,22 @@ fn should_drain_queued_and_running_jobs_on_shutdown() {
             assert_eq!(h.join(), Ok(100 + i));
         }
         let stats = pool.stats();
-        assert_eq!((stats.completed, stats.threads, stats.queued), (22, 0, 0));
+        assert_eq!(
+            (stats.core.completed, stats.threads, stats.core.waiting),
+            (22, 0, 0)
+        );
     });
 }
 
 #[test]
-fn should_hand_back_queued_jobs_on_shutdown_now() {
+fn hands_back_queued_jobs_on_shutdown_now() {
     watchdog(|| {
         let pool = manual_pool(3, 3, 3);
         let release = Arc::new(Latch::default());
         let (running, queued) = saturate(&pool, 3, 20, &release);
         let unstarted = thread::scope(|s| {
             let stopper = s.spawn(|| pool.shutdown_now());
-            eventually("shutdown to begin", || pool.is_shutdown());
+            eventually("shutdown to begin", || pool.is_shut_down());
             release.arrive();
             stopper.join().unwrap()
         });
@@ -412,7 +424,7 @@ fn should_hand_back_queued_jobs_on_shutdown_now() {
 }
 
 #[test]
-fn should_drain_on_drop() {
+fn drains_on_drop() {
     watchdog(|| {
         let pool = manual_pool(1, 1, 1);
         let handles: Vec<_> = (0..50).map(|i| pool.submit(move || i)).collect();
@@ -424,10 +436,10 @@ fn should_drain_on_drop() {
 }
 
 #[test]
-fn should_hand_the_closure_back_when_the_queue_is_full() {
+fn hands_the_closure_back_when_the_queue_is_full() {
     watchdog(|| {
         let pool = ThreadPoolManager::builder(AimdConfig::fixed(1))
-            .signals(source_fn(|| Ok(Signals::default())))
+            .default_signals(false)
             .queue_capacity(2)
             .build()
             .unwrap();
@@ -451,10 +463,10 @@ fn should_hand_the_closure_back_when_the_queue_is_full() {
 }
 
 #[test]
-fn should_retire_idle_threads() {
+fn retires_idle_threads() {
     watchdog(|| {
         let pool = ThreadPoolManager::builder(AimdConfig::fixed(8))
-            .signals(source_fn(|| Ok(Signals::default())))
+            .default_signals(false)
             .idle_timeout(Duration::from_millis(20))
             .build()
             .unwrap();
@@ -479,7 +491,7 @@ fn should_retire_idle_threads() {
 }
 
 #[test]
-fn should_stop_within_a_job_not_a_control_interval() {
+fn stops_within_a_job_not_a_control_interval() {
     watchdog(|| {
         let pool = ThreadPoolManager::builder(AimdConfig {
             adjustment_interval: Duration::from_secs(60),
@@ -502,7 +514,7 @@ fn should_stop_within_a_job_not_a_control_interval() {
 /// down to `min_limit` and stays there while the load lasts. `examples/threadpool.rs` shows the
 /// same with the real CPU reading.
 #[test]
-fn should_cut_the_limit_under_cpu_load() {
+fn cuts_the_limit_under_cpu_load() {
     watchdog(|| {
         let busy = Arc::new(AtomicUsize::new(0));
         let reading = Arc::clone(&busy);
@@ -516,16 +528,20 @@ fn should_cut_the_limit_under_cpu_load() {
             adjustment_interval: Duration::from_millis(10),
             ..AimdConfig::default()
         })
-        .signals(source_fn(move || {
-            // Percent of the cores that CPU-bound jobs occupy now.
-            let share = reading.load(SeqCst).min(cores) * 100 / cores;
-            #[allow(clippy::cast_precision_loss, reason = "0..=100")]
-            Ok(Signals {
-                cpu_percent: Some(share as f64),
-                ..healthy()
-            })
-        }))
-        .decision_sink(move |d: &Decision| {
+        .default_signals(false)
+        .source(
+            "signals",
+            source_fn(move || {
+                // Percent of the cores that CPU-bound jobs occupy now.
+                let share = reading.load(SeqCst).min(cores) * 100 / cores;
+                #[allow(clippy::cast_precision_loss, reason = "0..=100")]
+                Ok(Signals {
+                    cpu_percent: Some(share as f64),
+                    ..healthy()
+                })
+            }),
+        )
+        .sink(move |d: &Decision| {
             let _ = decisions_tx.send(d.clone());
         })
         .build()
@@ -564,7 +580,7 @@ fn should_cut_the_limit_under_cpu_load() {
 /// running ones are still over the limit: they take the job, find no slot, and leave it for the
 /// first thread that gets one.
 #[test]
-fn should_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
+fn does_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
     watchdog(|| {
         let pool = manual_pool(1, 8, 8);
         // Eight threads, all alive and idle afterwards.
@@ -597,7 +613,7 @@ fn should_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
             })
             .collect();
         assert_eq!(
-            pool.stats().completed,
+            pool.stats().core.completed,
             8,
             "none of the 20 started over the limit"
         );
@@ -619,11 +635,11 @@ fn should_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
 /// Submits racing with `shutdown` (with threads retiring as fast as they can): every handle
 /// resolves, to its value if the job was accepted, to `Rejected` if not.
 #[test]
-fn should_resolve_every_handle_when_submits_race_shutdown() {
+fn resolves_every_handle_when_submits_race_shutdown() {
     watchdog(|| {
         for round in 0..100 {
             let pool = ThreadPoolManager::builder(AimdConfig::fixed(2))
-                .signals(source_fn(|| Ok(Signals::default())))
+                .default_signals(false)
                 .idle_timeout(Duration::from_micros(50))
                 .build()
                 .unwrap();
@@ -649,7 +665,7 @@ fn should_resolve_every_handle_when_submits_race_shutdown() {
                     Err(e) => assert_eq!(e, JobError::Rejected),
                 }
             }
-            assert!(pool.stats().completed <= accepted);
+            assert!(pool.stats().core.completed <= accepted);
         }
     });
 }
@@ -657,11 +673,11 @@ fn should_resolve_every_handle_when_submits_race_shutdown() {
 /// A submit blocked on a full queue when the pool shuts down: its job is run (drain) or handed
 /// back or cancelled (now), and its handle always resolves.
 #[test]
-fn should_settle_a_submit_blocked_on_a_full_queue_across_shutdown() {
+fn settles_a_submit_blocked_on_a_full_queue_across_shutdown() {
     watchdog(|| {
         for now in [false, true] {
             let pool = ThreadPoolManager::builder(AimdConfig::fixed(1))
-                .signals(source_fn(|| Ok(Signals::default())))
+                .default_signals(false)
                 .queue_capacity(1)
                 .build()
                 .unwrap();
@@ -685,7 +701,7 @@ fn should_settle_a_submit_blocked_on_a_full_queue_across_shutdown() {
                         Vec::new()
                     }
                 });
-                eventually("shutdown to begin", || pool.is_shutdown());
+                eventually("shutdown to begin", || pool.is_shut_down());
                 release.arrive();
                 let unstarted = stopper.join().unwrap();
                 // `shutdown_now` may have handed the blocked job back: run it.
@@ -772,7 +788,12 @@ fn run_shrink_case(a: usize, b: usize, n: usize) {
     pool.shutdown();
     let stats = pool.stats();
     assert_eq!(
-        (stats.completed, stats.running, stats.queued, stats.threads),
+        (
+            stats.core.completed,
+            stats.core.in_flight,
+            stats.core.waiting,
+            stats.threads
+        ),
         ((a + n) as u64, 0, 0, 0)
     );
 }
@@ -810,7 +831,7 @@ proptest! {
                 assert_eq!(h.join(), Ok(i));
             }
             pool.shutdown();
-            assert_eq!(pool.stats().completed, jobs as u64);
+            assert_eq!(pool.stats().core.completed, jobs as u64);
         });
     }
 }

@@ -4,13 +4,20 @@
 //! cargo bench -p ace-benches --bench semaphore
 //! ```
 //!
-//! Figures (see BENCHMARKS-semaphore.md for the table):
+//! Figures (BENCHMARKS.md has the table; `benches/semaphore_ratios.py` runs this several times
+//! and prints the median ratios):
 //! - `uncontended/*`: one acquire + release, the future polled once with a no-op waker.
 //! - `contended_current_thread/*`, `contended_multi_thread/*`: 64 tasks share 8 permits, each
 //!   looping acquire → yield → release; one iteration is 64 × 256 such operations.
 //! - `set_limit/*`: one limit change (alternating +1 / −1, nobody waiting).
 //! - `blocking/*`: 8 threads share 2 permits, each looping blocking acquire → ~100 ns of work →
-//!   release.
+//!   release (16 000 operations).
+//! - `blocking_busy_cores/*`: the same while two busy-loop threads, started by the bench and
+//!   stopped after the group (two minutes at most), compete for the cores.
+//! - `blocking_64_threads/*`: 64 threads share 2 permits, the same 16 000 operations in all.
+//!
+//! Before each figure it prints the 1-minute load average (`load average X before group/name`),
+//! so each figure can be read against the load it was measured under.
 #![allow(
     missing_docs,
     reason = "criterion's macros generate undocumented items"
@@ -19,6 +26,7 @@
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -58,25 +66,31 @@ fn uncontended(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let ace = ace_core::Semaphore::new(PERMITS);
+    note_load("uncontended", "ace");
     group.bench_function("ace", |b| {
         b.iter(|| drop(black_box(ready(black_box(&ace).acquire()).unwrap())));
     });
     let tokio = tokio::sync::Semaphore::new(PERMITS);
+    note_load("uncontended", "tokio");
     group.bench_function("tokio", |b| {
         b.iter(|| drop(black_box(ready(black_box(&tokio).acquire()).unwrap())));
     });
     let async_lock = async_lock::Semaphore::new(PERMITS);
+    note_load("uncontended", "async-lock");
     group.bench_function("async-lock", |b| {
         b.iter(|| drop(black_box(ready(black_box(&async_lock).acquire()))));
     });
     let intrusive = futures_intrusive::sync::Semaphore::new(true, PERMITS);
+    note_load("uncontended", "futures-intrusive");
     group.bench_function("futures-intrusive", |b| {
         b.iter(|| drop(black_box(ready(black_box(&intrusive).acquire(1)))));
     });
     // The synchronous fast path, for reference.
+    note_load("uncontended", "ace_try_acquire");
     group.bench_function("ace_try_acquire", |b| {
         b.iter(|| drop(black_box(black_box(&ace).try_acquire().unwrap())));
     });
+    note_load("uncontended", "tokio_try_acquire");
     group.bench_function("tokio_try_acquire", |b| {
         b.iter(|| drop(black_box(black_box(&tokio).try_acquire().unwrap())));
     });
@@ -112,6 +126,7 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group(name);
     configure(&mut group);
     group.throughput(Throughput::Elements((TASKS * OPS_PER_TASK) as u64));
+    note_load(name, "ace");
     group.bench_function("ace", |b| {
         b.iter(|| {
             contended_round!(rt, ace_core::Semaphore::new(PERMITS), |sem| sem
@@ -120,6 +135,7 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
                 .unwrap())
         });
     });
+    note_load(name, "tokio");
     group.bench_function("tokio", |b| {
         b.iter(|| {
             contended_round!(rt, tokio::sync::Semaphore::new(PERMITS), |sem| sem
@@ -128,6 +144,7 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
                 .unwrap())
         });
     });
+    note_load(name, "async-lock");
     group.bench_function("async-lock", |b| {
         b.iter(|| {
             contended_round!(rt, async_lock::Semaphore::new(PERMITS), |sem| sem
@@ -135,6 +152,7 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
                 .await)
         });
     });
+    note_load(name, "futures-intrusive");
     group.bench_function("futures-intrusive", |b| {
         b.iter(|| {
             contended_round!(
@@ -147,8 +165,9 @@ fn contended_on(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime) {
     // Scheduling floors, no semaphore: a FIFO hand-off costs each operation two polls (the
     // releaser re-queues, the waiter is woken), as two yields do; a barging semaphore can get
     // away with about one.
-    for (name, yields) in [("floor_two_yields", 2), ("floor_one_yield", 1)] {
-        group.bench_function(name, |b| {
+    for (floor, yields) in [("floor_two_yields", 2), ("floor_one_yield", 1)] {
+        note_load(name, floor);
+        group.bench_function(floor, |b| {
             b.iter(|| {
                 rt.block_on(async {
                     let tasks: Vec<_> = (0..TASKS)
@@ -187,6 +206,7 @@ fn set_limit(c: &mut Criterion) {
     configure(&mut group);
     group.throughput(Throughput::Elements(2));
     let ace = ace_core::Semaphore::new(PERMITS);
+    note_load("set_limit", "ace");
     group.bench_function("ace", |b| {
         b.iter(|| {
             black_box(&ace).set_limit(PERMITS + 1);
@@ -195,6 +215,7 @@ fn set_limit(c: &mut Criterion) {
     });
     // tokio's nearest: grow by one, then take one away.
     let tokio = tokio::sync::Semaphore::new(PERMITS);
+    note_load("set_limit", "tokio");
     group.bench_function("tokio", |b| {
         b.iter(|| {
             black_box(&tokio).add_permits(1);
@@ -250,16 +271,15 @@ fn work() {
     }
 }
 
-/// `THREADS` threads each do `OPS_PER_THREAD` × (acquire → work → release); returns the time
-/// taken.
-fn blocking_round(acquire_release: &(impl Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(THREADS + 1);
+/// `threads` threads each do `ops` × (acquire → work → release); returns the time taken.
+fn blocking_round(threads: usize, ops: usize, acquire_release: &(impl Fn() + Sync)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
     thread::scope(|s| {
-        let threads: Vec<_> = (0..THREADS)
+        let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    for _ in 0..OPS_PER_THREAD {
+                    for _ in 0..ops {
                         acquire_release();
                     }
                 })
@@ -267,23 +287,79 @@ fn blocking_round(acquire_release: &(impl Fn() + Sync)) -> Duration {
             .collect();
         barrier.wait();
         let start = Instant::now();
-        for t in threads {
+        for t in handles {
             t.join().unwrap();
         }
         start.elapsed()
     })
 }
 
-fn blocking(c: &mut Criterion) {
-    let mut group = c.benchmark_group("blocking");
+/// The 1-minute load average, from `/proc/loadavg` ("?" where there is none).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// Prints the load average beside the figure about to be measured, so every figure comes with
+/// the load it was measured under.
+fn note_load(group: &str, name: &str) {
+    eprintln!("load average {} before {group}/{name}", load_average());
+}
+
+/// Two threads that burn CPU until dropped (or for at most two minutes), to measure while
+/// something else competes for the cores.
+struct BusyCores {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    fn start(n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    let end = Instant::now() + Duration::from_secs(120);
+                    let mut x = 0_u64;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                        for i in 0..10_000_u64 {
+                            x = black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// One blocking figure: `threads` threads share `THREAD_PERMITS` permits, ACE against the two
+/// Mutex+Condvar peers.
+fn blocking_group(c: &mut Criterion, group_name: &str, threads: usize, busy: usize) {
+    let ops = THREADS * OPS_PER_THREAD / threads;
+    let _busy = BusyCores::start(busy);
+    let mut group = c.benchmark_group(group_name);
     configure(&mut group);
-    group.throughput(Throughput::Elements((THREADS * OPS_PER_THREAD) as u64));
+    group.throughput(Throughput::Elements((threads * ops) as u64));
     let ace = ace_core::Semaphore::new(THREAD_PERMITS);
+    note_load(group_name, "ace");
     group.bench_function("ace", |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
-                    blocking_round(&|| {
+                    blocking_round(threads, ops, &|| {
                         let permit = ace.blocking_acquire().unwrap();
                         work();
                         drop(permit);
@@ -293,12 +369,16 @@ fn blocking(c: &mut Criterion) {
         });
     });
     for (name, tuned) in [("mutex_condvar", false), ("mutex_condvar_tuned", true)] {
+        if !tuned && threads != THREADS {
+            continue;
+        }
         let condvar = CondvarSemaphore::new(THREAD_PERMITS, tuned);
+        note_load(group_name, name);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        blocking_round(&|| {
+                        blocking_round(threads, ops, &|| {
                             condvar.acquire();
                             work();
                             condvar.release();
@@ -309,6 +389,12 @@ fn blocking(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+fn blocking(c: &mut Criterion) {
+    blocking_group(c, "blocking", THREADS, 0);
+    blocking_group(c, "blocking_busy_cores", THREADS, 2);
+    blocking_group(c, "blocking_64_threads", 64, 0);
 }
 
 criterion_group!(benches, uncontended, contended, set_limit, blocking);

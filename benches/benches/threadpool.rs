@@ -18,9 +18,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use ace_std::core::source_fn;
 use ace_std::threadpool::ThreadPoolManager;
-use ace_std::{AimdConfig, Signals};
+use ace_std::AimdConfig;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crossbeam_channel::{unbounded, Sender};
 
@@ -93,7 +92,7 @@ impl Countdown {
 
 fn adaptive_pool() -> ThreadPoolManager {
     ThreadPoolManager::builder(AimdConfig::fixed(THREADS))
-        .signals(source_fn(|| Ok(Signals::default())))
+        .default_signals(false)
         .build()
         .expect("valid config")
 }

@@ -12,9 +12,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use ace_std::core::source_fn;
 use ace_std::threadpool::ThreadPoolManager;
-use ace_std::{AimdConfig, Signals};
+use ace_std::AimdConfig;
 
 const JOBS: usize = 100_000;
 const THREADS: usize = 4;
@@ -61,7 +60,7 @@ fn main() {
         })
         .collect();
     let pool = ThreadPoolManager::builder(AimdConfig::fixed(THREADS))
-        .signals(source_fn(|| Ok(Signals::default())))
+        .default_signals(false)
         .build()
         .expect("valid config");
 

@@ -50,7 +50,7 @@ async fn shutdown_lets_running_work_finish_and_refuses_the_rest() {
     assert!(m.is_shut_down());
     // New work is refused at once, with a typed error.
     assert_eq!(m.submit(async {}).await, Err(SubmitError::Shutdown));
-    assert!(m.spawn(async {}).await.unwrap_err().is_shutdown());
+    assert!(m.spawn(async {}).await.unwrap_err().is_shut_down());
     // Shutdown waits for the running four.
     tokio::task::yield_now().await;
     assert!(!shutdown.is_finished());
@@ -63,7 +63,7 @@ async fn shutdown_lets_running_work_finish_and_refuses_the_rest() {
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let refused = results
         .iter()
-        .filter(|r| r.as_ref().is_err_and(ace_std::JoinError::is_shutdown))
+        .filter(|r| r.as_ref().is_err_and(ace_std::JoinError::is_shut_down))
         .count();
     assert_eq!((ok, refused), (4, 6));
     assert_eq!(done.load(Ordering::SeqCst), 4);

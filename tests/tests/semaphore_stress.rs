@@ -1,11 +1,14 @@
 //! Stress: 1,000,000 acquires with random cancellation on a multi-threaded tokio runtime, while
-//! the limit moves, leave every permit accounted for.
+//! the limit moves, leave every permit accounted for; and two threads setting the limit at once
+//! never admit more than the largest limit either of them set.
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::task::Poll;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use ace_core::{Semaphore, TryAcquireError};
 
@@ -112,5 +115,119 @@ fn million_acquires_with_random_cancellation_leave_nothing_in_use() {
     assert_eq!(sem.in_use(), 0, "{sem:?}");
     assert_eq!(sem.debt(), 0, "{sem:?}");
     assert_eq!(sem.available(), LIMIT, "{sem:?}");
+    assert_eq!(sem.waiting(), 0, "{sem:?}");
+}
+
+/// Runs `f` on its own thread and fails, instead of hanging, if it has not finished in time.
+fn within_watchdog<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, finished) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {limit:?}: a hang")
+        }
+        // It panicked: pass its panic on.
+        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("it sends before it returns"),
+        },
+    }
+}
+
+#[test]
+fn concurrent_setters_never_admit_more_than_the_largest_limit() {
+    const SETTERS: usize = 2;
+    const SETS_PER_SETTER: usize = 1_000_000;
+    const ACQUIRERS: usize = 32;
+    const HIGH: usize = 8;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (peak, acquired, sem) =
+        within_watchdog(Duration::from_secs(120), "the stress run", move || {
+            let sem = Arc::new(Semaphore::new(HIGH));
+            let holders = Arc::new(AtomicUsize::new(0));
+            let peak = Arc::new(AtomicUsize::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            // Two threads flip the limit between 0 and HIGH as fast as they can: the limit is only
+            // ever one of those, so more than HIGH holders at once is over-admission.
+            let setters: Vec<_> = (0..SETTERS)
+                .map(|i| {
+                    let (sem, stop) = (Arc::clone(&sem), Arc::clone(&stop));
+                    thread::spawn(move || {
+                        for n in 0..SETS_PER_SETTER {
+                            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                                break;
+                            }
+                            sem.set_limit(if (n + i) % 2 == 0 { 0 } else { HIGH });
+                        }
+                    })
+                })
+                .collect();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_time()
+                .build()
+                .unwrap();
+            let acquired = runtime.block_on(async {
+                let tasks: Vec<_> = (0..ACQUIRERS)
+                    .map(|_| {
+                        let (sem, holders, peak, stop) = (
+                            Arc::clone(&sem),
+                            Arc::clone(&holders),
+                            Arc::clone(&peak),
+                            Arc::clone(&stop),
+                        );
+                        tokio::spawn(async move {
+                            let mut acquired = 0_usize;
+                            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                                // A bounded wait: the limit may sit at 0 when the setters stop.
+                                let Ok(Ok(permit)) =
+                                    tokio::time::timeout(Duration::from_millis(50), sem.acquire())
+                                        .await
+                                else {
+                                    continue;
+                                };
+                                let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                                peak.fetch_max(now, Ordering::SeqCst);
+                                tokio::task::yield_now().await;
+                                holders.fetch_sub(1, Ordering::SeqCst);
+                                drop(permit);
+                                acquired += 1;
+                            }
+                            acquired
+                        })
+                    })
+                    .collect();
+                // The setters bound the run; the acquirers stop when they are done.
+                let setters_done = tokio::task::spawn_blocking(move || {
+                    for t in setters {
+                        t.join().unwrap();
+                    }
+                });
+                setters_done.await.unwrap();
+                stop.store(true, Ordering::Relaxed);
+                let mut acquired = 0;
+                for task in tasks {
+                    acquired += task.await.unwrap();
+                }
+                acquired
+            });
+            (peak.load(Ordering::SeqCst), acquired, sem)
+        });
+    assert!(acquired > 1_000, "only {acquired} acquired");
+    assert!(
+        peak <= HIGH,
+        "{peak} permits held at once, the limit never exceeded {HIGH}"
+    );
+    sem.set_limit(HIGH);
+    assert_eq!(sem.in_use(), 0, "{sem:?}");
+    assert_eq!(sem.debt(), 0, "{sem:?}");
+    assert_eq!(sem.available(), HIGH, "{sem:?}");
     assert_eq!(sem.waiting(), 0, "{sem:?}");
 }

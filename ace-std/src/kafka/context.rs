@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ace_core::Shutdown;
@@ -16,9 +16,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::error::HandlerFailure;
 use super::tracker::OffsetTracker;
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::util::lock;
 
 /// One assigned partition and its offset tracker.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use ace_core::BoxFuture;
+use futures_lite::future::Boxed;
 
 use super::error::BoxError;
 use super::KafkaMessage;
@@ -17,15 +17,14 @@ use super::KafkaMessage;
 pub(crate) type Attempt = Result<Result<(), BoxError>, Box<dyn Any + Send>>;
 
 /// The handler for retries: one boxed future per attempt.
-pub(crate) type HandlerFn =
-    Arc<dyn Fn(KafkaMessage) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+pub(crate) type HandlerFn = Arc<dyn Fn(KafkaMessage) -> Boxed<Result<(), BoxError>> + Send + Sync>;
 
 /// What a first attempt did on its first poll.
 pub(crate) enum First {
     /// It completed (or panicked).
     Ready(Attempt),
     /// It is still running: poll this (from a task, which registers a real waker) to finish it.
-    Pending(BoxFuture<'static, Attempt>),
+    Pending(Boxed<Attempt>),
 }
 
 /// Starts a message's first attempt and polls it once, on the consumer task.
@@ -168,14 +167,14 @@ mod tests {
     }
 
     #[test]
-    fn should_reuse_the_box_when_the_handler_completes_at_once() {
+    fn reuses_the_box_when_the_handler_completes_at_once() {
         let mut h = Handler::new(|_m| async { Ok::<(), std::io::Error>(()) });
         assert!(matches!(h.first.start(msg()), First::Ready(Ok(Ok(())))));
         assert!(matches!(h.first.start(msg()), First::Ready(Ok(Ok(())))));
     }
 
     #[test]
-    fn should_report_errors_and_panics_of_the_first_poll() {
+    fn reports_errors_and_panics_of_the_first_poll() {
         let mut h = Handler::new(|_m| async { Err::<(), _>(std::io::Error::other("no")) });
         assert!(matches!(h.first.start(msg()), First::Ready(Ok(Err(_)))));
         let mut h = Handler::new(|_m| async {
@@ -191,7 +190,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn should_finish_a_pending_first_attempt_elsewhere() {
+    async fn finishes_a_pending_first_attempt_elsewhere() {
         let mut h = Handler::new(|_m| async {
             tokio::task::yield_now().await;
             Ok::<(), std::io::Error>(())

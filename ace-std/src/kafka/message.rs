@@ -215,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn should_split_key_and_payload() {
+    fn splits_key_and_payload() {
         let m = message(Some(b"k1"), Some(b"hello"));
         assert_eq!(
             (m.key(), m.payload()),
@@ -232,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn should_detach_into_an_owned_message() {
+    fn detaches_into_an_owned_message() {
         let owned = message(Some(b"k"), Some(b"v")).detach();
         assert_eq!(
             (owned.topic(), owned.partition(), owned.offset()),

@@ -14,7 +14,7 @@
 //!
 //! **Concurrency.** Each message runs its handler holding one permit of an
 //! [`ace_core::Semaphore`], whose limit ACE's [`ControlLoop`] moves every `adjustment_interval`
-//! from the signals of [`signals`](KafkaConsumerManagerBuilder::signals) (CPU, memory, …) plus
+//! from the [`source`](KafkaConsumerManagerBuilder::source)s you add (CPU, memory, …) plus
 //! the consumer's own lag, which is demand: a growing lag with a healthy system argues for more
 //! handlers, never fewer. A shrink takes effect as permits come back (nothing is cancelled).
 //!
@@ -127,8 +127,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ace_core::{
-    AimdConfig, BoxFuture, ConfigError, ConfigRule, ControlLoop, Controller, Decision,
-    DecisionSink, LimitTarget, Semaphore, SignalError, SignalSource, Signals, Usage,
+    AimdConfig, ConfigError, ConfigRule, ControlLoop, Controller, LimitTarget, Semaphore,
+    SignalError, SignalSource, Signals, Usage,
 };
 use ace_tokio::TokioRuntime;
 use rdkafka::config::ClientConfig;
@@ -138,7 +138,9 @@ use tokio::task::JoinHandle;
 
 use self::context::{lock, Context, Shared};
 use self::pump::Pump;
-use crate::log::DecisionLog;
+use crate::signals::Merge;
+use crate::stats::{DecisionCounters, Stats};
+use crate::util::{clamp_to_permits, loop_options_methods, LoopOptions, Sinks};
 
 pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};
 use self::handler::Handler;
@@ -147,41 +149,18 @@ pub use self::retry::RetryPolicy;
 use self::retry::{AfterRetries, DeadLetterFn};
 pub use self::scheduler::Ordering;
 
-/// A [`SignalSource`] behind a box (the trait's `collect` returns `impl Future`).
-trait DynSource: Send {
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>>;
-}
-
-impl<S: SignalSource> DynSource for S {
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>> {
-        Box::pin(self.collect())
-    }
-}
-
-/// The control loop's source: the user's signals, plus the consumer lag.
+/// The control loop's source: the user's sources, plus the consumer lag.
 ///
-/// A failing user source must not cost the lag reading, so its error is not returned (the
-/// [`ControlLoop`] would then drop every signal): it is parked in `errors` and [`KafkaSink`]
-/// hands it to the decision sink's `signal_error`, just before that cycle's decision.
+/// A failing user source must not cost the lag reading: [`Merge`] reports it (through the sink,
+/// just before that cycle's decision) and reads it as absent.
 struct KafkaSignals {
-    user: Option<Box<dyn DynSource>>,
+    user: Merge<TokioRuntime>,
     shared: Arc<Shared>,
-    errors: Arc<Mutex<Option<SignalError>>>,
 }
 
 impl SignalSource for KafkaSignals {
     async fn collect(&mut self) -> Result<Signals, SignalError> {
-        let mut signals = match &mut self.user {
-            Some(user) => match user.collect_boxed().await {
-                Ok(s) => s,
-                Err(e) => {
-                    // Fail-open: the user's signals count as absent, lag still counts.
-                    *lock(&self.errors) = Some(e);
-                    Signals::default()
-                }
-            },
-            None => Signals::default(),
-        };
+        let mut signals = self.user.collect().await?;
         signals.merge(&Signals {
             kafka_lag: self.shared.lag(),
             ..Signals::default()
@@ -210,25 +189,6 @@ impl LimitTarget for KafkaTarget {
     }
 }
 
-/// The user's decision sink, told about the user source's failures that [`KafkaSignals`] parked.
-struct KafkaSink {
-    sink: Box<dyn DecisionSink>,
-    errors: Arc<Mutex<Option<SignalError>>>,
-}
-
-impl DecisionSink for KafkaSink {
-    fn decision(&mut self, decision: &Decision) {
-        let parked = lock(&self.errors).take();
-        if let Some(error) = parked {
-            self.sink.signal_error(&error);
-        }
-        self.sink.decision(decision);
-    }
-    fn signal_error(&mut self, error: &SignalError) {
-        self.sink.signal_error(error);
-    }
-}
-
 /// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`].
 ///
 /// Required: [`brokers`](Self::brokers), at least one [`topic`](Self::topic), a
@@ -241,8 +201,7 @@ pub struct KafkaConsumerManagerBuilder {
     group_id: Option<String>,
     rdkafka: Vec<(String, String)>,
     config: AimdConfig,
-    signals: Option<Box<dyn DynSource>>,
-    sink: Option<Box<dyn DecisionSink>>,
+    loop_options: LoopOptions,
     handler: Option<Handler>,
     options: Options,
 }
@@ -285,7 +244,7 @@ impl fmt::Debug for KafkaConsumerManagerBuilder {
             .field("group_id", &self.group_id)
             .field("rdkafka", &self.rdkafka)
             .field("config", &self.config)
-            .field("signals", &self.signals.is_some())
+            .field("loop_options", &self.loop_options)
             .field("handler", &self.handler.is_some())
             .field("options", &self.options)
             .finish_non_exhaustive()
@@ -363,24 +322,12 @@ impl KafkaConsumerManagerBuilder {
         self
     }
 
-    /// Health signals for the controller (CPU, memory, …), merged with the consumer's lag.
-    ///
-    /// Without one, only the lag is read, and the controller holds the limit (fail-open: lag
-    /// is demand, not health). A source that fails counts as absent for that cycle (the lag
-    /// still counts), and its error goes to the decision sink's
-    /// [`signal_error`](DecisionSink::signal_error) before that cycle's decision.
-    pub fn signals<S: SignalSource + 'static>(mut self, source: S) -> Self {
-        self.signals = Some(Box::new(source));
-        self
-    }
-
-    /// Where the control loop's decisions go. Default [`DecisionLog::new`]: a `tracing` event per
-    /// limit change (holds when their reason changes) and per signal error, and `metrics` gauges
-    /// (`ace_kafka_lag` among them) — the same records as the other managers'.
-    pub fn decisions<K: DecisionSink + 'static>(mut self, sink: K) -> Self {
-        self.sink = Some(Box::new(sink));
-        self
-    }
+    // The one vocabulary: `.source(name, s)`, `.sink(s)`, `.log_writer(w)`, `.log_holds(h)`,
+    // `.tracing(bool)`, `.metrics(bool)`. Without a source only the lag is read, and the
+    // controller holds the limit (fail-open: lag is demand, not health); a failing source is
+    // absent for that cycle while the lag still counts. Every decision goes to the same
+    // `DecisionLog` as the other managers' (with the `ace_kafka_lag` gauge).
+    loop_options_methods!();
 
     /// The async handler, run once per message (more on retries and redelivery).
     ///
@@ -497,8 +444,9 @@ impl KafkaConsumerManagerBuilder {
             .filter(|g| !g.is_empty())
             .ok_or(BuildError::Missing("group_id"))?;
         let handler = self.handler.ok_or(BuildError::Missing("handler"))?;
-        let limit = self.config.initial_limit;
-        let controller = Controller::new(self.config)?;
+        let config = clamp_to_permits(self.config);
+        let initial_limit = config.initial_limit;
+        let controller = Controller::new(config)?;
         let mut options = self.options;
         options.retry.validate()?;
         if options.commit_interval.is_zero() {
@@ -561,13 +509,13 @@ impl KafkaConsumerManagerBuilder {
 
         Ok(KafkaConsumerManager {
             shared: Arc::new(Shared::new()),
-            gate: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            gate: Arc::new(Semaphore::new(initial_limit)),
+            counters: Arc::new(DecisionCounters::default()),
             state: Mutex::new(State::Built(Box::new(Parts {
                 client,
                 topics: self.topics,
                 controller,
-                signals: self.signals,
-                sink: self.sink.unwrap_or_else(|| Box::new(DecisionLog::new())),
+                loop_options: self.loop_options,
                 handler,
                 options,
             }))),
@@ -579,8 +527,7 @@ struct Parts {
     client: ClientConfig,
     topics: Vec<String>,
     controller: Controller,
-    signals: Option<Box<dyn DynSource>>,
-    sink: Box<dyn DecisionSink>,
+    loop_options: LoopOptions,
     handler: Handler,
     options: Options,
 }
@@ -591,30 +538,30 @@ enum State {
     Finished,
 }
 
-/// The manager's control loop: the user's signals plus the lag, driving the gate, recording to
-/// the user's sink.
-fn control_loop<R: ace_core::Runtime>(
-    runtime: R,
+/// The manager's control loop: the user's sources plus the lag, driving the gate, recording to
+/// the decision log and the user's sinks.
+fn control_loop(
+    runtime: TokioRuntime,
     controller: Controller,
-    signals: Option<Box<dyn DynSource>>,
-    sink: Box<dyn DecisionSink>,
+    options: LoopOptions,
+    counters: Arc<DecisionCounters>,
     shared: &Arc<Shared>,
     gate: &Arc<Semaphore>,
-) -> ControlLoop<R, KafkaSignals, KafkaTarget, KafkaSink> {
-    let errors = Arc::new(Mutex::new(None));
+) -> ControlLoop<TokioRuntime, KafkaSignals, KafkaTarget, Sinks> {
+    let interval = controller.config().adjustment_interval;
+    let (user, sink) = options.into_parts(runtime.clone(), interval, counters);
     ControlLoop::new(
         runtime,
         controller,
         KafkaSignals {
-            user: signals,
+            user,
             shared: Arc::clone(shared),
-            errors: Arc::clone(&errors),
         },
         KafkaTarget {
             gate: Arc::clone(gate),
             shared: Arc::clone(shared),
         },
-        KafkaSink { sink, errors },
+        sink,
     )
 }
 
@@ -627,6 +574,7 @@ pub struct KafkaConsumerManager {
     shared: Arc<Shared>,
     /// The limit on handlers in flight: one permit per running handler.
     gate: Arc<Semaphore>,
+    counters: Arc<DecisionCounters>,
     state: Mutex<State>,
 }
 
@@ -645,15 +593,14 @@ impl fmt::Debug for KafkaConsumerManager {
 }
 
 /// A snapshot of a [`KafkaConsumerManager`]'s state and counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct KafkaStats {
-    /// The limit on handlers in flight now.
-    pub limit: usize,
-    /// Handlers running.
-    pub in_flight: usize,
-    /// Messages received and waiting for a slot.
-    pub buffered: usize,
+    /// What every manager reports: the limit on handlers in flight, handlers running
+    /// (`in_flight`), messages received and waiting for a slot (`waiting`), messages whose
+    /// handling ended (`completed`: handled or failed) and failed (`failed`: every attempt
+    /// failed), and the control loop's decisions.
+    pub core: Stats,
     /// True while the assigned partitions are paused (back-pressure or stopping).
     pub paused: bool,
     /// The summed consumer lag at the last statistics report, if any arrived.
@@ -664,8 +611,6 @@ pub struct KafkaStats {
     pub received: u64,
     /// Messages whose handler succeeded.
     pub handled: u64,
-    /// Messages whose handler failed every attempt.
-    pub failed: u64,
     /// Retries made.
     pub retried: u64,
     /// Failed messages the dead-letter callback accepted.
@@ -733,8 +678,7 @@ impl KafkaConsumerManager {
             client,
             topics,
             controller,
-            signals,
-            sink,
+            loop_options,
             handler,
             options,
         } = *parts;
@@ -753,8 +697,8 @@ impl KafkaConsumerManager {
         let control = control_loop(
             TokioRuntime::from_handle(handle.clone()),
             controller,
-            signals,
-            sink,
+            loop_options,
+            Arc::clone(&self.counters),
             &self.shared,
             &self.gate,
         );
@@ -817,6 +761,12 @@ impl KafkaConsumerManager {
         self.gate.limit()
     }
 
+    /// True once [`shutdown`](Self::shutdown) has been called (or the manager began to stop
+    /// by itself, on a handler failure under the stop policy).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.stop.is_triggered() || self.shared.done.is_triggered()
+    }
+
     /// True while the assigned partitions are paused.
     pub fn is_paused(&self) -> bool {
         self.shared.paused.load(Atomic::Relaxed)
@@ -826,16 +776,21 @@ impl KafkaConsumerManager {
     pub fn stats(&self) -> KafkaStats {
         let c = &self.shared.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Atomic::Relaxed);
-        KafkaStats {
+        let usage = Usage {
             limit: self.gate.limit(),
             in_flight: self.gate.in_use(),
-            buffered: self.shared.buffered.load(Atomic::Relaxed),
+            waiting: self.shared.buffered.load(Atomic::Relaxed),
+        };
+        let (handled, failed) = (get(&c.handled), get(&c.failed));
+        KafkaStats {
+            core: self
+                .counters
+                .snapshot(usage, handled.saturating_add(failed), failed),
             paused: self.is_paused(),
             lag: self.shared.lag(),
             assigned: lock(&self.shared.partitions).len(),
             received: get(&c.received),
-            handled: get(&c.handled),
-            failed: get(&c.failed),
+            handled,
             retried: get(&c.retried),
             dead_lettered: get(&c.dead_lettered),
             pauses: get(&c.pauses),
@@ -861,7 +816,7 @@ impl Drop for KafkaConsumerManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ace_core::source_fn;
+    use ace_core::{source_fn, Decision, DecisionSink};
 
     #[derive(Default)]
     struct Recorded {
@@ -881,7 +836,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn should_tell_the_sink_about_a_failing_user_source_and_keep_the_lag() {
+    async fn tells_the_sink_about_a_failing_user_source_and_keeps_the_lag() {
         let shared = Arc::new(Shared::new());
         shared.lag.store(42, Atomic::Relaxed);
         let gate = Arc::new(Semaphore::new(4));
@@ -895,11 +850,18 @@ mod tests {
                 Err(SignalError::new("cpu", "no /proc"))
             }
         });
+        let options = LoopOptions {
+            sources: vec![("cpu", Box::new(source))],
+            sinks: vec![Box::new(Recorder(Arc::clone(&recorded)))],
+            tracing: false,
+            metrics: false,
+            ..LoopOptions::default()
+        };
         let mut control = control_loop(
             TokioRuntime::from_handle(tokio::runtime::Handle::current()),
             Controller::new(AimdConfig::default()).unwrap(),
-            Some(Box::new(source)),
-            Box::new(Recorder(Arc::clone(&recorded))),
+            options,
+            Arc::default(),
             &shared,
             &gate,
         );

@@ -4,7 +4,7 @@
 //! [`Pump::run`] is one `select!` over the task's events; each event is a small method of
 //! [`Task`], the task's state, and back-pressure is the pure [`Pressure`].
 
-use std::any::Any;
+use crate::util::panic_message;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -865,16 +865,6 @@ fn dead_letter_failure(
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -901,7 +891,7 @@ mod tests {
     }
 
     #[test]
-    fn should_not_pause_finishing_handlers_when_the_buffer_cannot_cover_a_refetch() {
+    fn holds_off_pausing_finishing_handlers_when_the_buffer_cannot_cover_a_refetch() {
         let (mut p, t0) = (Pressure::default(), Instant::now());
         p.refetch = Some(300 * MS);
         decide(&mut p, t0, 4, 8, false);
@@ -919,7 +909,7 @@ mod tests {
     }
 
     #[test]
-    fn should_pause_when_handlers_stop_finishing_whatever_the_price() {
+    fn pauses_when_handlers_stop_finishing_whatever_the_price() {
         let (mut p, t0) = (Pressure::default(), Instant::now());
         p.refetch = Some(300 * MS);
         decide(&mut p, t0, 4, 8, false);
@@ -928,7 +918,7 @@ mod tests {
     }
 
     #[test]
-    fn should_measure_the_refetch_after_a_resume() {
+    fn measures_the_refetch_after_a_resume() {
         let (mut p, t0) = (Pressure::default(), Instant::now());
         assert!(decide(&mut p, t0, 4, 4, true).resume);
         p.received(t0 + 300 * MS);
@@ -941,7 +931,7 @@ mod tests {
     }
 
     #[test]
-    fn should_pause_when_handlers_finish_one_at_a_time_at_the_mark() {
+    fn pauses_when_handlers_finish_one_at_a_time_at_the_mark() {
         let (mut p, t0) = (Pressure::default(), Instant::now());
         assert_eq!(
             decide(&mut p, t0, 4, 8, false).pause_at,
@@ -965,7 +955,7 @@ mod tests {
     }
 
     #[test]
-    fn should_not_pause_a_burst_that_drains() {
+    fn does_not_pause_a_burst_that_drains() {
         let (mut p, t0) = (Pressure::default(), Instant::now());
         assert!(decide(&mut p, t0, 4, 8, false).pause_at.is_some());
         assert_eq!(decide(&mut p, t0 + MS, 4, 4, false).pause_at, None);
@@ -977,7 +967,7 @@ mod tests {
     }
 
     #[test]
-    fn should_resume_while_the_reserve_keeps_every_slot_busy() {
+    fn resumes_while_the_reserve_keeps_every_slot_busy() {
         let (mut p, t0) = (Pressure::default(), Instant::now());
         let v = decide(&mut p, t0, 4, 5, true);
         assert!(
@@ -991,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn should_take_one_message_when_full_with_nothing_queued() {
+    fn takes_one_message_when_full_with_nothing_queued() {
         let mut p = Pressure::default();
         assert!(decide(&mut p, Instant::now(), 12, 0, false).pull);
     }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_core::{BoxFuture, ConfigError, ConfigRule};
+use ace_core::{ConfigError, ConfigRule};
+use futures_lite::future::Boxed;
 
 use super::error::{BoxError, HandlerFailure};
 use super::KafkaMessage;
@@ -99,9 +100,8 @@ impl Default for RetryPolicy {
     }
 }
 
-pub(crate) type DeadLetterFn = Arc<
-    dyn Fn(KafkaMessage, HandlerFailure) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync,
->;
+pub(crate) type DeadLetterFn =
+    Arc<dyn Fn(KafkaMessage, HandlerFailure) -> Boxed<Result<(), BoxError>> + Send + Sync>;
 
 /// What happens to a message once its retries are spent.
 #[derive(Clone, Default)]

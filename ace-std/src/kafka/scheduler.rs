@@ -203,7 +203,7 @@ mod tests {
     use crate::kafka::tracker::OffsetTracker;
 
     #[test]
-    fn should_run_one_message_per_lane_in_order() {
+    fn runs_one_message_per_lane_in_order() {
         let mut s = Scheduler::default();
         s.push(Some((0, 1)), 10);
         s.push(Some((0, 1)), 11);
@@ -217,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn should_not_let_a_message_start_ahead_of_its_busy_lane() {
+    fn lets_no_message_start_ahead_of_its_busy_lane() {
         let mut s = Scheduler::<u8>::default();
         assert!(s.can_start_now(Some((0, 1))));
         s.occupy((0, 1));
@@ -229,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn should_free_the_lanes_of_purged_messages() {
+    fn frees_the_lanes_of_purged_messages() {
         let mut s = Scheduler::default();
         s.push(Some((1, 1)), 1);
         s.push(Some((1, 1)), 2);

@@ -155,7 +155,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn should_know_the_offsets_received_in_this_epoch() {
+    fn knows_the_offsets_received_in_this_epoch() {
         let t = OffsetTracker::default();
         assert!(!t.seen(0));
         t.dispatch(10);
@@ -167,12 +167,12 @@ mod tests {
     }
 
     #[test]
-    fn should_commit_nothing_before_the_first_message() {
+    fn commits_nothing_before_the_first_message() {
         assert_eq!(OffsetTracker::default().committable(), None);
     }
 
     #[test]
-    fn should_not_commit_past_an_unfinished_message() {
+    fn does_not_commit_past_an_unfinished_message() {
         let t = OffsetTracker::default();
         let e = t.dispatch(10);
         t.dispatch(11);
@@ -186,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn should_skip_gaps_in_offsets() {
+    fn skips_gaps_in_offsets() {
         let t = OffsetTracker::default();
         let e = t.dispatch(5);
         t.dispatch(9);
@@ -197,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn should_start_a_new_epoch_on_rewind() {
+    fn starts_a_new_epoch_on_rewind() {
         let t = OffsetTracker::default();
         let old = t.dispatch(100);
         let new = t.dispatch(50);
@@ -209,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn should_commit_past_messages_finished_at_once() {
+    fn commits_past_messages_finished_at_once() {
         let t = OffsetTracker::default();
         t.finished_at_once(3);
         t.finished_at_once(4);
@@ -225,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn should_start_a_new_epoch_when_a_message_finished_at_once_rewinds() {
+    fn starts_a_new_epoch_when_a_message_finished_at_once_rewinds() {
         let t = OffsetTracker::default();
         let old = t.dispatch(100);
         t.finished_at_once(50);

@@ -13,13 +13,16 @@ mod system;
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ace_core::{BoxFuture, Runtime, SignalError, SignalSource, Signals};
+use ace_core::{Runtime, SignalError, SignalSource, Signals};
+
+use crate::util::{panic_message, CollectFuture, DynSource};
 
 pub use lag::LagProbe;
 pub use system::{CpuBasis, SystemReading, SystemSignals, MIN_CPU_WINDOW};
@@ -91,29 +94,86 @@ impl SignalSource for QueueDepth {
     }
 }
 
-/// A [`SignalSource`] behind a pointer: what [`Merge`] holds. Every `SignalSource` is one.
-pub trait DynSignalSource: Send {
-    /// [`SignalSource::collect`], boxed.
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>>;
+struct Child {
+    name: &'static str,
+    source: Box<dyn DynSource>,
 }
 
-impl<S: SignalSource> DynSignalSource for S {
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>> {
-        Box::pin(self.collect())
+/// One child's reading, guarded: a panic in `collect` (or in its future) is a failed reading,
+/// and so is a call or one poll that blocked the thread for longer than the timeout (the timer
+/// could not cut it: it runs on the same thread).
+struct Guarded<'a> {
+    name: &'static str,
+    budget: Duration,
+    /// The source, until the first poll calls its `collect` (inside the guard).
+    source: Option<&'a mut Box<dyn DynSource>>,
+    read: Option<CollectFuture<'a>>,
+}
+
+impl<'a> Guarded<'a> {
+    fn new(child: &'a mut Child, budget: Duration) -> Self {
+        Self {
+            name: child.name,
+            budget,
+            source: Some(&mut child.source),
+            read: None,
+        }
     }
 }
 
-struct Child {
-    name: &'static str,
-    source: Box<dyn DynSignalSource>,
+impl Future for Guarded<'_> {
+    type Output = Result<Signals, SignalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let (name, budget) = (self.name, self.budget);
+        let this = &mut *self;
+        let started = Instant::now();
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(source) = this.source.take() {
+                this.read = Some(source.collect_boxed());
+            }
+            match this.read.as_mut() {
+                Some(read) => read.as_mut().poll(cx),
+                None => Poll::Ready(Err(SignalError::new(name, "polled after it completed"))),
+            }
+        }));
+        let blocked = started.elapsed();
+        let out = match polled {
+            Ok(Poll::Pending) if blocked <= budget => return Poll::Pending,
+            Ok(Poll::Ready(r)) if blocked <= budget => r,
+            Ok(_) => {
+                tracing::warn!(
+                    target: "ace",
+                    source = name,
+                    "signal source `{name}` blocked its thread for {blocked:?} in one call of \
+                     `collect` (more than its {budget:?} timeout): `SignalSource::collect` must \
+                     not block; read blocking sources on a thread of their own"
+                );
+                Err(SignalError::new(
+                    name,
+                    format!(
+                        "collect blocked the thread for {blocked:?} in one call, over the \
+                         {budget:?} timeout (collect must not block)"
+                    ),
+                ))
+            }
+            Err(panic) => Err(SignalError::new(
+                name,
+                format!("collect panicked: {}", panic_message(&*panic)),
+            )),
+        };
+        // A source that panicked may have left its future broken: drop it now, not later.
+        this.read = None;
+        Poll::Ready(out)
+    }
 }
 
 type ErrorHook = Box<dyn FnMut(&SignalError) + Send>;
 
 /// Several sources read as one snapshot, concurrently, each bounded by a timeout.
 ///
-/// Each cycle every child is collected at once; a child that errors, or takes longer than the
-/// timeout, is absent that cycle and reported to the error hook (by default a `tracing`
+/// Each cycle every child is collected at once; a child that errors, panics, or takes longer
+/// than the timeout (waiting, or blocking its thread in one poll), is absent that cycle and reported to the error hook (by default a `tracing`
 /// warning). The snapshots are combined with [`Signals::merge`]: for each signal, the first
 /// child (in the order added) that read it wins. `collect` itself never fails: with every
 /// child absent it returns an empty snapshot, and the controller holds (fail-open).
@@ -178,7 +238,7 @@ impl<R: Runtime> Merge<R> {
         });
     }
 
-    pub(crate) fn push_dyn(&mut self, name: &'static str, source: Box<dyn DynSignalSource>) {
+    pub(crate) fn push_dyn(&mut self, name: &'static str, source: Box<dyn DynSource>) {
         self.children.push(Child { name, source });
     }
 
@@ -207,7 +267,7 @@ impl<R: Runtime> Merge<R> {
             .iter_mut()
             .map(|c| {
                 let sleep = runtime.sleep(timeout);
-                let read = c.source.collect_boxed();
+                let read = Guarded::new(c, timeout);
                 Box::pin(futures_lite::future::or(
                     async move { Some(read.await) },
                     async move {
@@ -315,6 +375,67 @@ mod tests {
         }
         // The next cycle works the same: a hang is per cycle, never a stop.
         assert_eq!(m.collect().await.unwrap().queue_depth, Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_child_that_blocks_its_thread_is_reported_and_absent() {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&errors);
+        let mut m = Merge::new(
+            ace_tokio::TokioRuntime::current(),
+            Duration::from_millis(20),
+        )
+        .with(
+            "blocking",
+            source_fn(|| {
+                // What a source must never do: block the executor's thread.
+                std::thread::sleep(Duration::from_millis(80));
+                Ok(Signals {
+                    cpu_percent: Some(10.0),
+                    ..Signals::default()
+                })
+            }),
+        )
+        .with(
+            "depth",
+            source_fn(|| {
+                Ok(Signals {
+                    queue_depth: Some(3),
+                    ..Signals::default()
+                })
+            }),
+        )
+        .on_error(move |e| seen.lock().unwrap().push(e.clone()));
+        let s = m.collect().await.unwrap();
+        assert_eq!((s.cpu_percent, s.queue_depth), (None, Some(3)));
+        let errors = errors.lock().unwrap();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].source_name(), "blocking");
+        assert!(
+            errors[0].message().contains("blocked the thread"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_that_panics_is_a_failed_reading_every_cycle() {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&errors);
+        let mut m = Merge::new(ace_tokio::TokioRuntime::current(), Duration::from_secs(1))
+            .with(
+                "boom",
+                source_fn(|| -> Result<Signals, SignalError> { panic!("no reading") }),
+            )
+            .with("depth", QueueDepth::new())
+            .on_error(move |e| seen.lock().unwrap().push(e.to_string()));
+        for _ in 0..2 {
+            assert_eq!(m.collect().await.unwrap().queue_depth, Some(0));
+        }
+        assert_eq!(
+            *errors.lock().unwrap(),
+            ["signal source `boom` failed: collect panicked: no reading"; 2]
+        );
     }
 
     #[tokio::test]

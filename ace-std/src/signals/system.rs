@@ -21,7 +21,7 @@ pub const MIN_CPU_WINDOW: Duration = Duration::from_millis(100);
 #[non_exhaustive]
 pub enum CpuBasis {
     /// The machine's CPU use, or, under a cgroup v2 `cpu.max` quota, the cgroup's use of that
-    /// quota. The default: the seed's "CPU %".
+    /// quota. The default: the "CPU %" of the Python package ace-concurrency.
     #[default]
     System,
     /// This process's own CPU use, as a percentage of the CPUs it may use (the cgroup quota, or

@@ -1,44 +1,35 @@
-//! The pool's control loop, on a thread of its own: the same cycle as
-//! [`ace_core::ControlLoop`] (collect → decide → apply → record on a fixed grid, a reading that
-//! fails or hangs past one interval counts as absent), without an async runtime.
+//! The pool's control loop, on a thread of its own: the core's [`ControlLoop`] (collect → decide
+//! → apply → record, with the same fail-open rules and the job-latency feed), driven by a small
+//! blocking executor ([`block_on`] over a thread [`Runtime`](ace_core::Runtime)).
 
-use std::future::Future;
-use std::pin::pin;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, JoinHandle, Thread};
-use std::time::Instant;
+use std::thread::{self, JoinHandle};
 
 use ace_core::{
-    AimdConfig, BoxFuture, Controller, DecisionSink, SignalError, SignalSource, Signals, Usage,
+    AimdConfig, ControlLoop, Controller, LatencyRecorder, Shutdown, SignalError, SignalSource,
+    Signals,
 };
 
-use super::job::lock;
-use super::shared::Shared;
-
-/// An object-safe [`SignalSource`], so the builder need not be generic over it.
-pub(crate) trait DynSource: Send {
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>>;
-}
-
-impl<S: SignalSource> DynSource for S {
-    fn collect_boxed(&mut self) -> BoxFuture<'_, Result<Signals, SignalError>> {
-        Box::pin(self.collect())
-    }
-}
+use super::shared::{PoolTarget, Shared};
+use crate::signals::Merge;
+use crate::util::{block_on, lock, panic_message, Sinks, ThreadRuntime};
 
 /// What the control thread shares with the pool.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ControlShared {
-    stop: AtomicBool,
+    stopping: AtomicBool,
     /// A limit set by hand, for the controller to continue from.
     manual: Mutex<Option<usize>>,
+    /// Ends the loop's current run (to stop, or to continue from a limit set by hand).
+    wake: Mutex<Shutdown>,
 }
 
 impl ControlShared {
     pub(crate) fn set_manual(&self, limit: usize) {
         *lock(&self.manual) = Some(limit);
+        lock(&self.wake).trigger();
     }
 }
 
@@ -49,19 +40,37 @@ pub(crate) struct ControlThread {
     thread: JoinHandle<()>,
 }
 
+/// What the loop runs on: everything but the controller, which a limit set by hand replaces.
+pub(crate) struct LoopParts {
+    pub(crate) source: Merge<ThreadRuntime>,
+    pub(crate) sink: Sinks,
+    pub(crate) pool: Arc<Shared>,
+    pub(crate) latency: Option<Arc<LatencyRecorder>>,
+}
+
 impl ControlThread {
     pub(crate) fn spawn(
         name: String,
         controller: Controller,
-        source: Box<dyn DynSource>,
-        sink: Box<dyn DecisionSink>,
-        pool: Arc<Shared>,
+        parts: LoopParts,
     ) -> std::io::Result<Self> {
-        let shared = Arc::new(ControlShared::default());
+        let shared = Arc::new(ControlShared {
+            stopping: AtomicBool::new(false),
+            manual: Mutex::new(None),
+            wake: Mutex::new(Shutdown::new()),
+        });
         let state = Arc::clone(&shared);
-        let thread = thread::Builder::new()
-            .name(name)
-            .spawn(move || run(controller, source, sink, &pool, &state))?;
+        let thread = thread::Builder::new().name(name).spawn(move || {
+            // A panic here (the controller's, or the pool's) must not pass silently: the limit
+            // then stays where it was, and `shutdown` still returns (it joins this thread).
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run(controller, parts, &state))) {
+                tracing::error!(
+                    target: "ace",
+                    "the pool's control loop panicked; the limit stays where it was: {}",
+                    panic_message(&*panic)
+                );
+            }
+        })?;
         Ok(Self { shared, thread })
     }
 
@@ -71,114 +80,48 @@ impl ControlThread {
 
     /// Stops the loop at once, even mid-sleep or mid-collection, and waits for the thread.
     pub(crate) fn stop(self) {
-        self.shared.stop.store(true, SeqCst);
-        self.thread.thread().unpark();
+        self.shared.stopping.store(true, SeqCst);
+        lock(&self.shared.wake).trigger();
         if self.thread.thread().id() != thread::current().id() {
-            // A sink that panicked already ended the loop; nothing more to report here.
+            // A panic was logged on the thread itself.
             let _ = self.thread.join();
         }
     }
 }
 
-/// Wakes the control thread when a signal future can make progress.
-struct Unpark(Thread);
+/// Lends the loop's source for one run (the loop owns its parts; a limit set by hand starts
+/// a new run with the same source and sink).
+struct Lent<'a>(&'a mut Merge<ThreadRuntime>);
 
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
+impl SignalSource for Lent<'_> {
+    async fn collect(&mut self) -> Result<Signals, SignalError> {
+        self.0.collect().await
     }
 }
 
-enum Polled<T> {
-    Ready(T),
-    TimedOut,
-    Stopped,
-}
-
-/// Drives `future` on this thread until it completes, `deadline` passes, or `stop` is set.
-fn block_on_until<F: Future>(future: F, deadline: Instant, stop: &AtomicBool) -> Polled<F::Output> {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
+fn run(mut controller: Controller, mut parts: LoopParts, state: &ControlShared) {
+    let runtime = ThreadRuntime::new();
     loop {
-        if stop.load(SeqCst) {
-            return Polled::Stopped;
-        }
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return Polled::Ready(out);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Polled::TimedOut;
-        }
-        thread::park_timeout(deadline - now);
-    }
-}
-
-/// Sleeps until `deadline`; false if stopped first.
-fn sleep_until(deadline: Instant, stop: &AtomicBool) -> bool {
-    loop {
-        if stop.load(SeqCst) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return true;
-        }
-        thread::park_timeout(deadline - now);
-    }
-}
-
-fn run(
-    mut controller: Controller,
-    mut source: Box<dyn DynSource>,
-    mut sink: Box<dyn DecisionSink>,
-    pool: &Arc<Shared>,
-    state: &ControlShared,
-) {
-    let start = Instant::now();
-    let interval = controller.config().adjustment_interval;
-    let mut next = start + interval;
-    loop {
-        if !sleep_until(next, &state.stop) {
+        // Install the new wake first, then look: a stop or a limit set in between is seen.
+        let wake = Shutdown::new();
+        *lock(&state.wake) = wake.clone();
+        if state.stopping.load(SeqCst) {
             return;
         }
-        // Skip ticks this thread missed rather than running them back to back.
-        let now = Instant::now();
-        while next <= now {
-            next += interval;
-        }
-        let signals = match block_on_until(source.collect_boxed(), now + interval, &state.stop) {
-            Polled::Ready(Ok(signals)) => signals,
-            Polled::Ready(Err(error)) => {
-                sink.signal_error(&error);
-                Signals::default()
-            }
-            Polled::TimedOut => {
-                sink.signal_error(&SignalError::new(
-                    "collect",
-                    "timed out after one adjustment interval",
-                ));
-                Signals::default()
-            }
-            Polled::Stopped => return,
-        };
         if let Some(limit) = lock(&state.manual).take() {
             controller = continue_from(&controller, limit);
         }
-        let usage = Usage {
-            limit: pool.limit(),
-            in_flight: pool.running(),
-            waiting: pool.queued(),
-        };
-        let decision = controller.decide(start.elapsed(), &signals, usage);
-        if decision.new_limit != decision.previous_limit {
-            pool.set_limit(decision.new_limit);
+        let mut control = ControlLoop::new(
+            runtime,
+            controller,
+            Lent(&mut parts.source),
+            PoolTarget(Arc::clone(&parts.pool)),
+            &mut parts.sink,
+        );
+        if let Some(recorder) = &parts.latency {
+            control = control.with_latency(Arc::clone(recorder));
         }
-        sink.decision(&decision);
+        controller = block_on(control.run(wake)).controller().clone();
     }
 }
 

@@ -7,14 +7,10 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-/// Locks `mutex`, ignoring poison: no user code runs while the pool holds one of its locks.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::util::{block_on, lock, panic_message};
 
 /// Jobs finished and jobs that panicked: one per worker, on a cache line of its own.
 #[derive(Debug, Default)]
@@ -37,8 +33,8 @@ impl Counters {
 /// One job in the queue, its type erased.
 pub(crate) trait Task: Send + 'static {
     /// Runs the job to the end, catching a panic; counts it before the handle hears of it, so a
-    /// caller who joined sees the counters already moved.
-    fn run(self: Box<Self>, counters: &Counters);
+    /// caller who joined sees the counters already moved. True if it panicked.
+    fn run(self: Box<Self>, counters: &Counters) -> bool;
 
     /// Gives up the job without running it; its handle (if any) reports `error`.
     fn abandon(self: Box<Self>, error: JobError);
@@ -49,17 +45,6 @@ pub(crate) trait Task: Send + 'static {
 
 /// A boxed job.
 pub(crate) type BoxTask = Box<dyn Task>;
-
-/// The text of a panic payload: the `&str` or `String` passed to `panic!`, if it was one.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_owned()
-    }
-}
 
 /// A job submitted with `submit`: runs `f` and fills the slot its [`JobHandle`] watches.
 pub(crate) struct SubmitTask<F, T> {
@@ -91,12 +76,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn run(mut self: Box<Self>, counters: &Counters) {
-        let Some(f) = self.f.take() else { return };
+    fn run(mut self: Box<Self>, counters: &Counters) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
         let result = catch_unwind(AssertUnwindSafe(f));
-        counters.finish(result.is_err());
+        let panicked = result.is_err();
+        counters.finish(panicked);
         self.slot
             .complete(result.map_err(|payload| JobError::Panicked(panic_message(&*payload))));
+        panicked
     }
 
     fn abandon(mut self: Box<Self>, error: JobError) {
@@ -126,9 +115,10 @@ impl<F> Task for ExecuteTask<F>
 where
     F: FnOnce() + Send + 'static,
 {
-    fn run(self: Box<Self>, counters: &Counters) {
-        let result = catch_unwind(AssertUnwindSafe(self.0));
-        counters.finish(result.is_err());
+    fn run(self: Box<Self>, counters: &Counters) -> bool {
+        let panicked = catch_unwind(AssertUnwindSafe(self.0)).is_err();
+        counters.finish(panicked);
+        panicked
     }
 
     fn abandon(self: Box<Self>, _: JobError) {}
@@ -199,18 +189,6 @@ impl<T> Slot<T> {
     }
 }
 
-/// Wakes a thread parked in [`JobHandle::join`].
-struct ThreadWaker(Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
 /// A handle to a job submitted with [`submit`](super::ThreadPoolManager::submit): wait for its
 /// result with [`join`](Self::join) from sync code, or `.await` it from async code.
 ///
@@ -248,16 +226,7 @@ impl<T> JobHandle<T> {
     ///   ([`shutdown_now`](super::ThreadPoolManager::shutdown_now)) and it was then dropped;
     /// - [`JobError::Rejected`] if the pool was already shut down when the job was submitted.
     pub fn join(self) -> Result<T, JobError> {
-        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(result) = self.slot.poll(cx.waker()) {
-                return result;
-            }
-            // Spurious unparks are fine: the loop polls again.
-            thread::park();
-            cx = Context::from_waker(&waker);
-        }
+        block_on(self)
     }
 
     /// True once the job has finished (or was cancelled or rejected): [`join`](Self::join) will
@@ -348,7 +317,7 @@ impl CancelledJob {
     /// Runs the job on the current thread; its [`JobHandle`] gets the result (a panic is caught
     /// and reported there, as in the pool).
     pub fn run(self) {
-        self.task.run(&Counters::default());
+        let _ = self.task.run(&Counters::default());
     }
 }
 

@@ -5,12 +5,18 @@
 //! control thread of its own (no async runtime needed).
 //!
 //! - [`ThreadPoolManager`]: `submit`, `try_submit`, `execute`, `limit`, `set_limit`, `stats`,
-//!   `shutdown`, `shutdown_now`; built by [`ThreadPoolBuilder`].
+//!   `is_shut_down`, `shutdown`, `shutdown_now`; built by [`ThreadPoolBuilder`].
 //! - [`JobHandle`]: wait for a result with `join`, or `.await` it; a panic comes back as
 //!   [`JobError::Panicked`].
 //! - [`TrySubmitError`]: a full or shut queue hands the closure back.
 //! - [`CancelledJob`]: what `shutdown_now` hands back instead of dropping it.
-//! - [`Stats`]: a snapshot of limit, running, queued, threads and counters.
+//! - [`PoolStats`]: the common [`Stats`](crate::Stats) (limit, in flight, waiting, completed,
+//!   failed, decisions) as `core`, plus the threads alive.
+//!
+//! The control thread runs the same control loop as every manager: each job's run time (or its
+//! panic) feeds the latency signal, a source that fails, panics or hangs counts as absent, and
+//! every decision goes to the [`DecisionLog`](crate::log::DecisionLog) (`tracing` events and
+//! metrics, JSON lines with [`log_writer`](ThreadPoolBuilder::log_writer)).
 //!
 //! # How it follows the limit
 //!
@@ -46,22 +52,25 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ace_core::{AimdConfig, ConfigError, Controller, DecisionSink, SignalSource};
+use ace_core::{AimdConfig, ConfigError, Controller, LatencyRecorder};
 
-use control::{ControlThread, DynSource};
-use job::{lock, BoxTask, ExecuteTask, SubmitTask};
+use crate::signals::SystemSignals;
+use crate::stats::DecisionCounters;
+use crate::util::{clamp_to_permits, lock, loop_options_methods, LoopOptions, ThreadRuntime};
+use control::{ControlThread, LoopParts};
+use job::{BoxTask, ExecuteTask, SubmitTask};
 pub use job::{CancelledJob, JobError, JobHandle};
-use shared::{PushError, Shared, DRAIN, NOW};
+use shared::{JobTiming, Mode, PushError, Shared, SharedOptions};
 
 /// An adaptive thread pool: closures run on its threads, at most [`limit`](Self::limit) at once,
 /// and the limit follows the machine's health.
 ///
-/// Build one with [`new`](Self::new) (default signals, no decision log) or
+/// Build one with [`new`](Self::new) (default signals and decision log) or
 /// [`builder`](Self::builder). It is `Send + Sync`: share it by reference or in an `Arc`.
 /// Dropping it drains it, like [`shutdown`](Self::shutdown).
 ///
-/// The default signals are [`SystemSignals`](crate::signals::SystemSignals): the machine's (or the
-/// cgroup's) CPU and memory use; a signal that cannot be read is absent and the limit holds.
+/// The default signals are [`SystemSignals`]: the machine's (or the cgroup's) CPU and memory
+/// use, and the jobs' own latency; a signal that cannot be read is absent and the limit holds.
 ///
 /// # Examples
 ///
@@ -86,10 +95,11 @@ pub struct ThreadPoolManager {
     control: Mutex<Option<ControlThread>>,
     /// Serialises `shutdown` and `shutdown_now`.
     stopping: Mutex<()>,
+    counters: Arc<DecisionCounters>,
 }
 
 impl ThreadPoolManager {
-    /// A pool with `config`, the default signals and no decision log.
+    /// A pool with `config`, the default signals and the default decision log.
     ///
     /// # Errors
     ///
@@ -103,16 +113,17 @@ impl ThreadPoolManager {
         Self::builder(config).build()
     }
 
-    /// A builder for a pool with `config`: set signals, a decision sink, the queue's capacity,
+    /// A builder for a pool with `config`: set sources, sinks and the log, the queue's capacity,
     /// the idle timeout and the threads' names, then [`build`](ThreadPoolBuilder::build).
     pub fn builder(config: AimdConfig) -> ThreadPoolBuilder {
         ThreadPoolBuilder {
             config,
-            source: None,
-            sink: Box::new(()),
+            loop_options: LoopOptions::default(),
+            default_signals: true,
+            time_tasks: None,
             queue_capacity: None,
             idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
-            thread_name: "ace-pool".to_owned(),
+            thread_name: PoolOptions::default().thread_name,
         }
     }
 
@@ -186,7 +197,7 @@ impl ThreadPoolManager {
     }
 
     /// Queues `f` with no handle: its result is dropped and a panic only counts in
-    /// [`Stats::panicked`]. The cheapest way to run a closure on the pool.
+    /// [`Stats::failed`](crate::Stats::failed). The cheapest way to run a closure on the pool.
     ///
     /// Blocks while a bounded queue is full; if the pool is shut down, `f` is dropped unrun.
     ///
@@ -248,25 +259,26 @@ impl ThreadPoolManager {
     /// let pool = ThreadPoolManager::new(ace_std::AimdConfig::fixed(4))?;
     /// pool.submit(|| ()).join().unwrap();
     /// let stats = pool.stats();
-    /// assert_eq!((stats.limit, stats.completed, stats.panicked), (4, 1, 0));
+    /// assert_eq!((stats.core.limit, stats.core.completed, stats.core.failed), (4, 1, 0));
     /// assert!(stats.threads <= 4);
     /// # Ok::<(), ace_std::ConfigError>(())
     /// ```
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> PoolStats {
         let (completed, panicked) = self.shared.counts();
-        Stats {
+        let usage = ace_core::Usage {
             limit: self.shared.limit(),
-            running: self.shared.running(),
-            queued: self.shared.queued(),
+            in_flight: self.shared.running(),
+            waiting: self.shared.queued(),
+        };
+        PoolStats {
+            core: self.counters.snapshot(usage, completed, panicked),
             threads: self.shared.alive(),
-            completed,
-            panicked,
         }
     }
 
     /// True once [`shutdown`](Self::shutdown) or [`shutdown_now`](Self::shutdown_now) has begun:
     /// new jobs are refused.
-    pub fn is_shutdown(&self) -> bool {
+    pub fn is_shut_down(&self) -> bool {
         self.shared.is_closed()
     }
 
@@ -285,7 +297,7 @@ impl ThreadPoolManager {
     /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
     /// let queued: Vec<_> = (0..50).map(|i| pool.submit(move || i)).collect();
     /// pool.shutdown();
-    /// assert_eq!(pool.stats().completed, 50);
+    /// assert_eq!(pool.stats().core.completed, 50);
     /// assert_eq!(pool.submit(|| 0).join(), Err(JobError::Rejected));
     /// # drop(queued);
     /// # Ok::<(), ace_std::ConfigError>(())
@@ -293,7 +305,7 @@ impl ThreadPoolManager {
     pub fn shutdown(&self) {
         let _serial = lock(&self.stopping);
         self.stop_control();
-        self.shared.close(DRAIN);
+        self.shared.close(Mode::Drain);
         if self.shared.is_own_worker() {
             return;
         }
@@ -317,7 +329,7 @@ impl ThreadPoolManager {
     pub fn shutdown_now(&self) -> Vec<CancelledJob> {
         let _serial = lock(&self.stopping);
         self.stop_control();
-        self.shared.close(NOW);
+        self.shared.close(Mode::Now);
         let drained = self.shared.drain_queue();
         if !self.shared.is_own_worker() {
             self.shared.wait_workers();
@@ -347,17 +359,38 @@ impl fmt::Debug for ThreadPoolManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPoolManager")
             .field("stats", &self.stats())
-            .field("shutdown", &self.is_shutdown())
+            .field("shut_down", &self.is_shut_down())
             .finish_non_exhaustive()
     }
 }
 
 /// Builds a [`ThreadPoolManager`]; from [`ThreadPoolManager::builder`].
+///
+/// The same vocabulary as every manager's builder: `.source(name, s)`, `.sink(s)`,
+/// `.log_writer(w)`, `.log_holds(h)`, `.tracing(bool)`, `.metrics(bool)`.
+///
+/// # Examples
+///
+/// ```
+/// use ace_std::core::source_fn;
+/// use ace_std::threadpool::ThreadPoolManager;
+/// use ace_std::{AimdConfig, Decision, Signals};
+///
+/// let pool = ThreadPoolManager::builder(AimdConfig::default())
+///     .default_signals(false)
+///     .source("cpu", source_fn(|| Ok(Signals { cpu_percent: Some(30.0), ..Signals::default() })))
+///     .sink(|d: &Decision| println!("{d}"))
+///     .log_writer(std::io::stderr())
+///     .build()?;
+/// # drop(pool);
+/// # Ok::<(), ace_std::ConfigError>(())
+/// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ThreadPoolBuilder {
     config: AimdConfig,
-    source: Option<Box<dyn DynSource>>,
-    sink: Box<dyn DecisionSink>,
+    loop_options: LoopOptions,
+    default_signals: bool,
+    time_tasks: Option<bool>,
     queue_capacity: Option<usize>,
     idle_timeout: Duration,
     thread_name: String,
@@ -370,44 +403,23 @@ impl ThreadPoolBuilder {
         Duration::from_secs(10)
     }
 
-    /// Reads health from `source` every `adjustment_interval` instead of the default CPU and
-    /// memory readings. Combine several sources in one that merges their [`ace_core::Signals`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ace_std::core::source_fn;
-    /// use ace_std::threadpool::ThreadPoolManager;
-    /// use ace_std::{AimdConfig, Signals};
-    ///
-    /// let pool = ThreadPoolManager::builder(AimdConfig::default())
-    ///     .signals(source_fn(|| Ok(Signals { cpu_percent: Some(30.0), ..Signals::default() })))
-    ///     .build()?;
-    /// # drop(pool);
-    /// # Ok::<(), ace_std::ConfigError>(())
-    /// ```
-    pub fn signals<S: SignalSource + 'static>(mut self, source: S) -> Self {
-        self.source = Some(Box::new(source));
+    /// The longest [`idle_timeout`](Self::idle_timeout): a day (longer is "never", in
+    /// practice, and would overflow the clock).
+    pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+    loop_options_methods!();
+
+    /// Whether to read the default signals: [`SystemSignals`] (CPU and memory, cgroup aware).
+    /// Default on. Sources added with [`source`](Self::source) win over them either way.
+    pub fn default_signals(mut self, on: bool) -> Self {
+        self.default_signals = on;
         self
     }
 
-    /// Sends every [`Decision`](ace_core::Decision) (holds included) and every failed reading to `sink`, on the
-    /// control thread. A closure `FnMut(&Decision)` is a sink.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ace_std::threadpool::ThreadPoolManager;
-    /// use ace_std::{AimdConfig, Decision};
-    ///
-    /// let pool = ThreadPoolManager::builder(AimdConfig::default())
-    ///     .decision_sink(|d: &Decision| println!("{d}"))
-    ///     .build()?;
-    /// # drop(pool);
-    /// # Ok::<(), ace_std::ConfigError>(())
-    /// ```
-    pub fn decision_sink<K: DecisionSink + 'static>(mut self, sink: K) -> Self {
-        self.sink = Box::new(sink);
+    /// Whether to time every job (its run on a worker) for the latency signal. Default: on when
+    /// the config's `latency_tolerance` is set (the default), off otherwise.
+    pub fn time_tasks(mut self, on: bool) -> Self {
+        self.time_tasks = Some(on);
         self
     }
 
@@ -419,9 +431,10 @@ impl ThreadPoolBuilder {
     }
 
     /// How long a thread waits for work before it exits. Default
-    /// [`default_idle_timeout`](Self::default_idle_timeout).
+    /// [`default_idle_timeout`](Self::default_idle_timeout); longer than
+    /// [`MAX_IDLE_TIMEOUT`](Self::MAX_IDLE_TIMEOUT) counts as that.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
+        self.idle_timeout = timeout.min(Self::MAX_IDLE_TIMEOUT);
         self
     }
 
@@ -432,7 +445,22 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// Sets the plain options at once (from a config file, say): the queue's capacity, the
+    /// idle timeout and the threads' names.
+    pub fn options(self, options: PoolOptions) -> Self {
+        let PoolOptions {
+            queue_capacity,
+            idle_timeout,
+            thread_name,
+        } = options;
+        let mut this = self.idle_timeout(idle_timeout).thread_name(thread_name);
+        this.queue_capacity = queue_capacity;
+        this
+    }
+
     /// Builds the pool and starts its control thread; worker threads start with the first jobs.
+    /// Limits above [`Semaphore::MAX_PERMITS`](ace_core::Semaphore::MAX_PERMITS) are clamped to
+    /// it.
     ///
     /// # Errors
     ///
@@ -443,25 +471,43 @@ impl ThreadPoolBuilder {
     /// If the operating system refuses to start the control thread.
     #[track_caller]
     pub fn build(self) -> Result<ThreadPoolManager, ConfigError> {
-        let controller = Controller::new(self.config)?;
+        let controller = Controller::new(clamp_to_permits(self.config))?;
         let config = controller.config();
-        let shared = Arc::new(Shared::new(
-            self.queue_capacity,
-            config.initial_limit,
-            config.min_limit,
-            config.max_limit,
-            self.idle_timeout,
-            self.thread_name.clone(),
-        ));
-        let source = self
-            .source
-            .unwrap_or_else(|| Box::new(crate::signals::SystemSignals::new()));
+        let counters = Arc::new(DecisionCounters::default());
+        let latency = self
+            .time_tasks
+            .unwrap_or(config.latency_tolerance.is_some())
+            .then(|| Arc::new(LatencyRecorder::new()));
+        let shared = Arc::new(Shared::new(SharedOptions {
+            initial_limit: config.initial_limit,
+            min_limit: config.min_limit,
+            max_limit: config.max_limit,
+            queue_capacity: self.queue_capacity,
+            idle_timeout: self.idle_timeout,
+            thread_name: self.thread_name.clone(),
+            timing: latency.as_ref().map(|recorder| JobTiming {
+                recorder: Arc::clone(recorder),
+                counters: Arc::clone(&counters),
+            }),
+        }));
+        let (mut source, sink) = self.loop_options.into_parts(
+            ThreadRuntime::new(),
+            config.adjustment_interval,
+            Arc::clone(&counters),
+        );
+        if self.default_signals {
+            source.push("system", SystemSignals::new());
+        }
+        let parts = LoopParts {
+            source,
+            sink,
+            pool: Arc::clone(&shared),
+            latency,
+        };
         let control = match ControlThread::spawn(
             format!("{}-control", self.thread_name),
             controller,
-            source,
-            self.sink,
-            Arc::clone(&shared),
+            parts,
         ) {
             Ok(control) => control,
             Err(e) => panic!("failed to start the pool's control thread: {e}"),
@@ -470,6 +516,7 @@ impl ThreadPoolBuilder {
             shared,
             control: Mutex::new(Some(control)),
             stopping: Mutex::new(()),
+            counters,
         })
     }
 }
@@ -478,7 +525,8 @@ impl fmt::Debug for ThreadPoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPoolBuilder")
             .field("config", &self.config)
-            .field("custom_signals", &self.source.is_some())
+            .field("loop_options", &self.loop_options)
+            .field("default_signals", &self.default_signals)
             .field("queue_capacity", &self.queue_capacity)
             .field("idle_timeout", &self.idle_timeout)
             .field("thread_name", &self.thread_name)
@@ -486,34 +534,84 @@ impl fmt::Debug for ThreadPoolBuilder {
     }
 }
 
+/// The pool's plain options, for [`ThreadPoolBuilder::options`]; with the `serde` feature they
+/// load from a file (`idle_timeout = "30s"`; unknown fields refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct PoolOptions {
+    /// See [`ThreadPoolBuilder::queue_capacity`]; `None` (the default) is unbounded.
+    pub queue_capacity: Option<usize>,
+    /// See [`ThreadPoolBuilder::idle_timeout`].
+    #[cfg_attr(feature = "serde", serde(with = "ace_core::serde_text::duration"))]
+    pub idle_timeout: Duration,
+    /// See [`ThreadPoolBuilder::thread_name`].
+    pub thread_name: String,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: None,
+            idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
+            thread_name: "ace-pool".to_owned(),
+        }
+    }
+}
+
+impl PoolOptions {
+    /// Checks the options.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when `queue_capacity` is `Some(0)`, or
+    /// `idle_timeout` is longer than [`ThreadPoolBuilder::MAX_IDLE_TIMEOUT`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ace_core::ConfigRule;
+        if self.queue_capacity == Some(0) {
+            return Err(ConfigError::custom(
+                "queue_capacity",
+                ConfigRule::AtLeastOne,
+                0.0,
+            ));
+        }
+        if self.idle_timeout > ThreadPoolBuilder::MAX_IDLE_TIMEOUT {
+            return Err(ConfigError::custom(
+                "idle_timeout",
+                ConfigRule::AtMost(ThreadPoolBuilder::MAX_IDLE_TIMEOUT),
+                self.idle_timeout.as_secs_f64(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl crate::config::FromConfigFile for PoolOptions {
+    fn validate_loaded(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+}
+
 /// A snapshot of a [`ThreadPoolManager`]: from [`stats`](ThreadPoolManager::stats).
 ///
 /// Each field is read on its own, so a snapshot taken while jobs run may not add up exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Stats {
-    /// The limit in force.
-    pub limit: usize,
-    /// Closures running now.
-    pub running: usize,
-    /// Jobs accepted and not started.
-    pub queued: usize,
+pub struct PoolStats {
+    /// What every manager reports: the limit, jobs running (`in_flight`) and queued
+    /// (`waiting`), jobs the pool's threads finished (`completed`, panicked ones included, not
+    /// those run from a [`CancelledJob`]) and panicked (`failed`), and the control loop's
+    /// decisions.
+    pub core: crate::Stats,
     /// Worker threads alive (running, idle, or parked above a lowered limit).
     pub threads: usize,
-    /// Jobs the pool's threads finished, panicked ones included (not those run from a
-    /// [`CancelledJob`]).
-    pub completed: u64,
-    /// Jobs whose closure panicked.
-    pub panicked: u64,
 }
 
-impl fmt::Display for Stats {
+impl fmt::Display for PoolStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "limit {}, {} running, {} queued, {} threads, {} completed ({} panicked)",
-            self.limit, self.running, self.queued, self.threads, self.completed, self.panicked
-        )
+        write!(f, "{}, {} threads", self.core, self.threads)
     }
 }
 

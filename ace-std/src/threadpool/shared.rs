@@ -43,21 +43,65 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ace_core::{Permit, Semaphore};
+use ace_core::{LatencyRecorder, LimitTarget, Permit, Semaphore, Usage};
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 use crossbeam_utils::{Backoff, CachePadded};
 
-use super::job::{lock, BoxTask, Counters};
+use super::job::{BoxTask, Counters};
+use crate::stats::DecisionCounters;
+use crate::util::lock;
 
 /// The bit of `state` that says "closed to new jobs".
 const CLOSED: usize = 1;
 
-/// Accepting and running jobs.
-pub(crate) const RUNNING: u8 = 0;
-/// `shutdown`: run what is queued, then exit.
-pub(crate) const DRAIN: u8 = 1;
-/// `shutdown_now`: finish the jobs running, start no other.
-pub(crate) const NOW: u8 = 2;
+/// What the workers are doing; only ever moves up (`close` takes the maximum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Mode {
+    /// Accepting and running jobs.
+    Running = 0,
+    /// `shutdown`: run what is queued, then exit.
+    Drain = 1,
+    /// `shutdown_now`: finish the jobs running, start no other.
+    Now = 2,
+}
+
+impl Mode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Running,
+            1 => Self::Drain,
+            _ => Self::Now,
+        }
+    }
+}
+
+/// What the pool state is built from (its builder's options, the limits already clamped to the
+/// semaphore's range).
+#[derive(Debug)]
+pub(crate) struct SharedOptions {
+    /// The limit at start.
+    pub(crate) initial_limit: usize,
+    /// The bounds for a limit set by hand.
+    pub(crate) min_limit: usize,
+    /// See `min_limit`.
+    pub(crate) max_limit: usize,
+    /// The bound of the queue of jobs not started; `None` for unbounded.
+    pub(crate) queue_capacity: Option<usize>,
+    /// How long a worker waits for work before it exits.
+    pub(crate) idle_timeout: Duration,
+    /// Workers are named `{thread_name}-{n}`.
+    pub(crate) thread_name: String,
+    /// Where each job's run time (or panic) goes, for the latency signal.
+    pub(crate) timing: Option<JobTiming>,
+}
+
+/// The latency feed: the recorder the control loop reads, and the sampling mask its sink sets.
+#[derive(Debug)]
+pub(crate) struct JobTiming {
+    pub(crate) recorder: Arc<LatencyRecorder>,
+    pub(crate) counters: Arc<DecisionCounters>,
+}
 
 thread_local! {
     /// The pool whose worker this thread is (its `Shared`'s address), or 0.
@@ -98,6 +142,7 @@ pub(crate) struct Shared {
     // Read by every job, written rarely: kept off the gate's and state's lines.
     /// The gate's limit, for `push` to read off the gate's busy cache line.
     limit_hint: AtomicUsize,
+    /// A [`Mode`].
     mode: AtomicU8,
     pending_len: AtomicUsize,
     alive: AtomicUsize,
@@ -120,17 +165,20 @@ pub(crate) struct Shared {
     idle_timeout: Duration,
     thread_name: String,
     next_id: AtomicUsize,
+    timing: Option<JobTiming>,
 }
 
 impl Shared {
-    pub(crate) fn new(
-        capacity: Option<usize>,
-        limit: usize,
-        min_limit: usize,
-        max_limit: usize,
-        idle_timeout: Duration,
-        thread_name: String,
-    ) -> Self {
+    pub(crate) fn new(options: SharedOptions) -> Self {
+        let SharedOptions {
+            initial_limit: limit,
+            min_limit,
+            max_limit,
+            queue_capacity: capacity,
+            idle_timeout,
+            thread_name,
+            timing,
+        } = options;
         // A rendezvous channel (capacity 0) would never show demand to `ensure_workers`.
         let (tx, rx) = match capacity {
             Some(n) => crossbeam_channel::bounded(n.max(1)),
@@ -146,7 +194,7 @@ impl Shared {
             gate: CachePadded::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
             limit_hint: AtomicUsize::new(limit.min(Semaphore::MAX_PERMITS)),
             alive: AtomicUsize::new(0),
-            mode: AtomicU8::new(RUNNING),
+            mode: AtomicU8::new(Mode::Running as u8),
             pending_len: AtomicUsize::new(0),
             pending: Mutex::new(VecDeque::new()),
             gate_cv: Condvar::new(),
@@ -160,6 +208,7 @@ impl Shared {
             idle_timeout,
             thread_name,
             next_id: AtomicUsize::new(0),
+            timing,
         }
     }
 
@@ -190,8 +239,8 @@ impl Shared {
     pub(crate) fn alive(&self) -> usize {
         self.alive.load(SeqCst)
     }
-    pub(crate) fn mode(&self) -> u8 {
-        self.mode.load(SeqCst)
+    pub(crate) fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(SeqCst))
     }
     /// True once new jobs are refused.
     pub(crate) fn is_closed(&self) -> bool {
@@ -258,7 +307,7 @@ impl Shared {
     /// after the workers looked for the last time.
     #[cold]
     fn late_push(self: &Arc<Self>) {
-        if self.mode() == NOW {
+        if self.mode() == Mode::Now {
             // Hand what is queued to `shutdown_now`, or, if it has already returned, cancel it:
             // either way every handle hears.
             let mut cancelled = lock(&self.cancelled);
@@ -295,7 +344,7 @@ impl Shared {
                 continue;
             }
             // Draining still spawns: a job pushed by a late submitter needs a thread.
-            if self.mode() == NOW || !self.spawn_worker() {
+            if self.mode() == Mode::Now || !self.spawn_worker() {
                 self.leave_alive();
                 return;
             }
@@ -327,7 +376,7 @@ impl Shared {
         // Leave, sync, then look: pairs with `push`'s push, sync, read of `alive`.
         self.sync();
         let work = !self.rx.is_empty() || self.pending_len.load(SeqCst) > 0;
-        if work && self.mode() != NOW && self.has_room() {
+        if work && self.mode() != Mode::Now && self.has_room() {
             self.alive.fetch_add(1, SeqCst);
             return false;
         }
@@ -363,7 +412,7 @@ impl Shared {
         let deadline = Instant::now() + self.idle_timeout;
         let mut guard = lock(&self.pending);
         loop {
-            if self.has_room() || self.mode() != RUNNING {
+            if self.has_room() || self.mode() != Mode::Running {
                 return true;
             }
             let now = Instant::now();
@@ -397,7 +446,7 @@ impl Shared {
             }
             backoff.snooze();
         }
-        if self.mode() != RUNNING {
+        if self.mode() != Mode::Running {
             // Nothing left: leave by `try_retire`, which looks again after leaving (a submit
             // racing the shutdown may still push).
             return Next::Exit;
@@ -409,10 +458,10 @@ impl Shared {
         }
     }
 
-    /// Stops accepting jobs and switches to `mode` (a later `NOW` overrides `DRAIN`); wakes every
+    /// Stops accepting jobs and switches to `mode` (a later `Now` overrides `Drain`); wakes every
     /// parked and idle worker.
-    pub(crate) fn close(&self, mode: u8) {
-        self.mode.fetch_max(mode, SeqCst);
+    pub(crate) fn close(&self, mode: Mode) {
+        self.mode.fetch_max(mode as u8, SeqCst);
         self.state.fetch_or(CLOSED, SeqCst);
         drop(lock(&self.stop_tx).take());
         drop(lock(&self.pending));
@@ -466,6 +515,43 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Runs one admitted job, timed into the latency recorder if this one is sampled.
+    fn run_job(&self, task: BoxTask, counts: &Counters) {
+        let Some(timing) = self
+            .timing
+            .as_ref()
+            .filter(|t| t.counters.sampled(counts.completed.load(SeqCst)))
+        else {
+            let _ = task.run(counts);
+            return;
+        };
+        let started = Instant::now();
+        if task.run(counts) {
+            timing.recorder.record_error();
+        } else {
+            timing.recorder.record(started.elapsed());
+        }
+    }
+}
+
+/// The pool as the control loop drives it.
+pub(crate) struct PoolTarget(pub(crate) Arc<Shared>);
+
+impl LimitTarget for PoolTarget {
+    fn set_limit(&self, limit: usize) {
+        self.0.set_limit(limit);
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            limit: self.0.limit(),
+            in_flight: self.0.running(),
+            waiting: self.0.queued(),
+        }
+    }
+}
+
 /// On the worker's exit, even by an unexpected panic: folds its counts into the pool's and
 /// leaves `alive` (unless `try_retire` already did).
 struct WorkerGuard<'a> {
@@ -510,12 +596,12 @@ fn worker_main(arc: &Arc<Shared>) {
     let mut me = WorkerGuard::new(shared);
     loop {
         let mode = shared.mode();
-        if mode == NOW {
+        if mode == Mode::Now {
             break;
         }
         // Soft gate: take no job that could not start.
         if !shared.has_room() {
-            if mode != RUNNING {
+            if mode != Mode::Running {
                 // Draining: someone is running and will take what is left.
                 break;
             }
@@ -529,14 +615,7 @@ fn worker_main(arc: &Arc<Shared>) {
         let task = match shared.next_task() {
             Next::Task(task) => task,
             Next::Again => continue,
-            Next::Exit => {
-                if shared.try_retire() {
-                    me.alive = false;
-                    break;
-                }
-                continue;
-            }
-            Next::Idle => {
+            Next::Exit | Next::Idle => {
                 if shared.try_retire() {
                     me.alive = false;
                     break;
@@ -544,7 +623,7 @@ fn worker_main(arc: &Arc<Shared>) {
                 continue;
             }
         };
-        if shared.mode() == NOW {
+        if shared.mode() == Mode::Now {
             shared.hand_back(task);
             break;
         }
@@ -560,12 +639,12 @@ fn worker_main(arc: &Arc<Shared>) {
                 arc.ensure_workers();
             }
         }
-        task.run(&me.counts);
+        shared.run_job(task, &me.counts);
         // Keep the permit for the next job while one is at hand and no shrink is owed: two
         // contended CASes saved per job. A cut is honoured at once (the debt check), and a
         // worker never holds a permit while it waits.
         loop {
-            if shared.gate.debt() > 0 || shared.mode() == NOW {
+            if shared.gate.debt() > 0 || shared.mode() == Mode::Now {
                 break;
             }
             let next = if shared.pending_len.load(SeqCst) > 0 {
@@ -576,11 +655,11 @@ fn worker_main(arc: &Arc<Shared>) {
             let Some(next) = next.or_else(|| shared.rx.try_recv().ok()) else {
                 break;
             };
-            if shared.mode() == NOW {
+            if shared.mode() == Mode::Now {
                 shared.hand_back(next);
                 break;
             }
-            next.run(&me.counts);
+            shared.run_job(next, &me.counts);
         }
         drop(permit);
         // Release, then read `pending_len` (next loop): pairs with `deposit`'s fence.

@@ -10,7 +10,7 @@ mod tests {
 
     /// The real reading: spin every CPU the machine has between two readings.
     #[test]
-    fn should_read_high_cpu_under_load_on_every_core() {
+    fn reads_high_cpu_under_load_on_every_core() {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 64));
         let mut source = SystemSignals::new();
         let stop = AtomicBool::new(false);
