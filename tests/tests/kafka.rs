@@ -820,7 +820,7 @@ async fn a_rebalance_hands_over_buffered_messages_without_handling_them_twice() 
     let a = make(Arc::clone(&count_a), 1);
     a.start().expect("start a");
     wait_for("a to fill its buffer", Duration::from_secs(30), || {
-        a.stats().buffered >= 200
+        a.stats().core.waiting >= 200
     })
     .await;
     let b = make(Arc::clone(&count_b), 1000);
