@@ -24,6 +24,8 @@
 //! - `async-std`: [`async_std::Manager`] (legacy: async-std is discontinued upstream; prefer smol).
 //! - `threadpool`: [`threadpool::ThreadPoolManager`], an adaptive pool of threads for sync
 //!   closures, on crossbeam.
+//! - `tower`: [`tower::AdaptiveConcurrencyLayer`], a tower layer for clients and servers, and
+//!   [`tower::AdaptiveStreamExt`], the adaptive `buffer_unordered`.
 //! - `serde`: `config::from_toml`, configs from TOML files (durations as `"2s"`, unknown
 //!   fields refused), validated at load; `Serialize`/`Deserialize` for
 //!   [`AimdConfig`] and the pool's `PoolOptions`.
@@ -75,7 +77,17 @@ pub mod kafka;
 #[cfg_attr(docsrs, doc(cfg(feature = "threadpool")))]
 pub mod threadpool;
 
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
+
 // The README's examples are doctests: they must compile and run as written.
-#[cfg(all(doctest, feature = "tokio", feature = "threadpool", feature = "kafka"))]
+#[cfg(all(
+    doctest,
+    feature = "tokio",
+    feature = "threadpool",
+    feature = "kafka",
+    feature = "tower"
+))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;

@@ -11,56 +11,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_std::AimdConfig;
+use ace_benches::{interleaved_ratio, manager, runtime};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 
 /// The work: one trip through the scheduler, the least an async task does.
 async fn work(i: u64) -> u64 {
     tokio::task::yield_now().await;
     black_box(i)
-}
-
-/// The managers' control loops run here, not on the runtime being measured: a pending timer on
-/// a current-thread runtime makes every park read the clock, which would charge the loop's
-/// existence to each task (perf showed `clock_gettime` from tokio's time driver).
-fn control_runtime() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
-fn manager(limit: usize, timed: bool) -> ace_std::tokio::Manager {
-    let config = AimdConfig {
-        min_limit: 1,
-        initial_limit: limit,
-        max_limit: limit.max(200),
-        // A short interval so the latency sampling settles within the warm-up.
-        adjustment_interval: Duration::from_millis(200),
-        cooldown: Duration::from_millis(200),
-        ..AimdConfig::default()
-    };
-    // No signal sources and no log: the bench measures the per-task path, which never touches
-    // them (the control loop runs once per adjustment interval).
-    let control = ace_std::tokio::TokioRuntime::from_handle(control_runtime().handle().clone());
-    ace_std::tokio::Manager::builder_with_runtime(control, config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .time_tasks(timed)
-        .build()
-        .unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// One task at a time: acquire, work, release.
@@ -141,31 +98,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = sequential, contended
-}
-
-/// Median of `rounds` interleaved A/B timings: each round times the bare semaphore, then the
-/// manager, on the same runtime, so a machine whose load drifts (2 shared cores) skews both
-/// alike. Prints the median ratio and its range.
-fn interleaved_ratio(
-    name: &str,
-    rounds: usize,
-    mut bare: impl FnMut() -> Duration,
-    mut ace: impl FnMut() -> Duration,
-) {
-    let mut ratios: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let b = bare();
-            let a = ace();
-            a.as_secs_f64() / b.as_secs_f64()
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "ratio {name}: median {:.3} (min {:.3}, max {:.3}, {rounds} interleaved rounds)",
-        ratios[rounds / 2],
-        ratios[0],
-        ratios[rounds - 1]
-    );
 }
 
 fn ratios() {

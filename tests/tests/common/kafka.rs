@@ -1,6 +1,6 @@
 //! Helpers shared by the Kafka integration tests (`kafka.rs`, `kafka_mock.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,14 +36,4 @@ pub(crate) fn committed_offsets(
     Ok(offsets)
 }
 
-/// Polls `done` every 20 ms until it holds; fails the test after `timeout`.
-pub(crate) async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub(crate) use super::wait::wait_for;

@@ -1,1 +1,2 @@
 pub(crate) mod kafka;
+pub(crate) mod wait;
