@@ -1,6 +1,7 @@
-//! Throughput of `KafkaConsumerManager` with a trivial handler against a plain rdkafka
-//! `StreamConsumer` loop that commits the same way (the highest offset + 1 of each partition,
-//! asynchronously, every second), on the same broker and the same messages, in alternating runs.
+//! Throughput of `KafkaConsumerManager` with a trivial handler, unordered and key-ordered,
+//! against a plain rdkafka `StreamConsumer` loop that handles each message inline and commits the
+//! same way (the highest offset + 1 of each partition, asynchronously, every second), on the same
+//! broker and the same messages (1,000 keys over 4 partitions), in alternating runs.
 //!
 //! Needs a broker: `ACE_KAFKA_BROKERS=host:port`, or a Tansu binary (`ACE_TANSU_BIN`, or
 //! `target/tansu/tansu` from `.ci/tansu.sh fetch`) that the bench starts on a free port.
@@ -9,8 +10,8 @@
 //! .ci/tansu.sh fetch && cargo bench -p ace-benches --bench kafka
 //! ```
 //!
-//! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 9),
-//! `ACE_BENCH_ONLY=manager` or `plain` (run one side only, for profiling), `ACE_BENCH_SET=k=v,k=v` (extra
+//! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 3),
+//! `ACE_BENCH_ONLY=manager` or `plain` (run the managers or the plain loop only, for profiling), `ACE_BENCH_SET=k=v,k=v` (extra
 //! rdkafka settings for the manager), `ACE_BENCH_BACKOFF` (`fetch.queue.backoff.ms` for both,
 //! default 50, the manager's), `ACE_BENCH_PLAIN_SPAWN=1` (run the plain loop as a spawned task,
 //! like the manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap
@@ -28,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ace_std::kafka::{KafkaConsumerManager, KafkaMessage};
+use ace_std::kafka::{KafkaConsumerManager, KafkaMessage, Ordering as Order};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -302,7 +303,7 @@ struct Probe {
     done: Mutex<Option<(Instant, (Duration, Duration))>>,
 }
 
-async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
+async fn managed(brokers: &str, topic: &str, group: &str, n: u64, ordering: Order) -> Run {
     // Leaked (a few bytes per round) so the handler reaches it without an `Arc` clone per
     // message: the plain loop pays nothing of the kind either.
     let touch = touch();
@@ -311,7 +312,9 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64) -> Run {
             .then(|| (Instant::now(), AtomicU64::new(0), AtomicU64::new(0))),
         ..Probe::default()
     }));
-    let mut builder = KafkaConsumerManager::builder().topic(topic);
+    let mut builder = KafkaConsumerManager::builder()
+        .topic(topic)
+        .ordering(ordering);
     for (k, v) in consumer_config(brokers, group) {
         builder = match k {
             "bootstrap.servers" => builder.brokers(v),
@@ -400,7 +403,7 @@ fn main() {
     } else {
         env("ACE_BENCH_MESSAGES", 500_000)
     };
-    let rounds = if smoke { 1 } else { env("ACE_BENCH_ROUNDS", 9) };
+    let rounds = if smoke { 1 } else { env("ACE_BENCH_ROUNDS", 3) };
     if smoke
         && std::env::var("ACE_KAFKA_BROKERS").is_err()
         && std::env::var("ACE_TANSU_BIN").is_err()
@@ -423,12 +426,14 @@ fn main() {
         let (brokers, _tansu) = broker();
         let topic = "bench";
         setup(&brokers, topic, usize::try_from(n).unwrap()).await;
-        let (mut base, mut ace) = (Vec::new(), Vec::new());
-        let (mut base_cpu, mut ace_cpu) = (Vec::new(), Vec::new());
-        let (mut base_rdk, mut ace_rdk) = (0.0, 0.0);
+        // One series per side: throughput, CPU per message, librdkafka's share (summed).
+        let sides = ["plain", "unordered", "key-ordered"];
+        let mut runs: Vec<(Vec<f64>, Vec<f64>, f64)> = vec![(Vec::new(), Vec::new(), 0.0); 3];
+        let only = std::env::var("ACE_BENCH_ONLY").ok();
         for round in 0..rounds {
-            let (b, bc, br) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("manager") {
-                (1.0, 0.0, 0.0)
+            let skipped = (1.0, 0.0, 0.0);
+            let b = if only.as_deref() == Some("manager") {
+                skipped
             } else {
                 let (brokers, group) = (brokers.clone(), format!("plain-{round}"));
                 if std::env::var("ACE_BENCH_PLAIN_SPAWN").as_deref() == Ok("1") {
@@ -439,38 +444,52 @@ fn main() {
                     plain(&brokers, topic, &group, n).await
                 }
             };
-            let (a, ac, ar) = if std::env::var("ACE_BENCH_ONLY").as_deref() == Ok("plain") {
-                (1.0, 0.0, 0.0)
+            let (u, k) = if only.as_deref() == Some("plain") {
+                (skipped, skipped)
             } else {
-                managed(&brokers, topic, &format!("ace-{round}"), n).await
+                let u = managed(&brokers, topic, &format!("ace-u-{round}"), n, Order::Unordered).await;
+                let k = managed(&brokers, topic, &format!("ace-k-{round}"), n, Order::Key).await;
+                (u, k)
             };
             println!(
-                "round {round}: plain {b:>9.0} msg/s {bc:>5.2} cpu-us/msg   manager {a:>9.0} msg/s \
-                 {ac:>5.2} cpu-us/msg   ratio {:.3}",
-                a / b
+                "round {round}: plain {:>9.0} msg/s {:>5.2} cpu-us/msg   unordered {:>9.0} msg/s \
+                 {:>5.2} cpu-us/msg ({:.3})   key-ordered {:>9.0} msg/s {:>5.2} cpu-us/msg ({:.3})",
+                b.0,
+                b.1,
+                u.0,
+                u.1,
+                u.0 / b.0,
+                k.0,
+                k.1,
+                k.0 / b.0
             );
-            base.push(b);
-            ace.push(a);
-            base_cpu.push(bc);
-            ace_cpu.push(ac);
-            base_rdk += br;
-            ace_rdk += ar;
+            for (side, run) in runs.iter_mut().zip([b, u, k]) {
+                side.0.push(run.0);
+                side.1.push(run.1);
+                side.2 += run.2;
+            }
         }
-        let (mb, ma) = (median(&mut base), median(&mut ace));
-        let (cb, ca) = (median(&mut base_cpu), median(&mut ace_cpu));
-        println!(
-            "median over {rounds} rounds of {n} messages: plain {mb:.0} msg/s ({cb:.2} cpu-us/msg), \
-             manager {ma:.0} msg/s ({ca:.2} cpu-us/msg), throughput ratio {:.3}, CPU ratio {:.2}",
-            ma / mb,
-            ca / cb
-        );
+        let medians: Vec<(f64, f64)> = runs
+            .iter_mut()
+            .map(|(t, c, _)| (median(t), median(c)))
+            .collect();
+        let (mb, cb) = medians[0];
+        println!("median over {rounds} rounds of {n} messages:");
+        for (name, &(t, c)) in sides.iter().zip(&medians) {
+            println!(
+                "  {name:<12} {t:>9.0} msg/s {c:>5.2} cpu-us/msg   throughput ratio {:.3}, CPU ratio {:.2}",
+                t / mb,
+                c / cb
+            );
+        }
         #[allow(clippy::cast_precision_loss, reason = "a round count")]
         let r = rounds as f64;
         println!(
-            "of which librdkafka's threads (mean, 10 ms ticks): plain {:.2} cpu-us/msg, manager \
-             {:.2} cpu-us/msg",
-            base_rdk / r,
-            ace_rdk / r
+            "of which librdkafka's threads (mean, 10 ms ticks): plain {:.2}, unordered {:.2}, \
+             key-ordered {:.2} cpu-us/msg",
+            runs[0].2 / r,
+            runs[1].2 / r,
+            runs[2].2 / r
         );
     });
 }

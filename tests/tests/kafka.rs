@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ace_std::kafka::{HandlerError, KafkaConsumerManager, KafkaError, KafkaMessage, RetryPolicy};
+use ace_std::kafka::{
+    BuildError, HandlerError, KafkaConsumerManager, KafkaMessage, Ordering as Order, RetryPolicy,
+    StartError, StopError,
+};
 use ace_std::AimdConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -167,15 +170,34 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Produces `count` keyed messages with payload `"{prefix}{i}"`, message `i` to partition
-/// `i % partitions`; returns the end offset of each partition (from the delivery reports: a
-/// broker's high watermark is not trusted).
+/// Produces `count` keyed messages with payload `"{prefix}{i}"`, message `i` with key
+/// `key-{i % 1000}` to partition `i % partitions`; returns the end offset of each partition.
 async fn produce(
     brokers: &str,
     topic: &str,
     partitions: i32,
     prefix: &str,
     count: usize,
+) -> Vec<i64> {
+    produce_keyed(brokers, topic, partitions, prefix, count, |i| {
+        (
+            format!("key-{}", i % 1000),
+            i32::try_from(i).unwrap() % partitions,
+        )
+    })
+    .await
+}
+
+/// Produces `count` messages with payload `"{prefix}{i}"`, message `i` with the key and to the
+/// partition `key_of(i)` says; returns the end offset of each partition (from the delivery
+/// reports: a broker's high watermark is not trusted).
+async fn produce_keyed(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    prefix: &str,
+    count: usize,
+    key_of: impl Fn(usize) -> (String, i32),
 ) -> Vec<i64> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -186,9 +208,8 @@ async fn produce(
     let mut ends = vec![0i64; usize::try_from(partitions).unwrap()];
     let mut futures = Vec::with_capacity(count);
     for i in 0..count {
-        let key = format!("key-{}", i % 1000);
+        let (key, partition) = key_of(i);
         let payload = format!("{prefix}{i}");
-        let partition = i32::try_from(i).unwrap() % partitions;
         let record = FutureRecord::to(topic)
             .key(&key)
             .payload(&payload)
@@ -211,6 +232,66 @@ async fn produce(
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
     ends
+}
+
+/// A key in its partition.
+type PartitionKey = (i32, Vec<u8>);
+/// The last offset of a key started, and whether it runs now.
+type LastStarted = (i64, bool);
+
+/// Checks, from inside handlers, that messages of one key (in one partition) run one at a time
+/// and in strictly increasing offset order.
+#[derive(Default)]
+struct KeyOrder {
+    keys: Mutex<HashMap<PartitionKey, LastStarted>>,
+    /// Violations, as text (empty when the order held).
+    violations: Mutex<Vec<String>>,
+    running: AtomicU32,
+    peak: AtomicU32,
+}
+
+impl KeyOrder {
+    fn start(&self, msg: &KafkaMessage) {
+        let running = self.running.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(running, Ordering::AcqRel);
+        let Some(key) = msg.key() else { return };
+        let mut keys = self.keys.lock().unwrap();
+        let entry = keys
+            .entry((msg.partition(), key.to_vec()))
+            .or_insert((-1, false));
+        let mut violations = Vec::new();
+        if entry.1 {
+            violations.push(format!("two at once in key {key:?} at {}", msg.offset()));
+        }
+        if msg.offset() <= entry.0 {
+            violations.push(format!(
+                "key {key:?}: offset {} after {}",
+                msg.offset(),
+                entry.0
+            ));
+        }
+        *entry = (msg.offset(), true);
+        drop(keys);
+        self.violations.lock().unwrap().extend(violations);
+    }
+
+    fn end(&self, msg: &KafkaMessage) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        if let Some(key) = msg.key() {
+            if let Some(entry) = self
+                .keys
+                .lock()
+                .unwrap()
+                .get_mut(&(msg.partition(), key.to_vec()))
+            {
+                entry.1 = false;
+            }
+        }
+    }
+
+    fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap().clone()
+    }
 }
 
 /// The group's committed offsets, read back from the broker.
@@ -260,9 +341,10 @@ fn rand(seed: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
-/// 100,000 keyed messages over 4 partitions, handlers with random latency finishing out of order:
-/// every message handled, committed offsets reach the end, and no duplicate (a single member
-/// that shuts down gracefully has no uncommitted window to redeliver).
+/// 100,000 messages over 1,000 keys and 4 partitions, handlers with random latency finishing out
+/// of order, under the default per-key ordering: every key's offsets handled one at a time and
+/// strictly increasing, every message handled, committed offsets reach the end, and no duplicate
+/// (a single member that shuts down gracefully has no uncommitted window to redeliver).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_handled_and_committed() {
     let Some(broker) = Broker::start() else {
@@ -276,6 +358,7 @@ async fn every_message_is_handled_and_committed() {
     eprintln!("produced {n} in {:?}; ends {ends:?}", started.elapsed());
 
     let seen = counts(n);
+    let order = Arc::new(KeyOrder::default());
     let manager = base_builder(&brokers, topic, group)
         .config(AimdConfig {
             initial_limit: 64,
@@ -283,10 +366,11 @@ async fn every_message_is_handled_and_committed() {
             ..AimdConfig::default()
         })
         .handler({
-            let seen = Arc::clone(&seen);
+            let (seen, order) = (Arc::clone(&seen), Arc::clone(&order));
             move |msg: KafkaMessage| {
-                let seen = Arc::clone(&seen);
+                let (seen, order) = (Arc::clone(&seen), Arc::clone(&order));
                 async move {
+                    order.start(&msg);
                     let id = id_of(&msg, "m");
                     // Random latency: most messages yield, some sleep up to 3 ms, so handlers
                     // finish out of order.
@@ -297,6 +381,7 @@ async fn every_message_is_handled_and_committed() {
                         tokio::task::yield_now().await;
                     }
                     seen[id].fetch_add(1, Ordering::Relaxed);
+                    order.end(&msg);
                     Ok::<(), std::io::Error>(())
                 }
             }
@@ -316,6 +401,11 @@ async fn every_message_is_handled_and_committed() {
     );
     let report = manager.shutdown().await.expect("shutdown");
     assert_eq!(report.abandoned, 0);
+    assert_eq!(order.violations(), Vec::<String>::new(), "per-key order");
+    assert!(
+        order.peak.load(Ordering::Relaxed) > 4,
+        "more handlers at once than partitions"
+    );
 
     let got = committed(&brokers, group, topic, 4);
     assert_eq!(
@@ -324,6 +414,210 @@ async fn every_message_is_handled_and_committed() {
     );
     let dups: u32 = seen.iter().map(|c| c.load(Ordering::Relaxed) - 1).sum();
     assert_eq!(dups, 0, "no redelivery without a rebalance or restart");
+}
+
+/// A hot key with 30 % of the traffic is handled one at a time in order, and does not starve the
+/// other keys: they run alongside it and are all done before it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_keeps_its_order_and_does_not_starve_the_others() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let (topic, group, n) = ("hot", "hot-group", 10_000usize);
+    create_topic(&brokers, topic, 4).await;
+    let hot = |i: usize| i % 10 < 3;
+    let ends = produce_keyed(&brokers, topic, 4, "k", n, |i| {
+        if hot(i) {
+            ("hot".to_owned(), 0)
+        } else {
+            let k = i % 100;
+            (format!("key-{k}"), i32::try_from(k % 4).unwrap())
+        }
+    })
+    .await;
+
+    let seen = counts(n);
+    let order = Arc::new(KeyOrder::default());
+    // When each group of messages was last handled, from the start.
+    let last_hot = Arc::new(AtomicU64::new(0));
+    let last_other = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let manager = base_builder(&brokers, topic, group)
+        .config(AimdConfig::fixed(16))
+        .handler({
+            let (seen, order) = (Arc::clone(&seen), Arc::clone(&order));
+            let (last_hot, last_other) = (Arc::clone(&last_hot), Arc::clone(&last_other));
+            move |msg: KafkaMessage| {
+                let (seen, order) = (Arc::clone(&seen), Arc::clone(&order));
+                let (last_hot, last_other) = (Arc::clone(&last_hot), Arc::clone(&last_other));
+                async move {
+                    order.start(&msg);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let id = id_of(&msg, "k");
+                    seen[id].fetch_add(1, Ordering::Relaxed);
+                    let at = u64::try_from(started.elapsed().as_micros()).unwrap();
+                    if hot(id) { &last_hot } else { &last_other }.fetch_max(at, Ordering::Relaxed);
+                    order.end(&msg);
+                    Ok::<(), std::io::Error>(())
+                }
+            }
+        })
+        .build()
+        .expect("build");
+    manager.start().expect("start");
+    wait_for("every message", Duration::from_secs(120), || {
+        seen.iter().all(|c| c.load(Ordering::Relaxed) > 0)
+    })
+    .await;
+    let stats = manager.stats();
+    manager.shutdown().await.expect("shutdown");
+    let (last_hot, last_other) = (
+        Duration::from_micros(last_hot.load(Ordering::Relaxed)),
+        Duration::from_micros(last_other.load(Ordering::Relaxed)),
+    );
+    eprintln!(
+        "hot done at {last_hot:?}, the others at {last_other:?}, peak {}: {stats:?}",
+        order.peak.load(Ordering::Relaxed)
+    );
+    assert_eq!(order.violations(), Vec::<String>::new(), "per-key order");
+    assert!(
+        last_other < last_hot,
+        "the others finish before the hot key"
+    );
+    assert!(
+        order.peak.load(Ordering::Relaxed) > 4,
+        "keys ran concurrently"
+    );
+    assert_eq!(committed(&brokers, group, topic, 4), ends);
+}
+
+/// Run by [`kill_9_and_restart_keep_per_key_order`] as a child process, which it kills with
+/// SIGKILL: consumes under per-key ordering and appends one line per handled message to
+/// `ACE_ORDER_LOG` (`id`, or `violation …` if per-key order broke).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of kill_9_and_restart_keep_per_key_order"]
+async fn order_child() {
+    use std::io::Write as _;
+    let (Ok(brokers), Ok(log)) = (
+        std::env::var("ACE_ORDER_BROKERS"),
+        std::env::var("ACE_ORDER_LOG"),
+    ) else {
+        panic!("run by kill_9_and_restart_keep_per_key_order, with its environment")
+    };
+    let log = Arc::new(Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("the log"),
+    ));
+    let order = Arc::new(KeyOrder::default());
+    let manager = base_builder(&brokers, "crash", "crash-group")
+        .config(AimdConfig::fixed(32))
+        .handler(move |msg: KafkaMessage| {
+            let (log, order) = (Arc::clone(&log), Arc::clone(&order));
+            async move {
+                order.start(&msg);
+                let id = id_of(&msg, "c");
+                let r = rand(id as u64);
+                if r % 4 == 0 {
+                    tokio::time::sleep(Duration::from_micros(r % 2000)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                order.end(&msg);
+                let mut line = String::new();
+                for v in order.violations.lock().unwrap().drain(..) {
+                    line.push_str(&format!("violation {v}\n"));
+                }
+                line.push_str(&format!("{id}\n"));
+                // One write per line: whatever the kill interrupts, lines stay whole.
+                log.lock().unwrap().write_all(line.as_bytes()).expect("log");
+                Ok::<(), std::io::Error>(())
+            }
+        })
+        .build()
+        .expect("build");
+    manager.start().expect("start");
+    // Killed by the parent; the watchdog ends an orphan.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    std::process::exit(3);
+}
+
+/// The consumer is killed with SIGKILL mid-stream and started again: nothing is lost, and both
+/// runs handle each key one message at a time in strictly increasing offsets (the second from
+/// the last commit on, redelivering what the first had not committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_keep_per_key_order() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let n = 20_000usize;
+    create_topic(&brokers, "crash", 4).await;
+    produce(&brokers, "crash", 4, "c", n).await;
+    let dir = std::env::temp_dir().join(format!("ace-kill9-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let logs = [dir.join("first.log"), dir.join("second.log")];
+    let read = |path: &PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let spawn = |log: &PathBuf| {
+        Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--ignored", "--exact", "order_child", "--nocapture"])
+            .env("ACE_ORDER_BROKERS", &brokers)
+            .env("ACE_ORDER_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the child")
+    };
+    /// Kills the child however the test ends.
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let mut first = Reap(spawn(&logs[0]));
+    wait_for(
+        "the first run to be under way",
+        Duration::from_secs(60),
+        || read(&logs[0]).lines().count() >= n / 4,
+    )
+    .await;
+    first.0.kill().expect("kill -9"); // SIGKILL on Unix
+    first.0.wait().expect("reaped");
+    let handled_first = read(&logs[0]).lines().count();
+
+    let _second = Reap(spawn(&logs[1]));
+    let all = || {
+        let mut seen = vec![false; n];
+        for line in read(&logs[0]).lines().chain(read(&logs[1]).lines()) {
+            if let Ok(id) = line.parse::<usize>() {
+                seen[id] = true;
+            }
+        }
+        seen.iter().all(|&s| s)
+    };
+    wait_for(
+        "every message across both runs",
+        Duration::from_secs(120),
+        all,
+    )
+    .await;
+    let (first_log, second_log) = (read(&logs[0]), read(&logs[1]));
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "first run handled {handled_first} before the kill, second {}",
+        second_log.lines().count()
+    );
+    assert!(handled_first < n, "killed mid-stream");
+    for (run, log) in [("first", &first_log), ("second", &second_log)] {
+        let violations: Vec<&str> = log.lines().filter(|l| l.starts_with("violation")).collect();
+        assert!(violations.is_empty(), "{run} run: {violations:?}");
+    }
 }
 
 /// A slow handler makes the manager pause; nothing is fetched while paused, even for longer than
@@ -401,6 +695,160 @@ async fn slow_handlers_pause_and_resume_without_eviction() {
         committed(&brokers, group, topic, 1),
         vec![i64::try_from(n).unwrap()]
     );
+}
+
+/// Handlers that are slow but keep finishing (50 ms each, limit 4, buffer 8) hold the backlog at
+/// the high-water mark, one completion at a time: the manager pauses after `pause_after`, and
+/// pausing costs no throughput against a manager that never pauses (same broker, same time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_but_finishing_handlers_pause_without_losing_throughput() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let n = 1000usize;
+    for topic in ["steady-pause", "steady-never"] {
+        create_topic(&brokers, topic, 1).await;
+        produce(&brokers, topic, 1, "s", n).await;
+    }
+    let gaps: Arc<Mutex<(Option<Instant>, Duration)>> = Arc::default();
+    let make = |topic: &str, pause_after: Duration| {
+        let seen = counts(n);
+        let gaps = Arc::clone(&gaps);
+        let track = pause_after < Duration::from_secs(1);
+        let manager = base_builder(&brokers, topic, &format!("{topic}-group"))
+            .config(AimdConfig::fixed(4))
+            .buffer(8)
+            .pause_after(pause_after)
+            .handler({
+                let seen = Arc::clone(&seen);
+                move |msg: KafkaMessage| {
+                    let (seen, gaps) = (Arc::clone(&seen), Arc::clone(&gaps));
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        seen[id_of(&msg, "s")].fetch_add(1, Ordering::Relaxed);
+                        if track {
+                            // The longest time without a completion: what a pause costs.
+                            let mut g = gaps.lock().unwrap();
+                            let now = Instant::now();
+                            if let Some(last) = g.0 {
+                                g.1 = g.1.max(now - last);
+                            }
+                            g.0 = Some(now);
+                        }
+                        Ok::<(), std::io::Error>(())
+                    }
+                }
+            })
+            .build()
+            .expect("build");
+        (manager, seen)
+    };
+    let (pausing, seen_pausing) = make("steady-pause", Duration::from_millis(200));
+    let (never, seen_never) = make("steady-never", Duration::from_secs(60));
+    let started = Instant::now();
+    pausing.start().expect("start");
+    never.start().expect("start");
+    let all = |seen: &[AtomicU32]| seen.iter().all(|c| c.load(Ordering::Relaxed) > 0);
+    let (mut t_pausing, mut t_never) = (None, None);
+    wait_for(
+        "both to handle every message",
+        Duration::from_secs(60),
+        || {
+            if t_pausing.is_none() && all(&seen_pausing) {
+                t_pausing = Some(started.elapsed());
+            }
+            if t_never.is_none() && all(&seen_never) {
+                t_never = Some(started.elapsed());
+            }
+            t_pausing.is_some() && t_never.is_some()
+        },
+    )
+    .await;
+    let (t_pausing, t_never) = (t_pausing.unwrap(), t_never.unwrap());
+    let (s_pausing, s_never) = (pausing.stats(), never.stats());
+    eprintln!(
+        "pausing: {t_pausing:?} {s_pausing:?} (longest gap {:?})\nnever: {t_never:?} {s_never:?}",
+        gaps.lock().unwrap().1
+    );
+    pausing.shutdown().await.expect("shutdown");
+    never.shutdown().await.expect("shutdown");
+    assert!(s_pausing.pauses > 0, "a sustained backlog pauses");
+    assert_eq!(s_never.pauses, 0);
+    // 1,000 × 50 ms over 4 slots is 12.5 s at best; 5 % for a noisy machine.
+    assert!(
+        t_pausing.as_secs_f64() <= t_never.as_secs_f64() * 1.05,
+        "pausing costs throughput: {t_pausing:?} against {t_never:?}"
+    );
+}
+
+/// A rebalance while a member has a full buffer: the revoked partitions' buffered messages are
+/// dropped (the next owner handles them), and those in flight finish before the revoke-time
+/// commit, so no message is handled twice across the two members. (Unordered: under per-key
+/// ordering, messages that finished above one still queued behind its key are handled again by
+/// the next owner, the at-least-once window.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_hands_over_buffered_messages_without_handling_them_twice() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let (topic, group, n) = ("handover", "handover-group", 4000usize);
+    create_topic(&brokers, topic, 4).await;
+    let ends = produce(&brokers, topic, 4, "h", n).await;
+
+    let seen = counts(n);
+    let make = |who: Arc<AtomicU64>, weight: u32| {
+        let seen = Arc::clone(&seen);
+        base_builder(&brokers, topic, group)
+            .config(AimdConfig::fixed(4))
+            .ordering(Order::Unordered)
+            .buffer(256)
+            .handler(move |msg: KafkaMessage| {
+                let (seen, who) = (Arc::clone(&seen), Arc::clone(&who));
+                async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    seen[id_of(&msg, "h")].fetch_add(weight, Ordering::Relaxed);
+                    who.fetch_add(1, Ordering::Relaxed);
+                    Ok::<(), std::io::Error>(())
+                }
+            })
+            .build()
+            .expect("build")
+    };
+    let (count_a, count_b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let a = make(Arc::clone(&count_a), 1);
+    a.start().expect("start a");
+    wait_for("a to fill its buffer", Duration::from_secs(30), || {
+        a.stats().core.waiting >= 200
+    })
+    .await;
+    let b = make(Arc::clone(&count_b), 1000);
+    b.start().expect("start b");
+    wait_for("every message", Duration::from_secs(90), || {
+        seen.iter().all(|c| c.load(Ordering::Relaxed) > 0)
+    })
+    .await;
+    let (sa, sb) = (a.stats(), b.stats());
+    eprintln!(
+        "a handled {}, b handled {}\na: {sa:?}\nb: {sb:?}",
+        count_a.load(Ordering::Relaxed),
+        count_b.load(Ordering::Relaxed)
+    );
+    a.shutdown().await.expect("a shuts down");
+    b.shutdown().await.expect("b shuts down");
+    assert!(count_b.load(Ordering::Relaxed) > 0, "b took partitions");
+    // Message `i` is at offset `i / 4` of partition `i % 4`; handled by A counts 1, by B 1000.
+    let twice: Vec<(usize, usize, u32)> = (0..n)
+        .map(|i| (i % 4, i / 4, seen[i].load(Ordering::Relaxed)))
+        .filter(|&(_, _, c)| c != 1 && c != 1000)
+        .collect();
+    assert_eq!(
+        twice,
+        [],
+        "(partition, offset) handled twice: by the old owner after the revoke"
+    );
+    assert_eq!(committed(&brokers, group, topic, 4), ends);
 }
 
 /// Two managers in one group split the partitions and both work; when one leaves, its partitions
@@ -584,7 +1032,7 @@ async fn a_failing_handler_stops_without_committing_past_it() {
         .await
         .expect("the manager stops by itself");
     let err = manager.shutdown().await.expect_err("a handler failure");
-    let KafkaError::HandlerFailed(failure) = err else {
+    let StopError::HandlerFailed(failure) = err else {
         panic!("expected HandlerFailed, got {err:?}")
     };
     assert_eq!(
@@ -745,7 +1193,7 @@ fn bad_config_is_refused_at_build() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(missing, KafkaError::Missing("brokers")),
+        matches!(missing, BuildError::Missing("brokers")),
         "{missing}"
     );
     let aimd = ok()
@@ -756,15 +1204,27 @@ fn bad_config_is_refused_at_build() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&aimd, KafkaError::Config(e) if e.field() == "decrease_factor"),
+        matches!(&aimd, BuildError::Config(e) if e.field() == "decrease_factor"),
         "{aimd}"
     );
+    // Display says what was refused and leaves the cause to `source()`, not repeating it.
+    let cause = std::error::Error::source(&aimd)
+        .expect("the rule broken")
+        .to_string();
+    assert!(cause.contains("decrease_factor"), "{cause}");
+    assert!(!aimd.to_string().contains(&cause), "{aimd}");
+    let revoke = ok()
+        .set("max.poll.interval.ms", "10000")
+        .revoke_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_err();
+    assert!(matches!(&revoke, BuildError::Config(e) if e.field() == "revoke_timeout"));
     let interval = ok().commit_interval(Duration::ZERO).build().unwrap_err();
-    assert!(matches!(&interval, KafkaError::Config(e) if e.field() == "commit_interval"));
+    assert!(matches!(&interval, BuildError::Config(e) if e.field() == "commit_interval"));
     let auto = ok().set("enable.auto.commit", "true").build().unwrap_err();
-    assert!(matches!(&auto, KafkaError::Forbidden { key, .. } if key == "enable.auto.commit"));
+    assert!(matches!(&auto, BuildError::Forbidden { key, .. } if key == "enable.auto.commit"));
     let bogus = ok().set("no.such.property", "1").build().unwrap_err();
-    assert!(matches!(bogus, KafkaError::Client(_)), "{bogus}");
+    assert!(matches!(bogus, BuildError::Client(_)), "{bogus}");
     let not_running = ok().build().unwrap();
-    assert!(matches!(not_running.start(), Err(KafkaError::NoRuntime)));
+    assert!(matches!(not_running.start(), Err(StartError::NoRuntime)));
 }

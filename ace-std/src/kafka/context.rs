@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ace_core::Shutdown;
 use rdkafka::client::ClientContext;
@@ -20,18 +21,30 @@ pub(crate) use crate::util::lock;
 /// One assigned partition and its offset tracker.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
+    /// Unique to this assignment of the partition: the lanes of the scheduler are keyed by it,
+    /// so a partition revoked and assigned again starts with lanes of its own.
+    pub(crate) id: u64,
     /// Shared by every message of the partition.
     pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) tracker: OffsetTracker,
+    /// Handlers of this partition running on their own task (those that did not finish on the
+    /// first poll); the revoke waits for them, bounded.
+    pub(crate) running: AtomicUsize,
+    /// Set when the partition is revoked: its queued messages are dropped, not started.
+    pub(crate) revoked: AtomicBool,
 }
 
 impl PartitionState {
     pub(crate) fn new(topic: &str, partition: i32) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             topic: Arc::from(topic),
             partition,
             tracker: OffsetTracker::default(),
+            running: AtomicUsize::new(0),
+            revoked: AtomicBool::new(false),
         }
     }
 }
@@ -50,6 +63,8 @@ pub(crate) struct Counters {
     pub(crate) commit_errors: AtomicU64,
     pub(crate) consumer_errors: AtomicU64,
     pub(crate) rebalances: AtomicU64,
+    pub(crate) revoked_dropped: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -75,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) lag: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Held while a commit is made (see [`commit`](Self::commit)).
+    committing: Mutex<()>,
     /// The first handler failure under the stop policy.
     pub(crate) failure: Mutex<Option<HandlerFailure>>,
     /// Triggered to stop the consumer task (by `shutdown()` or a handler failure).
@@ -94,6 +111,7 @@ impl Shared {
             lag: AtomicU64::new(NO_LAG),
             counters: Counters::default(),
             last_error: Mutex::new(None),
+            committing: Mutex::new(()),
             failure: Mutex::new(None),
             stop: Shutdown::new(),
             done: Shutdown::new(),
@@ -112,9 +130,21 @@ impl Shared {
         *lock(&self.last_error) = Some(format!("{what}: {error}"));
     }
 
+    /// The one place an error of the consumer or the client is counted and recorded.
+    pub(crate) fn consumer_error(&self, what: &str, error: &dyn std::fmt::Display) {
+        bump(&self.counters.consumer_errors);
+        self.record_error(what, error);
+    }
+
     /// Records a handler failure under the stop policy and asks the consumer to stop.
     pub(crate) fn fail(&self, failure: HandlerFailure) {
-        tracing::error!(target: "ace::kafka", %failure, "handler failed; stopping the consumer");
+        tracing::error!(
+            target: "ace::kafka",
+            %failure,
+            error = %failure.error,
+            cause = ?std::error::Error::source(&failure.error).map(ToString::to_string),
+            "handler failed; stopping the consumer"
+        );
         let mut slot = lock(&self.failure);
         if slot.is_none() {
             *slot = Some(failure);
@@ -142,8 +172,32 @@ impl Shared {
         tpl
     }
 
-    /// Commits `tpl` (if not empty), counting the outcome.
+    /// Commits the partitions of `tpl` still assigned (if any), counting the outcome.
+    ///
+    /// Commits are made one at a time, and a revoke commits and forgets its partitions under the
+    /// same lock: a periodic commit computed before a revoke, and landing after it, would
+    /// otherwise move the group's offset back, and the next owner would handle again what was
+    /// handled here.
     pub(crate) fn commit<C: Consumer<X>, X: ConsumerContext>(
+        &self,
+        consumer: &C,
+        tpl: &TopicPartitionList,
+        mode: CommitMode,
+    ) -> Result<(), RdKafkaError> {
+        let _one_at_a_time = lock(&self.committing);
+        let parts = lock(&self.partitions);
+        let mut assigned = TopicPartitionList::new();
+        for e in tpl.elements() {
+            if parts.contains_key(&(e.topic().to_owned(), e.partition())) {
+                let _ = assigned.add_partition_offset(e.topic(), e.partition(), e.offset());
+            }
+        }
+        drop(parts);
+        self.commit_locked(consumer, &assigned, mode)
+    }
+
+    /// Commits `tpl` (if not empty), counting the outcome; the caller holds `committing`.
+    fn commit_locked<C: Consumer<X>, X: ConsumerContext>(
         &self,
         consumer: &C,
         tpl: &TopicPartitionList,
@@ -210,6 +264,15 @@ impl Shared {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The states of the partitions in `tpl` that are assigned.
+    fn states_of(&self, tpl: &TopicPartitionList) -> Vec<Arc<PartitionState>> {
+        let parts = lock(&self.partitions);
+        tpl.elements()
+            .iter()
+            .filter_map(|e| parts.get(&(e.topic().to_owned(), e.partition())).cloned())
+            .collect()
+    }
+
     fn revoke(&self, tpl: &TopicPartitionList) {
         let mut parts = lock(&self.partitions);
         for e in tpl.elements() {
@@ -220,10 +283,40 @@ impl Shared {
     }
 }
 
+/// Waits until no handler of `states` runs, or until `timeout` has passed; returns how many
+/// still run.
+///
+/// A rebalance callback is synchronous, so this blocks its thread, a worker of the runtime: in
+/// `block_in_place`, which hands the worker's queued tasks (a handler woken there among them) to
+/// another thread. On a current-thread runtime no handler can run meanwhile: it does not wait.
+fn wait_for_handlers(states: &[Arc<PartitionState>], timeout: Duration) -> usize {
+    let running = || -> usize {
+        states
+            .iter()
+            .map(|s| s.running.load(Ordering::Acquire))
+            .sum()
+    };
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !multi_thread || running() == 0 {
+        return running();
+    }
+    let deadline = Instant::now() + timeout;
+    tokio::task::block_in_place(|| loop {
+        let now = running();
+        if now == 0 || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    })
+}
+
 /// The rdkafka context: rebalance callbacks, statistics (lag) and client errors.
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     pub(crate) shared: Arc<Shared>,
+    /// How long a revoke waits for the revoked partitions' handlers before it commits.
+    pub(crate) revoke_timeout: Duration,
 }
 
 impl ClientContext for Context {
@@ -235,9 +328,8 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: RdKafkaError, reason: &str) {
-        bump(&self.shared.counters.consumer_errors);
         self.shared
-            .record_error("kafka client error", &format_args!("{error}: {reason}"));
+            .consumer_error("kafka client error", &format_args!("{error}: {reason}"));
     }
 }
 
@@ -245,13 +337,35 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             bump(&self.shared.counters.rebalances);
-            // Commit what is done before the partitions go: the next owner starts there. Handlers
-            // still running will see their message again there (at-least-once).
+            // No queued message of these partitions starts from now on (the consumer task drops
+            // them: the next owner handles them). Handlers already running get a bounded time to
+            // finish, so the commit below covers them; one still running after that will be
+            // handled again by the next owner (at-least-once).
+            let states = self.shared.states_of(tpl);
+            for state in &states {
+                state.revoked.store(true, Ordering::Release);
+            }
+            let lost = consumer.assignment_lost();
+            if !lost {
+                let running = wait_for_handlers(&states, self.revoke_timeout);
+                if running > 0 {
+                    tracing::warn!(
+                        target: "ace::kafka",
+                        running,
+                        "handlers still running at the revoke-time commit: the next owner handles \
+                         their messages again"
+                    );
+                }
+            }
+            let one_at_a_time = lock(&self.shared.committing);
             let offsets = self.shared.committable(Some(tpl));
-            if !consumer.assignment_lost() {
-                let _ = self.shared.commit(consumer, &offsets, CommitMode::Sync);
+            if !lost {
+                let _ = self
+                    .shared
+                    .commit_locked(consumer, &offsets, CommitMode::Sync);
             }
             self.shared.revoke(tpl);
+            drop(one_at_a_time);
             tracing::debug!(target: "ace::kafka", revoked = tpl.count(), "partitions revoked");
         }
     }
@@ -273,10 +387,7 @@ impl ConsumerContext for Context {
                 tracing::debug!(target: "ace::kafka", assigned = tpl.count(), "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => {
-                bump(&self.shared.counters.consumer_errors);
-                self.shared.record_error("rebalance failed", e);
-            }
+            Rebalance::Error(e) => self.shared.consumer_error("rebalance failed", e),
         }
     }
 }

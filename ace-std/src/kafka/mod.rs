@@ -6,8 +6,9 @@
 //!   extra rdkafka settings, an async handler, an [`AimdConfig`]; [`start`] and [`shutdown`].
 //! - [`KafkaMessage`]: what a handler receives (`payload`, `key`, `topic`, `offset`, … as on
 //!   [`rdkafka::Message`]; cheap to clone).
+//! - [`Ordering`]: which messages may run at the same time (by default, one at a time per key).
 //! - [`RetryPolicy`], [`HandlerFailure`], [`HandlerError`]: what happens when a handler fails.
-//! - [`KafkaStats`], [`ShutdownReport`], [`KafkaError`].
+//! - [`KafkaStats`], [`ShutdownReport`]; [`BuildError`], [`StartError`], [`StopError`].
 //!
 //! # How it works
 //!
@@ -17,17 +18,24 @@
 //! the consumer's own lag, which is demand: a growing lag with a healthy system argues for more
 //! handlers, never fewer. A shrink takes effect as permits come back (nothing is cancelled).
 //!
-//! **Back-pressure.** Messages received while every slot is taken wait in a small buffer. When
-//! handlers in flight plus buffered messages reach the high-water mark — the limit plus the buffer
-//! allowance ([`buffer`](KafkaConsumerManagerBuilder::buffer), default 256) — the manager stops
-//! taking messages (they wait in librdkafka's queue, which stops fetching when full). If the
-//! backlog is still there after [`pause_after`](KafkaConsumerManagerBuilder::pause_after)
-//! (default 1 s), every assigned partition is paused; they resume once the backlog drains to half
-//! the high-water mark. The delay and the gap between the marks keep a busy consumer from
-//! flapping (each pause throws away librdkafka's prefetched messages): a burst that fast handlers
-//! absorb in milliseconds never pauses. The consumer keeps polling while paused, so the group does
-//! not evict it after `max.poll.interval.ms`, and a partition assigned during a pause starts
-//! paused.
+//! **Ordering.** By default ([`Ordering::Key`]) messages with the same key in the same partition
+//! run one at a time, in offset order, while different keys run concurrently;
+//! [`ordering`](KafkaConsumerManagerBuilder::ordering) picks one at a time per partition, or no
+//! order at all. A message whose key is busy waits in the buffer behind it.
+//!
+//! **Back-pressure.** Messages received while every slot is taken (or their key is busy) wait in a
+//! buffer. When handlers in flight plus waiting messages reach the high-water mark — the limit
+//! plus the buffer allowance ([`buffer`](KafkaConsumerManagerBuilder::buffer), default 256) — the
+//! manager stops taking messages (they wait in librdkafka's queue, which stops fetching when
+//! full). If the backlog stays high for
+//! [`pause_after`](KafkaConsumerManagerBuilder::pause_after) (default 1 s) — handlers finishing
+//! one at a time do not reset that clock; only a backlog that drains does — every assigned
+//! partition is paused. They resume while a reserve is still waiting (the limit's worth, at most
+//! half the buffer), so the slots keep working while librdkafka fetches again. The delay keeps a
+//! busy consumer from flapping (each pause throws away librdkafka's prefetched messages): a burst
+//! that fast handlers absorb in milliseconds never pauses. The consumer keeps polling while
+//! paused, so the group does not evict it after `max.poll.interval.ms`, and a partition assigned
+//! during a pause starts paused.
 //!
 //! **Fetching.** The manager sets `statistics.interval.ms=1000` (for the lag) and
 //! `fetch.queue.backoff.ms=50`: when librdkafka's queue passes its thresholds (which back-pressure
@@ -45,7 +53,9 @@
 //! commits only the offset below which every handler has finished (a message whose handler is
 //! running, failed, or was never started is never committed past). It commits every
 //! [`commit_interval`](KafkaConsumerManagerBuilder::commit_interval) (default 1 s) if anything
-//! moved since the last successful commit, when partitions are revoked, and at shutdown (waiting
+//! moved since the last successful commit, when partitions are revoked (after waiting up to
+//! [`revoke_timeout`](KafkaConsumerManagerBuilder::revoke_timeout) for their handlers, default
+//! 5 s; their waiting messages are dropped for the next owner), and at shutdown (waiting
 //! at most the rest of the shutdown timeout, and at least 10 s). Commits are synchronous, so a
 //! refused one is counted in [`KafkaStats::commit_errors`] and made again at the next tick
 //! (librdkafka does not report asynchronous manual commits to rdkafka, rust-rdkafka #856); the
@@ -58,7 +68,7 @@
 //! - by default the manager **stops**: it stops fetching, lets the other handlers finish, commits
 //!   up to (not including) the failed message, leaves the group, and
 //!   [`shutdown`]/[`stopped`](KafkaConsumerManager::stopped) report
-//!   [`KafkaError::HandlerFailed`]. Restarting redelivers the message.
+//!   [`StopError::HandlerFailed`]. Restarting redelivers the message.
 //! - with [`dead_letter`](KafkaConsumerManagerBuilder::dead_letter), the message and its
 //!   [`HandlerFailure`] go to your callback (to produce it to a dead-letter topic, say); once the
 //!   callback returns `Ok` the message counts as done and is committed past. A dead-letter
@@ -106,11 +116,13 @@ mod error;
 mod handler;
 mod message;
 mod pump;
+mod retry;
+mod scheduler;
 mod tracker;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering as Atomic;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,10 +142,12 @@ use crate::signals::Merge;
 use crate::stats::{DecisionCounters, Stats};
 use crate::util::{clamp_to_permits, loop_options_methods, LoopOptions, Sinks};
 
-use self::error::{AfterRetries, DeadLetterFn};
-pub use self::error::{BoxError, HandlerError, HandlerFailure, KafkaError, RetryPolicy};
+pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};
 use self::handler::Handler;
 pub use self::message::KafkaMessage;
+pub use self::retry::RetryPolicy;
+use self::retry::{AfterRetries, DeadLetterFn};
+pub use self::scheduler::Ordering;
 
 /// The control loop's source: the user's sources, plus the consumer lag.
 ///
@@ -170,7 +184,7 @@ impl LimitTarget for KafkaTarget {
         Usage {
             limit: self.gate.limit(),
             in_flight: self.gate.in_use(),
-            waiting: self.shared.buffered.load(Ordering::Relaxed),
+            waiting: self.shared.buffered.load(Atomic::Relaxed),
         }
     }
 }
@@ -180,6 +194,7 @@ impl LimitTarget for KafkaTarget {
 /// Required: [`brokers`](Self::brokers), at least one [`topic`](Self::topic), a
 /// [`group_id`](Self::group_id) and a [`handler`](Self::handler). Everything else has a default.
 #[must_use]
+#[derive(Default)]
 pub struct KafkaConsumerManagerBuilder {
     brokers: Option<String>,
     topics: Vec<String>,
@@ -188,12 +203,37 @@ pub struct KafkaConsumerManagerBuilder {
     config: AimdConfig,
     loop_options: LoopOptions,
     handler: Option<Handler>,
-    retry: RetryPolicy,
-    after: AfterRetries,
-    buffer: usize,
-    pause_after: Duration,
-    commit_interval: Duration,
-    shutdown_timeout: Duration,
+    options: Options,
+}
+
+/// The builder's own options, written once: set by the builder, moved into the consumer task.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) ordering: Ordering,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) after: AfterRetries,
+    pub(crate) buffer: usize,
+    pub(crate) pause_after: Duration,
+    pub(crate) commit_interval: Duration,
+    /// `None` until `build` picks the default, which depends on `max.poll.interval.ms`.
+    pub(crate) revoke_timeout: Option<Duration>,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        type B = KafkaConsumerManagerBuilder;
+        Self {
+            ordering: Ordering::default(),
+            retry: RetryPolicy::default(),
+            after: AfterRetries::Stop,
+            buffer: B::default_buffer(),
+            pause_after: B::default_pause_after(),
+            commit_interval: B::default_commit_interval(),
+            revoke_timeout: None,
+            shutdown_timeout: B::default_shutdown_timeout(),
+        }
+    }
 }
 
 impl fmt::Debug for KafkaConsumerManagerBuilder {
@@ -206,33 +246,8 @@ impl fmt::Debug for KafkaConsumerManagerBuilder {
             .field("config", &self.config)
             .field("loop_options", &self.loop_options)
             .field("handler", &self.handler.is_some())
-            .field("retry", &self.retry)
-            .field("after_retries", &self.after)
-            .field("buffer", &self.buffer)
-            .field("pause_after", &self.pause_after)
-            .field("commit_interval", &self.commit_interval)
-            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("options", &self.options)
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for KafkaConsumerManagerBuilder {
-    fn default() -> Self {
-        Self {
-            brokers: None,
-            topics: Vec::new(),
-            group_id: None,
-            rdkafka: Vec::new(),
-            config: AimdConfig::default(),
-            loop_options: LoopOptions::default(),
-            handler: None,
-            retry: RetryPolicy::default(),
-            after: AfterRetries::Stop,
-            buffer: Self::default_buffer(),
-            pause_after: Self::default_pause_after(),
-            commit_interval: Self::default_commit_interval(),
-            shutdown_timeout: Self::default_shutdown_timeout(),
-        }
     }
 }
 
@@ -252,6 +267,14 @@ impl KafkaConsumerManagerBuilder {
     /// Default for [`commit_interval`](Self::commit_interval): 1 s.
     pub const fn default_commit_interval() -> Duration {
         Duration::from_secs(1)
+    }
+    /// Default for [`revoke_timeout`](Self::revoke_timeout): 5 s (or a quarter of
+    /// `max.poll.interval.ms`, if less).
+    pub const fn default_revoke_timeout() -> Duration {
+        // Long enough for ordinary handlers to finish, so a rebalance hands over no message
+        // twice; short next to the group's rebalance timeout (max.poll.interval.ms, 5 min),
+        // since every member waits for the slowest revoke.
+        Duration::from_secs(5)
     }
     /// Default for [`shutdown_timeout`](Self::shutdown_timeout): 30 s.
     pub const fn default_shutdown_timeout() -> Duration {
@@ -322,7 +345,7 @@ impl KafkaConsumerManagerBuilder {
 
     /// How a failing handler is retried. Default [`RetryPolicy::default`].
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.options.retry = retry;
         self
     }
 
@@ -338,20 +361,20 @@ impl KafkaConsumerManagerBuilder {
             let fut = callback(msg, failure);
             Box::pin(async move { fut.await.map_err(Into::into) })
         });
-        self.after = AfterRetries::DeadLetter(f);
+        self.options.after = AfterRetries::DeadLetter(f);
         self
     }
 
     /// After the retries, stop the manager (the default).
     pub fn stop_on_failure(mut self) -> Self {
-        self.after = AfterRetries::Stop;
+        self.options.after = AfterRetries::Stop;
         self
     }
 
     /// Messages that may wait for a slot beyond the limit before partitions pause. Default 256;
     /// 0 pauses as soon as every slot is taken.
     pub fn buffer(mut self, messages: usize) -> Self {
-        self.buffer = messages;
+        self.options.buffer = messages;
         self
     }
 
@@ -361,20 +384,38 @@ impl KafkaConsumerManagerBuilder {
     /// Until then messages simply wait in librdkafka's queue; a pause lets the consumer keep
     /// polling (group liveness) without receiving, at the price of the prefetched messages.
     pub fn pause_after(mut self, after: Duration) -> Self {
-        self.pause_after = after;
+        self.options.pause_after = after;
         self
     }
 
     /// How often finished offsets are committed. Default 1 s; must not be zero.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
-        self.commit_interval = interval;
+        self.options.commit_interval = interval;
+        self
+    }
+
+    /// Which messages may run at the same time. Default [`Ordering::Key`]: one at a time per key.
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.options.ordering = ordering;
+        self
+    }
+
+    /// How long a revoke (a rebalance) waits for the revoked partitions' handlers to finish
+    /// before it commits. Default 5 s, or a quarter of `max.poll.interval.ms` if that is less;
+    /// must be below half of `max.poll.interval.ms`.
+    ///
+    /// A handler still running then has its message handled again by the next owner. Rebalance
+    /// callbacks are synchronous: the wait runs in `tokio::task::block_in_place`, so on a
+    /// current-thread runtime (where no handler could run meanwhile) there is no wait.
+    pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
+        self.options.revoke_timeout = Some(timeout);
         self
     }
 
     /// How long [`shutdown`](KafkaConsumerManager::shutdown) waits for handlers in flight.
     /// Default 30 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.options.shutdown_timeout = timeout;
         self
     }
 
@@ -383,29 +424,32 @@ impl KafkaConsumerManagerBuilder {
     ///
     /// # Errors
     ///
-    /// - [`KafkaError::Missing`] if `brokers`, `topics`, `group_id` or `handler` is not set (or
+    /// - [`BuildError::Missing`] if `brokers`, `topics`, `group_id` or `handler` is not set (or
     ///   empty);
-    /// - [`KafkaError::Config`] if the [`AimdConfig`] or the [`RetryPolicy`] breaks a rule,
-    ///   `commit_interval` is zero, or `pause_after` is not below half of
+    /// - [`BuildError::Config`] if the [`AimdConfig`] or the [`RetryPolicy`] breaks a rule,
+    ///   `commit_interval` is zero, or `pause_after` or `revoke_timeout` is not below half of
     ///   `max.poll.interval.ms`;
-    /// - [`KafkaError::Forbidden`] for `enable.auto.commit=true`;
-    /// - [`KafkaError::Client`] if librdkafka refuses a property or value.
-    pub fn build(self) -> Result<KafkaConsumerManager, KafkaError> {
+    /// - [`BuildError::Forbidden`] for `enable.auto.commit=true`;
+    /// - [`BuildError::Client`] if librdkafka refuses a property or value.
+    pub fn build(self) -> Result<KafkaConsumerManager, BuildError> {
         let brokers = self
             .brokers
             .filter(|b| !b.trim().is_empty())
-            .ok_or(KafkaError::Missing("brokers"))?;
+            .ok_or(BuildError::Missing("brokers"))?;
         if self.topics.is_empty() || self.topics.iter().any(|t| t.is_empty()) {
-            return Err(KafkaError::Missing("topics"));
+            return Err(BuildError::Missing("topics"));
         }
         let group_id = self
             .group_id
             .filter(|g| !g.is_empty())
-            .ok_or(KafkaError::Missing("group_id"))?;
-        let handler = self.handler.ok_or(KafkaError::Missing("handler"))?;
-        self.config.validate()?;
-        self.retry.validate()?;
-        if self.commit_interval.is_zero() {
+            .ok_or(BuildError::Missing("group_id"))?;
+        let handler = self.handler.ok_or(BuildError::Missing("handler"))?;
+        let config = clamp_to_permits(self.config);
+        let initial_limit = config.initial_limit;
+        let controller = Controller::new(config)?;
+        let mut options = self.options;
+        options.retry.validate()?;
+        if options.commit_interval.is_zero() {
             return Err(ConfigError::custom("commit_interval", ConfigRule::NonZero, 0.0).into());
         }
 
@@ -423,7 +467,7 @@ impl KafkaConsumerManagerBuilder {
             .set("fetch.queue.backoff.ms", "50");
         for (key, value) in &self.rdkafka {
             if key == "enable.auto.commit" && value.trim() != "false" {
-                return Err(KafkaError::Forbidden {
+                return Err(BuildError::Forbidden {
                     key: key.clone(),
                     reason: "the manager commits only handled messages; auto-commit would commit \
                              messages not yet handled",
@@ -439,37 +483,41 @@ impl KafkaConsumerManagerBuilder {
             .parse()
             .unwrap_or(300_000);
         drop(native);
-        if self.pause_after.saturating_mul(2) >= Duration::from_millis(max_poll_ms) {
-            #[allow(
-                clippy::cast_precision_loss,
-                reason = "a duration in ms, for the message"
-            )]
-            let half = (max_poll_ms / 2) as f64;
-            return Err(ConfigError::custom(
-                "pause_after",
-                ConfigRule::Below("max.poll.interval.ms / 2", half),
-                self.pause_after.as_secs_f64() * 1000.0,
-            )
-            .into());
+        // Both hold up polling: past max.poll.interval.ms the group evicts the consumer.
+        let revoke_timeout = options.revoke_timeout.unwrap_or_else(|| {
+            Self::default_revoke_timeout().min(Duration::from_millis(max_poll_ms / 4))
+        });
+        options.revoke_timeout = Some(revoke_timeout);
+        for (field, value) in [
+            ("pause_after", options.pause_after),
+            ("revoke_timeout", revoke_timeout),
+        ] {
+            if value.saturating_mul(2) >= Duration::from_millis(max_poll_ms) {
+                #[allow(
+                    clippy::cast_precision_loss,
+                    reason = "a duration in ms, for the message"
+                )]
+                let half = (max_poll_ms / 2) as f64;
+                return Err(ConfigError::custom(
+                    field,
+                    ConfigRule::Below("max.poll.interval.ms / 2", half),
+                    value.as_secs_f64() * 1000.0,
+                )
+                .into());
+            }
         }
 
-        let config = clamp_to_permits(self.config);
         Ok(KafkaConsumerManager {
             shared: Arc::new(Shared::new()),
-            gate: Arc::new(Semaphore::new(config.initial_limit)),
+            gate: Arc::new(Semaphore::new(initial_limit)),
             counters: Arc::new(DecisionCounters::default()),
             state: Mutex::new(State::Built(Box::new(Parts {
                 client,
                 topics: self.topics,
-                config,
+                controller,
                 loop_options: self.loop_options,
                 handler,
-                retry: self.retry,
-                after: self.after,
-                buffer: self.buffer,
-                pause_after: self.pause_after,
-                commit_interval: self.commit_interval,
-                shutdown_timeout: self.shutdown_timeout,
+                options,
             }))),
         })
     }
@@ -478,20 +526,15 @@ impl KafkaConsumerManagerBuilder {
 struct Parts {
     client: ClientConfig,
     topics: Vec<String>,
-    config: AimdConfig,
+    controller: Controller,
     loop_options: LoopOptions,
     handler: Handler,
-    retry: RetryPolicy,
-    after: AfterRetries,
-    buffer: usize,
-    pause_after: Duration,
-    commit_interval: Duration,
-    shutdown_timeout: Duration,
+    options: Options,
 }
 
 enum State {
     Built(Box<Parts>),
-    Running(JoinHandle<Result<ShutdownReport, KafkaError>>),
+    Running(JoinHandle<Result<ShutdownReport, StopError>>),
     Finished,
 }
 
@@ -584,6 +627,12 @@ pub struct KafkaStats {
     pub consumer_errors: u64,
     /// Partition assignments and revocations seen.
     pub rebalances: u64,
+    /// Waiting messages dropped because their partition was revoked (the next owner handles
+    /// them).
+    pub revoked_dropped: u64,
+    /// Messages librdkafka delivered a second time (it refetches after a pause) while the first
+    /// copy was still tracked; dropped, the first copy counts.
+    pub redelivered: u64,
     /// The last error reported, as text.
     pub last_error: Option<String>,
 }
@@ -613,36 +662,32 @@ impl KafkaConsumerManager {
     ///
     /// # Errors
     ///
-    /// [`KafkaError::NoRuntime`] outside a tokio runtime, [`KafkaError::AlreadyStarted`] on a
-    /// second call, [`KafkaError::Client`] if librdkafka cannot create the consumer or subscribe.
-    pub fn start(&self) -> Result<(), KafkaError> {
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| KafkaError::NoRuntime)?;
+    /// [`StartError::NoRuntime`] outside a tokio runtime, [`StartError::AlreadyStarted`] on a
+    /// second call, [`StartError::Client`] if librdkafka cannot create the consumer or subscribe.
+    pub fn start(&self) -> Result<(), StartError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let mut state = lock(&self.state);
         let parts = match std::mem::replace(&mut *state, State::Finished) {
             State::Built(parts) => parts,
             other => {
                 *state = other;
-                return Err(KafkaError::AlreadyStarted);
+                return Err(StartError::AlreadyStarted);
             }
         };
         let Parts {
             client,
             topics,
-            config,
+            controller,
             loop_options,
             handler,
-            retry,
-            after,
-            buffer,
-            pause_after,
-            commit_interval,
-            shutdown_timeout,
+            options,
         } = *parts;
         let _enter = handle.enter();
         let consumer: StreamConsumer<Context> = StreamConsumer::from_config_and_context(
             &client,
             Context {
                 shared: Arc::clone(&self.shared),
+                revoke_timeout: options.revoke_timeout.unwrap_or_default(),
             },
         )?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -651,7 +696,7 @@ impl KafkaConsumerManager {
         let control_stop = ace_core::Shutdown::new();
         let control = control_loop(
             TokioRuntime::from_handle(handle.clone()),
-            Controller::new(config)?,
+            controller,
             loop_options,
             Arc::clone(&self.counters),
             &self.shared,
@@ -668,12 +713,7 @@ impl KafkaConsumerManager {
             shared: Arc::clone(&self.shared),
             gate: Arc::clone(&self.gate),
             handler,
-            retry,
-            after,
-            buffer,
-            pause_after,
-            commit_interval,
-            shutdown_timeout,
+            options,
             control_stop,
         };
         *state = State::Running(handle.spawn(pump.run()));
@@ -686,23 +726,23 @@ impl KafkaConsumerManager {
     ///
     /// # Errors
     ///
-    /// [`KafkaError::HandlerFailed`] if the manager had stopped (or now stops) on a handler failure
-    /// under the stop policy; [`KafkaError::NotRunning`] if it was never started or was already
-    /// shut down; [`KafkaError::Crashed`] if its task panicked.
+    /// [`StopError::HandlerFailed`] if the manager had stopped (or now stops) on a handler failure
+    /// under the stop policy; [`StopError::NotRunning`] if it was never started or was already
+    /// shut down; [`StopError::Crashed`] if its task panicked.
     ///
     /// # Cancel safety
     ///
     /// Not cancel-safe: dropping the future leaves the stop running in the background, and a
-    /// second call returns [`KafkaError::NotRunning`].
-    pub async fn shutdown(&self) -> Result<ShutdownReport, KafkaError> {
+    /// second call returns [`StopError::NotRunning`].
+    pub async fn shutdown(&self) -> Result<ShutdownReport, StopError> {
         let task = match std::mem::replace(&mut *lock(&self.state), State::Finished) {
             State::Running(task) => task,
-            State::Built(_) | State::Finished => return Err(KafkaError::NotRunning),
+            State::Built(_) | State::Finished => return Err(StopError::NotRunning),
         };
         self.shared.stop.trigger();
         match task.await {
             Ok(result) => result,
-            Err(e) => Err(KafkaError::Crashed(e.to_string())),
+            Err(e) => Err(StopError::Crashed(e.to_string())),
         }
     }
 
@@ -729,17 +769,17 @@ impl KafkaConsumerManager {
 
     /// True while the assigned partitions are paused.
     pub fn is_paused(&self) -> bool {
-        self.shared.paused.load(Ordering::Relaxed)
+        self.shared.paused.load(Atomic::Relaxed)
     }
 
     /// A snapshot of the state and counters.
     pub fn stats(&self) -> KafkaStats {
         let c = &self.shared.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Atomic::Relaxed);
         let usage = Usage {
             limit: self.gate.limit(),
             in_flight: self.gate.in_use(),
-            waiting: self.shared.buffered.load(Ordering::Relaxed),
+            waiting: self.shared.buffered.load(Atomic::Relaxed),
         };
         let (handled, failed) = (get(&c.handled), get(&c.failed));
         KafkaStats {
@@ -759,6 +799,8 @@ impl KafkaConsumerManager {
             commit_errors: get(&c.commit_errors),
             consumer_errors: get(&c.consumer_errors),
             rebalances: get(&c.rebalances),
+            revoked_dropped: get(&c.revoked_dropped),
+            redelivered: get(&c.redelivered),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }
@@ -796,7 +838,7 @@ mod tests {
     #[tokio::test]
     async fn tells_the_sink_about_a_failing_user_source_and_keeps_the_lag() {
         let shared = Arc::new(Shared::new());
-        shared.lag.store(42, Ordering::Relaxed);
+        shared.lag.store(42, Atomic::Relaxed);
         let gate = Arc::new(Semaphore::new(4));
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let mut fail = true;

@@ -29,6 +29,9 @@ pub(crate) struct OffsetTracker {
     /// One past the highest offset received in this epoch; `NONE` before the first. Written by
     /// the consumer task only.
     high: AtomicI64,
+    /// The first offset received in this epoch; `NONE` before the first. Written by the
+    /// consumer task only.
+    low: AtomicI64,
     /// True while the window is not empty (written under its lock).
     busy: AtomicBool,
     window: Mutex<Window>,
@@ -46,6 +49,7 @@ impl Default for OffsetTracker {
     fn default() -> Self {
         Self {
             high: AtomicI64::new(NONE),
+            low: AtomicI64::new(NONE),
             busy: AtomicBool::new(false),
             window: Mutex::new(Window::default()),
         }
@@ -53,11 +57,21 @@ impl Default for OffsetTracker {
 }
 
 impl OffsetTracker {
+    /// Consumer task only: true if `offset` was received already in this epoch (it is finished,
+    /// running or waiting), so a second delivery of it (librdkafka refetches after a pause) is
+    /// a duplicate, not a rewind.
+    pub(crate) fn seen(&self, offset: i64) -> bool {
+        self.low.load(Ordering::Relaxed) <= offset && offset < self.high.load(Ordering::Relaxed)
+    }
+
     /// Consumer task only: the message at `offset` was received and its handler has already
     /// finished.
     pub(crate) fn finished_at_once(&self, offset: i64) {
         let high = self.high.load(Ordering::Relaxed);
         if offset >= high && !self.busy.load(Ordering::Acquire) {
+            if high == NONE {
+                self.low.store(offset, Ordering::Relaxed);
+            }
             self.high.store(offset + 1, Ordering::Release);
             return;
         }
@@ -81,10 +95,14 @@ impl OffsetTracker {
     }
 
     fn rewind_if(&self, window: &mut Window, offset: i64) {
-        if offset < self.high.load(Ordering::Relaxed) {
+        let high = self.high.load(Ordering::Relaxed);
+        if offset < high {
             window.epoch += 1;
             window.entries.clear();
             self.busy.store(false, Ordering::Release);
+        }
+        if offset < high || high == NONE {
+            self.low.store(offset, Ordering::Relaxed);
         }
     }
 
@@ -135,6 +153,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn knows_the_offsets_received_in_this_epoch() {
+        let t = OffsetTracker::default();
+        assert!(!t.seen(0));
+        t.dispatch(10);
+        t.finished_at_once(11);
+        assert!(t.seen(10) && t.seen(11));
+        assert!(!t.seen(9) && !t.seen(12));
+        t.dispatch(5);
+        assert!(t.seen(5) && !t.seen(10), "a rewind starts again at 5");
+    }
 
     #[test]
     fn commits_nothing_before_the_first_message() {
