@@ -77,6 +77,13 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 #[no_mangle]
 extern "C" fn rust_eh_personality() {}
 
+/// The same for `_Unwind_Resume`, which the prebuilt `alloc`'s formatting code names (ace-core's
+/// signal checks format their error messages).
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    exit(134)
+}
+
 /// A bump allocator over a static array: never frees, which a short demo can afford.
 struct Bump {
     arena: UnsafeCell<[u8; ARENA]>,
