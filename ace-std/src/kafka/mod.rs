@@ -138,9 +138,10 @@ use tokio::task::JoinHandle;
 
 use self::context::{lock, Context, Shared};
 use self::pump::Pump;
+use crate::control::{loop_options_methods, LoopOptions, Sinks};
 use crate::signals::Merge;
 use crate::stats::{DecisionCounters, Stats};
-use crate::util::{clamp_to_permits, loop_options_methods, LoopOptions, Sinks};
+use crate::util::clamp_to_permits;
 
 pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};
 use self::handler::Handler;
