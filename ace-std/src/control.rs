@@ -391,12 +391,28 @@ impl LoopHandle {
 
     /// Completes when the loop's task has ended, or after the source timeout, whichever comes
     /// first: a source that blocks its thread past its timeout does not hold a shutdown.
-    pub(crate) fn stopped<R: Runtime>(&self, runtime: &R) -> impl Future<Output = ()> + Send {
-        let done = self.shared.done.clone();
-        let grace = runtime.sleep(self.source_timeout);
-        async move {
-            futures_lite::future::or(done.wait(), grace).await;
+    pub(crate) async fn stopped(&self) {
+        let done = &self.shared.done;
+        if done.is_triggered() {
+            return;
         }
+        // The grace period runs on a thread of its own, not on the runtime's timer: a source
+        // that blocks a tokio worker can stall the timer with it (no worker then drives it).
+        let grace = Shutdown::new();
+        let fire = grace.clone();
+        let timeout = self.source_timeout;
+        let spawned = std::thread::Builder::new()
+            .name("ace-shutdown-grace".to_owned())
+            .spawn(move || {
+                std::thread::sleep(timeout);
+                fire.trigger();
+            });
+        if spawned.is_err() {
+            // No thread to time with: wait for the loop itself.
+            done.wait().await;
+            return;
+        }
+        futures_lite::future::or(done.wait(), grace.wait()).await;
     }
 }
 
@@ -461,8 +477,10 @@ where
         let handle = self.handle();
         let shared = Arc::clone(&handle.shared);
         let runtime = self.runtime.clone();
+        // Made before the task, so that it fires even if the task is dropped unpolled.
+        let done = LoopDone(Arc::clone(&shared));
         runtime.spawn(async move {
-            let done = LoopDone(Arc::clone(&shared));
+            let done = done;
             if let Err(panic) = AssertUnwindSafe(self.drive(&shared)).catch_unwind().await {
                 log_panic(&*panic);
             }

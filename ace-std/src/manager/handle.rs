@@ -392,7 +392,7 @@ impl<R: Runtime> Manager<R> {
             }
             // At most the source timeout: a source that blocks its thread must not hold the
             // shutdown (the loop ends as soon as its task is polled again).
-            inner.control.stopped(&inner.runtime).await;
+            inner.control.stopped().await;
         }
     }
 }
