@@ -15,8 +15,8 @@ use super::{
     BoxError, BuildError, HandlerFailure, KafkaConsumerManager, KafkaMessage, Ordering, Parts,
     RetryPolicy, State,
 };
-use crate::stats::DecisionCounters;
 use crate::control::{loop_options_methods, LoopOptions};
+use crate::stats::DecisionCounters;
 use crate::util::clamp_to_permits;
 
 /// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`].

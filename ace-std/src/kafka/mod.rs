@@ -143,8 +143,8 @@ use self::control::control_loop;
 use self::handler::Handler;
 use self::options::Options;
 use self::pump::Pump;
-use crate::stats::{DecisionCounters, Stats};
 use crate::control::LoopOptions;
+use crate::stats::{DecisionCounters, Stats};
 use crate::util::lock;
 
 pub use self::builder::KafkaConsumerManagerBuilder;
