@@ -633,10 +633,11 @@ pub fn run_with(
                 .expect("valid scenario config")
                 .with_seed(s.seed ^ i as u64);
             let peer = match variant {
-                // The scenario's initial limit when it sets one, else the peer's own default.
+                // The peer's own initial limit (part of its design: Vector's 1, Envoy's 3 and
+                // its probe, Netflix's 20, brpc's 40), unless the scenario is about where each
+                // sharer starts (`initial_limits`).
                 Variant::Peer(p) => Some(p.rule(
-                    (s.config.initial_limit.is_some() || !s.initial_limits.is_empty())
-                        .then_some(controller.limit()),
+                    (!s.initial_limits.is_empty()).then_some(controller.limit()),
                     max,
                     s.seed ^ i as u64,
                 )),

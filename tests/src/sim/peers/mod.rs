@@ -11,8 +11,8 @@
 //!
 //! Each sees what its project's limiter sees: one sample per attempt (its round-trip time, and
 //! whether it failed), at the time it ends. Each is capped at the scenario's `max_limit` (the cap
-//! ACE runs with) and starts at the scenario's `initial_limit` when the scenario sets one, else at
-//! its own default.
+//! ACE runs with) and starts at its own default initial limit, unless the scenario sets where
+//! each sharer starts (`initial_limits`).
 
 mod brpc;
 mod envoy;
