@@ -1169,7 +1169,8 @@ pub fn best_peer(outcomes: &[Outcome]) -> Option<&Outcome> {
             .iter()
             .filter(|o| matches!(o.variant, Variant::Peer(_)) && o.metrics["goodput"] > 0.0)
     };
-    let by_mean = |a: &&Outcome, b: &&Outcome| a.metrics["mean_ms"].total_cmp(&b.metrics["mean_ms"]);
+    let by_mean =
+        |a: &&Outcome, b: &&Outcome| a.metrics["mean_ms"].total_cmp(&b.metrics["mean_ms"]);
     if peers().any(|o| o.metrics.contains_key("finish_s")) {
         return peers().min_by(|a, b| {
             a.metrics["finish_s"]
@@ -1312,7 +1313,11 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
         );
     }
     if let Some(b) = best_peer(outcomes) {
-        let _ = writeln!(out, "(×P: against the best peer rule here, {})", b.variant.label());
+        let _ = writeln!(
+            out,
+            "(×P: against the best peer rule here, {})",
+            b.variant.label()
+        );
     }
     out
 }
@@ -1412,6 +1417,15 @@ pub fn summary_header() -> String {
 /// One markdown row: per rule, a batch's time, or else goodput per second, then mean and p99
 /// latency in ms; the best time (goodput) of the adaptive rules in bold.
 pub fn summary_row(s: &Scenario, outcomes: &[Outcome]) -> String {
+    row(s, outcomes, true)
+}
+
+/// [`summary_row`] without the p99.
+pub fn summary_row_short(s: &Scenario, outcomes: &[Outcome]) -> String {
+    row(s, outcomes, false)
+}
+
+fn row(s: &Scenario, outcomes: &[Outcome], p99: bool) -> String {
     let batch = outcomes.iter().any(|o| o.metrics.contains_key("finish_s"));
     let key = |o: &Outcome| {
         if batch {
@@ -1428,13 +1442,20 @@ pub fn summary_row(s: &Scenario, outcomes: &[Outcome]) -> String {
             format!("{:.0}/s", m["goodput"])
         };
         let head = if best { format!("**{head}**") } else { head };
-        format!("{head} · {:.0} · {:.0}", m["mean_ms"], m["p99_ms"])
+        match (m["goodput"] > 0.0, p99) {
+            (false, _) => format!("{head} · -"),
+            (true, true) => format!("{head} · {:.0} · {:.0}", m["mean_ms"], m["p99_ms"]),
+            (true, false) => format!("{head} · {:.0}", m["mean_ms"]),
+        }
     };
     let adaptive: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| matches!(o.variant, Variant::Ace | Variant::Peer(_)))
         .collect();
-    let top = adaptive.iter().map(|o| key(o)).fold(f64::NEG_INFINITY, f64::max);
+    let top = adaptive
+        .iter()
+        .map(|o| key(o))
+        .fold(f64::NEG_INFINITY, f64::max);
     // Within 1 % of the best counts as the best.
     let is_best = |o: &Outcome| {
         let k = key(o);

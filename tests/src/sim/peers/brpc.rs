@@ -80,7 +80,11 @@ impl Brpc {
     }
 
     fn adjust(&mut self, next: f64) {
-        let next = if next.is_finite() { next.max(0.0) as usize } else { 0 };
+        let next = if next.is_finite() {
+            next.max(0.0) as usize
+        } else {
+            0
+        };
         self.limit = next.max(Self::MIN_CONCURRENCY).min(self.max.max(1));
     }
 

@@ -65,7 +65,8 @@ impl Envoy {
 
     fn percentile(samples: &mut [f64]) -> f64 {
         samples.sort_by(f64::total_cmp);
-        let rank = ((samples.len() as f64 * Self::PERCENTILE).ceil() as usize).clamp(1, samples.len());
+        let rank =
+            ((samples.len() as f64 * Self::PERCENTILE).ceil() as usize).clamp(1, samples.len());
         samples[rank - 1]
     }
 

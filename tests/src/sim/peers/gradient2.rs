@@ -109,7 +109,11 @@ mod tests {
         let long = g.long_rtt();
         let gradient = (long / 0.2).clamp(0.5, 1.0);
         let expected = before * 0.8 + (before * gradient + 4.0) * 0.2;
-        assert!((g.estimated - expected).abs() < 1e-9, "{} vs {expected}", g.estimated);
+        assert!(
+            (g.estimated - expected).abs() < 1e-9,
+            "{} vs {expected}",
+            g.estimated
+        );
         assert!(g.estimated < before);
     }
 
