@@ -90,6 +90,20 @@ fn scenarios_meet_their_expected_ranges() {
             }
         }
         misses.extend(sim::check(&scenario, &outcomes));
+        // A goal that holds is asserted: the file's range for it lies within the goal's.
+        for g in scenario_goals.iter().filter(|g| g.met()) {
+            let asserted = scenario
+                .expect
+                .get(&g.variant)
+                .and_then(|ranges| ranges.get(&g.metric))
+                .is_some_and(|&[lo, hi]| lo >= g.range[0] && hi <= g.range[1]);
+            if !asserted {
+                misses.push(format!(
+                    "{g} is met but not asserted: set `{} = [{}, {}]` in [expect.{}]",
+                    g.metric, g.range[0], g.range[1], g.variant
+                ));
+            }
+        }
         rows.push(sim::summary_row(&scenario, &outcomes));
         if README_ROWS.contains(&scenario.name.as_str()) {
             readme_rows.push(sim::summary_row_short(&scenario, &outcomes));
