@@ -897,6 +897,11 @@ pub fn run_with(
         };
         // Admit what the limit allows.
         let sh = &mut sharers[sharer];
+        if let Some(p) = &mut sh.peer {
+            // A peer's timers (Envoy's sample windows) fire by now.
+            p.advance(t);
+            sh.limit = p.limit();
+        }
         while sh.in_flight < sh.limit {
             if sh.queue.pop_front().is_none() {
                 break;
