@@ -181,7 +181,7 @@ mod tests {
         // Sample RTT = minRTT: gradient 1.25, so 40 → 50 + sqrt(50) = 57.
         let mut e = measured(0.1, Some(40));
         e.attempt(1050 * MS, 0.1, true, 40);
-        e.advance(1101 * MS, 40);
+        e.advance(1101 * MS);
         assert_eq!(e.limit(), 57);
     }
 
@@ -190,7 +190,7 @@ mod tests {
         // Sample RTT 10 × minRTT: the gradient is clamped to 0.5, so 40 → 20 + sqrt(20) = 24.
         let mut e = measured(0.1, Some(40));
         e.attempt(1050 * MS, 1.0, true, 40);
-        e.advance(1101 * MS, 40);
+        e.advance(1101 * MS);
         assert_eq!(e.limit(), 24);
     }
 
@@ -201,7 +201,7 @@ mod tests {
         for _ in 0..5 {
             t += 100 * MS;
             e.attempt(t - MS, 10.0, true, 3);
-            e.advance(t + MS, 3);
+            e.advance(t + MS);
         }
         assert!(e.deferred.is_some(), "a new minRTT window began");
         assert_eq!(e.limit(), 3);
