@@ -1406,6 +1406,42 @@ pub fn goals(s: &Scenario, outcomes: &[Outcome]) -> Vec<Goal> {
     out
 }
 
+/// Where the best peer rule beats ACE by more than [`PEER_GOALS`] allow, as readable lines: its
+/// time (or goodput) and its mean latency against ACE's.
+pub fn peer_wins(s: &Scenario, outcomes: &[Outcome]) -> Vec<String> {
+    let (Some(ace), Some(best)) = (
+        outcomes.iter().find(|o| o.variant == Variant::Ace),
+        best_peer(outcomes),
+    ) else {
+        return Vec::new();
+    };
+    let (a, b) = (&ace.metrics, &best.metrics);
+    let name = best.variant.label();
+    let mut wins = Vec::new();
+    for g in goals(s, outcomes)
+        .into_iter()
+        .filter(|g| g.variant == "ace" && !g.met())
+    {
+        let line = match g.metric.as_str() {
+            "time_vs_best_peer" => format!(
+                "{}: {name} finishes in {:.2} s, ACE in {:.2} s ({:.2} ×)",
+                s.name, b["finish_s"], a["finish_s"], g.value
+            ),
+            "goodput_vs_best_peer" => format!(
+                "{}: {name} gets {:.1}/s, ACE {:.1}/s ({:.2} ×)",
+                s.name, b["goodput"], a["goodput"], g.value
+            ),
+            "mean_vs_best_peer" => format!(
+                "{}: {name}'s mean latency {:.1} ms, ACE's {:.1} ms ({:.2} ×)",
+                s.name, b["mean_ms"], a["mean_ms"], g.value
+            ),
+            _ => continue,
+        };
+        wins.push(line);
+    }
+    wins
+}
+
 /// The columns of [`summary_row`]: ACE, each peer, then the best static limit.
 pub fn summary_header() -> String {
     let mut head = String::from("| scenario | ACE |");
