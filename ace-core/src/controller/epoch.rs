@@ -6,7 +6,7 @@
 use core::time::Duration;
 
 use super::detector::{secs, Ewma};
-use super::rules::{climbing, rise, standard_error, Intent, Path, FLOOR_MIN_SAMPLES};
+use super::rules::{climbing, resolved, rise, standard_error, Intent, Path, FLOOR_MIN_SAMPLES};
 use super::{Controller, Reason, Stress, MIN_EPOCH};
 use crate::{LatencySummary, Usage};
 
@@ -104,6 +104,20 @@ impl Controller {
     fn update_references(&mut self, now: Duration, summary: &LatencySummary) {
         if summary.samples == 0 {
             return;
+        }
+        if summary.p50.is_zero() {
+            // The clock read 0 for the median task: its tick is at most the shortest nonzero
+            // percentile (a coarse clock, a millisecond header, or tasks faster than the clock).
+            let tick = [summary.p90, summary.p99]
+                .into_iter()
+                .filter(|d| !d.is_zero())
+                .min();
+            if let Some(tick) = tick {
+                self.resolution = match self.resolution {
+                    Duration::ZERO => tick,
+                    known => known.min(tick),
+                };
+            }
         }
         let mean = summary.mean.as_secs_f64();
         // A handful of samples gives a p90 or a minimum far below the truth: the references
@@ -214,13 +228,15 @@ impl Controller {
     fn climb(&self, e: &Folded) -> Option<Reason> {
         let summary = &e.summary;
         let mean = summary.mean.as_secs_f64();
+        let tick = self.resolution.as_secs_f64();
         let warm = e.floor.is_some_and(|f| {
+            let f = f.as_secs_f64();
             summary.samples >= FLOOR_MIN_SAMPLES
-                && mean > f.as_secs_f64() * (1.0 + rise(summary) / 2.0)
+                && mean > (f * (1.0 + rise(summary) / 2.0)).max(f + tick)
         });
         let a = e
             .prior
-            .filter(|a| summary.samples > 0 && (warm || climbing(mean, a)))?;
+            .filter(|a| resolved(summary) && (warm || climbing(mean, a, tick)))?;
         Some(Reason::Climbing {
             latency: summary.mean,
             average: secs(a.mean),

@@ -150,6 +150,9 @@ pub struct Controller {
     cutting: bool,
     // A cut by `decrease_factor` has happened: latency cuts may now be gentle.
     knee_known: bool,
+    // The clock's evident tick: the shortest nonzero percentile of an epoch whose median read 0
+    // (0 while no reading has shown one). A rise smaller than one tick is not evidence.
+    resolution: Duration,
     next_probe: Option<Duration>,
     probing: Option<Probing>,
     rng: Jitter,
@@ -199,6 +202,7 @@ impl Controller {
             },
             cutting: false,
             knee_known: false,
+            resolution: Duration::ZERO,
             next_probe: None,
             probing: None,
             rng: Jitter::new(),

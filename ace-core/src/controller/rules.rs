@@ -187,11 +187,13 @@ impl Controller {
                 threshold: c.latency_max_error_rate,
             });
         }
-        if summary.samples == 0 {
+        if !resolved(summary) {
             return None;
         }
+        // Nothing under one tick of the clock is evidence (a reference of 0 included).
+        let tick = self.resolution;
         if let Some(base) = baseline {
-            let base_s = base.max(Duration::from_micros(1)).as_secs_f64();
+            let base_s = base.max(tick).max(Duration::from_micros(1)).as_secs_f64();
             if summary.p90.as_secs_f64() / base_s > tolerance {
                 return Some(Stress::Latency {
                     latency: summary.p90,
@@ -202,7 +204,8 @@ impl Controller {
         }
         let mean = summary.mean.as_secs_f64();
         if let Some(floor) = floor.filter(|_| summary.samples >= FLOOR_MIN_SAMPLES) {
-            let threshold = floor.as_secs_f64() * (1.0 + rise(summary));
+            let f = floor.as_secs_f64();
+            let threshold = (f * (1.0 + rise(summary))).max(f + tick.as_secs_f64());
             if mean > threshold {
                 return Some(Stress::Queued {
                     latency: summary.mean,
@@ -213,7 +216,9 @@ impl Controller {
         }
         let a = prior?;
         let floor_rise = RISE_FLOOR + 3.0 * standard_error(summary);
-        let threshold = (a.mean + DEVIATIONS * a.deviation()).max(a.mean * (1.0 + floor_rise));
+        let threshold = (a.mean + DEVIATIONS * a.deviation())
+            .max(a.mean * (1.0 + floor_rise))
+            .max(a.mean + tick.as_secs_f64());
         if mean >= threshold {
             return Some(Stress::Rising {
                 latency: summary.mean,
@@ -300,6 +305,13 @@ pub(super) fn standard_error(summary: &LatencySummary) -> f64 {
 }
 
 /// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
-pub(super) fn climbing(mean: f64, a: &Ewma) -> bool {
-    mean > (a.mean + a.deviation()).max(a.mean * (1.0 + CLIMB_FLOOR))
+/// `tick` is the clock's evident resolution: a rise under one tick is no climb.
+pub(super) fn climbing(mean: f64, a: &Ewma, tick: f64) -> bool {
+    mean > (a.mean + a.deviation().max(tick)).max(a.mean * (1.0 + CLIMB_FLOOR))
+}
+
+/// The epoch has successes and the clock resolved its median task: a median of 0 (a coarse
+/// clock, a cache hit) says nothing about a queue.
+pub(super) fn resolved(summary: &LatencySummary) -> bool {
+    summary.samples > 0 && !summary.p50.is_zero()
 }
