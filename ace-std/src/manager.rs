@@ -238,6 +238,20 @@ impl<R: Runtime> TaskPermit<R> {
         self.end(false);
     }
 
+    /// Gives the slot back without ending a task: no sample, no failure, not counted as
+    /// completed. For a slot reserved and never used (a tower `poll_ready` without `call`, a
+    /// stream with no item yet), as tower's `ConcurrencyLimit` drops its permit.
+    pub(crate) fn release(mut self) {
+        self.ended = true;
+        let i = &*self.inner;
+        drop(self.permit.take());
+        // Un-admit rather than finish: `shutdown` waits for `admitted == finished`.
+        i.admitted.0.fetch_sub(1, Ordering::SeqCst);
+        if i.closing.load(Ordering::SeqCst) {
+            i.idle.notify(usize::MAX);
+        }
+    }
+
     fn end(&mut self, ok: bool) {
         if self.ended {
             return;
@@ -659,6 +673,11 @@ impl<R: Runtime> Manager<R> {
     /// The limit in force.
     pub fn limit(&self) -> usize {
         self.inner.sem.limit()
+    }
+
+    /// True when a slot is free now (another caller may still take it first).
+    pub(crate) fn has_free_slot(&self) -> bool {
+        self.inner.sem.available() > 0
     }
 
     /// A snapshot of the limit, its use, and the counters.
