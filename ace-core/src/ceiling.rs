@@ -12,6 +12,7 @@ use crate::{Action, Reason};
 /// The controller never increases past `grant`, and cuts to it when the grant shrinks below the
 /// limit, with [`Reason::FleetCap`]. Its limit stays within `[min_limit, max_limit]`: a grant
 /// under `min_limit` is enforced by the target (the fleet's limit wrapper), not the controller.
+/// A grant of 0 is a wait, not a cut: the limit holds where it is until the grant comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ceiling {
     /// The most this instance may use.
@@ -127,10 +128,26 @@ mod tests {
     #[test]
     fn should_keep_min_limit_when_the_grant_is_below_it() {
         let mut c = controller(5);
-        c.set_ceiling(grant(0));
+        c.set_ceiling(grant(1));
         let d = c.decide(SEC, &healthy(), busy(5));
         assert_eq!((d.action, d.new_limit), (Action::Decrease, 2));
-        assert!(matches!(d.reason, Reason::FleetCap { grant: 0, .. }));
+        assert!(matches!(d.reason, Reason::FleetCap { grant: 1, .. }));
+    }
+
+    #[test]
+    fn should_hold_the_limit_while_the_grant_is_zero() {
+        // A grant of 0 is a wait at join: the limit neither collapses nor grows.
+        let mut c = controller(5);
+        c.set_ceiling(grant(0));
+        let waiting = Usage {
+            limit: 0,
+            in_flight: 0,
+            waiting: 8,
+        };
+        for i in 1..6 {
+            let d = c.decide(i * SEC, &healthy(), waiting);
+            assert_eq!((d.action, d.new_limit), (Action::Hold, 5), "{d:?}");
+        }
     }
 
     #[test]

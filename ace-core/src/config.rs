@@ -466,6 +466,8 @@ pub enum ConfigRule {
     NotShorterThan(&'static str, Duration),
     /// The field (a duration) must not be longer than this.
     AtMost(Duration),
+    /// The field (a count) must not be above this.
+    NotAbove(u64),
 }
 
 impl fmt::Display for ConfigRule {
@@ -483,6 +485,7 @@ impl fmt::Display for ConfigRule {
                 write!(f, "it must not be shorter than `{other}` ({v:?})")
             }
             Self::AtMost(v) => write!(f, "it must not be longer than {v:?}"),
+            Self::NotAbove(v) => write!(f, "it must not be above {v}"),
         }
     }
 }

@@ -313,8 +313,11 @@ impl Controller {
         usage: Usage,
     ) -> Decision {
         let previous = self.limit;
-        let cap = self.ceiling.map_or(usize::MAX, |c| {
-            c.grant.clamp(self.config.min_limit, self.config.max_limit)
+        // A grant of 0 is a wait (a member joining while the others still hold the budget),
+        // not stress: hold the limit where it is rather than cut it to `min_limit`.
+        let cap = self.ceiling.map_or(usize::MAX, |c| match c.grant {
+            0 => previous,
+            g => g.clamp(self.config.min_limit, self.config.max_limit),
         });
         // Over a shrunken grant: cut to it now, whatever the rules (and their cooldown) say.
         let intent = match self.ceiling {
