@@ -117,6 +117,31 @@ pub enum Stress {
 }
 
 impl Stress {
+    /// A stable machine-readable code, `stressed_` and the rule: `"stressed_cpu"`,
+    /// `"stressed_memory"`, `"stressed_queue"`, `"stressed_event_loop_lag"`, `"stressed_latency"`,
+    /// `"stressed_rising"`, `"stressed_queued"`, `"stressed_queueing"`, `"stressed_errors"`.
+    ///
+    /// ```
+    /// use ace_core::Stress;
+    ///
+    /// let s = Stress::Cpu { percent: 95.0, threshold: 80.0 };
+    /// assert_eq!(s.code(), "stressed_cpu");
+    /// ```
+    pub const fn code(&self) -> &'static str {
+        // Exhaustive on purpose: a new stress without a code does not compile.
+        match self {
+            Self::Cpu { .. } => "stressed_cpu",
+            Self::Memory { .. } => "stressed_memory",
+            Self::Queue { .. } => "stressed_queue",
+            Self::EventLoopLag { .. } => "stressed_event_loop_lag",
+            Self::Latency { .. } => "stressed_latency",
+            Self::Rising { .. } => "stressed_rising",
+            Self::Queued { .. } => "stressed_queued",
+            Self::Queueing { .. } => "stressed_queueing",
+            Self::Errors { .. } => "stressed_errors",
+        }
+    }
+
     /// The signal's name as in [`Signals`]: `"cpu_percent"`, `"memory_percent"`, ...
     pub const fn signal(&self) -> &'static str {
         match self {
@@ -305,6 +330,55 @@ pub enum Reason {
         /// Tasks needed.
         needed: u64,
     },
+    /// The limit was set by hand ([`Controller::override_limit`]), clamped to
+    /// `[min_limit, max_limit]`.
+    Manual {
+        /// The limit asked for, before clamping.
+        requested: usize,
+    },
+}
+
+impl Reason {
+    /// A stable machine-readable code for the reason, as the decision log's `reason_code`.
+    ///
+    /// [`Reason::Stressed`] gives its [`Stress::code`] (`"stressed_cpu"`, `"stressed_latency"`,
+    /// ...); the others: `"at_min_limit"`, `"busy"`, `"headroom"`, `"backlog"`, `"slow_start"`,
+    /// `"probe"`, `"probing"`, `"probe_done"`, `"idle"`, `"at_max_limit"`, `"cooldown"`,
+    /// `"no_signals"`, `"fleet_cap"`, `"climbing"`, `"paced"`, `"gathering"`, `"manual"`.
+    ///
+    /// ```
+    /// use ace_core::{Reason, Stress};
+    ///
+    /// assert_eq!(Reason::Busy { in_flight: 9, limit: 10 }.code(), "busy");
+    /// assert_eq!(Reason::AtMaxLimit.code(), "at_max_limit");
+    /// let hot = Stress::Memory { percent: 91.0, threshold: 85.0 };
+    /// assert_eq!(Reason::Stressed(hot).code(), "stressed_memory");
+    /// assert_eq!(Reason::AtMinLimit(hot).code(), "at_min_limit");
+    /// assert_eq!(Reason::Manual { requested: 7 }.code(), "manual");
+    /// ```
+    pub const fn code(&self) -> &'static str {
+        // Exhaustive on purpose (no wildcard): a new reason without a code does not compile.
+        match self {
+            Self::Stressed(s) => s.code(),
+            Self::AtMinLimit(_) => "at_min_limit",
+            Self::Busy { .. } => "busy",
+            Self::Headroom { .. } => "headroom",
+            Self::Backlog { .. } => "backlog",
+            Self::SlowStart { .. } => "slow_start",
+            Self::Probe { .. } => "probe",
+            Self::Probing { .. } => "probing",
+            Self::ProbeDone { .. } => "probe_done",
+            Self::Idle { .. } => "idle",
+            Self::AtMaxLimit => "at_max_limit",
+            Self::Cooldown { .. } => "cooldown",
+            Self::NoSignals => "no_signals",
+            Self::FleetCap { .. } => "fleet_cap",
+            Self::Climbing { .. } => "climbing",
+            Self::Paced => "paced",
+            Self::Gathering { .. } => "gathering",
+            Self::Manual { .. } => "manual",
+        }
+    }
 }
 
 impl fmt::Display for Reason {
@@ -390,6 +464,7 @@ impl fmt::Display for Reason {
                 f,
                 "latency epoch carried over: {tasks} of {needed} tasks seen"
             ),
+            Self::Manual { requested } => write!(f, "limit set by hand (asked for {requested})"),
         }
     }
 }

@@ -269,6 +269,59 @@ impl Controller {
         self.next_epoch
     }
 
+    /// Sets the limit by hand (a manager's `set_limit`), clamped to `[min_limit, max_limit]`,
+    /// and returns the [`Decision`] with [`Reason::Manual`].
+    ///
+    /// The controller goes on from there as from one of its own changes: the latency references
+    /// (baseline, floor, average and its deviation), the slow-start ceiling and the cooldown of
+    /// the machine cycle are kept, growth waits for an epoch of tasks admitted at the new limit,
+    /// and a baseline probe in progress is given up. A ceiling set by
+    /// [`set_ceiling`](Self::set_ceiling) still binds: the next decision cuts to it.
+    ///
+    /// ```
+    /// use ace_core::{Action, AimdConfig, Controller, Reason};
+    /// use core::time::Duration;
+    ///
+    /// let mut c = Controller::new(AimdConfig::default())?;
+    /// let d = c.override_limit(Duration::from_secs(1), 500);
+    /// assert_eq!((d.action, d.previous_limit, d.new_limit), (Action::Increase, 20, 200));
+    /// assert_eq!(d.reason, Reason::Manual { requested: 500 });
+    /// assert_eq!(c.limit(), 200);
+    /// # Ok::<(), ace_core::ConfigError>(())
+    /// ```
+    pub fn override_limit(&mut self, now: Duration, limit: usize) -> Decision {
+        let previous = self.limit;
+        let new_limit = limit.clamp(self.config.min_limit, self.config.max_limit);
+        if self.probing.take().is_some() {
+            self.next_probe = Some(now + self.rng_interval());
+        }
+        let action = match new_limit.cmp(&previous) {
+            core::cmp::Ordering::Greater => Action::Increase,
+            core::cmp::Ordering::Less => Action::Decrease,
+            core::cmp::Ordering::Equal => Action::Hold,
+        };
+        if new_limit != previous {
+            self.limit = new_limit;
+            self.last_change = Some(now);
+            self.epochs_since_change = 0;
+            // Not a run of cuts nor a doubling: the next cut starts a run of its own.
+            self.cutting = false;
+            self.doubled = false;
+        }
+        Decision {
+            at: now,
+            action,
+            previous_limit: previous,
+            new_limit,
+            reason: Reason::Manual { requested: limit },
+            signals: Signals::default(),
+            usage: Usage {
+                limit: previous,
+                ..Usage::default()
+            },
+        }
+    }
+
     /// The machine cycle: decides from one snapshot of signals; see the type's docs for the
     /// rules.
     ///

@@ -809,3 +809,147 @@ fn probe_drops_to_min_limit_and_restores_with_a_fresh_baseline() {
     assert!(!c.is_probing());
     assert_eq!(c.latency_baseline(), Some(ms(10)));
 }
+
+#[test]
+fn override_limit_clamps_to_the_bounds() {
+    let mut c = ctl(config());
+    let d = c.override_limit(SEC, 1000);
+    assert_eq!(
+        (d.action, d.previous_limit, d.new_limit),
+        (Action::Increase, 20, 50)
+    );
+    assert_eq!(d.reason, Reason::Manual { requested: 1000 });
+    let d = c.override_limit(2 * SEC, 0);
+    assert_eq!((d.action, d.new_limit), (Action::Decrease, 5));
+    let d = c.override_limit(3 * SEC, 5);
+    assert_eq!((d.action, d.new_limit), (Action::Hold, 5));
+    assert_eq!(c.limit(), 5);
+    assert_eq!(c.last_change(), Some(2 * SEC));
+}
+
+#[test]
+fn override_limit_keeps_the_latency_references() {
+    let mut c = ctl(additive());
+    for k in 1..=3 {
+        c.epoch(k * ms(50), &ep(50, 20), busy(c.limit()));
+    }
+    let average = c.latency_average();
+    let baseline = c.latency_baseline();
+    assert!(average.is_some() && baseline.is_some());
+    c.override_limit(ms(160), 40);
+    assert_eq!(
+        (c.latency_average(), c.latency_baseline()),
+        (average, baseline)
+    );
+    // The floor (50 ms) is kept: 58 ms right after reads as a queue, as it would have before.
+    c.epoch(ms(200), &ep(50, 20), busy(40));
+    let d = c.epoch(ms(250), &ep(58, 20), busy(c.limit()));
+    assert!(
+        matches!(d.reason, Reason::Stressed(Stress::Queued { .. })),
+        "{d}"
+    );
+    // A rebuilt controller has no floor: the same epoch reads as growth.
+    let mut fresh = ctl(AimdConfig {
+        initial_limit: 40,
+        ..additive()
+    });
+    assert_eq!(
+        fresh.epoch(ms(250), &ep(58, 20), busy(40)).action,
+        Action::Increase
+    );
+}
+
+#[test]
+fn override_limit_waits_an_epoch_before_growing() {
+    let mut c = ctl(AimdConfig {
+        initial_limit: 10,
+        ..AimdConfig::default()
+    });
+    c.override_limit(ms(10), 16);
+    // The epoch's tasks were admitted at the old limit: hold, then double.
+    let d = c.epoch(ms(50), &ep(50, 20), busy(16));
+    assert_eq!(d.action, Action::Hold, "{d}");
+    assert_eq!(c.epoch(ms(100), &ep(50, 20), busy(16)).new_limit, 32);
+}
+
+#[test]
+fn override_limit_gives_up_a_probe() {
+    let mut c = ctl(probing());
+    for t in 1..200u32 {
+        c.epoch(t * SEC, &ep(10, 50), busy(c.limit()));
+        if c.is_probing() {
+            break;
+        }
+    }
+    assert!(c.is_probing());
+    c.override_limit(300 * SEC, 30);
+    assert!(!c.is_probing());
+    assert_eq!(c.limit(), 30);
+}
+
+#[test]
+fn every_reason_has_a_distinct_code() {
+    let stress = Stress::Cpu {
+        percent: 90.0,
+        threshold: 80.0,
+    };
+    let reasons = [
+        Reason::Stressed(stress),
+        Reason::AtMinLimit(stress),
+        Reason::Busy {
+            in_flight: 1,
+            limit: 1,
+        },
+        Reason::Headroom {
+            in_flight: 1,
+            limit: 1,
+            cpu_percent: 1.0,
+            memory_percent: 1.0,
+        },
+        Reason::Backlog {
+            kafka_lag: 1,
+            in_flight: 1,
+            limit: 1,
+        },
+        Reason::SlowStart {
+            in_flight: 1,
+            limit: 1,
+            ceiling: 2,
+        },
+        Reason::Probe { limit: 1 },
+        Reason::Probing { restore: 1 },
+        Reason::ProbeDone {
+            restored: 1,
+            baseline: None,
+        },
+        Reason::Idle {
+            in_flight: 1,
+            limit: 1,
+        },
+        Reason::AtMaxLimit,
+        Reason::Cooldown {
+            wanted: Action::Increase,
+            remaining: SEC,
+        },
+        Reason::NoSignals,
+        Reason::FleetCap {
+            grant: 1,
+            members: 1,
+        },
+        Reason::Climbing {
+            latency: SEC,
+            average: SEC,
+        },
+        Reason::Paced,
+        Reason::Gathering {
+            tasks: 1,
+            needed: 2,
+        },
+        Reason::Manual { requested: 3 },
+    ];
+    let mut codes: alloc::vec::Vec<_> = reasons.iter().map(Reason::code).collect();
+    assert!(codes.iter().all(|c| !c.is_empty() && c.is_ascii()));
+    codes.sort_unstable();
+    codes.dedup();
+    assert_eq!(codes.len(), reasons.len());
+}

@@ -16,7 +16,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::error::HandlerFailure;
 use super::tracker::OffsetTracker;
 
-pub(crate) use crate::util::lock;
+use crate::util::lock;
 
 /// One assigned partition and its offset tracker.
 #[derive(Debug)]

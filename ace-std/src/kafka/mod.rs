@@ -110,418 +110,47 @@
 //! [`start`]: KafkaConsumerManager::start
 //! [`shutdown`]: KafkaConsumerManager::shutdown
 //! [`ControlLoop`]: ace_core::ControlLoop
-
+//! [`AimdConfig`]: ace_core::AimdConfig
+//! [`Signals::kafka_lag`]: ace_core::Signals::kafka_lag
+mod builder;
+mod commit;
 mod context;
+mod control;
+mod dispatch;
 mod error;
 mod handler;
 mod message;
+mod options;
+mod pressure;
 mod pump;
 mod retry;
 mod scheduler;
 mod tracker;
 
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::Ordering as Atomic;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use ace_core::{
-    AimdConfig, ConfigError, ConfigRule, ControlLoop, Controller, LimitTarget, Semaphore,
-    SignalError, SignalSource, Signals, Usage,
-};
+use ace_core::{Controller, Semaphore, Usage};
 use ace_tokio::TokioRuntime;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::task::JoinHandle;
 
-use self::context::{lock, Context, Shared};
-use self::pump::Pump;
-use crate::signals::Merge;
-use crate::stats::{DecisionCounters, Stats};
-use crate::util::{clamp_to_permits, loop_options_methods, LoopOptions, Sinks};
-
-pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};
+use self::context::{Context, Shared};
+use self::control::control_loop;
 use self::handler::Handler;
+use self::options::Options;
+use self::pump::Pump;
+use crate::stats::{DecisionCounters, Stats};
+use crate::util::{lock, LoopOptions};
+
+pub use self::builder::KafkaConsumerManagerBuilder;
+pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};
 pub use self::message::KafkaMessage;
 pub use self::retry::RetryPolicy;
-use self::retry::{AfterRetries, DeadLetterFn};
 pub use self::scheduler::Ordering;
-
-/// The control loop's source: the user's sources, plus the consumer lag.
-///
-/// A failing user source must not cost the lag reading: [`Merge`] reports it (through the sink,
-/// just before that cycle's decision) and reads it as absent.
-struct KafkaSignals {
-    user: Merge<TokioRuntime>,
-    shared: Arc<Shared>,
-}
-
-impl SignalSource for KafkaSignals {
-    async fn collect(&mut self) -> Result<Signals, SignalError> {
-        let mut signals = self.user.collect().await?;
-        signals.merge(&Signals {
-            kafka_lag: self.shared.lag(),
-            ..Signals::default()
-        });
-        Ok(signals)
-    }
-}
-
-/// The control loop's target: the gate, with buffered messages reported as waiting (demand).
-struct KafkaTarget {
-    gate: Arc<Semaphore>,
-    shared: Arc<Shared>,
-}
-
-impl LimitTarget for KafkaTarget {
-    fn set_limit(&self, limit: usize) {
-        LimitTarget::set_limit(&*self.gate, limit);
-    }
-
-    fn usage(&self) -> Usage {
-        Usage {
-            limit: self.gate.limit(),
-            in_flight: self.gate.in_use(),
-            waiting: self.shared.buffered.load(Atomic::Relaxed),
-        }
-    }
-}
-
-/// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`].
-///
-/// Required: [`brokers`](Self::brokers), at least one [`topic`](Self::topic), a
-/// [`group_id`](Self::group_id) and a [`handler`](Self::handler). Everything else has a default.
-#[must_use]
-#[derive(Default)]
-pub struct KafkaConsumerManagerBuilder {
-    brokers: Option<String>,
-    topics: Vec<String>,
-    group_id: Option<String>,
-    rdkafka: Vec<(String, String)>,
-    config: AimdConfig,
-    loop_options: LoopOptions,
-    handler: Option<Handler>,
-    options: Options,
-}
-
-/// The builder's own options, written once: set by the builder, moved into the consumer task.
-#[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) ordering: Ordering,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) after: AfterRetries,
-    pub(crate) buffer: usize,
-    pub(crate) pause_after: Duration,
-    pub(crate) commit_interval: Duration,
-    /// `None` until `build` picks the default, which depends on `max.poll.interval.ms`.
-    pub(crate) revoke_timeout: Option<Duration>,
-    pub(crate) shutdown_timeout: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        type B = KafkaConsumerManagerBuilder;
-        Self {
-            ordering: Ordering::default(),
-            retry: RetryPolicy::default(),
-            after: AfterRetries::Stop,
-            buffer: B::default_buffer(),
-            pause_after: B::default_pause_after(),
-            commit_interval: B::default_commit_interval(),
-            revoke_timeout: None,
-            shutdown_timeout: B::default_shutdown_timeout(),
-        }
-    }
-}
-
-impl fmt::Debug for KafkaConsumerManagerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaConsumerManagerBuilder")
-            .field("brokers", &self.brokers)
-            .field("topics", &self.topics)
-            .field("group_id", &self.group_id)
-            .field("rdkafka", &self.rdkafka)
-            .field("config", &self.config)
-            .field("loop_options", &self.loop_options)
-            .field("handler", &self.handler.is_some())
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
-
-impl KafkaConsumerManagerBuilder {
-    /// Default for [`buffer`](Self::buffer): 256 messages.
-    pub const fn default_buffer() -> usize {
-        // Enough that a fast handler never trips a pause between two fetches, small next to
-        // what librdkafka prefetches anyway.
-        256
-    }
-    /// Default for [`pause_after`](Self::pause_after): 1 s.
-    pub const fn default_pause_after() -> Duration {
-        // Long enough that a burst a fast handler absorbs in milliseconds never pauses; far
-        // below the default max.poll.interval.ms (5 min).
-        Duration::from_secs(1)
-    }
-    /// Default for [`commit_interval`](Self::commit_interval): 1 s.
-    pub const fn default_commit_interval() -> Duration {
-        Duration::from_secs(1)
-    }
-    /// Default for [`revoke_timeout`](Self::revoke_timeout): 5 s (or a quarter of
-    /// `max.poll.interval.ms`, if less).
-    pub const fn default_revoke_timeout() -> Duration {
-        // Long enough for ordinary handlers to finish, so a rebalance hands over no message
-        // twice; short next to the group's rebalance timeout (max.poll.interval.ms, 5 min),
-        // since every member waits for the slowest revoke.
-        Duration::from_secs(5)
-    }
-    /// Default for [`shutdown_timeout`](Self::shutdown_timeout): 30 s.
-    pub const fn default_shutdown_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-
-    /// The bootstrap brokers, `host:port[,host:port…]` (`bootstrap.servers`).
-    pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
-        self.brokers = Some(brokers.into());
-        self
-    }
-
-    /// Adds a topic to subscribe to.
-    pub fn topic(mut self, topic: impl Into<String>) -> Self {
-        self.topics.push(topic.into());
-        self
-    }
-
-    /// Adds topics to subscribe to.
-    pub fn topics<I, T>(mut self, topics: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        self.topics.extend(topics.into_iter().map(Into::into));
-        self
-    }
-
-    /// The consumer group (`group.id`).
-    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
-        self.group_id = Some(group_id.into());
-        self
-    }
-
-    /// Sets any other rdkafka property (`session.timeout.ms`, `auto.offset.reset`, …); applied
-    /// after the manager's own, so it wins, except that `enable.auto.commit=true` is refused.
-    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.rdkafka.push((key.into(), value.into()));
-        self
-    }
-
-    /// The AIMD config of the limit on handlers in flight. Default [`AimdConfig::default`].
-    pub fn config(mut self, config: AimdConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    // The one vocabulary: `.source(name, s)`, `.sink(s)`, `.log_writer(w)`, `.log_holds(h)`,
-    // `.tracing(bool)`, `.metrics(bool)`. Without a source only the lag is read, and the
-    // controller holds the limit (fail-open: lag is demand, not health); a failing source is
-    // absent for that cycle while the lag still counts. Every decision goes to the same
-    // `DecisionLog` as the other managers' (with the `ace_kafka_lag` gauge).
-    loop_options_methods!();
-
-    /// The async handler, run once per message (more on retries and redelivery).
-    ///
-    /// An `Err` or a panic is a failure, handled by the [`retry`](Self::retry) policy and then
-    /// stop or [`dead_letter`](Self::dead_letter).
-    pub fn handler<F, Fut, E>(mut self, handler: F) -> Self
-    where
-        F: Fn(KafkaMessage) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        self.handler = Some(Handler::new(handler));
-        self
-    }
-
-    /// How a failing handler is retried. Default [`RetryPolicy::default`].
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.options.retry = retry;
-        self
-    }
-
-    /// After the retries, hand a failed message to `callback` instead of stopping; once it
-    /// returns `Ok`, the message counts as done (committed past).
-    pub fn dead_letter<F, Fut, E>(mut self, callback: F) -> Self
-    where
-        F: Fn(KafkaMessage, HandlerFailure) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        let f: DeadLetterFn = Arc::new(move |msg, failure| {
-            let fut = callback(msg, failure);
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        });
-        self.options.after = AfterRetries::DeadLetter(f);
-        self
-    }
-
-    /// After the retries, stop the manager (the default).
-    pub fn stop_on_failure(mut self) -> Self {
-        self.options.after = AfterRetries::Stop;
-        self
-    }
-
-    /// Messages that may wait for a slot beyond the limit before partitions pause. Default 256;
-    /// 0 pauses as soon as every slot is taken.
-    pub fn buffer(mut self, messages: usize) -> Self {
-        self.options.buffer = messages;
-        self
-    }
-
-    /// How long the backlog may stay at the high-water mark before the partitions are paused.
-    /// Default 1 s; must be below half of `max.poll.interval.ms`.
-    ///
-    /// Until then messages simply wait in librdkafka's queue; a pause lets the consumer keep
-    /// polling (group liveness) without receiving, at the price of the prefetched messages.
-    pub fn pause_after(mut self, after: Duration) -> Self {
-        self.options.pause_after = after;
-        self
-    }
-
-    /// How often finished offsets are committed. Default 1 s; must not be zero.
-    pub fn commit_interval(mut self, interval: Duration) -> Self {
-        self.options.commit_interval = interval;
-        self
-    }
-
-    /// Which messages may run at the same time. Default [`Ordering::Key`]: one at a time per key.
-    pub fn ordering(mut self, ordering: Ordering) -> Self {
-        self.options.ordering = ordering;
-        self
-    }
-
-    /// How long a revoke (a rebalance) waits for the revoked partitions' handlers to finish
-    /// before it commits. Default 5 s, or a quarter of `max.poll.interval.ms` if that is less;
-    /// must be below half of `max.poll.interval.ms`.
-    ///
-    /// A handler still running then has its message handled again by the next owner. Rebalance
-    /// callbacks are synchronous: the wait runs in `tokio::task::block_in_place`, so on a
-    /// current-thread runtime (where no handler could run meanwhile) there is no wait.
-    pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
-        self.options.revoke_timeout = Some(timeout);
-        self
-    }
-
-    /// How long [`shutdown`](KafkaConsumerManager::shutdown) waits for handlers in flight.
-    /// Default 30 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.options.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Checks everything and builds the manager; nothing connects until
-    /// [`start`](KafkaConsumerManager::start).
-    ///
-    /// # Errors
-    ///
-    /// - [`BuildError::Missing`] if `brokers`, `topics`, `group_id` or `handler` is not set (or
-    ///   empty);
-    /// - [`BuildError::Config`] if the [`AimdConfig`] or the [`RetryPolicy`] breaks a rule,
-    ///   `commit_interval` is zero, or `pause_after` or `revoke_timeout` is not below half of
-    ///   `max.poll.interval.ms`;
-    /// - [`BuildError::Forbidden`] for `enable.auto.commit=true`;
-    /// - [`BuildError::Client`] if librdkafka refuses a property or value.
-    pub fn build(self) -> Result<KafkaConsumerManager, BuildError> {
-        let brokers = self
-            .brokers
-            .filter(|b| !b.trim().is_empty())
-            .ok_or(BuildError::Missing("brokers"))?;
-        if self.topics.is_empty() || self.topics.iter().any(|t| t.is_empty()) {
-            return Err(BuildError::Missing("topics"));
-        }
-        let group_id = self
-            .group_id
-            .filter(|g| !g.is_empty())
-            .ok_or(BuildError::Missing("group_id"))?;
-        let handler = self.handler.ok_or(BuildError::Missing("handler"))?;
-        let config = clamp_to_permits(self.config);
-        let initial_limit = config.initial_limit;
-        let controller = Controller::new(config)?;
-        let mut options = self.options;
-        options.retry.validate()?;
-        if options.commit_interval.is_zero() {
-            return Err(ConfigError::custom("commit_interval", ConfigRule::NonZero, 0.0).into());
-        }
-
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", brokers)
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("statistics.interval.ms", "1000")
-            // Back-pressure leaves messages in librdkafka's queue until it passes its thresholds;
-            // librdkafka then stops fetching for `fetch.queue.backoff.ms` (default 1000), so a
-            // consumer that catches up sits idle for up to a second each time (measured: 1 s
-            // gaps, a third of the throughput). 50 ms re-checks 20 times a second instead.
-            .set("fetch.queue.backoff.ms", "50");
-        for (key, value) in &self.rdkafka {
-            if key == "enable.auto.commit" && value.trim() != "false" {
-                return Err(BuildError::Forbidden {
-                    key: key.clone(),
-                    reason: "the manager commits only handled messages; auto-commit would commit \
-                             messages not yet handled",
-                });
-            }
-            client.set(key, value);
-        }
-        // Validate every property now, without connecting.
-        let native = client.create_native_config()?;
-        let max_poll_ms: u64 = native
-            .get("max.poll.interval.ms")?
-            .trim_end_matches(char::from(0))
-            .parse()
-            .unwrap_or(300_000);
-        drop(native);
-        // Both hold up polling: past max.poll.interval.ms the group evicts the consumer.
-        let revoke_timeout = options.revoke_timeout.unwrap_or_else(|| {
-            Self::default_revoke_timeout().min(Duration::from_millis(max_poll_ms / 4))
-        });
-        options.revoke_timeout = Some(revoke_timeout);
-        for (field, value) in [
-            ("pause_after", options.pause_after),
-            ("revoke_timeout", revoke_timeout),
-        ] {
-            if value.saturating_mul(2) >= Duration::from_millis(max_poll_ms) {
-                #[allow(
-                    clippy::cast_precision_loss,
-                    reason = "a duration in ms, for the message"
-                )]
-                let half = (max_poll_ms / 2) as f64;
-                return Err(ConfigError::custom(
-                    field,
-                    ConfigRule::Below("max.poll.interval.ms / 2", half),
-                    value.as_secs_f64() * 1000.0,
-                )
-                .into());
-            }
-        }
-
-        Ok(KafkaConsumerManager {
-            shared: Arc::new(Shared::new()),
-            gate: Arc::new(Semaphore::new(initial_limit)),
-            counters: Arc::new(DecisionCounters::default()),
-            state: Mutex::new(State::Built(Box::new(Parts {
-                client,
-                topics: self.topics,
-                controller,
-                loop_options: self.loop_options,
-                handler,
-                options,
-            }))),
-        })
-    }
-}
 
 struct Parts {
     client: ClientConfig,
@@ -536,33 +165,6 @@ enum State {
     Built(Box<Parts>),
     Running(JoinHandle<Result<ShutdownReport, StopError>>),
     Finished,
-}
-
-/// The manager's control loop: the user's sources plus the lag, driving the gate, recording to
-/// the decision log and the user's sinks.
-fn control_loop(
-    runtime: TokioRuntime,
-    controller: Controller,
-    options: LoopOptions,
-    counters: Arc<DecisionCounters>,
-    shared: &Arc<Shared>,
-    gate: &Arc<Semaphore>,
-) -> ControlLoop<TokioRuntime, KafkaSignals, KafkaTarget, Sinks> {
-    let interval = controller.config().adjustment_interval;
-    let (user, sink) = options.into_parts(runtime.clone(), interval, counters);
-    ControlLoop::new(
-        runtime,
-        controller,
-        KafkaSignals {
-            user,
-            shared: Arc::clone(shared),
-        },
-        KafkaTarget {
-            gate: Arc::clone(gate),
-            shared: Arc::clone(shared),
-        },
-        sink,
-    )
 }
 
 /// An adaptive Kafka consumer: see the [module docs](self) for how it works.
@@ -810,65 +412,5 @@ impl Drop for KafkaConsumerManager {
     fn drop(&mut self) {
         // A running consumer stops itself gracefully in the background.
         self.shared.stop.trigger();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ace_core::{source_fn, Decision, DecisionSink};
-
-    #[derive(Default)]
-    struct Recorded {
-        errors: Vec<String>,
-        lags: Vec<Option<u64>>,
-    }
-
-    struct Recorder(Arc<Mutex<Recorded>>);
-
-    impl DecisionSink for Recorder {
-        fn decision(&mut self, d: &Decision) {
-            lock(&self.0).lags.push(d.signals.kafka_lag);
-        }
-        fn signal_error(&mut self, e: &SignalError) {
-            lock(&self.0).errors.push(e.to_string());
-        }
-    }
-
-    #[tokio::test]
-    async fn tells_the_sink_about_a_failing_user_source_and_keeps_the_lag() {
-        let shared = Arc::new(Shared::new());
-        shared.lag.store(42, Atomic::Relaxed);
-        let gate = Arc::new(Semaphore::new(4));
-        let recorded = Arc::new(Mutex::new(Recorded::default()));
-        let mut fail = true;
-        let source = source_fn(move || {
-            fail = !fail;
-            if fail {
-                Ok(Signals::default())
-            } else {
-                Err(SignalError::new("cpu", "no /proc"))
-            }
-        });
-        let options = LoopOptions {
-            sources: vec![("cpu", Box::new(source))],
-            sinks: vec![Box::new(Recorder(Arc::clone(&recorded)))],
-            tracing: false,
-            metrics: false,
-            ..LoopOptions::default()
-        };
-        let mut control = control_loop(
-            TokioRuntime::from_handle(tokio::runtime::Handle::current()),
-            Controller::new(AimdConfig::default()).unwrap(),
-            options,
-            Arc::default(),
-            &shared,
-            &gate,
-        );
-        control.step().await;
-        control.step().await;
-        let recorded = lock(&recorded);
-        assert_eq!(recorded.errors, ["signal source `cpu` failed: no /proc"]);
-        assert_eq!(recorded.lags, [Some(42), Some(42)]);
     }
 }

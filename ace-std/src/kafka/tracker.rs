@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use super::context::lock;
+use crate::util::lock;
 
 /// `high` before the first message.
 const NONE: i64 = i64::MIN;

@@ -1,0 +1,341 @@
+//! Starting handlers: the first poll on the consumer task, the rest (retries, the dead-letter
+//! callback, the stop policy) on a task of its own; and what a handler's end frees.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ace_core::OwnedPermit as Permit;
+use tokio::sync::mpsc;
+
+use super::context::{bump, PartitionState, Shared};
+use super::error::{HandlerError, HandlerFailure};
+use super::handler::{Attempt, CatchUnwind, First, FirstAttempt, HandlerFn};
+use super::retry::{AfterRetries, RetryPolicy};
+use super::scheduler::{Lane, Lanes, Scheduler};
+use super::KafkaMessage;
+use crate::util::panic_message;
+
+/// A message received and waiting for its turn; the tracker already holds it as unfinished.
+pub(super) struct Pending {
+    pub(super) message: KafkaMessage,
+    pub(super) part: Arc<PartitionState>,
+    pub(super) epoch: u64,
+}
+
+/// Where a message stands when its handler starts.
+#[derive(Clone, Copy)]
+pub(super) enum Origin {
+    /// Started as it was received: the tracker has not seen it, and its lane is free (known
+    /// already, or computed only if the handler does not finish at once).
+    Fresh(Option<Option<Lane>>),
+    /// Started from the queue: the tracker holds it (`epoch`), and its lane is busy with it.
+    Queued { lane: Option<Lane>, epoch: u64 },
+}
+
+/// Counts kept by the consumer task and added to the shared counters once per batch, not once
+/// per message.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) received: u64,
+    pub(super) handled: u64,
+}
+
+impl Tally {
+    pub(super) fn flush(&mut self, shared: &Shared) {
+        let c = &shared.counters;
+        if self.received > 0 {
+            c.received.fetch_add(self.received, Ordering::Relaxed);
+        }
+        if self.handled > 0 {
+            c.handled.fetch_add(self.handled, Ordering::Relaxed);
+        }
+        *self = Self::default();
+    }
+}
+
+/// What every handler task shares.
+pub(super) struct Job {
+    pub(super) shared: Arc<Shared>,
+    pub(super) handler: HandlerFn,
+    pub(super) retry: RetryPolicy,
+    pub(super) after: AfterRetries,
+    /// Where a handler that finished on its own task reports its lane (none when unordered).
+    pub(super) done: Option<mpsc::UnboundedSender<Lane>>,
+}
+
+/// The part of the consumer task's state that starting a handler touches.
+pub(super) struct Dispatch {
+    pub(super) first: Box<dyn FirstAttempt>,
+    pub(super) job: Arc<Job>,
+    pub(super) lanes: Lanes,
+    pub(super) queue: Scheduler<Pending>,
+    pub(super) tally: Tally,
+}
+
+impl Dispatch {
+    /// Starts a message's handler. The first poll happens here, on the consumer task: a handler
+    /// that completes at once (the common fast case) costs no task spawn, no allocation and no
+    /// lock, and leaves its lane free. One that is still pending, or failed and needs the
+    /// policy, continues as its own tokio task, its lane busy until it ends.
+    pub(super) fn start(
+        &mut self,
+        part: &Arc<PartitionState>,
+        message: KafkaMessage,
+        permit: Permit,
+        origin: Origin,
+    ) {
+        let offset = message.offset();
+        // The clone is kept for retries and the dead-letter callback: two reference counts, no
+        // copy.
+        let rest = match self.first.start(message.clone()) {
+            First::Ready(Ok(Ok(()))) => {
+                self.tally.handled += 1;
+                drop(permit);
+                match origin {
+                    Origin::Fresh(_) => part.tracker.finished_at_once(offset),
+                    Origin::Queued { lane, epoch } => {
+                        part.tracker.finish(epoch, offset);
+                        if let Some(lane) = lane {
+                            self.queue.release(lane);
+                        }
+                    }
+                }
+                return;
+            }
+            First::Ready(outcome) => Ok(outcome),
+            First::Pending(rest) => Err(rest),
+        };
+        let (lane, epoch) = match origin {
+            Origin::Fresh(lane) => {
+                let lane = lane.unwrap_or_else(|| self.lanes.of(part, &message));
+                if let Some(lane) = lane {
+                    self.queue.occupy(lane);
+                }
+                (lane, part.tracker.dispatch(offset))
+            }
+            Origin::Queued { lane, epoch } => (lane, epoch),
+        };
+        part.running.fetch_add(1, Ordering::AcqRel);
+        let (job, part) = (Arc::clone(&self.job), Arc::clone(part));
+        drop(tokio::spawn(async move {
+            let outcome = match rest {
+                Ok(outcome) => outcome,
+                Err(rest) => rest.await,
+            };
+            job.complete(outcome, message, &part, epoch, permit, lane)
+                .await;
+        }));
+    }
+}
+
+impl Job {
+    /// Applies the policy from the first attempt's outcome; marks the message done if it is,
+    /// then frees its slot and its lane. A message that failed under the stop policy keeps its
+    /// lane: nothing behind it in its key may run (the manager is stopping anyway).
+    async fn complete(
+        &self,
+        first: Attempt,
+        message: KafkaMessage,
+        part: &PartitionState,
+        epoch: u64,
+        permit: Permit,
+        lane: Option<Lane>,
+    ) {
+        let done = self.handle(first, &message).await;
+        if done {
+            part.tracker.finish(epoch, message.offset());
+        }
+        // After the tracker: a revoke that sees no handler running commits past this one.
+        part.running.fetch_sub(1, Ordering::AcqRel);
+        drop(permit);
+        if let (true, Some(lane), Some(tx)) = (done, lane, &self.done) {
+            // The consumer task is gone only when stopping: then nobody needs the lane.
+            tx.send(lane).ok();
+        }
+    }
+
+    /// Runs the retry policy from the first attempt's outcome; true if the message counts as
+    /// done.
+    async fn handle(&self, first: Attempt, message: &KafkaMessage) -> bool {
+        let mut attempts = 0u32;
+        let mut outcome = Some(first);
+        loop {
+            attempts += 1;
+            let attempt = match outcome.take() {
+                Some(o) => o,
+                None => CatchUnwind((self.handler)(message.clone())).await,
+            };
+            let error = match attempt {
+                Ok(Ok(())) => {
+                    bump(&self.shared.counters.handled);
+                    return true;
+                }
+                Ok(Err(e)) => HandlerError::Failed(e),
+                Err(panic) => HandlerError::Panicked(panic_message(&*panic)),
+            };
+            if attempts <= self.retry.max_retries {
+                bump(&self.shared.counters.retried);
+                tracing::debug!(target: "ace::kafka", %error, attempts, "handler failed; retrying");
+                tokio::time::sleep(self.retry.backoff(attempts)).await;
+                continue;
+            }
+            bump(&self.shared.counters.failed);
+            let failure = HandlerFailure {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                attempts,
+                error,
+            };
+            return match &self.after {
+                AfterRetries::Stop => {
+                    self.shared.fail(failure);
+                    false
+                }
+                AfterRetries::DeadLetter(dead_letter) => {
+                    let text = failure.to_string();
+                    match CatchUnwind(dead_letter(message.clone(), failure)).await {
+                        Ok(Ok(())) => {
+                            bump(&self.shared.counters.dead_lettered);
+                            true
+                        }
+                        Ok(Err(e)) => {
+                            self.shared.fail(dead_letter_failure(
+                                message,
+                                attempts,
+                                text,
+                                HandlerError::Failed(e),
+                            ));
+                            false
+                        }
+                        Err(panic) => {
+                            let e = HandlerError::Panicked(panic_message(&*panic));
+                            self.shared
+                                .fail(dead_letter_failure(message, attempts, text, e));
+                            false
+                        }
+                    }
+                }
+            };
+        }
+    }
+}
+
+fn dead_letter_failure(
+    message: &KafkaMessage,
+    attempts: u32,
+    handler_failure: String,
+    error: HandlerError,
+) -> HandlerFailure {
+    let error = match error {
+        HandlerError::Failed(e) => HandlerError::Failed(
+            format!("dead-letter callback failed ({e}) for {handler_failure}").into(),
+        ),
+        HandlerError::Panicked(msg) => HandlerError::Panicked(format!(
+            "dead-letter callback panicked ({msg}) for {handler_failure}"
+        )),
+    };
+    HandlerFailure {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        attempts,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::handler::Handler;
+    use ace_core::Semaphore;
+
+    /// The consumer task's cost per message, without librdkafka: `cargo test --release -p ace-std
+    /// --features kafka --lib per_message_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, not a test"]
+    #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+    async fn per_message_cost() {
+        let shared = Arc::new(Shared::new());
+        let gate = Arc::new(Semaphore::new(20));
+        let count: &'static std::sync::atomic::AtomicU64 = Box::leak(Box::default());
+        let Handler { first, retry } = Handler::new(move |m: KafkaMessage| async move {
+            std::hint::black_box(m.payload());
+            count.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), std::io::Error>(())
+        });
+        let job = Arc::new(Job {
+            shared: Arc::clone(&shared),
+            handler: retry,
+            retry: RetryPolicy::default(),
+            after: AfterRetries::Stop,
+            done: None,
+        });
+        let mut dispatch = Dispatch {
+            first,
+            job,
+            lanes: Lanes::new(super::super::Ordering::Key),
+            queue: Scheduler::default(),
+            tally: Tally::default(),
+        };
+        let part = Arc::new(PartitionState::new("topic", 0));
+        let (key, payload) = (b"key-123".to_vec(), vec![b'x'; 100]);
+        let mut scratch = Vec::new();
+        let n = 2_000_000i64;
+        let t = std::time::Instant::now();
+        for offset in 0..n {
+            dispatch.tally.received += 1;
+            let message =
+                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
+            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            dispatch.start(&part, message, permit, Origin::Fresh(None));
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        println!("{ns:.1} ns per message, of which:");
+        assert_eq!(part.tracker.committable(), Some(n));
+        let t = std::time::Instant::now();
+        for offset in 0..n {
+            let message =
+                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
+            std::hint::black_box(&message);
+        }
+        println!(
+            "  copy + drop {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            std::hint::black_box(&permit);
+        }
+        println!(
+            "  permit {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let message = KafkaMessage::copy_parts(&part.topic, 0, &key, &payload, &mut scratch);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(dispatch.first.start(message.clone()));
+        }
+        println!(
+            "  first attempt (message clone, handler, poll) {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(message.clone());
+        }
+        println!(
+            "    of which the clone {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+        let t = std::time::Instant::now();
+        for offset in n..2 * n {
+            part.tracker.finished_at_once(offset);
+        }
+        println!(
+            "  tracker {:.1} ns",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+    }
+}
