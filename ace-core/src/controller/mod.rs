@@ -366,19 +366,17 @@ impl Controller {
         usage: Usage,
     ) -> Decision {
         let previous = self.limit;
-        // A grant of 0 is a wait (a member joining while the others still hold the budget),
-        // not stress: hold the limit where it is rather than cut it to `min_limit`.
-        let cap = self.ceiling.map_or(usize::MAX, |c| match c.grant {
-            0 => previous,
-            g => g.clamp(self.config.min_limit, self.config.max_limit),
+        // A fleet grant caps growth only. A grant under the limit is enforced by the target (the
+        // fleet's limit wrapper) while the limit holds, so a dip (a member joining; a grant of
+        // 0 at join, a wait) costs the AIMD nothing; a stress cut starts from the limit in force.
+        let cap = self.ceiling.map_or(usize::MAX, |c| {
+            c.grant
+                .clamp(self.config.min_limit, self.config.max_limit)
+                .max(previous)
         });
-        // Over a shrunken grant: cut to it now, whatever the rules (and their cooldown) say.
-        let intent = match self.ceiling {
-            Some(c) if previous > cap => Intent::Hold(Reason::FleetCap {
-                grant: c.grant,
-                members: c.members,
-            }),
-            _ => intent,
+        let in_force = match self.ceiling {
+            Some(c) if c.grant > 0 => previous.min(c.grant.max(self.config.min_limit)),
+            _ => previous,
         };
         let machine = matches!(
             intent,
@@ -393,6 +391,11 @@ impl Controller {
         let (action, new_limit, reason) = match intent {
             Intent::Hold(reason) => (Action::Hold, previous, reason),
             Intent::Cut { to, stress, path } => {
+                let to = if to < in_force {
+                    to
+                } else {
+                    self.cut(in_force)
+                };
                 if path == Path::Machine {
                     if let Some(remaining) = self.machine_cooldown(now, true) {
                         return self.held(now, Action::Decrease, remaining, signals, usage);

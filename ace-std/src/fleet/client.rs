@@ -67,7 +67,7 @@ impl FleetSnapshot {
 #[derive(Clone)]
 pub struct FleetClient {
     conn: ConnectionManager,
-    keys: [String; 5],
+    keys: [String; 6],
     renew: Script,
     snapshot: Script,
     capacity: usize,
@@ -211,7 +211,9 @@ impl FleetClient {
     ///
     /// [`FleetError::Redis`] if Redis fails or does not answer in time.
     pub async fn leave(&self, member: &str) -> Result<(), FleetError> {
-        let _: Vec<u64> = self.run_renew(member, [0, 0, 0], self.lease_ms, true).await?;
+        let _: Vec<u64> = self
+            .run_renew(member, [0, 0, 0], self.lease_ms, true)
+            .await?;
         Ok(())
     }
 
@@ -302,7 +304,7 @@ impl FleetClient {
 pub(super) struct Plan {
     client: redis::Client,
     manager: ConnectionManagerConfig,
-    keys: [String; 5],
+    keys: [String; 6],
     tls: bool,
 }
 
@@ -331,6 +333,7 @@ impl Plan {
                 format!("{p}:grant"),
                 format!("{p}:total"),
                 format!("{p}:hist"),
+                format!("{p}:recover"),
             ],
             tls,
         })

@@ -202,8 +202,7 @@ impl Lease {
     /// Falls back once the lease has run out on this clock, cautiously for one lease, then to
     /// the full fallback limit; true if the ceiling just changed.
     pub(super) fn expire(&mut self, now: Duration) -> bool {
-        if matches!(self.mode, FleetMode::Leased | FleetMode::Holding) && now >= self.valid_until
-        {
+        if matches!(self.mode, FleetMode::Leased | FleetMode::Holding) && now >= self.valid_until {
             self.mode = FleetMode::Fallback;
             self.cautious_until = Some(self.valid_until.saturating_add(self.lease));
             return true;

@@ -24,7 +24,7 @@
 //!
 //! Time in the script is Redis's (`TIME`): members' clocks only time their own lease. Keys live
 //! under the prefix only: `<prefix>:lease`, `<prefix>:want`, `<prefix>:grant`,
-//! `<prefix>:total`, `<prefix>:hist`. A renewal costs O(log n) plus one pass over the distinct
+//! `<prefix>:total`, `<prefix>:hist`, `<prefix>:recover`. A renewal costs O(log n) plus one pass over the distinct
 //! wants (at most C + 1 of them).
 //!
 //! ```no_run
@@ -65,8 +65,8 @@ use std::time::Duration;
 use ace_core::{ConfigError, ConfigRule};
 
 pub use budget::{FleetBudget, FleetState, FleetTarget};
-pub use lease::FleetMode;
 pub use client::{FleetClient, FleetSnapshot, MemberLease, Renewal};
+pub use lease::FleetMode;
 
 /// The limit a member falls back to once Redis has been unreachable for longer than its lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -438,24 +438,26 @@ mod tests {
             fallback,
             "[a-z:]{0,8}",
         )
-            .prop_map(|(capacity, (renew, timeout, margin), extra, fallback, prefix)| {
-                // Often a lease that fits the rule, so that accepted configs are common.
-                let lease = renew
-                    .checked_add(timeout)
-                    .and_then(|d| d.checked_add(margin))
-                    .and_then(|d| d.checked_add(extra))
-                    .unwrap_or(extra);
-                FleetConfig {
-                    prefix,
-                    capacity,
-                    renew_interval: renew,
-                    lease,
-                    safety_margin: margin,
-                    timeout,
-                    fallback,
-                    ..FleetConfig::default()
-                }
-            })
+            .prop_map(
+                |(capacity, (renew, timeout, margin), extra, fallback, prefix)| {
+                    // Often a lease that fits the rule, so that accepted configs are common.
+                    let lease = renew
+                        .checked_add(timeout)
+                        .and_then(|d| d.checked_add(margin))
+                        .and_then(|d| d.checked_add(extra))
+                        .unwrap_or(extra);
+                    FleetConfig {
+                        prefix,
+                        capacity,
+                        renew_interval: renew,
+                        lease,
+                        safety_margin: margin,
+                        timeout,
+                        fallback,
+                        ..FleetConfig::default()
+                    }
+                },
+            )
     }
 
     proptest! {

@@ -4,6 +4,7 @@
 -- KEYS[3] = <prefix>:grant  (hash: member -> the grant it holds)
 -- KEYS[4] = <prefix>:total  (the sum of the live members' held grants)
 -- KEYS[5] = <prefix>:hist   (hash: want -> how many live members want it)
+-- KEYS[6] = <prefix>:recover (exists for one lease after a member rejoined: no one grows)
 -- ARGV    = member, want, in_use, held, lease_ms, capacity, op ('renew' or 'leave')
 --   held: what the member believes it holds (the held of its last renewal, 0 if it never
 --   joined). Every count is at most the capacity (the client clamps them), so Lua's doubles
@@ -15,9 +16,12 @@
 -- grant (permits still in use after a cut) is at most what it held before, which already fit.
 -- When Redis loses the state (restart without persistence, FLUSHALL, failover, eviction) the
 -- members still use what they held: one that Redis does not know but that says it held a grant
--- rejoins with at most that much, so the sum of what the members use stays within C.
+-- rejoins with at most that much, and for one lease after (the recovery window, long enough
+-- for every member with the same lease to renew or lose its grant) no member is granted more
+-- than it holds and newcomers wait, so the sum of what the members use stays within C.
 -- Cost: O(log n) bookkeeping plus one pass over the distinct wants (at most C + 1 of them).
 local lease, wants, grants, total_key, hist = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local recover = KEYS[6]
 local id = ARGV[1]
 local capacity = tonumber(ARGV[6])
 local want = math.min(math.max(tonumber(ARGV[2]), 0), capacity)
@@ -65,8 +69,8 @@ end
 
 -- An abandoned budget cleans itself up, the total with the rest (a SET clears a TTL).
 local function expire_all()
-  for _, key in ipairs(KEYS) do
-    redis.call('PEXPIRE', key, ttl * 4)
+  for i = 1, 5 do
+    redis.call('PEXPIRE', KEYS[i], ttl * 4)
   end
 end
 
@@ -87,6 +91,12 @@ local rejoined = 0
 if not known and claimed > 0 then
   want = math.min(want, claimed)
   rejoined = 1
+  redis.call('SET', recover, 1, 'PX', ttl)
+end
+-- In the recovery window the others may not have re-registered what they still use: no
+-- member grows past what it holds (or, rejoining, what it held), and newcomers wait.
+if redis.call('EXISTS', recover) == 1 then
+  want = math.min(want, math.max(prev, rejoined * want))
 end
 redis.call('ZADD', lease, now + ttl, id)
 unwant(id)

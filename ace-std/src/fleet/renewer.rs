@@ -86,9 +86,7 @@ async fn leave(client: &FleetClient, shared: &Shared) {
 /// Renews every `renew_interval` (at once when a target is attached) until stopped.
 async fn drive(client: &FleetClient, shared: &Shared, stop: &Shutdown) {
     let mut next = shared.now() + shared.every;
-    while wait_until_due(shared, stop, &mut next).await && renew_once(client, shared, stop).await
-    {
-    }
+    while wait_until_due(shared, stop, &mut next).await && renew_once(client, shared, stop).await {}
 }
 
 /// Sleeps until the next renewal is due, or one is asked for, falling back on the way when the
