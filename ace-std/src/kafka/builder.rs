@@ -15,8 +15,9 @@ use super::{
     BoxError, BuildError, HandlerFailure, KafkaConsumerManager, KafkaMessage, Ordering, Parts,
     RetryPolicy, State,
 };
+use crate::control::{loop_options_methods, LoopOptions};
 use crate::stats::DecisionCounters;
-use crate::util::{clamp_to_permits, loop_options_methods, LoopOptions};
+use crate::util::clamp_to_permits;
 
 /// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`].
 ///

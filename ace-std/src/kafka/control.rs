@@ -9,9 +9,9 @@ use ace_core::{
 use ace_tokio::TokioRuntime;
 
 use super::context::Shared;
+use crate::control::{LoopOptions, Sinks};
 use crate::signals::Merge;
 use crate::stats::DecisionCounters;
-use crate::util::{LoopOptions, Sinks};
 
 /// The control loop's source: the user's sources, plus the consumer lag.
 ///
