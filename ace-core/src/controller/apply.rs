@@ -72,7 +72,11 @@ impl Controller {
         match intent {
             Intent::Cut { to, stress, path } if c.grant > 0 => {
                 let in_force = self.limit.min(c.grant.max(self.config.min_limit));
-                let to = if to < in_force { to } else { self.cut(in_force) };
+                let to = if to < in_force {
+                    to
+                } else {
+                    self.cut(in_force)
+                };
                 Intent::Cut { to, stress, path }
             }
             Intent::Grow { to, path, .. } if to > cap => {

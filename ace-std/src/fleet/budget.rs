@@ -172,7 +172,7 @@ impl FleetBudget {
     ///
     /// # Errors
     ///
-    /// Those of [`FleetClient::connect`] (config, URL, credentials, TLS, connection), or
+    /// Those of [`FleetClient::connect`](super::FleetClient::connect) (config, URL, credentials, TLS, connection), or
     /// [`FleetError::Redis`] if the first renewal fails.
     pub async fn connect(config: FleetConfig) -> Result<Self, FleetError> {
         config.validate()?;
