@@ -45,6 +45,7 @@
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
+mod control;
 pub mod log;
 mod manager;
 pub mod signals;

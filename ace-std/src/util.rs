@@ -1,22 +1,14 @@
-//! Helpers every manager shares, written once: panic text, a poison-tolerant lock, a thread
-//! executor (a parking waker, `block_on` and a thread [`Runtime`]), the object-safe signal
-//! source, and the sink adapter that every control loop records through.
+//! Leaf helpers, written once: panic text, a poison-tolerant lock, the limits clamped to what a
+//! semaphore holds, a thread executor (a parking waker, `block_on` and a thread
+//! [`Runtime`](ace_core::Runtime)), and
+//! the object-safe signal source. A leaf: it imports nothing of this crate.
 
 use std::any::Any;
 use std::future::Future;
-use std::io::Write;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use ace_core::{
-    AimdConfig, Decision, DecisionSink, Runtime, Semaphore, SignalError, SignalSource, Signals,
-};
-
-use crate::log::{DecisionLog, HoldLogging};
-use crate::signals::Merge;
-use crate::stats::DecisionCounters;
+use ace_core::{AimdConfig, Semaphore, SignalError, SignalSource, Signals};
 
 /// The text of a panic payload: the `&str` or `String` passed to `panic!`, if it was one.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -205,213 +197,15 @@ impl<S: SignalSource> DynSource for S {
     }
 }
 
-/// Failed readings parked by a source that must not fail the whole collection (a
-/// [`Merge`] child), for [`Sinks`] to report just before that cycle's decision.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ErrorInbox(Arc<Mutex<Vec<SignalError>>>);
-
-impl ErrorInbox {
-    pub(crate) fn push(&self, error: &SignalError) {
-        lock(&self.0).push(error.clone());
-    }
-
-    fn take(&self) -> Vec<SignalError> {
-        std::mem::take(&mut *lock(&self.0))
-    }
-}
-
-/// Calls `f` on a sink, logging a panic instead of passing it on: a broken sink must not stop
-/// the control loop.
-fn guarded(f: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
-        tracing::error!(
-            target: "ace",
-            "a decision sink panicked (the control loop goes on): {}",
-            panic_message(&*panic)
-        );
-    }
-}
-
-/// Every manager's control-loop sink: the [`DecisionLog`], the user's sinks, the counters behind
-/// `stats()`, and the errors parked in the [`ErrorInbox`] (reported first, as they happened
-/// before the decision). A sink that panics is logged and skipped for that record.
-pub(crate) struct Sinks {
-    log: DecisionLog,
-    extra: Vec<Box<dyn DecisionSink>>,
-    inbox: ErrorInbox,
-    counters: Arc<DecisionCounters>,
-}
-
-impl DecisionSink for Sinks {
-    fn decision(&mut self, decision: &Decision) {
-        for error in self.inbox.take() {
-            self.signal_error(&error);
-        }
-        self.counters.record(decision);
-        guarded(|| self.log.decision(decision));
-        for sink in &mut self.extra {
-            guarded(|| sink.decision(decision));
-        }
-    }
-
-    fn signal_error(&mut self, error: &SignalError) {
-        guarded(|| self.log.signal_error(error));
-        for sink in &mut self.extra {
-            guarded(|| sink.signal_error(error));
-        }
-    }
-}
-
-impl DecisionSink for &mut Sinks {
-    fn decision(&mut self, decision: &Decision) {
-        (**self).decision(decision);
-    }
-    fn signal_error(&mut self, error: &SignalError) {
-        (**self).signal_error(error);
-    }
-}
-
-/// The options every manager's builder shares (the one vocabulary: `source`, `sink`,
-/// `log_writer`, `log_holds`, `tracing`, `metrics`, `source_timeout`).
-pub(crate) struct LoopOptions {
-    pub(crate) sources: Vec<(&'static str, Box<dyn DynSource>)>,
-    pub(crate) source_timeout: Option<Duration>,
-    pub(crate) writer: Option<Box<dyn Write + Send>>,
-    pub(crate) holds: HoldLogging,
-    pub(crate) tracing: bool,
-    pub(crate) metrics: bool,
-    pub(crate) sinks: Vec<Box<dyn DecisionSink>>,
-}
-
-impl Default for LoopOptions {
-    fn default() -> Self {
-        Self {
-            sources: Vec::new(),
-            source_timeout: None,
-            writer: None,
-            holds: HoldLogging::OnChange,
-            tracing: true,
-            metrics: true,
-            sinks: Vec::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for LoopOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.sources.iter().map(|(n, _)| *n).collect();
-        f.debug_struct("LoopOptions")
-            .field("sources", &names)
-            .field("source_timeout", &self.source_timeout)
-            .field("log_writer", &self.writer.is_some())
-            .field("holds", &self.holds)
-            .field("tracing", &self.tracing)
-            .field("metrics", &self.metrics)
-            .field("sinks", &self.sinks.len())
-            .finish()
-    }
-}
-
-impl LoopOptions {
-    /// The loop's source (the user's sources, each bounded by the source timeout, default half
-    /// the interval; the caller adds its defaults after them, so the user's win) and its sink.
-    pub(crate) fn into_parts<R: Runtime>(
-        self,
-        runtime: R,
-        interval: Duration,
-        counters: Arc<DecisionCounters>,
-    ) -> (Merge<R>, Sinks) {
-        let inbox = ErrorInbox::default();
-        let hook = inbox.clone();
-        let mut merge = Merge::new(runtime, self.source_timeout.unwrap_or(interval / 2))
-            .on_error(move |e| hook.push(e));
-        for (name, source) in self.sources {
-            merge.push_dyn(name, source);
-        }
-        let log = DecisionLog::builder()
-            .holds(self.holds)
-            .tracing(self.tracing)
-            .metrics(self.metrics);
-        let log = match self.writer {
-            Some(w) => log.writer(w),
-            None => log,
-        }
-        .build();
-        let sinks = Sinks {
-            log,
-            extra: self.sinks,
-            inbox,
-            counters,
-        };
-        (merge, sinks)
-    }
-}
-
-/// The builder methods of the one vocabulary, on a builder with a `LoopOptions` field named
-/// `loop_options`. Written once so the three managers cannot drift apart.
-// No `#[must_use]` on the methods: every builder type is `#[must_use]` itself.
-macro_rules! loop_options_methods {
-    () => {
-        /// Adds a signal source named `name` (the name its errors are reported under). Sources
-        /// added here win over the defaults for the signals they read; one that errors, panics,
-        /// blocks or hangs is absent that cycle, with a `signal_error` record.
-        pub fn source<S: ace_core::SignalSource + 'static>(
-            mut self,
-            name: &'static str,
-            source: S,
-        ) -> Self {
-            self.loop_options.sources.push((name, Box::new(source)));
-            self
-        }
-
-        /// How long one source may take before it counts as absent for the cycle (also the most
-        /// one poll of its `collect` may block before it is reported). Default half the
-        /// adjustment interval.
-        pub fn source_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.loop_options.source_timeout = Some(timeout);
-            self
-        }
-
-        /// Also sends every decision and signal error to `sink`, after the decision log. A sink
-        /// that panics is logged and the loop goes on.
-        pub fn sink(mut self, sink: impl ace_core::DecisionSink + 'static) -> Self {
-            self.loop_options.sinks.push(Box::new(sink));
-            self
-        }
-
-        /// Writes the decision log as JSON lines to `writer`. Default: no writer (the `tracing`
-        /// events carry the same records).
-        pub fn log_writer(mut self, writer: impl std::io::Write + Send + 'static) -> Self {
-            self.loop_options.writer = Some(Box::new(writer));
-            self
-        }
-
-        /// When holds are logged (default [`HoldLogging::OnChange`](crate::log::HoldLogging)).
-        pub fn log_holds(mut self, holds: crate::log::HoldLogging) -> Self {
-            self.loop_options.holds = holds;
-            self
-        }
-
-        /// Whether logged records are also `tracing` events. Default on.
-        pub fn tracing(mut self, on: bool) -> Self {
-            self.loop_options.tracing = on;
-            self
-        }
-
-        /// Whether to record `metrics` (see [`crate::log`]). Default on.
-        pub fn metrics(mut self, on: bool) -> Self {
-            self.loop_options.metrics = on;
-            self
-        }
-    };
-}
-pub(crate) use loop_options_methods;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::panic::catch_unwind;
     #[cfg(feature = "threadpool")]
-    use std::time::Instant;
+    use {
+        ace_core::Runtime,
+        std::time::{Duration, Instant},
+    };
 
     #[cfg(feature = "threadpool")]
     #[test]

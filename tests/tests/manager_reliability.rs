@@ -174,3 +174,46 @@ fn the_pool_survives_a_panicking_source_and_sink() {
         assert!(pool.is_shut_down());
     });
 }
+
+#[test]
+fn shutdown_does_not_wait_for_a_source_that_blocks_its_thread() {
+    within(60, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (blocking_tx, blocking_rx) = mpsc::channel();
+            let blocking_tx = Mutex::new(blocking_tx);
+            let manager = ace_std::tokio::Manager::builder(fast())
+                .default_signals(false)
+                .tracing(false)
+                .metrics(false)
+                .source_timeout(Duration::from_millis(100))
+                .source(
+                    "stuck",
+                    source_fn(move || {
+                        let _ = blocking_tx.lock().unwrap().send(());
+                        // Against the contract (sources must not block), as a broken one would.
+                        std::thread::sleep(Duration::from_secs(3));
+                        Ok(Signals::default())
+                    }),
+                )
+                .build()
+                .unwrap();
+            // The loop's thread is inside the source now.
+            tokio::task::spawn_blocking(move || blocking_rx.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .expect("the loop collected from the source");
+            let started = Instant::now();
+            manager.shutdown().await;
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_millis(1500),
+                "shutdown waited {took:?} for a source blocked for 3 s"
+            );
+        });
+    });
+}

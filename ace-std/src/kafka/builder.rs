@@ -16,7 +16,8 @@ use super::{
     RetryPolicy, State,
 };
 use crate::stats::DecisionCounters;
-use crate::util::{clamp_to_permits, loop_options_methods, LoopOptions};
+use crate::control::{loop_options_methods, LoopOptions};
+use crate::util::clamp_to_permits;
 
 /// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`].
 ///

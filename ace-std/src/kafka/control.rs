@@ -11,7 +11,7 @@ use ace_tokio::TokioRuntime;
 use super::context::Shared;
 use crate::signals::Merge;
 use crate::stats::DecisionCounters;
-use crate::util::{LoopOptions, Sinks};
+use crate::control::{LoopOptions, Sinks};
 
 /// The control loop's source: the user's sources, plus the consumer lag.
 ///

@@ -144,7 +144,8 @@ use self::handler::Handler;
 use self::options::Options;
 use self::pump::Pump;
 use crate::stats::{DecisionCounters, Stats};
-use crate::util::{lock, LoopOptions};
+use crate::control::LoopOptions;
+use crate::util::lock;
 
 pub use self::builder::KafkaConsumerManagerBuilder;
 pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};

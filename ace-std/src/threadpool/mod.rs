@@ -43,7 +43,6 @@
 //! # Ok::<(), ace_std::ConfigError>(())
 //! ```
 
-mod control;
 mod job;
 mod shared;
 mod sys;
@@ -52,12 +51,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ace_core::{AimdConfig, ConfigError, Controller, LatencyRecorder};
+use ace_core::{AimdConfig, ConfigError, LimitTarget};
 
-use crate::signals::SystemSignals;
+use crate::control::{
+    engine_methods, loop_options_methods, Defaults, LoopHandle, LoopOptions, Wiring,
+};
 use crate::stats::DecisionCounters;
-use crate::util::{clamp_to_permits, lock, loop_options_methods, LoopOptions, ThreadRuntime};
-use control::{ControlThread, LoopParts};
+use crate::util::{lock, ThreadRuntime};
 use job::{BoxTask, ExecuteTask, SubmitTask};
 pub use job::{CancelledJob, JobError, JobHandle};
 use shared::{JobTiming, Mode, PoolTarget, PushError, Shared, SharedOptions};
@@ -69,7 +69,7 @@ use shared::{JobTiming, Mode, PoolTarget, PushError, Shared, SharedOptions};
 /// [`builder`](Self::builder). It is `Send + Sync`: share it by reference or in an `Arc`.
 /// Dropping it drains it, like [`shutdown`](Self::shutdown).
 ///
-/// The default signals are [`SystemSignals`]: the machine's (or the cgroup's) CPU and memory
+/// The default signals are [`SystemSignals`](crate::signals::SystemSignals): the machine's (or the cgroup's) CPU and memory
 /// use, and the jobs' own latency; a signal that cannot be read is absent and the limit holds.
 ///
 /// # Examples
@@ -92,7 +92,9 @@ use shared::{JobTiming, Mode, PoolTarget, PushError, Shared, SharedOptions};
 /// ```
 pub struct ThreadPoolManager {
     shared: Arc<Shared>,
-    control: Mutex<Option<ControlThread>>,
+    control: LoopHandle,
+    /// The control thread, joined at shutdown.
+    control_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Serialises `shutdown` and `shutdown_now`.
     stopping: Mutex<()>,
     counters: Arc<DecisionCounters>,
@@ -119,13 +121,9 @@ impl ThreadPoolManager {
         ThreadPoolBuilder {
             config,
             loop_options: LoopOptions::default(),
-            default_signals: true,
-            time_tasks: None,
             queue_capacity: None,
             idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
             thread_name: PoolOptions::default().thread_name,
-            #[cfg(feature = "redis")]
-            fleet: None,
         }
     }
 
@@ -245,9 +243,7 @@ impl ThreadPoolManager {
     /// ```
     pub fn set_limit(&self, limit: usize) -> usize {
         let limit = limit.clamp(self.shared.min_limit, self.shared.max_limit);
-        if let Some(control) = lock(&self.control).as_ref() {
-            control.shared().set_manual(limit);
-        }
+        self.control.set_limit(limit);
         self.shared.set_limit(limit);
         limit
     }
@@ -343,10 +339,15 @@ impl ThreadPoolManager {
             .collect()
     }
 
+    /// Stops the loop at once, even mid-sleep or mid-collection, and waits for its thread.
     fn stop_control(&self) {
-        let control = lock(&self.control).take();
-        if let Some(control) = control {
-            control.stop();
+        self.control.stop();
+        let thread = lock(&self.control_thread).take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() {
+                // A panic was logged on the thread itself.
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -391,25 +392,12 @@ impl fmt::Debug for ThreadPoolManager {
 pub struct ThreadPoolBuilder {
     config: AimdConfig,
     loop_options: LoopOptions,
-    default_signals: bool,
-    time_tasks: Option<bool>,
     queue_capacity: Option<usize>,
     idle_timeout: Duration,
     thread_name: String,
-    #[cfg(feature = "redis")]
-    fleet: Option<crate::fleet::FleetBudget>,
 }
 
 impl ThreadPoolBuilder {
-    /// Shares the limit with a fleet: the pool runs at most `min(AIMD limit, grant)` closures,
-    /// and the controller never increases past the grant (see [`crate::fleet`]).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn fleet(mut self, budget: crate::fleet::FleetBudget) -> Self {
-        self.fleet = Some(budget);
-        self
-    }
-
     /// Default for [`idle_timeout`](Self::idle_timeout): 10 s.
     pub const fn default_idle_timeout() -> Duration {
         // Five default control intervals: a limit that dips for a cycle keeps its threads.
@@ -421,20 +409,7 @@ impl ThreadPoolBuilder {
     pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(86_400);
 
     loop_options_methods!();
-
-    /// Whether to read the default signals: [`SystemSignals`] (CPU and memory, cgroup aware).
-    /// Default on. Sources added with [`source`](Self::source) win over them either way.
-    pub fn default_signals(mut self, on: bool) -> Self {
-        self.default_signals = on;
-        self
-    }
-
-    /// Whether to time every job (its run on a worker) for the latency signal. Default: on when
-    /// the config's `latency_tolerance` is set (the default), off otherwise.
-    pub fn time_tasks(mut self, on: bool) -> Self {
-        self.time_tasks = Some(on);
-        self
-    }
+    engine_methods!();
 
     /// Bounds the queue of jobs not yet started to `capacity` (at least 1): `submit` then blocks
     /// while it is full and `try_submit` returns [`TrySubmitError::Full`]. Unbounded by default.
@@ -484,57 +459,39 @@ impl ThreadPoolBuilder {
     /// If the operating system refuses to start the control thread.
     #[track_caller]
     pub fn build(self) -> Result<ThreadPoolManager, ConfigError> {
-        let controller = Controller::new(clamp_to_permits(self.config))?;
-        let config = controller.config();
-        let counters = Arc::new(DecisionCounters::default());
-        let latency = self
-            .time_tasks
-            .unwrap_or(config.latency_tolerance.is_some())
-            .then(|| Arc::new(LatencyRecorder::new()));
+        let wiring = Wiring::new(self.config, self.loop_options)?;
+        let config = wiring.config();
+        let counters = Arc::clone(wiring.counters());
         let shared = Arc::new(Shared::new(SharedOptions {
-            initial_limit: config.initial_limit,
+            initial_limit: wiring.initial_limit(),
             min_limit: config.min_limit,
             max_limit: config.max_limit,
             queue_capacity: self.queue_capacity,
             idle_timeout: self.idle_timeout,
             thread_name: self.thread_name.clone(),
-            timing: latency.as_ref().map(|recorder| JobTiming {
+            timing: wiring.latency().map(|recorder| JobTiming {
                 recorder: Arc::clone(recorder),
                 counters: Arc::clone(&counters),
             }),
         }));
-        let (mut source, sink) = self.loop_options.into_parts(
-            ThreadRuntime::new(),
-            config.adjustment_interval,
-            Arc::clone(&counters),
-        );
-        if self.default_signals {
-            source.push("system", SystemSignals::new());
-        }
-        let target: Arc<dyn ace_core::LimitTarget> = Arc::new(PoolTarget(Arc::clone(&shared)));
-        // With a fleet budget, the control thread drives the budget's wrapper around the pool.
-        #[cfg(feature = "redis")]
-        let target = match &self.fleet {
-            Some(budget) => Arc::new(budget.target(target)) as Arc<dyn ace_core::LimitTarget>,
-            None => target,
+        let target: Arc<dyn LimitTarget> = Arc::new(PoolTarget(Arc::clone(&shared)));
+        // System signals only: a lag probe measures an executor, and the pool has none.
+        let defaults = Defaults {
+            system: true,
+            lag_probe: None,
         };
-        let parts = LoopParts {
-            source,
-            sink,
-            target,
-            latency,
-        };
-        let control = match ControlThread::spawn(
-            format!("{}-control", self.thread_name),
-            controller,
-            parts,
-        ) {
-            Ok(control) => control,
+        let name = format!("{}-control", self.thread_name);
+        let (control, thread) = match wiring
+            .assemble(ThreadRuntime::new(), target, defaults)
+            .spawn_thread(name)
+        {
+            Ok(spawned) => spawned,
             Err(e) => panic!("failed to start the pool's control thread: {e}"),
         };
         Ok(ThreadPoolManager {
             shared,
-            control: Mutex::new(Some(control)),
+            control,
+            control_thread: Mutex::new(Some(thread)),
             stopping: Mutex::new(()),
             counters,
         })
@@ -546,7 +503,6 @@ impl fmt::Debug for ThreadPoolBuilder {
         f.debug_struct("ThreadPoolBuilder")
             .field("config", &self.config)
             .field("loop_options", &self.loop_options)
-            .field("default_signals", &self.default_signals)
             .field("queue_capacity", &self.queue_capacity)
             .field("idle_timeout", &self.idle_timeout)
             .field("thread_name", &self.thread_name)

@@ -1,0 +1,398 @@
+//! [`Manager`], the handle: submit, acquire, spawn, stats, set the limit, shut down.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ace_core::{LimitTarget, OwnedPermit, Runtime, TryAcquireError};
+use futures_lite::FutureExt;
+
+use super::inner::{note_admission, Finish, Inner};
+use super::join::{JoinError, JoinHandle, JoinRepr};
+use super::permit::TaskPermit;
+use crate::stats::Stats;
+
+/// Submitting failed: the manager is shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// [`Manager::shutdown`] was called: no new work is admitted.
+    Shutdown,
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shutdown => f.write_str("the manager is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// An adaptive concurrency limit for async tasks on the executor `R`.
+///
+/// Use it through `ace_std::tokio::Manager`, `ace_std::smol::Manager` or
+/// `ace_std::async_std::Manager` (features `tokio`, `smol`, `async-std`: type aliases of this
+/// type), or on any [`Runtime`] with [`with_runtime`](Self::with_runtime).
+///
+/// # Examples
+///
+/// The quick start of the Python package ace-concurrency, in Rust:
+///
+/// ```
+/// # #[cfg(feature = "tokio")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ace_std::AimdConfig;
+///
+/// async fn work(i: u32) -> u32 {
+///     i + 1
+/// }
+///
+/// let config = AimdConfig { min_limit: 5, max_limit: 50, initial_limit: 10, ..Default::default() };
+/// let manager = ace_std::tokio::Manager::new(config)?;
+/// let results = futures::future::join_all((0..100).map(|i| manager.submit(work(i)))).await;
+/// assert_eq!(results.len(), 100);
+/// manager.shutdown().await;
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
+///
+/// Creating a manager starts its control loop on the runtime: every `adjustment_interval` it
+/// reads the signals, decides with the AIMD [`Controller`], and moves the semaphore's limit.
+/// Tasks wait for a slot in [`submit`](Self::submit) (backpressure). `Manager` is a cheap
+/// handle (`Clone`, an `Arc` inside); the control loop stops when [`shutdown`](Self::shutdown)
+/// is called or the last handle is dropped.
+pub struct Manager<R: Runtime> {
+    pub(super) inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Manager<R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Manager<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let usage = self.inner.sem.usage();
+        f.debug_struct("Manager")
+            .field("usage", &usage)
+            .field("closing", &self.is_shut_down())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Manager<R> {
+    /// Waits for a slot, runs `fut`, releases the slot, and returns its output.
+    ///
+    /// The future runs in the caller's task; use [`spawn`](Self::spawn) for a task of its
+    /// own. The per-task path takes no lock and allocates nothing: a permit and two atomic
+    /// counters. When the latency signal is on, tasks are timed (two clock reads and one more
+    /// counter) and each admission tells the latency epochs whether it reached the limit (two
+    /// atomic loads). A machine cycle that carried over 1,024 tasks would time one in 2^k; the
+    /// latency epochs take their summaries themselves, a round trip each, so every task is timed.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`] once [`shutdown`](Self::shutdown) has been called (a task
+    /// already running finishes; one still waiting gets the error).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future gives up the wait, or releases the slot if `fut` was
+    /// running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ace_std::AimdConfig;
+    ///
+    /// let manager = ace_std::tokio::Manager::new(AimdConfig::default())?;
+    /// let answer = manager.submit(async { 6 * 7 }).await?;
+    /// assert_eq!(answer, 42);
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn submit<F: Future>(&self, fut: F) -> Result<F::Output, SubmitError> {
+        self.run(fut, |_| true).await
+    }
+
+    /// [`submit`](Self::submit) for a fallible future: an `Err` output counts as a failed task
+    /// in the latency signal (so a downstream that fails fast never looks fast).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`], as [`submit`](Self::submit); `fut`'s own error is in the
+    /// `Ok` value.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_result<F, T, E>(&self, fut: F) -> Result<Result<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        self.run(fut, Result::is_ok).await
+    }
+
+    async fn run<F: Future>(
+        &self,
+        fut: F,
+        ok: impl FnOnce(&F::Output) -> bool,
+    ) -> Result<F::Output, SubmitError> {
+        let inner = &*self.inner;
+        if inner.closing.load(Ordering::Relaxed) {
+            return Err(SubmitError::Shutdown);
+        }
+        let permit = inner
+            .sem
+            .acquire()
+            .await
+            .map_err(|_| SubmitError::Shutdown)?;
+        let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        let mut finish = Finish {
+            inner,
+            started: None,
+            ok: None,
+        };
+        // Shutdown began between the acquire and the count: it did not see this task, so it
+        // must not run (SeqCst pairs with `shutdown`'s store and loads).
+        if inner.closing.load(Ordering::SeqCst) {
+            finish.ok = Some(true);
+            return Err(SubmitError::Shutdown);
+        }
+        note_admission(inner);
+        if inner.latency.is_some() && inner.counters.sampled(seq) {
+            finish.started = Some(inner.runtime.now());
+        }
+        let out = fut.await;
+        finish.ok = Some(ok(&out));
+        drop(finish);
+        drop(permit);
+        Ok(out)
+    }
+
+    /// Waits for a slot and returns it as an owned [`TaskPermit`], for work whose slot must
+    /// outlive one future: a tower service holding it from `poll_ready` to the end of the
+    /// response, a task that retries and records each attempt on its own.
+    ///
+    /// The permit counts as in flight until it is dropped or ended with
+    /// [`TaskPermit::success`] / [`TaskPermit::failure`]; what it records feeds the latency
+    /// signal as a task of [`submit`](Self::submit) would.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`] once [`shutdown`](Self::shutdown) has been called.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up its place in the queue and leaks no slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let manager = ace_std::tokio::Manager::new(ace_std::AimdConfig::default())?;
+    /// let permit = manager.acquire().await?;
+    /// for attempt in 0..3 {
+    ///     let started = Instant::now();
+    ///     let ok = attempt == 2; // call the downstream here
+    ///     if ok {
+    ///         permit.record_attempt(started.elapsed());
+    ///         break;
+    ///     }
+    ///     permit.record_failure(); // back-pressure; the backoff below is not latency
+    ///     tokio::time::sleep(Duration::from_millis(1)).await;
+    /// }
+    /// drop(permit);
+    /// assert_eq!(manager.stats().in_flight, 0);
+    /// # manager.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn acquire(&self) -> Result<TaskPermit<R>, SubmitError> {
+        if self.inner.closing.load(Ordering::Relaxed) {
+            return Err(SubmitError::Shutdown);
+        }
+        let permit = Arc::clone(&self.inner.sem)
+            .acquire_owned()
+            .await
+            .map_err(|_| SubmitError::Shutdown)?;
+        self.admit(permit).ok_or(SubmitError::Shutdown)
+    }
+
+    /// A slot now, as an owned [`TaskPermit`], or an error: no slot is free (or someone is
+    /// queued for one: a waiter is never overtaken), or the manager is shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::NoPermits`] when no slot is free, [`TryAcquireError::Closed`] once
+    /// [`shutdown`](Self::shutdown) has been called.
+    pub fn try_acquire(&self) -> Result<TaskPermit<R>, TryAcquireError> {
+        if self.inner.closing.load(Ordering::Relaxed) {
+            return Err(TryAcquireError::Closed);
+        }
+        let permit = Arc::clone(&self.inner.sem).try_acquire_owned()?;
+        self.admit(permit).ok_or(TryAcquireError::Closed)
+    }
+
+    /// Counts an acquired slot as an admitted task, or gives it back if shutdown began
+    /// meanwhile (it did not see this task, so the task must not run).
+    fn admit(&self, permit: OwnedPermit) -> Option<TaskPermit<R>> {
+        let inner = &self.inner;
+        let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        let mut task = TaskPermit::new(Arc::clone(inner), permit);
+        // SeqCst pairs with `shutdown`'s store and loads, as in `run`. Ending the untimed
+        // permit balances the count and records nothing (neither a sample nor a failure).
+        if inner.closing.load(Ordering::SeqCst) {
+            task.end(true);
+            return None;
+        }
+        note_admission(inner);
+        if inner.latency.is_some() && inner.counters.sampled(seq) {
+            task.start_timer(inner.runtime.now());
+        }
+        Some(task)
+    }
+
+    /// Runs `fut` as a task of the executor once it has a slot; the handle yields its output.
+    ///
+    /// A panic in `fut` comes back as a [`JoinError`] from the handle (its slot is released and
+    /// the manager keeps going); so does a shutdown before it got a slot.
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let this = self.clone();
+        self.inner.runtime.spawn(async move {
+            let run = this.run(AssertUnwindSafe(fut).catch_unwind(), Result::is_ok);
+            let result = match run.await {
+                Ok(Ok(out)) => Ok(out),
+                Ok(Err(panic)) => Err(JoinError {
+                    repr: JoinRepr::Panic(panic),
+                }),
+                Err(SubmitError::Shutdown) => Err(JoinError {
+                    repr: JoinRepr::Shutdown,
+                }),
+            };
+            let _ = tx.send(result);
+        });
+        JoinHandle { rx }
+    }
+
+    /// The limit in force.
+    pub fn limit(&self) -> usize {
+        self.inner.sem.limit()
+    }
+
+    /// Sets the limit by hand, clamped to `[min_limit, max_limit]`; returns the limit applied.
+    ///
+    /// A raise admits waiting tasks at once; a cut interrupts nothing (running tasks finish,
+    /// and no new one starts until fewer than the new limit run). The control loop continues
+    /// from this limit, keeping what it learned (its latency baseline among it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ace_std::AimdConfig;
+    ///
+    /// let manager = ace_std::tokio::Manager::new(AimdConfig { min_limit: 2, max_limit: 8, ..AimdConfig::fixed(4) })?;
+    /// assert_eq!(manager.set_limit(6), 6);
+    /// assert_eq!(manager.limit(), 6);
+    /// assert_eq!(manager.set_limit(100), 8);
+    /// # manager.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
+    pub fn set_limit(&self, limit: usize) -> usize {
+        let (min, max) = self.inner.bounds;
+        let limit = limit.clamp(min, max);
+        self.inner.sem.set_limit(limit);
+        self.inner.control.set_limit(limit);
+        limit
+    }
+
+    /// A snapshot of the limit, its use, and the counters.
+    pub fn stats(&self) -> Stats {
+        let i = &self.inner;
+        let usage = LimitTarget::usage(&*i.sem);
+        let completed = i.finished.0.load(Ordering::Relaxed);
+        let failed = i.failed.0.load(Ordering::Relaxed);
+        i.counters.snapshot(usage, completed, failed)
+    }
+
+    /// The runtime the manager runs on.
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
+    /// True once [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.closing.load(Ordering::Relaxed)
+    }
+
+    /// Stops admitting work, lets running work finish, and stops the control loop (waiting for
+    /// it at most the source timeout).
+    ///
+    /// From the call on, `submit` and `spawn` fail with [`SubmitError::Shutdown`] (tasks
+    /// waiting for a slot get it too); the returned future completes once every task that had
+    /// a slot has ended and the control loop has stopped (promptly: it is woken, not polled).
+    /// Calling it again is harmless.
+    ///
+    /// Do not await it from inside a task of this manager: it would wait for itself.
+    ///
+    /// # Cancel safety
+    ///
+    /// The shutdown starts at the call; dropping the future only stops waiting for it.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        inner.closing.store(true, Ordering::SeqCst);
+        inner.sem.close();
+        inner.control.stop();
+        async move {
+            loop {
+                if inner.admitted.0.load(Ordering::SeqCst)
+                    == inner.finished.0.load(Ordering::SeqCst)
+                {
+                    break;
+                }
+                let listener = inner.idle.listen();
+                if inner.admitted.0.load(Ordering::SeqCst)
+                    == inner.finished.0.load(Ordering::SeqCst)
+                {
+                    break;
+                }
+                listener.await;
+            }
+            // At most the source timeout: a source that blocks its thread must not hold the
+            // shutdown (the loop ends as soon as its task is polled again).
+            inner.control.stopped().await;
+        }
+    }
+}

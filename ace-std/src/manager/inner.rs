@@ -1,0 +1,86 @@
+//! What every handle of one [`Manager`](super::Manager) shares: the semaphore, the task
+//! counters, the latency recorder and the control loop's handle.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ace_core::{LatencyRecorder, Runtime, Semaphore};
+use event_listener::Event;
+
+use crate::control::LoopHandle;
+use crate::stats::DecisionCounters;
+
+/// A padded counter: the per-task counters sit on their own cache lines, away from each other
+/// and from the semaphore, so concurrent submits do not false-share.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(super) struct Counter(pub(super) AtomicU64);
+
+pub(super) struct Inner<R> {
+    pub(super) runtime: R,
+    pub(super) sem: Arc<Semaphore>,
+    /// The config's `[min_limit, max_limit]`, for a limit set by hand.
+    pub(super) bounds: (usize, usize),
+    pub(super) admitted: Counter,
+    pub(super) finished: Counter,
+    /// Only failures count here: the success path pays for no third counter.
+    pub(super) failed: Counter,
+    pub(super) closing: AtomicBool,
+    pub(super) idle: Event,
+    pub(super) control: LoopHandle,
+    pub(super) counters: Arc<DecisionCounters>,
+    pub(super) latency: Option<Arc<LatencyRecorder>>,
+}
+
+impl<R: Runtime> Inner<R> {
+    /// Counts one admitted task's end: its sample (if it was timed, from `started`) or failure
+    /// for the latency signal, and the counters behind `stats()`.
+    pub(super) fn count_end(&self, started: Option<Duration>, ok: bool) {
+        if let (Some(recorder), Some(started)) = (&self.latency, started) {
+            if ok {
+                recorder.record(self.runtime.now().saturating_sub(started));
+            } else {
+                recorder.record_error();
+            }
+        }
+        if !ok {
+            self.failed.0.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finished.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The latency epochs' demand signal: tells the recorder whether this admission took the last
+/// free slot (the limit was reached), so the controller grows only a limit that is used.
+pub(super) fn note_admission<R>(inner: &Inner<R>) {
+    if let Some(recorder) = &inner.latency {
+        recorder.record_admission(inner.sem.in_use(), inner.sem.limit());
+    }
+}
+
+impl<R> Drop for Inner<R> {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the control loop (and with it the lag probe).
+        self.control.stop();
+    }
+}
+
+/// Ends one admitted task: counted, timed into the latency recorder (a task dropped while
+/// running counts as a failure: it was most likely timed out), and the shutdown waiter told if
+/// it is the last.
+pub(super) struct Finish<'a, R: Runtime> {
+    pub(super) inner: &'a Inner<R>,
+    pub(super) started: Option<Duration>,
+    pub(super) ok: Option<bool>,
+}
+
+impl<R: Runtime> Drop for Finish<'_, R> {
+    fn drop(&mut self) {
+        let i = self.inner;
+        i.count_end(self.started, self.ok == Some(true));
+        if i.closing.load(Ordering::SeqCst) {
+            i.idle.notify(usize::MAX);
+        }
+    }
+}

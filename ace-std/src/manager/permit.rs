@@ -1,0 +1,111 @@
+//! [`TaskPermit`]: one admitted task's slot, owned.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ace_core::{OwnedPermit, Runtime};
+
+use super::inner::Inner;
+
+/// One admitted task's slot, from [`Manager::acquire`](super::Manager::acquire) or
+/// [`Manager::try_acquire`](super::Manager::try_acquire): owned,
+/// `'static` and `Send`, it counts as in flight until it is dropped.
+///
+/// What it tells the latency signal:
+/// - [`record_attempt`](Self::record_attempt) and [`record_failure`](Self::record_failure), any
+///   number of times: one sample per attempt (so a task that retries reports each call, not
+///   its backoff), one back-pressure event per failed or rejected attempt;
+/// - if it recorded nothing, [`success`](Self::success) times admission → now as one sample,
+///   and [`failure`](Self::failure) or a plain drop counts one failure (a task dropped while
+///   running was most likely timed out or cancelled).
+#[must_use = "dropping a TaskPermit releases its slot at once"]
+#[clippy::has_significant_drop]
+pub struct TaskPermit<R: Runtime> {
+    inner: Arc<Inner<R>>,
+    permit: Option<OwnedPermit>,
+    started: Option<Duration>,
+    recorded: AtomicBool,
+    ended: bool,
+}
+
+impl<R: Runtime> TaskPermit<R> {
+    /// An admitted task's permit, not yet timed.
+    pub(super) fn new(inner: Arc<Inner<R>>, permit: OwnedPermit) -> Self {
+        Self {
+            inner,
+            permit: Some(permit),
+            started: None,
+            recorded: AtomicBool::new(false),
+            ended: false,
+        }
+    }
+
+    /// Times the task from `now`.
+    pub(super) fn start_timer(&mut self, now: Duration) {
+        self.started = Some(now);
+    }
+}
+
+impl<R: Runtime> TaskPermit<R> {
+    /// Records one attempt's time as a latency sample (the recorder's cost: one atomic add).
+    pub fn record_attempt(&self, latency: Duration) {
+        self.recorded.store(true, Ordering::Relaxed);
+        if let Some(recorder) = &self.inner.latency {
+            recorder.record(latency);
+        }
+    }
+
+    /// Records one failed or rejected attempt: back-pressure, never a latency sample.
+    pub fn record_failure(&self) {
+        self.recorded.store(true, Ordering::Relaxed);
+        if let Some(recorder) = &self.inner.latency {
+            recorder.record_error();
+        }
+    }
+
+    /// Ends the task as a success and releases its slot. If nothing was recorded, the time
+    /// since admission is one sample.
+    pub fn success(mut self) {
+        self.end(true);
+    }
+
+    /// Ends the task as a failure and releases its slot. If nothing was recorded, it counts
+    /// one failure.
+    pub fn failure(mut self) {
+        self.end(false);
+    }
+
+    pub(super) fn end(&mut self, ok: bool) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let i = &*self.inner;
+        // Recorded attempts stand in for the task's own sample.
+        let started = self
+            .started
+            .filter(|_| !self.recorded.load(Ordering::Relaxed));
+        i.count_end(started, ok);
+        // Release before telling a shutdown waiter, so that `in_flight` reads 0 once it wakes.
+        drop(self.permit.take());
+        if i.closing.load(Ordering::SeqCst) {
+            i.idle.notify(usize::MAX);
+        }
+    }
+}
+
+impl<R: Runtime> Drop for TaskPermit<R> {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
+impl<R: Runtime> fmt::Debug for TaskPermit<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskPermit")
+            .field("recorded", &self.recorded.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
