@@ -154,32 +154,6 @@ impl std::fmt::Debug for LoopOptions {
     }
 }
 
-impl LoopOptions {
-    /// The user's sources (each bounded by the source timeout, default half the interval) and
-    /// the one sink, for a manager that assembles its own [`ControlLoop`].
-    // Only the Kafka consumer still does, until it moves onto `Wiring` (issue 18).
-    #[cfg(feature = "kafka")]
-    pub(crate) fn into_parts<R: Runtime>(
-        self,
-        runtime: R,
-        interval: Duration,
-        counters: Arc<DecisionCounters>,
-    ) -> (Merge<R>, Sinks) {
-        let timeout = self.source_timeout.unwrap_or(interval / 2);
-        let (source, inbox) = merged(runtime, timeout, self.sources);
-        let sink = sinks(
-            self.writer,
-            self.holds,
-            self.tracing,
-            self.metrics,
-            self.sinks,
-            inbox,
-            counters,
-        );
-        (source, sink)
-    }
-}
-
 /// The user's sources as one, their failures parked in the returned inbox.
 fn merged<R: Runtime>(
     runtime: R,
@@ -449,10 +423,6 @@ where
     S: SignalSource + 'static,
 {
     /// Wraps the merged source (the Kafka consumer adds its lag to it, say).
-    #[allow(
-        dead_code,
-        reason = "for the Kafka consumer, which moves onto `Wiring` next (issue 18)"
-    )]
     pub(crate) fn map_source<T>(self, f: impl FnOnce(S) -> T) -> Loop<R, T> {
         Loop {
             runtime: self.runtime,

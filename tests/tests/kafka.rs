@@ -91,12 +91,8 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i6
         .expect("committed offsets")
 }
 
-fn base_builder(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-) -> ace_std::kafka::KafkaConsumerManagerBuilder {
-    KafkaConsumerManager::builder()
+fn base_builder(brokers: &str, topic: &str, group: &str) -> ace_std::kafka::Builder {
+    KafkaConsumerManager::builder(AimdConfig::default())
         .brokers(brokers)
         .topic(topic)
         .group_id(group)
@@ -972,14 +968,14 @@ async fn survives_a_broker_restart() {
 #[test]
 fn bad_config_is_refused_at_build() {
     let ok = || {
-        KafkaConsumerManager::builder()
+        KafkaConsumerManager::builder(AimdConfig::default())
             .brokers("127.0.0.1:1")
             .topic("t")
             .group_id("g")
             .handler(|_m: KafkaMessage| async { Ok::<(), std::io::Error>(()) })
     };
     assert!(ok().build().is_ok());
-    let missing = KafkaConsumerManager::builder()
+    let missing = KafkaConsumerManager::builder(AimdConfig::default())
         .topic("t")
         .build()
         .unwrap_err();

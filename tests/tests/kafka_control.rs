@@ -1,0 +1,277 @@
+//! The Kafka consumer's control loop against a real broker (Tansu, see `common/tansu.rs`): the
+//! limit finds a slow downstream's knee from its handlers' latency, every decision reaches a
+//! sink, and a fleet budget caps the handlers in flight.
+//!
+//! Every run is bounded in time (a fixed run length, a watchdog around each test) and in count
+//! (the topic holds a fixed number of messages).
+
+#![allow(missing_docs, reason = "integration tests")]
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "message counts and limits are far below 2^52"
+)]
+
+#[allow(dead_code, reason = "shared by the Kafka test files; each uses a part")]
+#[path = "common/tansu.rs"]
+mod tansu;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ace_std::kafka::{Builder, KafkaConsumerManager, KafkaMessage};
+use ace_std::{AimdConfig, Decision};
+use tansu::{create_topic, produce_keyed, Broker};
+
+async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    tokio::time::timeout(limit, f).await.expect("the test hung")
+}
+
+/// A downstream whose latency grows past `k` calls in flight: `base × 1.08^(in flight − k)`
+/// (flat below `k`), the in-flight count taken as a call starts.
+struct Knee {
+    k: usize,
+    base: Duration,
+    in_flight: AtomicUsize,
+    handled: AtomicU64,
+}
+
+impl Knee {
+    fn new(k: usize, base: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            k,
+            base,
+            in_flight: AtomicUsize::new(0),
+            handled: AtomicU64::new(0),
+        })
+    }
+
+    async fn call(&self) {
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let past = i32::try_from(n.saturating_sub(self.k)).unwrap_or(i32::MAX);
+        tokio::time::sleep(self.base.mul_f64(1.08f64.powi(past).min(1e4))).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.handled.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// One decision as a sink saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    previous: usize,
+    new: usize,
+    code: &'static str,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+fn recording_sink(log: &Log) -> impl FnMut(&Decision) + Send + 'static {
+    let log = Arc::clone(log);
+    move |d: &Decision| {
+        if std::env::var_os("ACE_DEBUG").is_some() {
+            eprintln!("{d} {:?}", d.signals);
+        }
+        log.lock().unwrap().push(Seen {
+            previous: d.previous_limit,
+            new: d.new_limit,
+            code: d.reason.code(),
+        });
+    }
+}
+
+/// What one run measured over its second part (after `from`).
+#[derive(Debug)]
+struct Run {
+    /// Messages handled per second after `from`.
+    throughput: f64,
+    /// The limit sampled every 100 ms after `from`, sorted.
+    limits: Vec<usize>,
+    /// Every decision the sink saw.
+    decisions: Vec<Seen>,
+}
+
+impl Run {
+    fn median_limit(&self) -> usize {
+        self.limits[self.limits.len() / 2]
+    }
+}
+
+fn consumer(brokers: &str, topic: &str, group: &str) -> Builder {
+    KafkaConsumerManager::builder(AimdConfig::default())
+        .brokers(brokers)
+        .topic(topic)
+        .group_id(group)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .ordering(ace_std::kafka::Ordering::Unordered)
+        .tracing(false)
+        .metrics(false)
+}
+
+/// Runs a consumer built by `build` over the topic for `length`, its handler calling `knee`;
+/// measures after `from`.
+async fn run(
+    build: impl FnOnce(Builder) -> Builder,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    knee: &Arc<Knee>,
+    (from, length): (Duration, Duration),
+) -> Run {
+    let log: Log = Arc::default();
+    let handler_knee = Arc::clone(knee);
+    let manager = build(consumer(brokers, topic, group))
+        .sink(recording_sink(&log))
+        .handler(move |_m: KafkaMessage| {
+            let knee = Arc::clone(&handler_knee);
+            async move {
+                knee.call().await;
+                Ok::<(), std::io::Error>(())
+            }
+        })
+        .build()
+        .expect("a valid consumer");
+    manager.start().expect("started");
+    // The clock starts with the first handled message (the group join takes a while).
+    let joined = Instant::now() + Duration::from_secs(20);
+    while knee.handled.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < joined, "no message handled in 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    let mut limits = Vec::new();
+    let mut at_from = None;
+    while start.elapsed() < length {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = start.elapsed();
+        if t >= from {
+            at_from.get_or_insert((t, knee.handled.load(Ordering::SeqCst)));
+            limits.push(manager.limit());
+        }
+        if std::env::var_os("ACE_DEBUG").is_some() {
+            eprintln!(
+                "{t:?} limit {} in flight {} handled {}",
+                manager.limit(),
+                knee.in_flight.load(Ordering::SeqCst),
+                knee.handled.load(Ordering::SeqCst)
+            );
+        }
+    }
+    let (t0, n0) = at_from.expect("a sample after `from`");
+    let (t1, n1) = (start.elapsed(), knee.handled.load(Ordering::SeqCst));
+    manager.shutdown().await.expect("a clean stop");
+    limits.sort_unstable();
+    let decisions = log.lock().unwrap().clone();
+    Run {
+        throughput: (n1 - n0) as f64 / (t1 - t0).as_secs_f64(),
+        limits,
+        decisions,
+    }
+}
+
+/// The adaptive config the knee tests use: the defaults with a short cycle, so a run of a few
+/// seconds sees tens of decisions.
+fn adaptive_config() -> AimdConfig {
+    AimdConfig {
+        min_limit: 1,
+        initial_limit: 28,
+        max_limit: 200,
+        adjustment_interval: Duration::from_millis(200),
+        cooldown: Duration::from_millis(200),
+        ..AimdConfig::default()
+    }
+}
+
+/// The adaptive consumer on the handlers' latency alone: the machine's signals (on by default)
+/// would read the other tests' load on a shared machine.
+fn adaptive(b: Builder) -> Builder {
+    b.config(adaptive_config()).default_signals(false)
+}
+
+fn fixed(k: usize) -> AimdConfig {
+    AimdConfig {
+        min_limit: k,
+        initial_limit: k,
+        max_limit: k,
+        ..AimdConfig::default()
+    }
+}
+
+/// The knee test for one `k`: a fixed limit of `k`, then the adaptive consumer.
+async fn knee_test(k: usize, adaptive: impl FnOnce(Builder) -> Builder) {
+    let base = Duration::from_millis(20);
+    let window = (Duration::from_secs(5), Duration::from_secs(12));
+    let broker = Broker::start().expect("a broker");
+    let brokers = broker.brokers();
+    let topic = format!("knee-{k}");
+    create_topic(&brokers, &topic, 4).await;
+    // Enough for the fastest run (a fixed limit of k, `k / base` per second) with room to spare.
+    let count = (k as f64 / base.as_secs_f64() * window.1.as_secs_f64() * 1.5) as usize;
+    produce_keyed(&brokers, &topic, 4, "m", count, |i| {
+        (String::new(), i32::try_from(i % 4).unwrap())
+    })
+    .await;
+
+    let fixed_knee = Knee::new(k, base);
+    let at_k = run(
+        |b| b.config(fixed(k)),
+        &brokers,
+        &topic,
+        &format!("fixed-{k}"),
+        &fixed_knee,
+        window,
+    )
+    .await;
+    let knee = Knee::new(k, base);
+    let got = run(
+        adaptive,
+        &brokers,
+        &topic,
+        &format!("adaptive-{k}"),
+        &knee,
+        window,
+    )
+    .await;
+    let mut cuts = std::collections::BTreeMap::<&str, usize>::new();
+    for d in got.decisions.iter().filter(|d| d.new < d.previous) {
+        *cuts.entry(d.code).or_default() += 1;
+    }
+    eprintln!(
+        "k {k}: fixed {:.0}/s; adaptive {:.0}/s ({:.2} x), limit median {} (range {}..={}), \
+         cuts {cuts:?}",
+        at_k.throughput,
+        got.throughput,
+        got.throughput / at_k.throughput,
+        got.median_limit(),
+        got.limits[0],
+        got.limits[got.limits.len() - 1],
+    );
+    let median = got.median_limit() as f64;
+    assert!(
+        (0.7 * k as f64..=1.4 * k as f64).contains(&median),
+        "k {k}: the limit settled at {median}, not 0.7–1.4 × k"
+    );
+    assert!(
+        got.throughput >= 0.9 * at_k.throughput,
+        "k {k}: {:.0}/s against {:.0}/s at a fixed limit of k",
+        got.throughput,
+        at_k.throughput
+    );
+    assert!(
+        cuts.contains_key("stressed_latency"),
+        "k {k}: no stressed_latency cut in {cuts:?}"
+    );
+}
+
+/// K below the initial limit (28): the limit comes down to the knee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_comes_down_to_a_slow_downstreams_knee() {
+    watchdog(Duration::from_secs(90), knee_test(16, adaptive)).await;
+}
+
+/// K above the initial limit (28): the limit climbs to the knee and stops there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_climbs_to_a_slow_downstreams_knee_and_stops() {
+    watchdog(Duration::from_secs(90), knee_test(40, adaptive)).await;
+}
