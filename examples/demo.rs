@@ -3,7 +3,8 @@
 //! Runs a scenario (by default: a downstream whose latency grows past 20 in flight while the CPU
 //! stays idle, the case the seed's rules get wrong) on a simulated clock with an embedded,
 //! simulated downstream; no external service. It prints one line per control cycle of the ACE
-//! run, then a table of ACE against the seed's rules and static limits, and writes a PNG chart.
+//! run, then a table of ACE against the seed's rules, the peers' rules (Vector, Netflix Gradient2
+//! and Vegas, Envoy, brpc) and static limits, and writes a PNG chart.
 //!
 //! ```text
 //! cargo run --release --example demo [-- --scenario FILE] [--out PNG] [--real] [--fast]
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ace_core::Signals;
-use ace_tests::sim::{self, Cycle, Outcome, Scenario, Variant};
+use ace_tests::sim::{self, Cycle, Outcome, Peer, Scenario, Variant};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -125,7 +126,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // The others, at full speed, and the goodput ratios against the best static limit.
     let mut outcomes = vec![ace];
-    let mut others = vec![Variant::Seed, Variant::Reference];
+    let mut others = vec![Variant::Seed];
+    others.extend(Peer::ALL.map(Variant::Peer));
     others.extend(scenario.static_limits.iter().map(|&n| Variant::Static(n)));
     for v in &others {
         outcomes.push(sim::run(&scenario, v, |_, _| {}));
@@ -217,7 +219,11 @@ fn color(v: &Variant, statics: &[usize]) -> RGBColor {
     match v {
         Variant::Ace => RGBColor(31, 119, 180),
         Variant::Seed => RGBColor(214, 39, 40),
-        Variant::Reference => RGBColor(148, 103, 189),
+        Variant::Peer(Peer::Vector) => RGBColor(148, 103, 189),
+        Variant::Peer(Peer::Gradient2) => RGBColor(140, 86, 75),
+        Variant::Peer(Peer::Vegas) => RGBColor(227, 119, 194),
+        Variant::Peer(Peer::Envoy) => RGBColor(188, 189, 34),
+        Variant::Peer(Peer::Brpc) => RGBColor(23, 190, 207),
         Variant::Static(n) => match statics.iter().position(|s| s == n) {
             Some(0) => RGBColor(150, 150, 150),
             Some(1) => RGBColor(44, 160, 44),
@@ -230,7 +236,7 @@ fn name(v: &Variant) -> String {
     match v {
         Variant::Ace => "ACE".into(),
         Variant::Seed => "seed rules (no latency)".into(),
-        Variant::Reference => "Vector's rule (reference)".into(),
+        Variant::Peer(p) => p.name().into(),
         Variant::Static(n) => format!("static {n}"),
     }
 }
@@ -363,7 +369,7 @@ fn panel(
                 let c = color(&o.variant, statics);
                 let width = match o.variant {
                     Variant::Ace => 3,
-                    Variant::Seed | Variant::Reference => 2,
+                    Variant::Seed | Variant::Peer(_) => 2,
                     Variant::Static(_) => 1,
                 };
                 chart

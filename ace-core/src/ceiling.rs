@@ -1,9 +1,10 @@
 //! A ceiling on the limit set from outside the controller: a fleet grant.
 //!
-//! Kept apart from the AIMD rules: [`Controller::decide`](crate::Controller::decide) runs its
-//! rules, then [`cap`] bounds what they chose.
+//! Kept apart from the AIMD rules: the controller bounds what a rule intends by the ceiling
+//! before it carries it out, in one pre-pass (`controller/apply.rs`).
 
-use crate::{Action, Reason};
+#[cfg(doc)]
+use crate::Reason;
 
 /// A ceiling on the limit, set from outside the controller with
 /// [`Controller::set_ceiling`](crate::Controller::set_ceiling): the share of a budget shared by
@@ -18,31 +19,6 @@ pub struct Ceiling {
     pub grant: usize,
     /// How many instances share the budget (for logs).
     pub members: usize,
-}
-
-/// Bounds the rules' choice by `ceiling` (already clamped to `[min_limit, max_limit]`).
-pub(crate) fn cap(
-    ceiling: Option<Ceiling>,
-    cap: usize,
-    previous: usize,
-    chosen: (Action, usize, Reason),
-) -> (Action, usize, Reason) {
-    let Some(c) = ceiling else {
-        return chosen;
-    };
-    if chosen.1 <= cap {
-        return chosen;
-    }
-    let reason = Reason::FleetCap {
-        grant: c.grant,
-        members: c.members,
-    };
-    let action = match previous.cmp(&cap) {
-        core::cmp::Ordering::Greater => Action::Decrease,
-        core::cmp::Ordering::Equal => Action::Hold,
-        core::cmp::Ordering::Less => Action::Increase,
-    };
-    (action, cap, reason)
 }
 
 #[cfg(test)]

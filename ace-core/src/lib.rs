@@ -13,7 +13,8 @@
 //!   typed [`Reason`]; a [`Ceiling`] set from outside (a fleet grant) bounds it.
 //! - [`Semaphore`]: the adjustable, fair, shrinkable async semaphore that enforces the limit, with
 //!   [`Permit`], [`OwnedPermit`], the futures [`Acquire`] and [`AcquireOwned`], and the errors
-//!   [`AcquireError`] and [`TryAcquireError`] (and `AcquireTimeoutError` under `std`).
+//!   [`AcquireError`] and [`TryAcquireError`] (and, under `std`, `AcquireTimeoutError` and
+//!   `ThreadWaker`, the parking waker of the blocking waits).
 //! - [`Runtime`], [`SignalSource`], [`LimitTarget`], [`DecisionSink`] and [`ControlLoop`]: the
 //!   executor seam and the loop written once over it.
 //!
@@ -71,9 +72,9 @@ pub use runtime::{
     source_fn, ControlLoop, DecisionSink, FnSource, LimitTarget, Runtime, Shutdown, SignalError,
     SignalSource,
 };
-#[cfg(feature = "std")]
-pub use semaphore::AcquireTimeoutError;
 pub use semaphore::{
     Acquire, AcquireError, AcquireOwned, OwnedPermit, Permit, Semaphore, TryAcquireError,
 };
+#[cfg(feature = "std")]
+pub use semaphore::{AcquireTimeoutError, ThreadWaker};
 pub use signals::{Signals, Usage};

@@ -200,6 +200,33 @@ proptest! {
     }
 
     #[test]
+    fn a_healthy_steady_epoch_sequence_never_cuts_at_any_latency(
+        config in valid_config(),
+        nanos in prop_oneof![Just(0u64), 0..1_000u64, 0..10_000_000_000u64],
+        spread in prop_oneof![Just(0u64), 0..1_000_000u64],
+        samples in 1..200u32,
+        epochs in 1..300usize,
+    ) {
+        // Latency epochs only (zero and equal latencies included: a coarse clock, a cache hit),
+        // no failures, the same epoch every time at its due time, the limit reached at
+        // admission and nothing left in flight (Little's law sees no queue): nothing is stress.
+        let config = AimdConfig { latency_probe_interval: None, ..config };
+        let mut c = Controller::new(config).unwrap();
+        let latency = Duration::from_nanos(nanos);
+        let summary = LatencySummary {
+            p90: latency + Duration::from_nanos(spread),
+            p99: latency + Duration::from_nanos(2 * spread),
+            ..LatencySummary::uniform(latency, samples, 0).reached()
+        };
+        let mut now = Duration::ZERO;
+        for _ in 0..epochs {
+            now = c.next_epoch().max(now + Duration::from_millis(5));
+            let d = c.epoch(now, &summary, Usage { limit: c.limit(), in_flight: 0, waiting: 0 });
+            prop_assert_ne!(d.action, Action::Decrease, "{}", d);
+        }
+    }
+
+    #[test]
     fn validate_never_panics_and_agrees_with_new(
         min in 0..100usize, init in 0..100usize, max in 0..100usize, step in 0..5usize,
         factor in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), -2.0..2.0f64],

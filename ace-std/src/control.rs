@@ -479,7 +479,11 @@ where
                 return;
             }
             if let Some(limit) = lock(&shared.manual).take() {
-                controller = continue_from(&controller, limit);
+                // The controller keeps its latency baseline, floor and averages; the sinks see
+                // the change as a decision of its own (`Reason::Manual`), so their records chain.
+                let decision = controller.override_limit(runtime.now(), limit);
+                target.set_limit(decision.new_limit);
+                sink.decision(&decision);
             }
             let mut control = ControlLoop::new(
                 runtime.clone(),
@@ -528,16 +532,6 @@ fn log_panic(panic: &(dyn std::any::Any + Send)) {
         "the control loop panicked; the limit stays where it was: {}",
         panic_message(panic)
     );
-}
-
-/// A controller like `old` but at `limit` (set by hand).
-fn continue_from(old: &Controller, limit: usize) -> Controller {
-    let config = AimdConfig {
-        initial_limit: limit,
-        ..old.config().clone()
-    };
-    // `limit` was clamped to [min_limit, max_limit], so the config stays valid.
-    Controller::new(config).unwrap_or_else(|_| old.clone())
 }
 
 /// The builder methods of the one vocabulary, on a builder with a `LoopOptions` field named

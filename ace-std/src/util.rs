@@ -48,24 +48,11 @@ mod thread_executor {
     use std::cell::RefCell;
     use std::future::Future;
     use std::pin::{pin, Pin};
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    use std::thread::{self, Thread};
+    use std::task::{Context, Poll, Waker};
+    use std::thread;
     use std::time::{Duration, Instant};
 
-    use ace_core::Runtime;
-
-    /// Wakes a thread parked in [`block_on`].
-    struct ThreadWaker(Thread);
-
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
+    use ace_core::{Runtime, ThreadWaker};
 
     thread_local! {
         /// The [`Sleep`]s polled on this thread that have not fired: `block_on` parks until the
@@ -77,7 +64,7 @@ mod thread_executor {
     /// sleeps polled here fire on time.
     pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
         let mut future = pin!(future);
-        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let waker = ThreadWaker::current();
         let mut cx = Context::from_waker(&waker);
         loop {
             if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {

@@ -11,6 +11,8 @@
     reason = "message counts and limits are far below 2^52"
 )]
 
+#[path = "common/redis.rs"]
+mod redis_server;
 #[allow(dead_code, reason = "shared by the Kafka test files; each uses a part")]
 #[path = "common/tansu.rs"]
 mod tansu;
@@ -19,8 +21,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig};
 use ace_std::kafka::{Builder, KafkaConsumerManager, KafkaMessage};
 use ace_std::{AimdConfig, Decision};
+use redis_server::RedisServer;
 use tansu::{create_topic, produce_keyed, Broker};
 
 async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
@@ -33,6 +37,8 @@ struct Knee {
     k: usize,
     base: Duration,
     in_flight: AtomicUsize,
+    /// The most calls in flight at once.
+    peak: AtomicUsize,
     handled: AtomicU64,
 }
 
@@ -42,12 +48,14 @@ impl Knee {
             k,
             base,
             in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             handled: AtomicU64::new(0),
         })
     }
 
     async fn call(&self) {
         let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
         let past = i32::try_from(n.saturating_sub(self.k)).unwrap_or(i32::MAX);
         tokio::time::sleep(self.base.mul_f64(1.08f64.powi(past).min(1e4))).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -274,4 +282,157 @@ async fn the_limit_comes_down_to_a_slow_downstreams_knee() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_climbs_to_a_slow_downstreams_knee_and_stops() {
     watchdog(Duration::from_secs(90), knee_test(40, adaptive)).await;
+}
+
+/// The first place where a decision does not continue from the one before it (its
+/// `previous_limit` is not the last `new_limit`), if any.
+fn chain_break(decisions: &[Seen]) -> Option<(usize, &Seen, &Seen)> {
+    decisions
+        .windows(2)
+        .enumerate()
+        .find(|(_, w)| w[1].previous != w[0].new)
+        .map(|(i, w)| (i + 1, &w[0], &w[1]))
+}
+
+/// Produces `count` keyless messages round-robin over `partitions` partitions of a new topic.
+async fn topic_with(brokers: &str, topic: &str, partitions: i32, count: usize) {
+    create_topic(brokers, topic, partitions).await;
+    produce_keyed(brokers, topic, partitions, "m", count, |i| {
+        (String::new(), i32::try_from(i).unwrap() % partitions)
+    })
+    .await;
+}
+
+/// A sink sees every decision of the consumer's loop, epochs included: through a slow start
+/// (limit 2 to 32 in doublings and steps) each decision continues from the one before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 18: ace-core's ControlLoop::epoch_step still filters epoch decisions before the \
+            sinks (it passes one per reason and interval); un-ignore once every decision reaches \
+            every sink"]
+async fn a_sinks_decisions_chain_through_a_slow_start() {
+    watchdog(Duration::from_secs(90), async {
+        let broker = Broker::start().expect("a broker");
+        let brokers = broker.brokers();
+        topic_with(&brokers, "chain", 2, 20_000).await;
+        let log: Log = Arc::default();
+        let manager = consumer(&brokers, "chain", "chain")
+            .config(AimdConfig {
+                min_limit: 1,
+                initial_limit: 2,
+                max_limit: 32,
+                adjustment_interval: Duration::from_millis(100),
+                cooldown: Duration::from_millis(100),
+                ..AimdConfig::default()
+            })
+            .default_signals(false)
+            .sink(recording_sink(&log))
+            .handler(|_m: KafkaMessage| async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok::<(), std::io::Error>(())
+            })
+            .build()
+            .expect("a valid consumer");
+        manager.start().expect("started");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while manager.limit() < 32 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A few more cycles at the top.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        manager.shutdown().await.expect("a clean stop");
+        let decisions = log.lock().unwrap().clone();
+        let changes = decisions.iter().filter(|d| d.new != d.previous).count();
+        assert!(
+            changes >= 4,
+            "the limit moved {changes} times in {decisions:?}"
+        );
+        assert_eq!(
+            chain_break(&decisions)
+                .map(|(i, a, b)| (i, a.clone(), b.clone()))
+                .map(|(i, a, b)| format!("decision {i}: {b:?} after {a:?}")),
+            None
+        );
+    })
+    .await;
+}
+
+/// A consumer with a fleet budget never holds more handlers than its grant: another member holds
+/// 30 of the fleet's 40, and the consumer (initial limit 20, a deep backlog) runs at most 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_never_holds_more_handlers_than_its_fleet_grant() {
+    watchdog(Duration::from_secs(90), async {
+        let redis = RedisServer::start();
+        let fleet = FleetConfig {
+            url: redis.url(),
+            prefix: "kafka".to_owned(),
+            capacity: 40,
+            renew_interval: Duration::from_millis(100),
+            lease: Duration::from_millis(400),
+            safety_margin: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+            ..FleetConfig::default()
+        };
+        let other = FleetClient::connect(&fleet).await.expect("redis");
+        assert_eq!(other.renew("other", 30, 30).await.unwrap().grant, 30);
+        let keep = tokio::spawn(async move {
+            loop {
+                other.renew("other", 30, 30).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let budget = FleetBudget::connect(fleet).await.expect("a budget");
+
+        let broker = Broker::start().expect("a broker");
+        let brokers = broker.brokers();
+        topic_with(&brokers, "fleet", 4, 6_000).await;
+        let knee = Knee::new(usize::MAX, Duration::from_millis(10));
+        let manager = consumer(&brokers, "fleet", "fleet")
+            .config(AimdConfig {
+                min_limit: 1,
+                initial_limit: 20,
+                max_limit: 100,
+                adjustment_interval: Duration::from_millis(100),
+                cooldown: Duration::ZERO,
+                ..AimdConfig::default()
+            })
+            .default_signals(false)
+            .fleet(budget.clone())
+            .handler({
+                let knee = Arc::clone(&knee);
+                move |_m: KafkaMessage| {
+                    let knee = Arc::clone(&knee);
+                    async move {
+                        knee.call().await;
+                        Ok::<(), std::io::Error>(())
+                    }
+                }
+            })
+            .build()
+            .expect("a valid consumer");
+        manager.start().expect("started");
+        let mut most = 0;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while knee.handled.load(Ordering::SeqCst) < 3_000 {
+            assert!(
+                Instant::now() < deadline,
+                "3,000 messages not handled in 40 s"
+            );
+            most = most.max(budget.state().grant);
+            assert!(
+                manager.limit() <= 10,
+                "limit {} over the grant",
+                manager.limit()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        manager.shutdown().await.expect("a clean stop");
+        keep.abort();
+        let peak = knee.peak.load(Ordering::SeqCst);
+        assert!((1..=10).contains(&most), "granted {most}");
+        assert!(
+            (1..=10).contains(&peak),
+            "{peak} handlers at once against a grant of at most 10"
+        );
+    })
+    .await;
 }

@@ -3,14 +3,18 @@
 //! - `decision`: [`Decision`], [`Action`], [`Reason`], [`Stress`] and their sentences;
 //! - `detector`: the latency references (windowed minimum, EWMA with deviation);
 //! - `probe`: the scheduled baseline probe and its seeded jitter;
-//! - `rules`: the rules, each returning an `Intent` that [`Controller`] applies in one place.
+//! - `rules`: the machine cycle's rule and the latency stress tests, each returning an `Intent`;
+//! - `epoch`: the latency epoch (fold it, step a probe, then the pure rule over it);
+//! - `apply`: the one place that moves the limit, with the fleet ceiling as a pre-pass.
 
 use core::time::Duration;
 
 use crate::{AimdConfig, ConfigError, LatencySummary, Signals, Usage};
 
+mod apply;
 mod decision;
 mod detector;
+mod epoch;
 mod probe;
 mod rules;
 #[cfg(test)]
@@ -20,7 +24,6 @@ pub use decision::{Action, Decision, Reason, Stress};
 
 use detector::{Baseline, Ewma};
 use probe::{Jitter, Probing};
-use rules::{Intent, Path};
 
 /// The AIMD controller: pure decision logic, no clock, no I/O.
 ///
@@ -147,6 +150,9 @@ pub struct Controller {
     cutting: bool,
     // A cut by `decrease_factor` has happened: latency cuts may now be gentle.
     knee_known: bool,
+    // The clock's evident tick: the shortest nonzero percentile of an epoch whose median read 0
+    // (0 while no reading has shown one). A rise smaller than one tick is not evidence.
+    resolution: Duration,
     next_probe: Option<Duration>,
     probing: Option<Probing>,
     rng: Jitter,
@@ -196,6 +202,7 @@ impl Controller {
             },
             cutting: false,
             knee_known: false,
+            resolution: Duration::ZERO,
             next_probe: None,
             probing: None,
             rng: Jitter::new(),
@@ -354,168 +361,6 @@ impl Controller {
             self.cut_quiet_until = now.saturating_add(drain);
         }
         d
-    }
-
-    /// Changes the state as `intent` says, and builds the decision. The one place that moves the
-    /// limit.
-    fn apply(
-        &mut self,
-        now: Duration,
-        intent: Intent,
-        signals: &Signals,
-        usage: Usage,
-    ) -> Decision {
-        let previous = self.limit;
-        let cap = self.ceiling.map_or(usize::MAX, |c| {
-            c.grant.clamp(self.config.min_limit, self.config.max_limit)
-        });
-        // Over a shrunken grant: cut to it now, whatever the rules (and their cooldown) say.
-        let intent = match self.ceiling {
-            Some(c) if previous > cap => Intent::Hold(Reason::FleetCap {
-                grant: c.grant,
-                members: c.members,
-            }),
-            _ => intent,
-        };
-        let machine = matches!(
-            intent,
-            Intent::Cut {
-                path: Path::Machine,
-                ..
-            } | Intent::Grow {
-                path: Path::Machine,
-                ..
-            }
-        );
-        let (action, new_limit, reason) = match intent {
-            Intent::Hold(reason) => (Action::Hold, previous, reason),
-            Intent::Cut { to, stress, path } => {
-                if path == Path::Machine {
-                    if let Some(remaining) = self.machine_cooldown(now, true) {
-                        return self.held(now, Action::Decrease, remaining, signals, usage);
-                    }
-                }
-                if to <= self.cut(previous) {
-                    self.knee_known = true;
-                }
-                // The first cut of a run remembers where the stress struck (W_max) and sets the
-                // ceiling that slow start climbs back to: RECOVERY × W_max (fast recovery). A
-                // latency epoch's cut right after a doubling ends slow start at the level cut to,
-                // as TCP does: the doubling overshot, so W_max says little.
-                if !self.cutting && self.config.slow_start {
-                    self.ssthresh = if path == Path::Latency && self.doubled {
-                        to
-                    } else {
-                        to.max(self.cut_by(previous, RECOVERY))
-                    };
-                }
-                self.cutting = true;
-                (Action::Decrease, to, Reason::Stressed(stress))
-            }
-            Intent::Grow { to, reason, path } => {
-                if path == Path::Machine {
-                    if let Some(remaining) = self.machine_cooldown(now, false) {
-                        return self.held(now, Action::Increase, remaining, signals, usage);
-                    }
-                }
-                self.cutting = false;
-                self.doubled = matches!(reason, Reason::SlowStart { .. });
-                (Action::Increase, to, reason)
-            }
-            Intent::EndSlowStart(reason) => {
-                self.ssthresh = self.ssthresh.min(self.limit);
-                (Action::Hold, previous, reason)
-            }
-            Intent::StartProbe => {
-                self.probing = Some(Probing {
-                    restore: previous,
-                    started: now,
-                    epochs: 0,
-                    best: None,
-                });
-                let to = self.config.min_limit;
-                (Action::Decrease, to, Reason::Probe { limit: previous })
-            }
-            Intent::EndProbe { baseline } => {
-                let restore = self.probing.take().map_or(previous, |p| p.restore);
-                if let Some(b) = baseline {
-                    self.baseline.reset(now, b);
-                }
-                self.next_probe = Some(now + self.rng_interval());
-                (
-                    Action::Increase,
-                    restore,
-                    Reason::ProbeDone {
-                        restored: restore,
-                        baseline,
-                    },
-                )
-            }
-            Intent::AbandonProbe(stress) => {
-                // Stress during a probe: give the probe up, stay low, let slow start climb back.
-                if let Some(p) = self.probing.take() {
-                    if self.config.slow_start {
-                        self.ssthresh = self.ssthresh.max(self.cut(p.restore));
-                    }
-                    self.cutting = true;
-                    self.next_probe = Some(now + self.rng_interval());
-                }
-                (Action::Hold, previous, Reason::AtMinLimit(stress))
-            }
-        };
-        let (action, new_limit, reason) =
-            crate::ceiling::cap(self.ceiling, cap, previous, (action, new_limit, reason));
-        let (action, new_limit) = if new_limit == previous {
-            (Action::Hold, previous)
-        } else {
-            (action, new_limit)
-        };
-        if new_limit != previous {
-            self.limit = new_limit;
-            self.last_change = Some(now);
-            self.epochs_since_change = 0;
-            if machine {
-                self.machine_change = Some((now, action == Action::Increase));
-            }
-        }
-        Decision {
-            at: now,
-            action,
-            previous_limit: previous,
-            new_limit,
-            reason,
-            signals: *signals,
-            usage,
-        }
-    }
-
-    fn held(
-        &mut self,
-        now: Duration,
-        wanted: Action,
-        remaining: Duration,
-        signals: &Signals,
-        usage: Usage,
-    ) -> Decision {
-        Decision {
-            at: now,
-            action: Action::Hold,
-            previous_limit: self.limit,
-            new_limit: self.limit,
-            reason: Reason::Cooldown { wanted, remaining },
-            signals: *signals,
-            usage,
-        }
-    }
-
-    /// How long the machine cycle must still wait before changing the limit, if it must.
-    /// A cut right after an increase of the machine cycle is not deferred (the increase caused
-    /// it; see the type's docs).
-    fn machine_cooldown(&self, now: Duration, cut: bool) -> Option<Duration> {
-        let (at, was_increase) = self.machine_change?;
-        let since = now.saturating_sub(at);
-        (since < self.config.cooldown && !(cut && was_increase))
-            .then(|| self.config.cooldown - since)
     }
 
     fn rng_interval(&mut self) -> Duration {

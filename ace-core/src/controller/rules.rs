@@ -3,7 +3,8 @@
 use core::time::Duration;
 
 use super::detector::{secs, Ewma};
-use super::{Controller, Reason, Stress, MIN_EPOCH};
+use super::epoch::Folded;
+use super::{Controller, Reason, Stress};
 use crate::{LatencySummary, Signals, Usage};
 
 /// Which time scale wants a change: the machine cycle's changes keep the cooldown.
@@ -34,8 +35,14 @@ pub(super) enum Intent {
     EndSlowStart(Reason),
     /// Drop to `min_limit` to re-measure the baseline.
     StartProbe,
-    /// Restore the limit from before the probe, with the baseline it measured.
-    EndProbe { baseline: Option<Duration> },
+    /// Restore the limit from before the probe (`restore`), with the baseline it measured.
+    EndProbe {
+        baseline: Option<Duration>,
+        restore: usize,
+        reason: Reason,
+    },
+    /// Move to `to`, a fleet grant below the limit: not stress, so no slow-start ceiling is set.
+    Capped { to: usize, reason: Reason },
     /// Machine stress during a probe: give it up and stay low.
     AbandonProbe(Stress),
 }
@@ -53,7 +60,7 @@ const QUEUE_RATIO: f64 = 2.0;
 // its noise reads as a queue (a knee's first requests), half that holds growth. Epochs of fewer
 // tasks are too noisy for it.
 const RISE_MIN: f64 = 0.1;
-const FLOOR_MIN_SAMPLES: u32 = 4;
+pub(super) const FLOOR_MIN_SAMPLES: u32 = 4;
 // Little's law needs a few tasks in flight to say anything.
 const QUEUE_MIN_IN_FLIGHT: usize = 4;
 
@@ -145,7 +152,7 @@ impl Controller {
     }
 
     /// Doubles the limit, capped by the slow-start ceiling and `max_limit`.
-    fn double(&self, in_flight: usize, path: Path) -> Intent {
+    pub(super) fn double(&self, in_flight: usize, path: Path) -> Intent {
         let limit = self.limit;
         let ceiling = self.ssthresh.min(self.config.max_limit);
         let to = limit.saturating_mul(2).min(ceiling).max(limit + 1);
@@ -160,176 +167,11 @@ impl Controller {
         }
     }
 
-    /// The latency epoch's rule.
-    pub(super) fn epoch_rule(
-        &mut self,
-        now: Duration,
-        fresh: &LatencySummary,
-        usage: Usage,
-    ) -> Intent {
-        let c = &self.config;
-        let interval = c.adjustment_interval;
-        let Some(tolerance) = c.latency_tolerance else {
-            self.next_epoch = now.saturating_add(interval);
-            return Intent::Hold(Reason::NoSignals);
-        };
-        let summary = match self.pending.take() {
-            Some(p) => p.merge(fresh),
-            None => *fresh,
-        };
-        let limit = self.limit;
-        let tasks = summary.total();
-        // At a low limit a round trip brings few tasks: one epoch is at least one round trip's
-        // worth (limit / 2) or `latency_min_samples`, whichever is less.
-        let needed = u64::from(c.latency_min_samples).min((limit as u64 / 2).max(1));
-        let elapsed = now.saturating_sub(self.epoch_start);
-        if tasks < needed {
-            self.pending = Some(summary);
-            // Look again after as long again (at most one interval): an idle program costs one
-            // wake-up per interval, a slow downstream is waited for.
-            let wait = elapsed.clamp(MIN_EPOCH, interval.max(MIN_EPOCH));
-            self.next_epoch = now.saturating_add(wait);
-            return Intent::Hold(Reason::Gathering { tasks, needed });
-        }
-        let in_flight_start = self.epoch_in_flight;
-        self.epochs_since_change = self.epochs_since_change.saturating_add(1);
-        self.epoch_start = now;
-        self.epoch_in_flight = usage.in_flight;
-        self.paced_until = Some(now.saturating_add(interval.saturating_mul(2)));
-        let prior = self.average;
-        let mean = summary.mean.as_secs_f64();
-        // A handful of samples gives a p90 or a minimum far below the truth: the references
-        // take epochs of `latency_min_samples` successes only.
-        let enough = summary.samples >= c.latency_min_samples;
-        if summary.samples > 0 {
-            if enough {
-                self.baseline.insert(now, summary.p90);
-            }
-            // The lowest of many noisy means is biased low by about two standard errors: store
-            // each one two standard errors up, so the floor is the unloaded mean.
-            if summary.samples >= FLOOR_MIN_SAMPLES {
-                let unbiased = mean * (1.0 + 2.0 * standard_error(&summary));
-                self.floor.insert(now, secs(unbiased));
-            }
-            self.average = Some(prior.map_or(Ewma::new(mean), |mut a| {
-                a.update(mean);
-                a
-            }));
-        }
-        let average = self.average.map_or(0.0, |a| a.mean);
-        self.next_epoch =
-            now.saturating_add(secs(average).clamp(MIN_EPOCH, interval.max(MIN_EPOCH)));
-        let baseline = self.baseline.get(now);
-        self.last_baseline = baseline;
-        let floor = self.floor.get(now);
-
-        if let Some(p) = &mut self.probing {
-            p.epochs += 1;
-            // The first epoch after the drop still holds tasks admitted at the old limit.
-            if p.epochs >= 2 && summary.samples > 0 {
-                p.best = Some(p.best.map_or(summary.p90, |b| b.min(summary.p90)));
-            }
-            let waited = now.saturating_sub(p.started) >= c.cooldown;
-            return if waited && (p.best.is_some() || p.epochs > 8) {
-                Intent::EndProbe { baseline: p.best }
-            } else {
-                Intent::Hold(Reason::Probing { restore: p.restore })
-            };
-        }
-        if self.next_probe.is_none() && self.probe_enabled() {
-            self.next_probe = Some(now + self.rng_interval());
-        }
-
-        let quiet = now < self.cut_quiet_until;
-        let stress = self.latency_stress(&Epoch {
-            summary: &summary,
-            tolerance,
-            baseline,
-            floor,
-            prior,
-            in_flight_start,
-            elapsed,
-        });
-        if let Some(stress) = stress.filter(|_| !quiet) {
-            let factor = if self.knee_known {
-                self.config.latency_decrease_factor
-            } else {
-                self.config.decrease_factor
-            };
-            let to = self.cut_by(limit, factor);
-            return if to < limit {
-                Intent::Cut {
-                    to,
-                    stress,
-                    path: Path::Latency,
-                }
-            } else {
-                Intent::Hold(Reason::AtMinLimit(stress))
-            };
-        }
-        let in_flight = usage.in_flight;
-        if let Some(stress) = stress {
-            // Stress while the last cut drains: no growth either.
-            return Intent::Hold(Reason::Stressed(stress));
-        }
-        let reached = summary.limit_reached || usage.waiting > 0 || in_flight >= limit;
-        if !reached {
-            return Intent::Hold(Reason::Idle { in_flight, limit });
-        }
-        if let Some(stress) = self.machine_stress {
-            // Machine stress vetoes growth; its own cycle cuts.
-            return Intent::Hold(Reason::Stressed(stress));
-        }
-        if self.probe_enabled()
-            && limit > self.config.min_limit
-            && self.next_probe.is_some_and(|t| now >= t)
-        {
-            return Intent::StartProbe;
-        }
-        let warm = floor.is_some_and(|f| {
-            summary.samples >= FLOOR_MIN_SAMPLES
-                && mean > f.as_secs_f64() * (1.0 + rise(&summary) / 2.0)
-        });
-        if let Some(a) = prior.filter(|a| summary.samples > 0 && (warm || climbing(mean, a))) {
-            let reason = Reason::Climbing {
-                latency: summary.mean,
-                average: secs(a.mean),
-            };
-            return if limit < self.ssthresh {
-                Intent::EndSlowStart(reason)
-            } else {
-                Intent::Hold(reason)
-            };
-        }
-        let max = self.config.max_limit;
-        if limit < self.ssthresh && limit < max {
-            // Double per round trip, as TCP: this epoch's tasks were admitted before the last
-            // doubling; the next one shows what it did.
-            if self.epochs_since_change < 2 {
-                return Intent::Hold(Reason::SlowStart {
-                    in_flight,
-                    limit,
-                    ceiling: self.ssthresh,
-                });
-            }
-            return self.double(in_flight, Path::Latency);
-        }
-        let to = limit.saturating_add(self.config.increase_step).min(max);
-        if to <= limit {
-            return Intent::Hold(Reason::AtMaxLimit);
-        }
-        Intent::Grow {
-            to,
-            reason: Reason::Busy { in_flight, limit },
-            path: Path::Latency,
-        }
-    }
-
     /// The epoch's latency stress, in the order back-pressure, p90 over tolerance, a jump of the
     /// mean, a queue by Little's law.
-    fn latency_stress(&self, e: &Epoch<'_>) -> Option<Stress> {
-        let Epoch {
-            summary,
+    pub(super) fn latency_stress(&self, e: &Folded) -> Option<Stress> {
+        let Folded {
+            ref summary,
             tolerance,
             baseline,
             floor,
@@ -345,11 +187,13 @@ impl Controller {
                 threshold: c.latency_max_error_rate,
             });
         }
-        if summary.samples == 0 {
+        if !resolved(summary) {
             return None;
         }
+        // Nothing under one tick of the clock is evidence (a reference of 0 included).
+        let tick = self.resolution;
         if let Some(base) = baseline {
-            let base_s = base.max(Duration::from_micros(1)).as_secs_f64();
+            let base_s = base.max(tick).max(Duration::from_micros(1)).as_secs_f64();
             if summary.p90.as_secs_f64() / base_s > tolerance {
                 return Some(Stress::Latency {
                     latency: summary.p90,
@@ -360,7 +204,8 @@ impl Controller {
         }
         let mean = summary.mean.as_secs_f64();
         if let Some(floor) = floor.filter(|_| summary.samples >= FLOOR_MIN_SAMPLES) {
-            let threshold = floor.as_secs_f64() * (1.0 + rise(summary));
+            let f = floor.as_secs_f64();
+            let threshold = (f * (1.0 + rise(summary))).max(f + tick.as_secs_f64());
             if mean > threshold {
                 return Some(Stress::Queued {
                     latency: summary.mean,
@@ -371,7 +216,9 @@ impl Controller {
         }
         let a = prior?;
         let floor_rise = RISE_FLOOR + 3.0 * standard_error(summary);
-        let threshold = (a.mean + DEVIATIONS * a.deviation()).max(a.mean * (1.0 + floor_rise));
+        let threshold = (a.mean + DEVIATIONS * a.deviation())
+            .max(a.mean * (1.0 + floor_rise))
+            .max(a.mean + tick.as_secs_f64());
         if mean >= threshold {
             return Some(Stress::Rising {
                 latency: summary.mean,
@@ -441,13 +288,13 @@ impl Controller {
 /// How far over the floor an epoch's mean may be before it reads as a queue: [`RISE_MIN`] plus
 /// three standard errors of the mean, the per-task spread estimated from the epoch's p50 and
 /// p90 (a normal's p90 is 1.28 σ over its median).
-fn rise(summary: &LatencySummary) -> f64 {
+pub(super) fn rise(summary: &LatencySummary) -> f64 {
     RISE_MIN + 3.0 * standard_error(summary)
 }
 
 /// The epoch mean's standard error relative to it: the per-task spread estimated from the p50
 /// and p90 (a normal's p90 is 1.28 σ over its median), over √n.
-fn standard_error(summary: &LatencySummary) -> f64 {
+pub(super) fn standard_error(summary: &LatencySummary) -> f64 {
     let mean = summary.mean.as_secs_f64();
     if mean <= 0.0 {
         return 0.0;
@@ -457,21 +304,14 @@ fn standard_error(summary: &LatencySummary) -> f64 {
     spread / (mean * super::detector::sqrt(n))
 }
 
-/// What the stress rules read of one epoch.
-#[derive(Debug, Clone, Copy)]
-struct Epoch<'a> {
-    summary: &'a LatencySummary,
-    tolerance: f64,
-    baseline: Option<Duration>,
-    floor: Option<Duration>,
-    // The average of the epochs before this one.
-    prior: Option<Ewma>,
-    // Tasks in flight when the epoch began, and its length (Little's law).
-    in_flight_start: usize,
-    elapsed: Duration,
+/// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
+/// `tick` is the clock's evident resolution: a rise under one tick is no climb.
+pub(super) fn climbing(mean: f64, a: &Ewma, tick: f64) -> bool {
+    mean > (a.mean + a.deviation().max(tick)).max(a.mean * (1.0 + CLIMB_FLOOR))
 }
 
-/// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
-fn climbing(mean: f64, a: &Ewma) -> bool {
-    mean > (a.mean + a.deviation()).max(a.mean * (1.0 + CLIMB_FLOOR))
+/// The epoch has successes and the clock resolved its median task: a median of 0 (a coarse
+/// clock, a cache hit) says nothing about a queue.
+pub(super) fn resolved(summary: &LatencySummary) -> bool {
+    summary.samples > 0 && !summary.p50.is_zero()
 }

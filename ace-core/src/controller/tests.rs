@@ -953,3 +953,51 @@ fn every_reason_has_a_distinct_code() {
     codes.dedup();
     assert_eq!(codes.len(), reasons.len());
 }
+
+#[test]
+fn zero_latencies_never_collapse_the_limit() {
+    // A coarse clock, a millisecond header or a cache hit: 300 healthy epochs of 20 successes
+    // at 0 ns, the limit reached.
+    let mut c = ctl(AimdConfig {
+        min_limit: 1,
+        initial_limit: 20,
+        slow_start: false,
+        ..AimdConfig::default()
+    });
+    let zero = LatencySummary::uniform(Duration::ZERO, 20, 0).reached();
+    let mut now = Duration::ZERO;
+    for _ in 0..300 {
+        now = c.next_epoch().max(now + MIN_EPOCH);
+        let d = c.epoch(now, &zero, busy(c.limit()));
+        assert_ne!(d.action, Action::Decrease, "{d}");
+    }
+    assert!(c.limit() >= 20, "limit {}", c.limit());
+}
+
+#[test]
+fn a_coarse_clock_never_collapses_the_limit() {
+    // A 1 ms clock in front of sub-millisecond tasks: each task reads 0 or 1 ms, from none of an
+    // epoch's tasks at one tick to all of them.
+    let mut c = ctl(AimdConfig {
+        min_limit: 1,
+        initial_limit: 20,
+        slow_start: false,
+        ..AimdConfig::default()
+    });
+    let mut now = Duration::ZERO;
+    for k in 0..300u32 {
+        now = c.next_epoch().max(now + MIN_EPOCH);
+        let ticks = [0, 2, 6, 4, 0, 3, 14, 12, 16, 20, 10, 15][(k % 12) as usize];
+        let summary = LatencySummary {
+            samples: 20,
+            errors: 0,
+            mean: ms(1) * ticks / 20,
+            p50: if ticks > 10 { ms(1) } else { Duration::ZERO },
+            p90: if ticks > 2 { ms(1) } else { Duration::ZERO },
+            p99: if ticks > 0 { ms(1) } else { Duration::ZERO },
+            limit_reached: true,
+        };
+        let d = c.epoch(now, &summary, busy(c.limit()));
+        assert_ne!(d.action, Action::Decrease, "epoch {k}: {d}");
+    }
+}

@@ -3,9 +3,13 @@
 //!
 //! A [`Scenario`] (read from TOML) describes the downstream, the load, the machine signals over
 //! time, the config, and the ranges the outcome must fall in. [`run_scenario`] runs it once per
-//! variant (ACE, the seed's rules, each static limit) and returns the [`Outcome`] of each, with the
-//! per-cycle trace that the demo charts. Deterministic: every random draw comes from one seeded
-//! generator per run.
+//! variant (ACE, the seed's rules, each peer's rule from [`peers`], each static limit) and returns
+//! the [`Outcome`] of each, with the per-cycle trace that the demo charts. Deterministic: every
+//! random draw comes from one seeded generator per run.
+
+pub mod peers;
+
+pub use peers::{Peer, Rule};
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt::Write as _;
@@ -41,6 +45,10 @@ pub struct Scenario {
     /// Retries inside each task (none by default: a failure ends the task).
     #[serde(default)]
     pub retry: Option<Retry>,
+    /// Goals not asserted: `[min, max]` per variant and metric, as `expect`; the scenario test
+    /// prints which hold, beside the goals every scenario has (see [`goals`]).
+    #[serde(default)]
+    pub goals: BTreeMap<String, BTreeMap<String, [f64; 2]>>,
     /// Changes to [`AimdConfig::default`] for the ACE and seed-rule runs.
     #[serde(default)]
     pub config: ConfigOverrides,
@@ -55,7 +63,8 @@ pub struct Scenario {
     /// `[low, high]` of the total limit counted as settled.
     #[serde(default)]
     pub settle_band: Option<[f64; 2]>,
-    /// Expected `[min, max]` per variant (`ace`, `seed`, `static_N`) and metric (see [`Outcome`]).
+    /// Expected `[min, max]` per variant (`ace`, `seed`, a peer's label, `static_N`) and metric
+    /// (see [`Outcome`]).
     #[serde(default)]
     pub expect: BTreeMap<String, BTreeMap<String, [f64; 2]>>,
 }
@@ -100,6 +109,19 @@ pub struct Downstream {
     /// Base latency changes: `[[time_s, base_ms], ...]`.
     #[serde(default)]
     pub base_changes: Vec<[f64; 2]>,
+    /// Base latency as a piecewise-linear schedule `[[time_s, base_ms], ...]` (brpc's latency
+    /// stages); overrides `base_ms` and `base_changes`.
+    #[serde(default)]
+    pub base_ramp: Vec<[f64; 2]>,
+    /// Erlang-distributed latency (the congestion-limiter simulator's): the median of the knee
+    /// model becomes the mean of an Erlang of this shape (1: exponential), instead of the
+    /// log-normal `jitter`.
+    #[serde(default)]
+    pub erlang_k: Option<u32>,
+    /// A queue in front of the downstream: requests wait for one of a few workers, FIFO, then
+    /// take the latency above too.
+    #[serde(default)]
+    pub queue: Option<Queue>,
     /// Vector's link model: latency `base × (1 + scale × (n − 1) + knee_exp^(n − knee_start) − 1
     /// + exp_jitter × E)`, E exponential with mean 1. Setting any of `scale`, `knee_start` or
     /// `exp_jitter` picks this model (and `knee`, `exponent`, `jitter` are not used).
@@ -122,6 +144,21 @@ pub struct Downstream {
 
 fn default_knee_exp() -> f64 {
     1.0
+}
+
+/// A FIFO queue served by `servers` workers (brpc's example server: 4 threads that each sleep
+/// 2.5 ms per request; the congestion-limiter simulator's database: 2 workers at 20 ms on
+/// average).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Workers.
+    pub servers: usize,
+    /// Mean service time per request, in ms.
+    pub service_ms: f64,
+    /// Service times are Erlang of this shape (1: exponential); constant when absent.
+    #[serde(default)]
+    pub erlang_k: Option<u32>,
 }
 
 /// What the downstream does past its capacity (Vector's `limit` and `action`).
@@ -170,6 +207,11 @@ pub struct Retry {
     /// The longest backoff, in ms.
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: f64,
+    /// The retry loop is inside the task ACE runs (a client with retry middleware under a plain
+    /// `submit`): ACE and the seed's rules see each task's whole latency and no failure. The peers
+    /// keep one sample per attempt, as their limiters sit below the retries; Vector's by design.
+    #[serde(default)]
+    pub inside_task: bool,
 }
 
 fn default_backoff_ms() -> f64 {
@@ -194,6 +236,9 @@ fn default_error_ms() -> f64 {
 
 impl Downstream {
     fn base_at(&self, t: f64) -> f64 {
+        if !self.base_ramp.is_empty() {
+            return schedule(&self.base_ramp, t, self.base_ms);
+        }
         self.base_changes
             .iter()
             .rfind(|c| c[0] <= t)
@@ -227,7 +272,19 @@ impl Downstream {
             // The exponential's p99 is ln 100 ≈ 4.6 × its mean.
             return self.base_at(t) * (1.0 + self.exp_jitter * 100f64.ln());
         }
-        self.base_at(t) * (self.jitter * 2.326).exp()
+        let queue = self.queue.as_ref().map_or(0.0, |q| q.service_ms);
+        if let Some(k) = self.erlang_k {
+            // The Erlang's p99 over its mean: 4.61 (k 1), 3.32 (k 2), 2.80 (k 3), about
+            // 1 + 2.33 / sqrt(k) beyond.
+            let factor = match k {
+                0 | 1 => 4.61,
+                2 => 3.32,
+                3 => 2.80,
+                k => 1.0 + 2.33 / f64::from(k).sqrt(),
+            };
+            return self.base_at(t) * factor + queue;
+        }
+        self.base_at(t) * (self.jitter * 2.326).exp() + queue
     }
 
     /// One attempt's latency with `n` in flight at `t`, jitter drawn from `rng`, in ms.
@@ -236,10 +293,18 @@ impl Downstream {
         if self.vector_model() {
             let e = -(1.0 - rng.f64()).ln();
             self.base_at(t).mul_add(self.exp_jitter * e, median)
+        } else if let Some(k) = self.erlang_k {
+            median * erlang(k, rng)
         } else {
             median * (self.jitter * normal(rng)).exp()
         }
     }
+}
+
+/// An Erlang draw of shape `k` and mean 1: the mean of `k` exponentials.
+fn erlang(k: u32, rng: &mut fastrand::Rng) -> f64 {
+    let k = k.max(1);
+    (0..k).map(|_| -(1.0 - rng.f64()).ln()).sum::<f64>() / f64::from(k)
 }
 
 /// The load each sharer offers.
@@ -258,6 +323,10 @@ pub enum Load {
     Open {
         /// Arrivals per second.
         rate: f64,
+        /// The rate over time, a piecewise-linear schedule `[[time_s, rate], ...]` (a step is
+        /// two points at the same time); overrides `rate`.
+        #[serde(default)]
+        rates: Vec<[f64; 2]>,
     },
     /// A fixed batch of `requests`, arriving one every `interval_ms` (0: all at once), as
     /// Vector's scenarios send them; the run ends when the last one has succeeded, and
@@ -397,124 +466,25 @@ pub enum Variant {
     Seed,
     /// A fixed limit per sharer.
     Static(usize),
-    /// The RTT-paced reference: Vector's adaptive request concurrency rule (limits 1 to
-    /// `max_limit`, from 1), see [`Reference`].
-    Reference,
+    /// A peer project's rule, see [`peers`].
+    Peer(Peer),
 }
 
 impl Variant {
-    /// The name used in tables and `expect`: `ace`, `seed`, `static_N`, `vector`.
+    /// The name used in tables and `expect`: `ace`, `seed`, `static_N`, or the peer's label
+    /// (`vector`, `gradient2`, `vegas`, `envoy`, `brpc`).
     pub fn label(&self) -> String {
         match self {
             Self::Ace => "ace".into(),
             Self::Seed => "seed".into(),
             Self::Static(n) => format!("static_{n}"),
-            Self::Reference => "vector".into(),
+            Self::Peer(p) => p.label().into(),
         }
     }
 }
 
-/// Vector's adaptive request concurrency rule, as published (its `adaptive_concurrency`
-/// controller, default settings), beside ACE in the harness as the RTT-paced reference.
-///
-/// Per response it averages the attempts' RTTs of the current epoch; an epoch lasts one mean
-/// RTT of the past. At the end of an epoch: **+1** if the limit was reached at some admission,
-/// there was no back-pressure and the epoch's mean RTT is at most the EWMA (α 0.4) of past
-/// epochs; **× 0.9** (floor, at least 1) on back-pressure or a mean at least the EWMA plus 2.5
-/// standard deviations. Starts at 1.
-#[derive(Debug, Clone)]
-pub struct Reference {
-    limit: usize,
-    max: usize,
-    past: Option<(f64, f64)>,
-    next_update: u64,
-    sum: f64,
-    count: u64,
-    back_pressure: bool,
-    reached: bool,
-}
-
-impl Reference {
-    const ALPHA: f64 = 0.4;
-    const DEVIATION_SCALE: f64 = 2.5;
-    const DECREASE: f64 = 0.9;
-
-    /// A reference at limit 1, growing up to `max`.
-    pub fn new(max: usize) -> Self {
-        Self {
-            limit: 1,
-            max,
-            past: None,
-            next_update: 0,
-            sum: 0.0,
-            count: 0,
-            back_pressure: false,
-            reached: false,
-        }
-    }
-
-    /// The limit.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// A task was admitted; `in_flight` counts it.
-    pub fn admitted(&mut self, in_flight: usize) {
-        if in_flight >= self.limit {
-            self.reached = true;
-        }
-    }
-
-    /// One attempt ended: its RTT if it succeeded, back-pressure if it was refused or timed out.
-    pub fn attempt(&mut self, rtt_s: Option<f64>, back_pressure: bool) {
-        self.back_pressure |= back_pressure;
-        if let Some(rtt) = rtt_s {
-            self.sum += rtt;
-            self.count += 1;
-        }
-    }
-
-    /// A task ended at `now` (ns): the epoch may close.
-    pub fn task_done(&mut self, now: u64) {
-        // Vector's own test rounds to the microsecond so that a constant link reads constant.
-        let current = (self.count > 0).then(|| (self.sum / self.count as f64 * 1e6).round() / 1e6);
-        let Some((mean, var)) = self.past else {
-            if let Some(c) = current {
-                self.past = Some((c, 0.0));
-                self.next_update = now + (c * NS) as u64;
-            }
-            return;
-        };
-        if now < self.next_update {
-            return;
-        }
-        let threshold = var.sqrt() * Self::DEVIATION_SCALE;
-        if self.limit < self.max
-            && self.reached
-            && !self.back_pressure
-            && current.is_some_and(|c| c <= mean)
-        {
-            self.limit += 1;
-        } else if self.limit > 1
-            && (self.back_pressure || current.unwrap_or(0.0) >= mean + threshold)
-        {
-            self.limit = ((self.limit as f64 * Self::DECREASE) as usize).max(1);
-        }
-        let (mut mean, mut var) = (mean, var);
-        if let Some(c) = current {
-            let diff = c - mean;
-            let incr = Self::ALPHA * diff;
-            mean += incr;
-            var = (1.0 - Self::ALPHA) * (var + diff * incr);
-            self.past = Some((mean, var));
-        }
-        self.next_update = now + (mean * NS) as u64;
-        self.sum = 0.0;
-        self.count = 0;
-        self.back_pressure = false;
-        self.reached = false;
-    }
-}
+/// Vector's rule: the reference that `time_ratio` and `mean_ratio` compare with.
+pub const REFERENCE: Variant = Variant::Peer(Peer::Vector);
 
 /// One control cycle of one sharer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -579,11 +549,13 @@ enum Event {
 struct Task {
     admitted: u64,
     attempts: u32,
+    /// Tasks holding a slot when this one was admitted, itself included.
+    in_flight: usize,
 }
 
 struct Sharer {
     controller: Controller,
-    reference: Option<Reference>,
+    peer: Option<Box<dyn Rule>>,
     recorder: LatencyRecorder,
     limit: usize,
     in_flight: usize,
@@ -619,7 +591,7 @@ pub fn config_for(s: &Scenario, variant: &Variant, i: usize) -> AimdConfig {
         base.initial_limit = s.initial_limits[i % s.initial_limits.len()];
     }
     match variant {
-        Variant::Ace | Variant::Reference => base,
+        Variant::Ace | Variant::Peer(_) => base,
         Variant::Seed => base.seed_rules(),
         Variant::Static(n) => AimdConfig {
             adjustment_interval: base.adjustment_interval,
@@ -660,13 +632,21 @@ pub fn run_with(
             let controller = Controller::new(config)
                 .expect("valid scenario config")
                 .with_seed(s.seed ^ i as u64);
-            let reference = (*variant == Variant::Reference).then(|| Reference::new(max));
+            let peer = match variant {
+                // The peer's own initial limit (part of its design: Vector's 1, Envoy's 3 and
+                // its probe, Netflix's 20, brpc's 40), unless the scenario is about where each
+                // sharer starts (`initial_limits`).
+                Variant::Peer(p) => Some(p.rule(
+                    (!s.initial_limits.is_empty()).then_some(controller.limit()),
+                    max,
+                    s.seed ^ i as u64,
+                )),
+                _ => None,
+            };
             Sharer {
-                limit: reference
-                    .as_ref()
-                    .map_or(controller.limit(), Reference::limit),
+                limit: peer.as_ref().map_or(controller.limit(), |p| p.limit()),
                 controller,
-                reference,
+                peer,
                 recorder: LatencyRecorder::new(),
                 in_flight: 0,
                 queue: VecDeque::new(),
@@ -731,6 +711,10 @@ pub fn run_with(
     let mut tasks: Vec<Task> = Vec::new();
     let mut starts: VecDeque<u64> = VecDeque::new();
     let mut downstream_in_flight = 0usize;
+    // When each worker of the downstream's queue is next free (ns).
+    let workers = s.downstream.queue.as_ref().map_or(0, |q| q.servers.max(1));
+    let mut workers_free_at: BinaryHeap<std::cmp::Reverse<u64>> =
+        std::iter::repeat_n(std::cmp::Reverse(0), workers).collect();
     let mut measured_latencies: Vec<f64> = Vec::new();
     let mut measured_errors = 0u64;
     let mut log = Vec::new();
@@ -757,11 +741,13 @@ pub fn run_with(
                 if at_downstream {
                     downstream_in_flight -= 1;
                 }
-                if let Some(r) = &mut sh.reference {
-                    r.attempt(ok.then(|| took as f64 / NS), !ok);
+                if let Some(p) = &mut sh.peer {
+                    p.attempt(t, took as f64 / NS, ok, tasks[task].in_flight);
+                    sh.limit = p.limit();
                 }
                 let retry = s.retry.as_ref().filter(|_| !ok);
-                if PACED {
+                let inside = s.retry.as_ref().is_some_and(|r| r.inside_task);
+                if PACED && !inside {
                     // Each attempt is timed on its own; a refused one is back-pressure.
                     if ok {
                         sh.recorder.record(Duration::from_nanos(took));
@@ -770,46 +756,48 @@ pub fn run_with(
                     }
                 }
                 if let Some(retry) = retry {
+                    // The task keeps its slot and tries again after a backoff.
                     let k = tasks[task].attempts;
                     tasks[task].attempts += 1;
                     let backoff =
                         (fibonacci(k) * retry.initial_backoff_ms).min(retry.max_backoff_ms);
                     push(&mut heap, t + to_ns(backoff), Event::Retry { sharer, task });
-                    continue;
-                }
-                // The task ends.
-                sh.in_flight -= 1;
-                let latency = t - tasks[task].admitted;
-                if !PACED {
-                    // Today's managers time a task from admission to its end.
-                    if ok {
-                        sh.recorder.record(Duration::from_nanos(latency));
-                    } else {
-                        sh.recorder.record_error();
+                } else {
+                    // The task ends.
+                    sh.in_flight -= 1;
+                    let latency = t - tasks[task].admitted;
+                    if !PACED || inside {
+                        // Timed from admission to its end, as a plain `submit` is; behind
+                        // retries the task fails only when the retries give up.
+                        if ok {
+                            sh.recorder.record(Duration::from_nanos(latency));
+                        } else {
+                            sh.recorder.record_error();
+                        }
                     }
-                }
-                if ok {
-                    sh.cycle_ok += 1;
-                    sh.done += 1;
-                }
-                if let Some(r) = &mut sh.reference {
-                    r.task_done(t);
-                    sh.limit = r.limit();
-                }
-                if t >= measure_from {
                     if ok {
-                        sh.measured_ok += 1;
-                        measured_latencies.push(latency as f64 / 1e6);
-                    } else {
-                        measured_errors += 1;
+                        sh.cycle_ok += 1;
+                        sh.done += 1;
                     }
-                }
-                if let Load::Closed { think_ms, .. } = s.load {
-                    push(&mut heap, t + to_ns(think_ms), Event::Submit { sharer });
-                }
-                if batch.is_some_and(|n| sharers.iter().all(|sh| sh.done >= n)) {
-                    finish = Some(t);
-                    break;
+                    if let Some(p) = &mut sh.peer {
+                        p.task_done(t);
+                        sh.limit = p.limit();
+                    }
+                    if t >= measure_from {
+                        if ok {
+                            sh.measured_ok += 1;
+                            measured_latencies.push(latency as f64 / 1e6);
+                        } else {
+                            measured_errors += 1;
+                        }
+                    }
+                    if let Load::Closed { think_ms, .. } = s.load {
+                        push(&mut heap, t + to_ns(think_ms), Event::Submit { sharer });
+                    }
+                    if batch.is_some_and(|n| sharers.iter().all(|sh| sh.done >= n)) {
+                        finish = Some(t);
+                        break;
+                    }
                 }
                 sharer
             }
@@ -819,7 +807,8 @@ pub fn run_with(
             }
             Event::Submit { sharer } => {
                 sharers[sharer].queue.push_back(t);
-                if let Load::Open { rate } = s.load {
+                if let Load::Open { rate, rates } = &s.load {
+                    let rate = schedule(rates, ts, *rate).max(1e-3);
                     let gap = -(1.0 - rng.f64()).ln() / rate;
                     push(
                         &mut heap,
@@ -865,7 +854,7 @@ pub fn run_with(
                     in_flight: sh.in_flight,
                     waiting: sh.queue.len(),
                 };
-                let line = if sh.reference.is_some() {
+                let line = if sh.peer.is_some() {
                     format!("limit {}", sh.limit)
                 } else {
                     let d = sh
@@ -908,6 +897,11 @@ pub fn run_with(
         };
         // Admit what the limit allows.
         let sh = &mut sharers[sharer];
+        if let Some(p) = &mut sh.peer {
+            // A peer's timers (Envoy's sample windows) fire by now.
+            p.advance(t);
+            sh.limit = p.limit();
+        }
         while sh.in_flight < sh.limit {
             if sh.queue.pop_front().is_none() {
                 break;
@@ -916,9 +910,11 @@ pub fn run_with(
             tasks.push(Task {
                 admitted: t,
                 attempts: 0,
+                in_flight: sh.in_flight,
             });
-            if let Some(r) = &mut sh.reference {
-                r.admitted(sh.in_flight);
+            if let Some(p) = &mut sh.peer {
+                p.admitted(t, sh.in_flight);
+                sh.limit = p.limit();
             }
             admitted(&sh.recorder, sh.in_flight, sh.limit);
             attempts.push((sharer, tasks.len() - 1));
@@ -949,6 +945,8 @@ pub fn run_with(
                     {
                         ok = false;
                         ms = d.error_ms;
+                    } else if let Some(q) = &d.queue {
+                        ms += queue_ms(q, &mut workers_free_at, t, timeout_ms, &mut rng);
                     }
                     (ok, ms, true)
                 }
@@ -1108,6 +1106,27 @@ fn epoch(sh: &mut Sharer, t: u64, ts: f64, log: &mut Vec<String>, first: bool) -
     sh.controller.next_epoch().as_nanos() as u64
 }
 
+/// The time a request arriving at `t` spends in the downstream's queue, waiting and served, in
+/// ms; infinite when the wait alone outlasts the timeout (it leaves the queue unserved).
+fn queue_ms(
+    q: &Queue,
+    free_at: &mut BinaryHeap<std::cmp::Reverse<u64>>,
+    t: u64,
+    timeout_ms: Option<f64>,
+    rng: &mut fastrand::Rng,
+) -> f64 {
+    let std::cmp::Reverse(free) = free_at.pop().unwrap_or(std::cmp::Reverse(0));
+    let start = free.max(t);
+    let wait_ms = (start - t) as f64 / 1e6;
+    if timeout_ms.is_some_and(|to| wait_ms >= to) {
+        free_at.push(std::cmp::Reverse(free));
+        return f64::INFINITY;
+    }
+    let service_ms = q.service_ms * q.erlang_k.map_or(1.0, |k| erlang(k, rng));
+    free_at.push(std::cmp::Reverse(start + to_ns(service_ms)));
+    wait_ms + service_ms
+}
+
 fn d_changed(line: &str) -> bool {
     // Epoch changes are logged as they happen; the machine cycle's own changes here.
     !line.starts_with("hold") && !line.contains(" epoch change")
@@ -1135,18 +1154,58 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Every variant of a scenario: ACE, the seed's rules, then each static limit; with
-/// `goodput_ratio` filled in against the best static limit.
+/// Every variant of a scenario: ACE, the seed's rules, each peer's rule, then each static limit;
+/// with the ratios of [`add_goodput_ratios`] filled in.
 pub fn run_scenario(s: &Scenario) -> Vec<Outcome> {
-    let mut variants = vec![Variant::Ace, Variant::Seed, Variant::Reference];
+    let mut variants = vec![Variant::Ace, Variant::Seed];
+    variants.extend(Peer::ALL.map(Variant::Peer));
     variants.extend(s.static_limits.iter().map(|&n| Variant::Static(n)));
     let mut outcomes: Vec<Outcome> = variants.iter().map(|v| run(s, v, |_, _| {})).collect();
     add_goodput_ratios(&mut outcomes);
     outcomes
 }
 
-/// Adds `goodput_ratio` to every outcome: its goodput over the best static limit's.
+/// The best of the peers' outcomes: the first to finish a batch (then the lower mean latency);
+/// else the highest goodput, goodputs within 1 % of it counting as equal, then the lower mean
+/// latency.
+pub fn best_peer(outcomes: &[Outcome]) -> Option<&Outcome> {
+    let peers = || {
+        outcomes
+            .iter()
+            .filter(|o| matches!(o.variant, Variant::Peer(_)) && o.metrics["goodput"] > 0.0)
+    };
+    let by_mean =
+        |a: &&Outcome, b: &&Outcome| a.metrics["mean_ms"].total_cmp(&b.metrics["mean_ms"]);
+    if peers().any(|o| o.metrics.contains_key("finish_s")) {
+        return peers().min_by(|a, b| {
+            a.metrics["finish_s"]
+                .total_cmp(&b.metrics["finish_s"])
+                .then_with(|| by_mean(a, b))
+        });
+    }
+    let top = peers().map(|o| o.metrics["goodput"]).fold(0.0, f64::max);
+    peers()
+        .filter(|o| o.metrics["goodput"] >= 0.99 * top)
+        .min_by(by_mean)
+}
+
+/// Adds to every outcome: `goodput_ratio` (its goodput over the best static limit's),
+/// `finish_vs_static` (its finish time over the best static limit's), `time_ratio` and
+/// `mean_ratio` (over Vector's, [`REFERENCE`]), and `time_vs_best_peer`, `goodput_vs_best_peer`,
+/// `mean_vs_best_peer` (over [`best_peer`]'s).
 pub fn add_goodput_ratios(outcomes: &mut [Outcome]) {
+    let best_peer = best_peer(outcomes).map(|o| o.metrics.clone());
+    for o in outcomes.iter_mut() {
+        let Some(b) = &best_peer else { break };
+        if let (Some(f), Some(bf)) = (o.metrics.get("finish_s"), b.get("finish_s")) {
+            let ratio = f / bf;
+            o.metrics.insert("time_vs_best_peer", ratio);
+        }
+        let goodput = o.metrics["goodput"] / b["goodput"].max(1e-9);
+        o.metrics.insert("goodput_vs_best_peer", goodput);
+        let mean = o.metrics["mean_ms"] / b["mean_ms"].max(1e-9);
+        o.metrics.insert("mean_vs_best_peer", mean);
+    }
     let best = outcomes
         .iter()
         .filter(|o| matches!(o.variant, Variant::Static(_)))
@@ -1154,7 +1213,7 @@ pub fn add_goodput_ratios(outcomes: &mut [Outcome]) {
         .fold(0.0, f64::max);
     let reference = outcomes
         .iter()
-        .find(|o| o.variant == Variant::Reference)
+        .find(|o| o.variant == REFERENCE)
         .map(|o| o.metrics.clone());
     let best_finish = outcomes
         .iter()
@@ -1208,7 +1267,7 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
     let _ = writeln!(out, "## {}: {}", s.name, s.description);
     let _ = writeln!(
         out,
-        "{:<13} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>7} {:>7}",
+        "{:<13} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7}",
         "variant",
         "mean L",
         "min–max L",
@@ -1224,7 +1283,9 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
         "finish s",
         "mean ms",
         "time ×V",
-        "mean ×V"
+        "mean ×V",
+        "time ×P",
+        "mean ×P"
     );
     for o in outcomes {
         let m = &o.metrics;
@@ -1233,7 +1294,7 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
             .map_or("-".into(), |v| format!("{v:.0}"));
         let _ = writeln!(
             out,
-            "{:<13} {:>7.1} {:>9} {:>7.0} {:>9.1} {:>8.2} {:>8.1} {:>8.1} {:>6.2} {:>6.1} {:>7} {:>6.3} {:>8} {:>8.1} {:>7} {:>7}",
+            "{:<13} {:>7.1} {:>9} {:>7.0} {:>9.1} {:>8.2} {:>8.1} {:>8.1} {:>6.2} {:>6.1} {:>7} {:>6.3} {:>8} {:>8.1} {:>7} {:>7} {:>7} {:>7}",
             o.variant.label(),
             m["mean_limit"],
             format!("{:.0}–{:.0}", m["min_limit"], m["max_limit"]),
@@ -1250,7 +1311,214 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
             m["mean_ms"],
             m.get("time_ratio").map_or("-".into(), |v| format!("{v:.2}")),
             m.get("mean_ratio").map_or("-".into(), |v| format!("{v:.2}")),
+            m.get("time_vs_best_peer")
+                .map_or("-".into(), |v| format!("{v:.2}")),
+            m.get("mean_vs_best_peer")
+                .map_or("-".into(), |v| format!("{v:.2}")),
+        );
+    }
+    if let Some(b) = best_peer(outcomes) {
+        let _ = writeln!(
+            out,
+            "(×P: against the best peer rule here, {})",
+            b.variant.label()
         );
     }
     out
+}
+
+/// One goal: a `[min, max]` range for a variant's metric, and whether the run meets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Goal {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The variant's label.
+    pub variant: String,
+    /// The metric.
+    pub metric: String,
+    /// Its value in the run (NaN when the run has no such metric).
+    pub value: f64,
+    /// The range the goal asks for.
+    pub range: [f64; 2],
+}
+
+impl Goal {
+    /// Whether the value is in the range.
+    pub fn met(&self) -> bool {
+        self.value >= self.range[0] && self.value <= self.range[1]
+    }
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}.{} = {:.3}, goal [{}, {}]",
+            self.scenario, self.variant, self.metric, self.value, self.range[0], self.range[1]
+        )
+    }
+}
+
+/// ACE against the best peer (issue 19): within 1.05 × its time on a batch (else at least
+/// 0.95 × its goodput), with mean latency at most 1.10 × its.
+pub const PEER_GOALS: [(&str, [f64; 2]); 3] = [
+    ("time_vs_best_peer", [0.0, 1.05]),
+    ("goodput_vs_best_peer", [0.95, f64::INFINITY]),
+    ("mean_vs_best_peer", [0.0, 1.10]),
+];
+
+/// Every goal of a scenario: [`PEER_GOALS`] for ACE (those whose metric the run has), then the
+/// file's own `goals`.
+pub fn goals(s: &Scenario, outcomes: &[Outcome]) -> Vec<Goal> {
+    let mut out = Vec::new();
+    let ace = outcomes.iter().find(|o| o.variant == Variant::Ace);
+    let batch = ace.is_some_and(|o| o.metrics.contains_key("finish_s"));
+    for (metric, range) in PEER_GOALS {
+        // A batch is judged on its time, anything else on its goodput.
+        if (metric == "goodput_vs_best_peer" && batch) || (metric == "time_vs_best_peer" && !batch)
+        {
+            continue;
+        }
+        if let Some(&value) = ace.and_then(|o| o.metrics.get(metric)) {
+            out.push(Goal {
+                scenario: s.name.clone(),
+                variant: "ace".into(),
+                metric: metric.into(),
+                value,
+                range,
+            });
+        }
+    }
+    for (variant, ranges) in &s.goals {
+        let o = outcomes.iter().find(|o| &o.variant.label() == variant);
+        for (metric, &range) in ranges {
+            out.push(Goal {
+                scenario: s.name.clone(),
+                variant: variant.clone(),
+                metric: metric.clone(),
+                value: o
+                    .and_then(|o| o.metrics.get(metric.as_str()).copied())
+                    .unwrap_or(f64::NAN),
+                range,
+            });
+        }
+    }
+    out
+}
+
+/// Where the best peer rule beats ACE by more than [`PEER_GOALS`] allow, as readable lines: its
+/// time (or goodput) and its mean latency against ACE's.
+pub fn peer_wins(s: &Scenario, outcomes: &[Outcome]) -> Vec<String> {
+    let (Some(ace), Some(best)) = (
+        outcomes.iter().find(|o| o.variant == Variant::Ace),
+        best_peer(outcomes),
+    ) else {
+        return Vec::new();
+    };
+    let (a, b) = (&ace.metrics, &best.metrics);
+    let name = best.variant.label();
+    let mut wins = Vec::new();
+    for g in goals(s, outcomes)
+        .into_iter()
+        .filter(|g| g.variant == "ace" && !g.met())
+    {
+        let line = match g.metric.as_str() {
+            "time_vs_best_peer" => format!(
+                "{}: {name} finishes in {:.2} s, ACE in {:.2} s ({:.2} ×)",
+                s.name, b["finish_s"], a["finish_s"], g.value
+            ),
+            "goodput_vs_best_peer" => format!(
+                "{}: {name} gets {:.1}/s, ACE {:.1}/s ({:.2} ×)",
+                s.name, b["goodput"], a["goodput"], g.value
+            ),
+            "mean_vs_best_peer" => format!(
+                "{}: {name}'s mean latency {:.1} ms, ACE's {:.1} ms ({:.2} ×)",
+                s.name, b["mean_ms"], a["mean_ms"], g.value
+            ),
+            _ => continue,
+        };
+        wins.push(line);
+    }
+    wins
+}
+
+/// The columns of [`summary_row`]: ACE, each peer, then the best static limit.
+pub fn summary_header() -> String {
+    let mut head = String::from("| scenario | ACE |");
+    let mut rule = String::from("|---|---|");
+    for p in Peer::ALL {
+        let _ = write!(head, " {} |", p.name());
+        rule.push_str("---|");
+    }
+    head.push_str(" best static |");
+    rule.push_str("---|");
+    format!("{head}\n{rule}\n")
+}
+
+/// One markdown row: per rule, a batch's time, or else goodput per second, then mean and p99
+/// latency in ms; the best time (goodput) of the adaptive rules in bold.
+pub fn summary_row(s: &Scenario, outcomes: &[Outcome]) -> String {
+    row(s, outcomes, true)
+}
+
+/// [`summary_row`] without the p99.
+pub fn summary_row_short(s: &Scenario, outcomes: &[Outcome]) -> String {
+    row(s, outcomes, false)
+}
+
+fn row(s: &Scenario, outcomes: &[Outcome], p99: bool) -> String {
+    let batch = outcomes.iter().any(|o| o.metrics.contains_key("finish_s"));
+    let key = |o: &Outcome| {
+        if batch {
+            -o.metrics["finish_s"]
+        } else {
+            o.metrics["goodput"]
+        }
+    };
+    let cell = |o: &Outcome, best: bool| {
+        let m = &o.metrics;
+        let head = if batch {
+            format!("{:.2} s", m["finish_s"])
+        } else {
+            format!("{:.0}/s", m["goodput"])
+        };
+        let head = if best { format!("**{head}**") } else { head };
+        match (m["goodput"] > 0.0, p99) {
+            (false, _) => format!("{head} · -"),
+            (true, true) => format!("{head} · {:.0} · {:.0}", m["mean_ms"], m["p99_ms"]),
+            (true, false) => format!("{head} · {:.0}", m["mean_ms"]),
+        }
+    };
+    let adaptive: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| matches!(o.variant, Variant::Ace | Variant::Peer(_)))
+        .collect();
+    let top = adaptive
+        .iter()
+        .map(|o| key(o))
+        .fold(f64::NEG_INFINITY, f64::max);
+    // Within 1 % of the best counts as the best.
+    let is_best = |o: &Outcome| {
+        let k = key(o);
+        if batch {
+            k >= top * 1.01
+        } else {
+            k >= top * 0.99
+        }
+    };
+    let mut row = format!("| {} |", s.name);
+    for o in &adaptive {
+        let _ = write!(row, " {} |", cell(o, is_best(o)));
+    }
+    let best_static = outcomes
+        .iter()
+        .filter(|o| matches!(o.variant, Variant::Static(_)))
+        .max_by(|a, b| key(a).total_cmp(&key(b)));
+    match best_static {
+        Some(o) => {
+            let _ = write!(row, " {} ({}) |", cell(o, false), o.variant.label());
+        }
+        None => row.push_str(" - |"),
+    }
+    row
 }

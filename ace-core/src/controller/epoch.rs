@@ -1,0 +1,272 @@
+//! The latency epoch, in three steps: [`Controller::fold_epoch`] folds the tasks' outcomes into
+//! the epoch and the latency references; [`Controller::probe_step`] runs a scheduled baseline
+//! probe; [`Controller::epoch_intent`] is the rule, a pure function of the folded epoch and the
+//! controller's state.
+
+use core::time::Duration;
+
+use super::detector::{secs, Ewma};
+use super::rules::{climbing, resolved, rise, standard_error, Intent, Path, FLOOR_MIN_SAMPLES};
+use super::{Controller, Reason, Stress, MIN_EPOCH};
+use crate::{LatencySummary, Usage};
+
+/// One latency epoch, folded: its tasks (with what was carried over) and the references it is
+/// judged against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Folded {
+    pub(super) summary: LatencySummary,
+    pub(super) tolerance: f64,
+    // The lowest epoch p90 and the lowest epoch mean of the baseline window.
+    pub(super) baseline: Option<Duration>,
+    pub(super) floor: Option<Duration>,
+    // The average of the epochs before this one.
+    pub(super) prior: Option<Ewma>,
+    // Tasks in flight when the epoch began, and its length (Little's law).
+    pub(super) in_flight_start: usize,
+    pub(super) elapsed: Duration,
+}
+
+impl Controller {
+    /// The latency epoch's rule: fold the epoch, step a probe, then judge.
+    pub(super) fn epoch_rule(
+        &mut self,
+        now: Duration,
+        fresh: &LatencySummary,
+        usage: Usage,
+    ) -> Intent {
+        let Some(tolerance) = self.config.latency_tolerance else {
+            self.next_epoch = now.saturating_add(self.config.adjustment_interval);
+            return Intent::Hold(Reason::NoSignals);
+        };
+        let epoch = match self.fold_epoch(now, fresh, usage, tolerance) {
+            Ok(epoch) => epoch,
+            Err(gathering) => return Intent::Hold(gathering),
+        };
+        if let Some(intent) = self.probe_step(now, &epoch.summary) {
+            return intent;
+        }
+        self.epoch_intent(now, &epoch, usage)
+    }
+
+    /// Adds `fresh` to what was carried over. With too few tasks the epoch is carried over again
+    /// (`Err` with [`Reason::Gathering`]); otherwise it closes: the references take it in and
+    /// the next epoch is scheduled one average latency on.
+    fn fold_epoch(
+        &mut self,
+        now: Duration,
+        fresh: &LatencySummary,
+        usage: Usage,
+        tolerance: f64,
+    ) -> Result<Folded, Reason> {
+        let interval = self.config.adjustment_interval;
+        let summary = match self.pending.take() {
+            Some(p) => p.merge(fresh),
+            None => *fresh,
+        };
+        let tasks = summary.total();
+        // At a low limit a round trip brings few tasks: one epoch is at least one round trip's
+        // worth (limit / 2) or `latency_min_samples`, whichever is less.
+        let needed = u64::from(self.config.latency_min_samples).min((self.limit as u64 / 2).max(1));
+        let elapsed = now.saturating_sub(self.epoch_start);
+        if tasks < needed {
+            self.pending = Some(summary);
+            // Look again after as long again (at most one interval): an idle program costs one
+            // wake-up per interval, a slow downstream is waited for.
+            let wait = elapsed.clamp(MIN_EPOCH, interval.max(MIN_EPOCH));
+            self.next_epoch = now.saturating_add(wait);
+            return Err(Reason::Gathering { tasks, needed });
+        }
+        let in_flight_start = self.epoch_in_flight;
+        self.epochs_since_change = self.epochs_since_change.saturating_add(1);
+        self.epoch_start = now;
+        self.epoch_in_flight = usage.in_flight;
+        self.paced_until = Some(now.saturating_add(interval.saturating_mul(2)));
+        let prior = self.average;
+        self.update_references(now, &summary);
+        let average = self.average.map_or(0.0, |a| a.mean);
+        self.next_epoch =
+            now.saturating_add(secs(average).clamp(MIN_EPOCH, interval.max(MIN_EPOCH)));
+        let baseline = self.baseline.get(now);
+        self.last_baseline = baseline;
+        Ok(Folded {
+            summary,
+            tolerance,
+            baseline,
+            floor: self.floor.get(now),
+            prior,
+            in_flight_start,
+            elapsed,
+        })
+    }
+
+    /// The closed epoch's successes update the baseline (its p90), the floor (its mean) and the
+    /// average.
+    fn update_references(&mut self, now: Duration, summary: &LatencySummary) {
+        if summary.samples == 0 {
+            return;
+        }
+        if summary.p50.is_zero() {
+            // The clock read 0 for the median task: its tick is at most the shortest nonzero
+            // percentile (a coarse clock, a millisecond header, or tasks faster than the clock).
+            let tick = [summary.p90, summary.p99]
+                .into_iter()
+                .filter(|d| !d.is_zero())
+                .min();
+            if let Some(tick) = tick {
+                self.resolution = match self.resolution {
+                    Duration::ZERO => tick,
+                    known => known.min(tick),
+                };
+            }
+        }
+        let mean = summary.mean.as_secs_f64();
+        // A handful of samples gives a p90 or a minimum far below the truth: the references
+        // take epochs of `latency_min_samples` successes only.
+        if summary.samples >= self.config.latency_min_samples {
+            self.baseline.insert(now, summary.p90);
+        }
+        // The lowest of many noisy means is biased low by about two standard errors: store
+        // each one two standard errors up, so the floor is the unloaded mean.
+        if summary.samples >= FLOOR_MIN_SAMPLES {
+            let unbiased = mean * (1.0 + 2.0 * standard_error(summary));
+            self.floor.insert(now, secs(unbiased));
+        }
+        self.average = Some(self.average.map_or(Ewma::new(mean), |mut a| {
+            a.update(mean);
+            a
+        }));
+    }
+
+    /// A baseline probe in progress measures and decides alone: it holds at `min_limit`, then
+    /// restores the limit. Otherwise schedules the next probe if none is.
+    fn probe_step(&mut self, now: Duration, summary: &LatencySummary) -> Option<Intent> {
+        let Some(p) = &mut self.probing else {
+            if self.next_probe.is_none() && self.probe_enabled() {
+                self.next_probe = Some(now + self.rng_interval());
+            }
+            return None;
+        };
+        p.epochs += 1;
+        // The first epoch after the drop still holds tasks admitted at the old limit.
+        if p.epochs >= 2 && summary.samples > 0 {
+            p.best = Some(p.best.map_or(summary.p90, |b| b.min(summary.p90)));
+        }
+        let waited = now.saturating_sub(p.started) >= self.config.cooldown;
+        Some(if waited && (p.best.is_some() || p.epochs > 8) {
+            Intent::EndProbe {
+                baseline: p.best,
+                restore: p.restore,
+                reason: Reason::ProbeDone {
+                    restored: p.restore,
+                    baseline: p.best,
+                },
+            }
+        } else {
+            Intent::Hold(Reason::Probing { restore: p.restore })
+        })
+    }
+
+    /// The rule over a folded epoch (see the type's docs): stress cuts, an unreached limit or a
+    /// climbing latency holds, otherwise growth. Pure: it reads the state and changes nothing.
+    fn epoch_intent(&self, now: Duration, e: &Folded, usage: Usage) -> Intent {
+        let limit = self.limit;
+        let in_flight = usage.in_flight;
+        if let Some(stress) = self.latency_stress(e) {
+            // While the last cut drains, stress neither cuts again nor lets the limit grow.
+            return if now < self.cut_quiet_until {
+                Intent::Hold(Reason::Stressed(stress))
+            } else {
+                self.latency_cut(stress)
+            };
+        }
+        let reached = e.summary.limit_reached || usage.waiting > 0 || in_flight >= limit;
+        if !reached {
+            return Intent::Hold(Reason::Idle { in_flight, limit });
+        }
+        if let Some(stress) = self.machine_stress {
+            // Machine stress vetoes growth; its own cycle cuts.
+            return Intent::Hold(Reason::Stressed(stress));
+        }
+        if self.probe_enabled()
+            && limit > self.config.min_limit
+            && self.next_probe.is_some_and(|t| now >= t)
+        {
+            return Intent::StartProbe;
+        }
+        if let Some(reason) = self.climb(e) {
+            return if limit < self.ssthresh {
+                Intent::EndSlowStart(reason)
+            } else {
+                Intent::Hold(reason)
+            };
+        }
+        self.latency_growth(in_flight)
+    }
+
+    /// A latency cut: by `decrease_factor` until the knee is known, then by
+    /// `latency_decrease_factor`.
+    fn latency_cut(&self, stress: Stress) -> Intent {
+        let factor = if self.knee_known {
+            self.config.latency_decrease_factor
+        } else {
+            self.config.decrease_factor
+        };
+        let to = self.cut_by(self.limit, factor);
+        if to < self.limit {
+            Intent::Cut {
+                to,
+                stress,
+                path: Path::Latency,
+            }
+        } else {
+            Intent::Hold(Reason::AtMinLimit(stress))
+        }
+    }
+
+    /// [`Reason::Climbing`] if the epoch's mean is above the floor by half the queue threshold,
+    /// or above the average by one deviation: the knee is near.
+    fn climb(&self, e: &Folded) -> Option<Reason> {
+        let summary = &e.summary;
+        let mean = summary.mean.as_secs_f64();
+        let tick = self.resolution.as_secs_f64();
+        let warm = e.floor.is_some_and(|f| {
+            let f = f.as_secs_f64();
+            summary.samples >= FLOOR_MIN_SAMPLES
+                && mean > (f * (1.0 + rise(summary) / 2.0)).max(f + tick)
+        });
+        let a = e
+            .prior
+            .filter(|a| resolved(summary) && (warm || climbing(mean, a, tick)))?;
+        Some(Reason::Climbing {
+            latency: summary.mean,
+            average: secs(a.mean),
+        })
+    }
+
+    /// Growth on a healthy epoch: slow start doubles once per round trip, then `increase_step`.
+    fn latency_growth(&self, in_flight: usize) -> Intent {
+        let limit = self.limit;
+        let max = self.config.max_limit;
+        if limit < self.ssthresh && limit < max {
+            // Double per round trip, as TCP: this epoch's tasks were admitted before the last
+            // doubling; the next one shows what it did.
+            if self.epochs_since_change < 2 {
+                return Intent::Hold(Reason::SlowStart {
+                    in_flight,
+                    limit,
+                    ceiling: self.ssthresh,
+                });
+            }
+            return self.double(in_flight, Path::Latency);
+        }
+        let to = limit.saturating_add(self.config.increase_step).min(max);
+        if to <= limit {
+            return Intent::Hold(Reason::AtMaxLimit);
+        }
+        Intent::Grow {
+            to,
+            reason: Reason::Busy { in_flight, limit },
+            path: Path::Latency,
+        }
+    }
+}

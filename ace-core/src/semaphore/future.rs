@@ -1,0 +1,152 @@
+//! The futures of [`Semaphore::acquire`] and [`Semaphore::acquire_owned`], over one state
+//! machine ([`Waiter`]): a first poll tries the fast path, then joins the queue; later polls ask
+//! whether the queue served it; a drop leaves the queue or passes on a permit handed to it.
+
+use alloc::sync::Arc;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use super::queue::Key;
+use super::{AcquireError, OwnedPermit, Permit, Semaphore, TryAcquireError};
+
+/// Where a slow first poll landed.
+pub(super) enum Enqueued {
+    Taken,
+    Closed,
+    Queued(Key),
+}
+
+/// An acquire's progress.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Waiter {
+    Init,
+    Queued(Key),
+    Done,
+}
+
+impl Waiter {
+    #[inline]
+    fn poll(&mut self, sem: &Semaphore, cx: &mut Context<'_>) -> Poll<Result<(), AcquireError>> {
+        let result = match *self {
+            Waiter::Init => match sem.try_take() {
+                Ok(()) => Ok(()),
+                Err(TryAcquireError::Closed) => Err(AcquireError::Closed),
+                Err(TryAcquireError::NoPermits) => match sem.enqueue(cx.waker()) {
+                    Enqueued::Taken => Ok(()),
+                    Enqueued::Closed => Err(AcquireError::Closed),
+                    Enqueued::Queued(key) => {
+                        *self = Waiter::Queued(key);
+                        return Poll::Pending;
+                    }
+                },
+            },
+            Waiter::Queued(key) => match sem.poll_queued(key, cx.waker()) {
+                Poll::Ready(result) => result,
+                Poll::Pending => return Poll::Pending,
+            },
+            Waiter::Done => panic!("`Acquire` polled after completion"),
+        };
+        *self = Waiter::Done;
+        Poll::Ready(result)
+    }
+
+    #[inline]
+    fn cancel(&mut self, sem: &Semaphore) {
+        if let Waiter::Queued(key) = *self {
+            *self = Waiter::Done;
+            sem.cancel(key);
+        }
+    }
+}
+
+/// The future of [`Semaphore::acquire`].
+///
+/// # Panics
+///
+/// Polling it again after it completed panics.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Acquire<'a> {
+    pub(super) sem: &'a Semaphore,
+    pub(super) waiter: Waiter,
+}
+
+impl<'a> Future for Acquire<'a> {
+    type Output = Result<Permit<'a>, AcquireError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let sem = self.sem;
+        self.waiter
+            .poll(sem, cx)
+            .map(|result| result.map(|()| Permit { sem }))
+    }
+}
+
+impl Drop for Acquire<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.waiter.cancel(self.sem);
+    }
+}
+
+impl fmt::Debug for Acquire<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("queued", &matches!(self.waiter, Waiter::Queued(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Semaphore::acquire_owned`].
+///
+/// # Panics
+///
+/// Polling it again after it completed panics.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct AcquireOwned {
+    // `None` once the permit took it.
+    pub(super) sem: Option<Arc<Semaphore>>,
+    pub(super) waiter: Waiter,
+}
+
+impl Future for AcquireOwned {
+    type Output = Result<OwnedPermit, AcquireError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let sem = this
+            .sem
+            .as_deref()
+            .expect("`AcquireOwned` polled after completion");
+        match this.waiter.poll(sem, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(OwnedPermit {
+                sem: this.sem.take(),
+            })),
+            Poll::Ready(Err(error)) => {
+                this.sem = None;
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+impl Drop for AcquireOwned {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(sem) = &self.sem {
+            self.waiter.cancel(sem);
+        }
+    }
+}
+
+impl fmt::Debug for AcquireOwned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcquireOwned")
+            .field("queued", &matches!(self.waiter, Waiter::Queued(_)))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,483 @@
+//! [`Semaphore`]: an async counting semaphore whose limit changes at run time, fair and
+//! shrinkable without waiting.
+//!
+//! # How it works
+//!
+//! One atomic word holds the signed count of free permits (`limit - in_use`; negative is a debt
+//! left by a shrink), a "someone is queued" flag and a "closed" flag. While nobody is queued,
+//! acquiring is one compare-and-swap and releasing one `fetch_add`. Once somebody is queued, the
+//! flag sends every acquirer and every releaser that frees a slot to a FIFO queue behind a tiny
+//! lock; there a freed permit is handed straight to the oldest waiter, so a later arrival can never
+//! overtake it. The queue is a slab with an index-linked list: safe code, no allocation per wait
+//! once warm, O(1) removal on cancel.
+//!
+//! `set_limit` swaps the limit and adds the difference to the free count in one `fetch_add`, both
+//! under the queue lock so that concurrent setters apply their changes in the order of their
+//! swaps (without it, a growth could land before the cut it follows and admit more than any limit
+//! ever set). A shrink below what is in use just makes the count negative (a debt), which
+//! releases pay off before anyone new is admitted. Nothing ever waits for a permit to come back.
+//!
+//! No waker's code runs under the lock: wakers are cloned before it is taken, and woken or
+//! dropped after it is released. A waker that panics does not strand anyone: the rest of its
+//! batch and the waiters still queued are served as the panic unwinds.
+//!
+//! # Layout
+//!
+//! - this file: the state word and the public API;
+//! - `grant`: how permits move under the lock (hand-over, batches, joining and leaving the queue);
+//! - `queue`: the wait queue, its serving order behind a small interface;
+//! - `wake`: the batch of wakers woken after the lock is dropped;
+//! - `future`: [`Acquire`] and [`AcquireOwned`]; `permit`: [`Permit`] and [`OwnedPermit`];
+//! - `error`: the acquire errors; `blocking` (feature `std`): the thread waits and [`ThreadWaker`].
+
+use alloc::sync::Arc;
+use core::fmt;
+
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::Mutex;
+use crate::{LimitTarget, Usage};
+
+mod error;
+mod future;
+mod grant;
+mod permit;
+mod queue;
+mod wake;
+
+pub use error::{AcquireError, TryAcquireError};
+pub use future::{Acquire, AcquireOwned};
+pub use permit::{OwnedPermit, Permit};
+
+use future::Waiter;
+use queue::Queue;
+use wake::WakeList;
+
+// The blocking path, for threads: the crate's one `std`-only part of the semaphore.
+#[cfg(feature = "std")]
+mod blocking;
+#[cfg(feature = "std")]
+pub use blocking::{AcquireTimeoutError, ThreadWaker};
+
+/// `const fn` except under loom, whose atomics cannot be built in a const context.
+macro_rules! const_fn {
+    ($(#[$attr:meta])* $vis:vis const fn $($rest:tt)*) => {
+        #[cfg(not(loom))]
+        $(#[$attr])*
+        $vis const fn $($rest)*
+
+        #[cfg(loom)]
+        $(#[$attr])*
+        $vis fn $($rest)*
+    };
+}
+
+// The state word: `free << SHIFT | WAITERS | CLOSED`, with `free` signed (two's complement), so a
+// signed change of the free count is a plain wrapping add of `delta << SHIFT`.
+const CLOSED: usize = 1;
+const WAITERS: usize = 1 << 1;
+const SHIFT: u32 = 2;
+const ONE: usize = 1 << SHIFT;
+
+/// The free count in a state word: `limit - in_use`, negative while a shrink is being paid off.
+#[inline]
+const fn free(state: usize) -> isize {
+    #[allow(
+        clippy::cast_possible_wrap,
+        reason = "the word is a two's complement count shifted left; the arithmetic shift undoes it"
+    )]
+    let signed = state as isize;
+    signed >> SHIFT
+}
+
+/// `delta` permits as a change of the state word.
+#[inline]
+const fn delta_word(delta: isize) -> usize {
+    #[allow(
+        clippy::cast_sign_loss,
+        reason = "wrapping arithmetic on the shifted two's complement count"
+    )]
+    let word = (delta as usize) << SHIFT;
+    word
+}
+
+/// An async counting semaphore whose limit changes at run time.
+///
+/// - **Adjustable:** [`set_limit`](Self::set_limit) is O(1) and never waits. Growing hands the new
+///   slots to exactly as many waiters; shrinking below the permits in use takes nothing from anyone
+///   but records a *debt* that returning permits pay off before anyone new is admitted.
+/// - **Fair:** waiters are served first in, first out. A released permit goes straight to the oldest
+///   waiter, and [`try_acquire`](Self::try_acquire) fails while anyone waits, so nobody is
+///   overtaken.
+/// - **Leak-free:** a cancelled [`acquire`](Self::acquire) leaves the queue, and if a permit had
+///   already been handed to it, passes that permit on.
+/// - **`no_std`:** atomics on the fast path, wakers for waiting; blocking waits for threads under
+///   the `std` feature.
+///
+/// # Accounting
+///
+/// Whenever no call is in progress:
+///
+/// ```text
+/// available() + in_use() - debt() == limit()      (at most one of available, debt is nonzero)
+/// available() > 0  implies  waiting() == 0         (a free permit never idles while someone waits)
+/// ```
+///
+/// `in_use` counts live permits plus permits already handed to a waiter that has not yet been
+/// polled. Since only a positive `available` admits anyone, `in_use` never grows past the limit:
+/// it stays at most `max(limit, in_use at the last shrink)` and reaches the limit again as permits
+/// come back. A [forgotten](Permit::forget) permit leaves the semaphore: the limit drops by one.
+///
+/// # Examples
+///
+/// ```
+/// use ace_core::{Semaphore, TryAcquireError};
+/// # futures_lite::future::block_on(async {
+///
+/// let sem = Semaphore::new(2);
+/// let a = sem.acquire().await?;
+/// let b = sem.try_acquire().unwrap();
+/// assert_eq!(sem.try_acquire().err(), Some(TryAcquireError::NoPermits));
+///
+/// // Shrink below what is in use: nothing is taken back, a debt is recorded.
+/// sem.set_limit(1);
+/// assert_eq!((sem.in_use(), sem.debt()), (2, 1));
+/// drop(a); // pays the debt
+/// assert_eq!((sem.in_use(), sem.available(), sem.debt()), (1, 0, 0));
+/// drop(b);
+/// assert_eq!(sem.available(), 1);
+/// # Ok::<(), ace_core::AcquireError>(())
+/// # }).unwrap();
+/// ```
+pub struct Semaphore {
+    state: AtomicUsize,
+    limit: AtomicUsize,
+    waiting: AtomicUsize,
+    queue: Mutex<Queue>,
+}
+
+impl Semaphore {
+    /// The largest limit a semaphore can have.
+    // A sixteenth of the address space leaves the signed, shifted free count room to spare.
+    pub const MAX_PERMITS: usize = usize::MAX >> 4;
+
+    const_fn! {
+        /// A semaphore with `limit` permits, none in use.
+        ///
+        /// # Panics
+        ///
+        /// If `limit` is greater than [`MAX_PERMITS`](Self::MAX_PERMITS).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use ace_core::Semaphore;
+        ///
+        /// static SEM: Semaphore = Semaphore::new(8);
+        /// assert_eq!(SEM.available(), 8);
+        /// ```
+        #[track_caller]
+        #[must_use]
+        pub const fn new(limit: usize) -> Self {
+            assert!(
+                limit <= Self::MAX_PERMITS,
+                "a semaphore's limit cannot exceed Semaphore::MAX_PERMITS"
+            );
+            #[allow(clippy::cast_possible_wrap, reason = "limit ≤ MAX_PERMITS < isize::MAX")]
+            let state = delta_word(limit as isize);
+            Self {
+                state: AtomicUsize::new(state),
+                limit: AtomicUsize::new(limit),
+                waiting: AtomicUsize::new(0),
+                queue: Mutex::new(Queue::new()),
+            }
+        }
+    }
+
+    /// Waits for a permit.
+    ///
+    /// Waiters are served in the order they first polled. The permit is released when the returned
+    /// [`Permit`] drops.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Closed`] if the semaphore is or becomes [closed](Self::close) before a
+    /// permit is handed over.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe. Dropping the future gives up its place in the queue; if a permit had already
+    /// been handed to it, the permit goes on to the next waiter, so nothing leaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::Semaphore;
+    /// # futures_lite::future::block_on(async {
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let permit = sem.acquire().await?;
+    /// assert_eq!(sem.in_use(), 1);
+    /// drop(permit);
+    /// assert_eq!(sem.in_use(), 0);
+    /// # Ok::<(), ace_core::AcquireError>(())
+    /// # }).unwrap();
+    /// ```
+    #[inline]
+    pub fn acquire(&self) -> Acquire<'_> {
+        Acquire {
+            sem: self,
+            waiter: Waiter::Init,
+        }
+    }
+
+    /// Waits for a permit that owns a handle to the semaphore, so it can outlive the borrow (move
+    /// it into a spawned task).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Closed`] if the semaphore is or becomes closed first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ace_core::Semaphore;
+    /// # futures_lite::future::block_on(async {
+    ///
+    /// let sem = Arc::new(Semaphore::new(1));
+    /// let permit = Arc::clone(&sem).acquire_owned().await?;
+    /// assert_eq!(sem.in_use(), 1);
+    /// drop(permit);
+    /// # Ok::<(), ace_core::AcquireError>(())
+    /// # }).unwrap();
+    /// ```
+    #[inline]
+    pub fn acquire_owned(self: Arc<Self>) -> AcquireOwned {
+        AcquireOwned {
+            sem: Some(self),
+            waiter: Waiter::Init,
+        }
+    }
+
+    /// Takes a permit now, if one is free and nobody is waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::Closed`] if the semaphore is closed; [`TryAcquireError::NoPermits`] if no
+    /// permit is free or others are already waiting (they come first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::{Semaphore, TryAcquireError};
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let permit = sem.try_acquire().unwrap();
+    /// assert_eq!(sem.try_acquire().err(), Some(TryAcquireError::NoPermits));
+    /// drop(permit);
+    /// sem.close();
+    /// assert_eq!(sem.try_acquire().err(), Some(TryAcquireError::Closed));
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, TryAcquireError> {
+        self.try_take().map(|()| Permit { sem: self })
+    }
+
+    /// [`try_acquire`](Self::try_acquire), returning a permit that owns a handle to the semaphore.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ace_core::Semaphore;
+    ///
+    /// let sem = Arc::new(Semaphore::new(1));
+    /// let permit = Arc::clone(&sem).try_acquire_owned().unwrap();
+    /// assert!(Arc::clone(&sem).try_acquire_owned().is_err());
+    /// drop(permit);
+    /// ```
+    #[inline]
+    pub fn try_acquire_owned(self: Arc<Self>) -> Result<OwnedPermit, TryAcquireError> {
+        self.try_take().map(|()| OwnedPermit { sem: Some(self) })
+    }
+
+    /// Sets the limit, at once and without waiting for permits to come back.
+    ///
+    /// Concurrent calls are linearizable: they take effect one at a time, so the permits held
+    /// never exceed the largest limit set (or, after a shrink, what was in use at the time).
+    /// Growing hands the new slots to exactly as many waiters (after any debt is paid). Shrinking
+    /// takes nothing from permits in use: if fewer are free than the cut, the rest becomes a
+    /// [`debt`](Self::debt) that released permits pay off before anyone new is admitted.
+    ///
+    /// # Panics
+    ///
+    /// If `limit` is greater than [`MAX_PERMITS`](Self::MAX_PERMITS), or if a woken waiter's
+    /// waker panics (after every new slot has been handed out and every other waiter woken).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::Semaphore;
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let held = sem.try_acquire().unwrap();
+    /// sem.set_limit(0);
+    /// assert_eq!(sem.debt(), 1);
+    /// drop(held);
+    /// assert_eq!((sem.debt(), sem.available()), (0, 0));
+    /// sem.set_limit(3);
+    /// assert_eq!(sem.available(), 3);
+    /// ```
+    #[track_caller]
+    pub fn set_limit(&self, limit: usize) {
+        assert!(
+            limit <= Self::MAX_PERMITS,
+            "a semaphore's limit cannot exceed Semaphore::MAX_PERMITS"
+        );
+        if self.limit.load(Ordering::Acquire) == limit {
+            return;
+        }
+        // The limit swap and the change of the free count are one step under the queue lock:
+        // two setters applying their differences out of order would otherwise add a growth
+        // before the cut it follows, and admit more than any limit ever set.
+        let mut wakers = WakeList::new();
+        let more = {
+            let mut queue = self.queue.lock();
+            let old = self.limit.swap(limit, Ordering::AcqRel);
+            #[allow(
+                clippy::cast_possible_wrap,
+                reason = "both limits ≤ MAX_PERMITS, so the difference fits an isize"
+            )]
+            let delta = limit.wrapping_sub(old) as isize;
+            let prev = self.state.fetch_add(delta_word(delta), Ordering::AcqRel);
+            delta > 0
+                && prev & WAITERS != 0
+                && free(prev) + delta > 0
+                && self.drain_locked(&mut queue, &mut wakers)
+        };
+        self.wake(&mut wakers, more);
+    }
+
+    /// The limit in force.
+    #[inline]
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Permits held, counting those handed to a waiter that has not yet run.
+    ///
+    /// A snapshot: with calls in flight on other threads it may be momentarily off.
+    #[inline]
+    pub fn in_use(&self) -> usize {
+        let limit = self.limit.load(Ordering::Acquire);
+        let free = free(self.state.load(Ordering::Acquire));
+        #[allow(
+            clippy::cast_possible_wrap,
+            clippy::cast_sign_loss,
+            reason = "limit ≤ MAX_PERMITS; the result is clamped to ≥ 0"
+        )]
+        let in_use = (limit as isize).wrapping_sub(free).max(0) as usize;
+        in_use
+    }
+
+    /// Permits free to take now (0 while a debt is being paid off).
+    #[inline]
+    pub fn available(&self) -> usize {
+        let free = free(self.state.load(Ordering::Acquire));
+        #[allow(clippy::cast_sign_loss, reason = "clamped to ≥ 0")]
+        let available = free.max(0) as usize;
+        available
+    }
+
+    /// Permits that must come back before anyone new is admitted: how far a shrink went below
+    /// the permits in use, less what has been returned since.
+    #[inline]
+    pub fn debt(&self) -> usize {
+        let free = free(self.state.load(Ordering::Acquire));
+        free.min(0).unsigned_abs()
+    }
+
+    /// Tasks and threads queued for a permit.
+    #[inline]
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The limit, permits in use and waiters, in one [`Usage`].
+    pub fn usage(&self) -> Usage {
+        Usage {
+            limit: self.limit(),
+            in_flight: self.in_use(),
+            waiting: self.waiting(),
+        }
+    }
+
+    /// Closes the semaphore: every waiter, and every later acquire, fails with `Closed`.
+    ///
+    /// Permits already held stay valid and are still returned on drop; a waiter that had already
+    /// been handed a permit keeps it.
+    ///
+    /// # Panics
+    ///
+    /// Only if a waiter's waker panics when woken; that panic reaches the caller after every other
+    /// waiter has been woken and failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::{AcquireError, Semaphore};
+    /// # futures_lite::future::block_on(async {
+    ///
+    /// let sem = Semaphore::new(0);
+    /// sem.close();
+    /// assert!(sem.is_closed());
+    /// assert_eq!(sem.acquire().await.err(), Some(AcquireError::Closed));
+    /// # });
+    /// ```
+    pub fn close(&self) {
+        self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        // Anyone who queues after this sees CLOSED under the lock, so one sweep empties the queue.
+        self.in_batches(Self::close_batch, WakeList::wake_all);
+    }
+
+    /// True once [`close`](Self::close) has been called.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLOSED != 0
+    }
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("limit", &self.limit())
+            .field("in_use", &self.in_use())
+            .field("available", &self.available())
+            .field("debt", &self.debt())
+            .field("waiting", &self.waiting())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// The control loop drives the semaphore directly.
+///
+/// A limit above [`Semaphore::MAX_PERMITS`] is clamped to it rather than panicking: the loop
+/// must never stop.
+impl LimitTarget for Semaphore {
+    fn set_limit(&self, limit: usize) {
+        Semaphore::set_limit(self, limit.min(Self::MAX_PERMITS));
+    }
+
+    fn usage(&self) -> Usage {
+        Semaphore::usage(self)
+    }
+}

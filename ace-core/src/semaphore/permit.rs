@@ -1,0 +1,93 @@
+//! The permits: [`Permit`] borrows its semaphore, [`OwnedPermit`] holds an `Arc` of it. Dropping
+//! either returns the permit; `forget` takes it out of the semaphore for good.
+
+use alloc::sync::Arc;
+use core::fmt;
+
+use super::Semaphore;
+
+/// A permit from [`Semaphore::acquire`] or [`Semaphore::try_acquire`]; dropping it returns it.
+#[must_use = "the permit is returned as soon as it is dropped"]
+#[clippy::has_significant_drop]
+pub struct Permit<'a> {
+    pub(super) sem: &'a Semaphore,
+}
+
+impl Permit<'_> {
+    /// Keeps the permit from ever being returned: it leaves the semaphore, whose limit (and
+    /// permits in use) drop by one. The next [`set_limit`](Semaphore::set_limit) sets the limit
+    /// afresh.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::Semaphore;
+    ///
+    /// let sem = Semaphore::new(3);
+    /// sem.try_acquire().unwrap().forget();
+    /// assert_eq!((sem.limit(), sem.in_use(), sem.available()), (2, 0, 2));
+    /// ```
+    pub fn forget(self) {
+        let sem = self.sem;
+        core::mem::forget(self);
+        sem.forget_one();
+    }
+
+    /// The semaphore this permit came from.
+    pub fn semaphore(&self) -> &Semaphore {
+        self.sem
+    }
+}
+
+impl Drop for Permit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.sem.release();
+    }
+}
+
+impl fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+/// A permit that owns a handle to its semaphore; dropping it returns it.
+#[must_use = "the permit is returned as soon as it is dropped"]
+#[clippy::has_significant_drop]
+pub struct OwnedPermit {
+    // `None` only once `forget` took it.
+    pub(super) sem: Option<Arc<Semaphore>>,
+}
+
+impl OwnedPermit {
+    /// Keeps the permit from ever being returned: the semaphore's limit (and permits in use) drop
+    /// by one. See [`Permit::forget`].
+    pub fn forget(mut self) {
+        if let Some(sem) = self.sem.take() {
+            sem.forget_one();
+        }
+    }
+
+    /// The semaphore this permit came from.
+    pub fn semaphore(&self) -> &Arc<Semaphore> {
+        self.sem
+            .as_ref()
+            .expect("only `forget` takes it, and that consumes the permit")
+    }
+}
+
+impl Drop for OwnedPermit {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(sem) = &self.sem {
+            sem.release();
+        }
+    }
+}
+
+impl fmt::Debug for OwnedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit").finish_non_exhaustive()
+    }
+}

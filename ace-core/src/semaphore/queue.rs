@@ -1,0 +1,167 @@
+//! The wait queue: the acquires waiting for a permit, in the order they are served.
+//!
+//! Everything here runs under the semaphore's lock; the queue knows nothing of permits or of
+//! the state word. Its interface is what the semaphore asks of any serving order:
+//!
+//! - [`push_back`](Queue::push_back) joins an acquire, returning its [`Key`];
+//! - [`serve`](Queue::serve) takes the next waiter in serving order out of the queue, marks it
+//!   [`Granted`](Status::Granted) or [`Closed`](Status::Closed), and returns its waker;
+//! - [`status`](Queue::status) and [`waker_mut`](Queue::waker_mut) let the owner of a key look at
+//!   its entry and replace its waker;
+//! - [`remove`](Queue::remove) takes a still-waiting entry out (a cancelled acquire), and
+//!   [`release`](Queue::release) frees a served one once its owner has seen the outcome.
+//!
+//! The order is first in, first out. The store is a slab with an index-linked list: safe code, no
+//! allocation per wait once warm, O(1) removal on cancel. An entry belongs to its acquire from
+//! `push_back` until that acquire releases or removes it; others only move it from `Waiting` to
+//! `Granted` or `Closed`, so keys are never reused early.
+
+use alloc::vec::Vec;
+use core::task::Waker;
+
+/// "No slot" in the index-linked lists.
+const NIL: usize = usize::MAX;
+
+/// An entry of the queue, held by the acquire that joined it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Key(usize);
+
+/// Where a queued acquire stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    /// Still in the queue.
+    Waiting,
+    /// Served: a permit was handed to it.
+    Granted,
+    /// Served: the semaphore closed.
+    Closed,
+}
+
+/// The wait queue: a slab of slots with a doubly linked FIFO list through the waiting ones.
+pub(super) struct Queue {
+    slots: Vec<Slot>,
+    head: usize,
+    tail: usize,
+    free: usize,
+    len: usize,
+}
+
+struct Slot {
+    // `None` while the slot is on the free list.
+    status: Option<Status>,
+    waker: Option<Waker>,
+    prev: usize,
+    next: usize,
+}
+
+impl Queue {
+    pub(super) const fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            free: NIL,
+            len: 0,
+        }
+    }
+
+    /// Waiters in the queue (served ones not counted).
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+
+    /// Joins the back of the queue, to be woken through `waker` once served.
+    pub(super) fn push_back(&mut self, waker: Option<Waker>) -> Key {
+        let key = if self.free == NIL {
+            self.slots.push(Slot {
+                status: None,
+                waker: None,
+                prev: NIL,
+                next: NIL,
+            });
+            self.slots.len() - 1
+        } else {
+            let key = self.free;
+            self.free = self.slots[key].next;
+            key
+        };
+        let tail = self.tail;
+        let slot = &mut self.slots[key];
+        slot.status = Some(Status::Waiting);
+        slot.waker = waker;
+        slot.prev = tail;
+        slot.next = NIL;
+        if tail == NIL {
+            self.head = key;
+        } else {
+            self.slots[tail].next = key;
+        }
+        self.tail = key;
+        self.len += 1;
+        Key(key)
+    }
+
+    /// Serves the next waiter: it leaves the queue with `outcome` (`Granted` or `Closed`), and its
+    /// waker is returned to be woken after the lock is dropped. `None` if nobody waits.
+    pub(super) fn serve(&mut self, outcome: Status) -> Option<Option<Waker>> {
+        debug_assert_ne!(outcome, Status::Waiting, "serving decides an outcome");
+        let key = self.head;
+        if key == NIL {
+            return None;
+        }
+        self.unlink(key);
+        let slot = &mut self.slots[key];
+        slot.status = Some(outcome);
+        Some(slot.waker.take())
+    }
+
+    /// Where the entry stands.
+    pub(super) fn status(&self, Key(key): Key) -> Status {
+        self.slots[key]
+            .status
+            .expect("a key is only used until its owner releases it")
+    }
+
+    /// The waker the entry will be woken through (`None` once served).
+    pub(super) fn waker_mut(&mut self, Key(key): Key) -> &mut Option<Waker> {
+        &mut self.slots[key].waker
+    }
+
+    /// A waiting entry gives up its place; returns its waker (drop that outside the lock).
+    pub(super) fn remove(&mut self, key: Key) -> Option<Waker> {
+        debug_assert_eq!(self.status(key), Status::Waiting);
+        self.unlink(key.0);
+        self.release(key)
+    }
+
+    /// The owner of a served (or removed) entry is done with it: the slot is reused. Returns any
+    /// waker left in it (drop that outside the lock).
+    pub(super) fn release(&mut self, Key(key): Key) -> Option<Waker> {
+        let slot = &mut self.slots[key];
+        slot.status = None;
+        slot.next = self.free;
+        self.free = key;
+        slot.waker.take()
+    }
+
+    fn unlink(&mut self, key: usize) {
+        let Slot { prev, next, .. } = self.slots[key];
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slots[prev].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slots[next].prev = prev;
+        }
+        self.len -= 1;
+    }
+}
