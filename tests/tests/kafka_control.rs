@@ -311,9 +311,6 @@ async fn topic_with(brokers: &str, topic: &str, partitions: i32, count: usize) {
 /// A sink sees every decision of the consumer's loop, epochs included: through a slow start
 /// (limit 2 to 32 in doublings and steps) each decision continues from the one before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 18: ace-core's ControlLoop::epoch_step still filters epoch decisions before the \
-            sinks (it passes one per reason and interval); un-ignore once every decision reaches \
-            every sink"]
 async fn a_sinks_decisions_chain_through_a_slow_start() {
     watchdog(Duration::from_secs(90), async {
         let broker = Broker::start().expect("a broker");
