@@ -319,7 +319,7 @@ impl Semaphore {
     pub fn acquire_with(&self, priority: Priority) -> Acquire<'_> {
         Acquire {
             sem: self,
-            waiter: Waiter::Init,
+            waiter: Waiter::Init(false),
             class: priority,
         }
     }
@@ -368,7 +368,7 @@ impl Semaphore {
     pub fn acquire_owned_with(self: Arc<Self>, priority: Priority) -> AcquireOwned {
         AcquireOwned {
             sem: Some(self),
-            waiter: Waiter::Init,
+            waiter: Waiter::Init(false),
             class: priority,
         }
     }
