@@ -393,6 +393,14 @@ impl<R: Runtime> Manager<R> {
         self.admit(permit).ok_or(TryAcquireError::Closed)
     }
 
+    /// For each class, true if it holds fewer slots than its guaranteed share (never without
+    /// shares).
+    pub(crate) fn under_shares(&self) -> [bool; Priority::ALL.len()] {
+        let sem = &self.inner.sem;
+        let (shares, limit) = (sem.shares(), sem.limit());
+        Priority::ALL.map(|p| sem.held(p) < shares.guaranteed(p, limit))
+    }
+
     /// Tasks waiting in `priority` or a more important class: those a new `priority` task
     /// would be served after.
     pub(crate) fn waiting_ahead_of(&self, priority: Priority) -> usize {

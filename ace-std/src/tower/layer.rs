@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ace_core::{Priority, Runtime, TryAcquireError};
 use tower_layer::Layer;
@@ -36,18 +36,21 @@ pub enum Admission {
         /// The longest one call waits for a slot.
         timeout: Duration,
     },
-    /// [`Queue`](Self::Queue), adaptive (CoDel): first in, first out while the queue drains;
-    /// once even the shortest wait over an `interval` was above `target`, new calls join the
-    /// front of their class (last in, first out) and calls that have waited longer than
-    /// `target` are refused, so under overload the fresh calls, still worth answering, are
-    /// served. No call waits longer than `interval`.
+    /// [`Queue`](Self::Queue), adaptive (CoDel, per class): first in, first out while a class's
+    /// queue drains; once even the shortest wait of a class over an `interval` was above
+    /// `target`, its new calls join the front of the class (last in, first out), its calls that
+    /// have waited longer than `target` are refused, and so are its new calls while a more
+    /// important class waits: under overload the fresh calls, still worth answering, are served,
+    /// and the refused ones hear so quickly. The most important class (and a class under its
+    /// guaranteed share) is never refused for a standing queue, only after `timeout`.
     AdaptiveQueue {
         /// Calls of this layer that may wait at once.
         max_waiting: usize,
-        /// The wait above which the queue counts as standing (CoDel's target, e.g. 5 ms).
+        /// The longest one call waits for a slot.
+        timeout: Duration,
+        /// The wait above which a queue counts as standing (CoDel's target, e.g. 5 ms).
         target: Duration,
-        /// How long the shortest wait must stay above `target` (CoDel's interval, e.g. 100
-        /// ms); also the longest one call waits.
+        /// How long the shortest wait must stay above `target` (CoDel's interval, e.g. 50 ms).
         interval: Duration,
     },
 }
@@ -160,12 +163,20 @@ impl<R: Runtime, C, P> AdaptiveConcurrencyLayer<R, C, P> {
         })
     }
 
-    /// Shorthand for [`Admission::AdaptiveQueue`]: wait, at most `max_waiting` calls, first in,
-    /// first out until waits stay above `target` for an `interval`, then newest first.
+    /// Shorthand for [`Admission::AdaptiveQueue`]: wait, at most `max_waiting` calls for at most
+    /// `timeout` each, first in, first out until a class's waits stay above `target` for an
+    /// `interval`, then newest first and stale calls refused.
     #[must_use]
-    pub fn adaptive_queue(self, max_waiting: usize, target: Duration, interval: Duration) -> Self {
+    pub fn adaptive_queue(
+        self,
+        max_waiting: usize,
+        timeout: Duration,
+        target: Duration,
+        interval: Duration,
+    ) -> Self {
         self.admission(Admission::AdaptiveQueue {
             max_waiting,
+            timeout,
             target,
             interval,
         })
@@ -193,7 +204,7 @@ impl<R: Runtime, C, P> AdaptiveConcurrencyLayer<R, C, P> {
     ///     .default_signals(false)
     ///     .build()?;
     /// let layer = AdaptiveConcurrencyLayer::new(manager.clone())
-    ///     .adaptive_queue(64, Duration::from_millis(5), Duration::from_millis(100))
+    ///     .adaptive_queue(64, Duration::from_millis(200), Duration::from_millis(5), Duration::from_millis(50))
     ///     .priority(HttpPriority::new());
     /// let mut svc = ServiceBuilder::new().layer(layer).service(tower::service_fn(
     ///     |_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>("ok") },
@@ -349,13 +360,19 @@ fn admit<R: Runtime>(
         } => (max_waiting, timeout),
         Admission::AdaptiveQueue {
             max_waiting,
-            interval,
+            timeout,
             ..
-        } => (max_waiting, interval),
+        } => (max_waiting, timeout),
     };
     let timeout = budget.map_or(timeout, |budget| budget.min(timeout));
     let adaptive = admission.adaptive();
-    let (join, shed) = queue.join(priority, manager.runtime().now(), max_waiting, adaptive);
+    let (join, shed) = queue.join(
+        priority,
+        manager.under_shares(),
+        manager.runtime().now(),
+        max_waiting,
+        adaptive,
+    );
     for class in shed {
         manager.note_refused(class);
     }
@@ -439,9 +456,13 @@ impl<R: Runtime> Waiter<R> {
 impl<R: Runtime> Drop for Waiter<R> {
     fn drop(&mut self) {
         let now = self.manager.runtime().now();
-        let shed = self
-            .queue
-            .leave(&self.ticket, now, self.admitted, self.adaptive);
+        let shed = self.queue.leave(
+            &self.ticket,
+            self.manager.under_shares(),
+            now,
+            self.admitted,
+            self.adaptive,
+        );
         for class in shed {
             self.manager.note_refused(class);
         }
@@ -595,14 +616,14 @@ where
                     }
                 }
             };
-            let started = permit.as_ref().map(|_| Instant::now());
+            let started = permit.as_ref().map(|_| self.manager.runtime().now());
             return ResponseFuture {
                 state: Response::Running {
                     future: self.inner.call(req),
                     admit,
                     permit,
                     classifier: self.classifier.clone(),
-                    timing: Some((Arc::clone(&self.queue), started)),
+                    timing: Some((self.manager.clone(), Arc::clone(&self.queue), started)),
                 },
             };
         }
@@ -647,8 +668,9 @@ pin_project_lite::pin_project! {
             admit: Option<Acquire<R>>,
             permit: Option<TaskPermit<R>>,
             classifier: C,
-            // The queue's service-time estimate, and when the slot was taken.
-            timing: Option<(Arc<WaitQueue>, Option<Instant>)>,
+            // The manager (for its clock), the queue's service-time estimate, and when the
+            // slot was taken.
+            timing: Option<(Manager<R>, Arc<WaitQueue>, Option<Duration>)>,
         },
         Refused {
             error: Option<BoxError>,
@@ -688,8 +710,8 @@ where
                         Ok(slot) => {
                             *permit = Some(slot);
                             *admit = None;
-                            if let Some((_, started)) = timing {
-                                *started = Some(Instant::now());
+                            if let Some((manager, _, started)) = timing {
+                                *started = Some(manager.runtime().now());
                             }
                         }
                         Err(refusal) => {
@@ -699,8 +721,8 @@ where
                     }
                 }
                 let result = ready!(future.poll(cx));
-                if let (Some((queue, Some(started))), Ok(_)) = (timing.as_ref(), &result) {
-                    queue.record_service(started.elapsed());
+                if let (Some((manager, queue, Some(started))), Ok(_)) = (timing.as_ref(), &result) {
+                    queue.record_service(manager.runtime().now().saturating_sub(*started));
                 }
                 if let Some(permit) = permit.take() {
                     match classifier.classify(&result) {

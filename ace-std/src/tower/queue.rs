@@ -38,8 +38,14 @@ impl Ticket {
 }
 
 /// CoDel's state: the shortest wait seen in the current interval, and the verdict of the last.
+///
+/// Overloaded once an interval's shortest wait was above the target; it stays so while it keeps
+/// shedding stale waiters (serving newest first makes the waits of those served short, which
+/// must not read as a drained queue), and ends after an interval with neither.
 #[derive(Debug, Default)]
 struct CoDel {
+    // A waiter was shed in the current interval.
+    shed: bool,
     // `None` until the first sample opens the first interval.
     window_end: Option<Duration>,
     window_min: Option<Duration>,
@@ -54,7 +60,9 @@ impl CoDel {
         match self.window_end {
             None => self.window_end = Some(now + interval),
             Some(end) if now >= end => {
-                self.overloaded = self.window_min.is_some_and(|min| min > target);
+                self.overloaded = self.window_min.is_some_and(|min| min > target)
+                    || (self.overloaded && self.shed);
+                self.shed = false;
                 self.window_min = None;
                 self.window_end = Some(now + interval);
             }
@@ -79,8 +87,10 @@ impl Waiting {
 #[derive(Debug, Default)]
 pub(super) struct WaitQueue {
     waiting: Mutex<Waiting>,
-    // An exponentially weighted mean of admitted calls' durations, in nanoseconds (0: none yet).
+    // Exponentially weighted mean and mean deviation of admitted calls' durations, in
+    // nanoseconds (0: none yet), as TCP keeps its round-trip time.
     service_nanos: AtomicU64,
+    service_dev_nanos: AtomicU64,
 }
 
 /// How a queue's joining went.
@@ -109,6 +119,7 @@ impl WaitQueue {
     pub(super) fn join(
         &self,
         class: Priority,
+        under_share: [bool; Priority::ALL.len()],
         now: Duration,
         max_waiting: usize,
         adaptive: Option<Adaptive>,
@@ -121,15 +132,36 @@ impl WaitQueue {
             if let Some(oldest) = waiting.classes[rank].front().map(|t| t.since) {
                 waiting.codel[rank].sample(now.saturating_sub(oldest), now, a.target, a.interval);
             }
-            newest_first = waiting.codel[rank].overloaded;
-            if newest_first {
-                Self::shed_older_than(&mut waiting.classes[rank], now, a.target, &mut shed);
+            // The most important class stays first in, first out: it is served first, so its
+            // wait is the service's own granularity, and newest-first would only stretch its tail.
+            newest_first = rank > 0 && waiting.codel[rank].overloaded;
+            Self::shed_stale(&mut waiting, now, a.target, under_share, &mut shed);
+            // Overloaded (here or above: a class is never refused before a less important one),
+            // and more important calls wait: this class is refused first (it would only wait to
+            // be refused), unless it is under its guaranteed share.
+            let overloaded = waiting.codel[..=rank].iter().any(|c| c.overloaded);
+            if overloaded
+                && !under_share[rank]
+                && waiting.classes[..rank].iter().any(|c| !c.is_empty())
+            {
+                return (Join::Full, shed);
             }
         }
         if waiting.len() >= max_waiting {
-            let lower = (class.rank() + 1..Priority::ALL.len())
+            // The least important class below this one; for a class under its share, any class
+            // not under its own.
+            let rank = class.rank();
+            let lower = (rank + 1..Priority::ALL.len())
                 .rev()
-                .find(|&c| !waiting.classes[c].is_empty());
+                .find(|&c| !waiting.classes[c].is_empty())
+                .or_else(|| {
+                    (0..Priority::ALL.len()).rev().find(|&c| {
+                        under_share[rank]
+                            && c != rank
+                            && !under_share[c]
+                            && !waiting.classes[c].is_empty()
+                    })
+                });
             match lower {
                 Some(c) => {
                     let out = waiting.classes[c].pop_back().expect("not empty");
@@ -155,6 +187,36 @@ impl WaitQueue {
         )
     }
 
+    /// In every overloaded class but the most important, refuses the waiters that have waited more than `target`: at
+    /// every arrival and admission, so a refusal comes within `target` and the gap between two
+    /// events.
+    fn shed_stale(
+        waiting: &mut Waiting,
+        now: Duration,
+        target: Duration,
+        under_share: [bool; Priority::ALL.len()],
+        shed: &mut Vec<Priority>,
+    ) {
+        let Waiting { classes, codel } = waiting;
+        // The most important class is never shed for a standing queue: it is served first, so
+        // its wait is the service's own granularity (a slot coming free), and it waits up to
+        // the interval.
+        // Nor is a class under its guaranteed share, which is served next.
+        for ((class, codel), protected) in classes
+            .iter_mut()
+            .zip(codel.iter_mut())
+            .zip(under_share)
+            .skip(1)
+            .rev()
+        {
+            if codel.overloaded && !protected {
+                let before = shed.len();
+                Self::shed_older_than(class, now, target, shed);
+                codel.shed |= shed.len() > before;
+            }
+        }
+    }
+
     /// Refuses every waiter of `class` that has waited more than `target`.
     fn shed_older_than(
         class: &mut VecDeque<Arc<Ticket>>,
@@ -177,6 +239,7 @@ impl WaitQueue {
     pub(super) fn leave(
         &self,
         ticket: &Arc<Ticket>,
+        under_share: [bool; Priority::ALL.len()],
         now: Duration,
         admitted: bool,
         adaptive: Option<Adaptive>,
@@ -191,29 +254,37 @@ impl WaitQueue {
         if let (true, Some(a)) = (admitted, adaptive) {
             let wait = now.saturating_sub(ticket.since);
             waiting.codel[rank].sample(wait, now, a.target, a.interval);
-            if waiting.codel[rank].overloaded {
-                Self::shed_older_than(&mut waiting.classes[rank], now, a.target, &mut shed);
-            }
+            Self::shed_stale(&mut waiting, now, a.target, under_share, &mut shed);
         }
         shed
     }
 
-    /// An admitted call took `took`: folded into the estimate (weight 1/8).
+    /// An admitted call took `took`: folded into the mean (weight 1/8) and the mean deviation
+    /// (weight 1/4).
     pub(super) fn record_service(&self, took: Duration) {
         let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let old = self.service_nanos.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            took
+        let mean = self.service_nanos.load(Ordering::Relaxed);
+        let dev = self.service_dev_nanos.load(Ordering::Relaxed);
+        let (mean, dev) = if mean == 0 {
+            (took, took / 2)
         } else {
-            old - old / 8 + took / 8
+            (
+                mean - mean / 8 + took / 8,
+                dev - dev / 4 + mean.abs_diff(took) / 4,
+            )
         };
         // A lost update under a race only skips one sample of an estimate.
-        self.service_nanos.store(new.max(1), Ordering::Relaxed);
+        self.service_nanos.store(mean.max(1), Ordering::Relaxed);
+        self.service_dev_nanos.store(dev, Ordering::Relaxed);
     }
 
-    /// The estimated duration of a call (zero until one has finished).
+    /// How long a call may take: the mean plus four mean deviations (TCP's retransmission
+    /// timeout), so a deadline is met by nearly every call admitted; zero until one has
+    /// finished.
     pub(super) fn service_time(&self) -> Duration {
-        Duration::from_nanos(self.service_nanos.load(Ordering::Relaxed))
+        let mean = self.service_nanos.load(Ordering::Relaxed);
+        let dev = self.service_dev_nanos.load(Ordering::Relaxed);
+        Duration::from_nanos(mean.saturating_add(dev.saturating_mul(4)))
     }
 }
 
@@ -222,6 +293,7 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const NONE: [bool; 3] = [false; 3];
 
     fn queued(join: (Join, Vec<Priority>)) -> (Arc<Ticket>, bool, Vec<Priority>) {
         match join {
@@ -239,15 +311,15 @@ mod tests {
     #[test]
     fn should_push_out_the_newest_of_the_least_important_class_when_full() {
         let q = WaitQueue::default();
-        let (a, _, _) = queued(q.join(Priority::Sheddable, MS, 2, None));
-        let (b, _, _) = queued(q.join(Priority::Sheddable, 2 * MS, 2, None));
-        let (_, _, shed) = queued(q.join(Priority::Critical, 3 * MS, 2, None));
+        let (a, _, _) = queued(q.join(Priority::Sheddable, NONE, MS, 2, None));
+        let (b, _, _) = queued(q.join(Priority::Sheddable, NONE, 2 * MS, 2, None));
+        let (_, _, shed) = queued(q.join(Priority::Critical, NONE, 3 * MS, 2, None));
         assert_eq!(shed, [Priority::Sheddable]);
         assert!(b.is_shed() && !a.is_shed());
         // Full of more important calls: a Sheddable one is refused itself.
-        let (_, _, _) = queued(q.join(Priority::Normal, 4 * MS, 3, None));
+        let (_, _, _) = queued(q.join(Priority::Normal, NONE, 4 * MS, 3, None));
         assert!(matches!(
-            q.join(Priority::Sheddable, 5 * MS, 3, None).0,
+            q.join(Priority::Sheddable, NONE, 5 * MS, 3, None).0,
             Join::Full
         ));
     }
@@ -259,21 +331,27 @@ mod tests {
             target: 5 * MS,
             interval: 100 * MS,
         });
-        let (old, newest_first, _) = queued(q.join(Priority::Normal, Duration::ZERO, 10, a));
+        let (old, newest_first, _) = queued(q.join(Priority::Normal, NONE, Duration::ZERO, 10, a));
         assert!(!newest_first);
         // The first sample (50 ms) opens an interval; within it, no verdict yet.
-        let (_, newest_first, _) = queued(q.join(Priority::Normal, 50 * MS, 10, a));
+        let (_, newest_first, _) = queued(q.join(Priority::Normal, NONE, 50 * MS, 10, a));
         assert!(!newest_first);
         // The interval closes with its shortest wait above the target: overloaded.
-        let (fresh, newest_first, shed) = queued(q.join(Priority::Normal, 160 * MS, 10, a));
+        let (fresh, newest_first, shed) = queued(q.join(Priority::Normal, NONE, 160 * MS, 10, a));
         assert!(newest_first, "overloaded after an interval above target");
         assert_eq!(shed.len(), 2, "waiters older than the target are refused");
         assert!(old.is_shed() && !fresh.is_shed());
-        // A short wait in the next interval: back to first in, first out once it closes.
-        assert!(q.leave(&fresh, 161 * MS, true, a).is_empty());
-        let (t, _, _) = queued(q.join(Priority::Normal, 222 * MS, 10, a));
-        assert!(q.leave(&t, 270 * MS, true, a).is_empty());
-        let (_, newest_first, _) = queued(q.join(Priority::Normal, 330 * MS, 10, a));
+        assert!(q.leave(&fresh, NONE, 161 * MS, true, a).is_empty());
+        // It shed in that interval, so it stays overloaded for the next one ...
+        let (t, _, _) = queued(q.join(Priority::Normal, NONE, 222 * MS, 10, a));
+        assert!(q.leave(&t, NONE, 270 * MS, true, a).is_empty());
+        let (t, newest_first, _) = queued(q.join(Priority::Normal, NONE, 330 * MS, 10, a));
+        assert!(newest_first);
+        // ... and ends after an interval of short waits with nothing shed.
+        assert!(q.leave(&t, NONE, 332 * MS, true, a).is_empty());
+        let (t, _, _) = queued(q.join(Priority::Normal, NONE, 374 * MS, 10, a));
+        assert!(q.leave(&t, NONE, 376 * MS, true, a).is_empty());
+        let (_, newest_first, _) = queued(q.join(Priority::Normal, NONE, 380 * MS, 10, a));
         assert!(!newest_first);
     }
 
@@ -282,8 +360,10 @@ mod tests {
         let q = WaitQueue::default();
         assert_eq!(q.service_time(), Duration::ZERO);
         q.record_service(8 * MS);
-        assert_eq!(q.service_time(), 8 * MS);
-        q.record_service(16 * MS);
-        assert_eq!(q.service_time(), 9 * MS);
+        assert_eq!(q.service_time(), 8 * MS + 4 * (4 * MS));
+        for _ in 0..100 {
+            q.record_service(8 * MS);
+        }
+        assert!(q.service_time() < 9 * MS, "{:?}", q.service_time());
     }
 }
