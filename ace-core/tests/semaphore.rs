@@ -562,8 +562,8 @@ fn run(initial: usize, shares: Shares, ops: &[Op]) {
         // guaranteed share.
         if !closed && !matches!(op, Op::Close) {
             for q in &queued {
-                let newly = q.pending.flag.peek()
-                    && !already_woken.contains(&Arc::as_ptr(&q.pending.flag));
+                let newly =
+                    q.pending.flag.peek() && !already_woken.contains(&Arc::as_ptr(&q.pending.flag));
                 let skipped = queued
                     .iter()
                     .any(|o| o.class < q.class && !o.pending.flag.peek());
