@@ -49,6 +49,14 @@
 //! paused, so the group does not evict it after `max.poll.interval.ms`, and a partition assigned
 //! during a pause starts paused.
 //!
+//! **Fairness between partitions.** Under key or partition order, librdkafka's batches of one
+//! partition could fill the buffer with messages waiting behind that partition's busy keys
+//! while the other partitions' keys sit idle. While slots are free and every waiting message is
+//! behind a busy key, the manager keeps taking past the high-water mark, and a partition whose
+//! waiting messages reach the mark is paused on its own (counted in
+//! [`KafkaStats::partition_holds`]) until half of them have drained, so every partition is
+//! served from the start and as many handlers run as there are keys with work.
+//!
 //! **Fetching.** The manager sets `statistics.interval.ms=1000` (for the lag) and
 //! `fetch.queue.backoff.ms=50`: when librdkafka's queue passes its thresholds (which back-pressure
 //! makes routine), librdkafka's default stops fetching for a whole second, and a consumer that
@@ -130,6 +138,7 @@ mod context;
 mod control;
 mod dispatch;
 mod error;
+mod fairness;
 mod handler;
 mod message;
 mod options;
@@ -284,6 +293,9 @@ pub struct KafkaStats {
     /// Messages librdkafka delivered a second time (it refetches after a pause) while the first
     /// copy was still tracked; dropped, the first copy counts.
     pub redelivered: u64,
+    /// Times one partition was paused on its own, its waiting messages at its share of the
+    /// buffer (key or partition order: see [`Ordering::Key`]), so the others are served.
+    pub partition_holds: u64,
     /// The last error reported, as text.
     pub last_error: Option<String>,
 }
@@ -480,6 +492,7 @@ impl KafkaConsumerManager {
             rebalances: get(&c.rebalances),
             revoked_dropped: get(&c.revoked_dropped),
             redelivered: get(&c.redelivered),
+            partition_holds: get(&c.holds),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }
