@@ -15,6 +15,7 @@ mod apply;
 mod decision;
 mod detector;
 mod epoch;
+mod overdue;
 mod probe;
 mod rules;
 #[cfg(test)]
@@ -141,6 +142,8 @@ pub struct Controller {
     epochs_since_change: u32,
     // Latency cuts wait until the tasks admitted before the last one have drained.
     cut_quiet_until: Duration,
+    // The last cut of the latency epochs: its tasks admitted before it drain first.
+    last_cut: Option<Duration>,
     // The last growth was a slow-start doubling: a cut now ends slow start without fast
     // recovery (the doubling overshot).
     doubled: bool,
@@ -153,6 +156,8 @@ pub struct Controller {
     // The clock's evident tick: the shortest nonzero percentile of an epoch whose median read 0
     // (0 while no reading has shown one). A rise smaller than one tick is not evidence.
     resolution: Duration,
+    // Admissions of the last epochs, for tasks in flight too long.
+    admissions: overdue::Admissions,
     next_probe: Option<Duration>,
     probing: Option<Probing>,
     rng: Jitter,
@@ -194,6 +199,7 @@ impl Controller {
             // No change yet: every task so far was admitted at the current limit.
             epochs_since_change: 2,
             cut_quiet_until: Duration::ZERO,
+            last_cut: None,
             doubled: false,
             ssthresh: if config.slow_start {
                 config.max_limit
@@ -203,6 +209,7 @@ impl Controller {
             cutting: false,
             knee_known: false,
             resolution: Duration::ZERO,
+            admissions: overdue::Admissions::new(),
             next_probe: None,
             probing: None,
             rng: Jitter::new(),
@@ -359,6 +366,7 @@ impl Controller {
             // The tasks admitted before the cut still complete slowly for about one latency.
             let drain = summary.p99.max(self.latency_average().unwrap_or_default());
             self.cut_quiet_until = now.saturating_add(drain);
+            self.last_cut = Some(now);
         }
         d
     }

@@ -996,6 +996,7 @@ fn a_coarse_clock_never_collapses_the_limit() {
             p90: if ticks > 2 { ms(1) } else { Duration::ZERO },
             p99: if ticks > 0 { ms(1) } else { Duration::ZERO },
             limit_reached: true,
+            admitted: 0,
         };
         let d = c.epoch(now, &summary, busy(c.limit()));
         assert_ne!(d.action, Action::Decrease, "epoch {k}: {d}");
