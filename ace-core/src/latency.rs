@@ -327,6 +327,18 @@ mod tests {
     }
 
     #[test]
+    fn admissions_are_counted_per_cycle() {
+        let r = LatencyRecorder::new();
+        for k in 1..=5 {
+            r.record_admission(k, 10);
+        }
+        let s = r.take_summary();
+        assert_eq!((s.admitted, s.limit_reached), (5, false));
+        assert_eq!(s.merge(&s).admitted, 10);
+        assert_eq!(r.take_summary().admitted, 0);
+    }
+
+    #[test]
     fn huge_latencies_land_in_the_top_bucket() {
         let r = LatencyRecorder::new();
         r.record(Duration::MAX);

@@ -42,7 +42,7 @@ fn powf(x: f64, y: f64) -> f64 {
     // exp(z) for z ≤ 0: halve until small, Taylor, square back.
     let mut z = y * ln;
     let mut halvings = 0;
-    while z < -0.5 {
+    while z < -0.0625 {
         z /= 2.0;
         halvings += 1;
     }
@@ -104,6 +104,13 @@ impl Controller {
         tolerance: f64,
     ) -> Result<Folded, Reason> {
         let interval = self.config.adjustment_interval;
+        // Every call counts its admissions (carried over or not): the finer the steps, the
+        // tighter the bound on the tasks in flight too long.
+        self.admissions.push(now, fresh.admitted);
+        if let Some((stuck, _)) = self.overdue_count(now, usage) {
+            // Those overdue at the last cut that have ended since are no longer its reason.
+            self.admissions.at_cut = self.admissions.at_cut.min(stuck);
+        }
         let summary = match self.pending.take() {
             Some(p) => p.merge(fresh),
             None => *fresh,
@@ -114,7 +121,7 @@ impl Controller {
         let needed = u64::from(self.config.latency_min_samples).min((self.limit as u64 / 2).max(1));
         let elapsed = now.saturating_sub(self.epoch_start);
         // Tasks stuck in flight close the epoch at once: they may never bring it enough tasks.
-        let overdue = self.overdue(now, &summary, usage);
+        let overdue = self.overdue(now, usage);
         if tasks < needed && overdue.is_none() {
             self.pending = Some(summary);
             // Look again after as long again (at most one interval): an idle program costs one
@@ -124,11 +131,6 @@ impl Controller {
             return Err(Reason::Gathering { tasks, needed });
         }
         let in_flight_start = self.epoch_in_flight;
-        if let Some((stuck, _)) = self.overdue_count(now, &summary, usage) {
-            // Those overdue at the last cut that have ended since are no longer its reason.
-            self.admissions.at_cut = self.admissions.at_cut.min(stuck);
-        }
-        self.admissions.push(now, summary.admitted);
         self.epochs_since_change = self.epochs_since_change.saturating_add(1);
         self.epoch_start = now;
         self.epoch_in_flight = usage.in_flight;
@@ -226,7 +228,7 @@ impl Controller {
         let in_flight = usage.in_flight;
         if let Some(stress) = self.latency_stress(e) {
             // While the last cut drains, stress neither cuts again nor lets the limit grow.
-            return if now < self.cut_quiet_until || self.draining(now, &e.summary, usage) {
+            return if now < self.cut_quiet_until || self.draining(now, usage) {
                 Intent::Hold(Reason::Stressed(stress))
             } else {
                 self.latency_cut(stress, e.summary.samples)

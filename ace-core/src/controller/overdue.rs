@@ -13,9 +13,9 @@ use core::time::Duration;
 
 use super::detector::secs;
 use super::{Controller, Stress};
-use crate::{LatencySummary, Usage};
+use crate::Usage;
 
-/// Closed epochs kept: enough to reach back `OVERDUE_FACTOR` latencies at one epoch each.
+/// Epoch calls kept: enough to reach back `OVERDUE_FACTOR` latencies at one epoch each.
 const SLOTS: usize = 32;
 
 // A task is overdue once it has run for 4 × the reference latency (the larger of the baseline
@@ -25,7 +25,7 @@ const SLOTS: usize = 32;
 const OVERDUE_FACTOR: u32 = 4;
 const OVERDUE_MIN: usize = 2;
 
-/// The admissions of the last closed epochs.
+/// The admissions between the controller's last epoch calls (each call, carried over or not).
 #[derive(Debug, Clone)]
 pub(super) struct Admissions {
     // (end, admissions) per closed epoch, in a ring; `len` of them valid, the oldest at `next`
@@ -53,7 +53,7 @@ impl Admissions {
         }
     }
 
-    /// An epoch closed at `end` with `count` admissions.
+    /// An epoch call at `end` saw `count` admissions since the one before.
     pub(super) fn push(&mut self, end: Duration, count: u32) {
         self.tracked |= count > 0;
         if self.len == SLOTS {
@@ -94,10 +94,10 @@ impl Controller {
         (!reference.is_zero()).then_some(reference)
     }
 
-    /// True while a quarter or more of the tasks in flight were admitted before the last cut
+    /// True while half or more of the tasks in flight were admitted before the last cut
     /// (for at most `OVERDUE_FACTOR` reference latencies after it): their latency tells of the
     /// limit before the cut, not of this one, so it earns no second cut.
-    pub(super) fn draining(&self, now: Duration, current: &LatencySummary, usage: Usage) -> bool {
+    pub(super) fn draining(&self, now: Duration, usage: Usage) -> bool {
         let (Some(cut), Some(reference)) = (self.last_cut, self.reference(now)) else {
             return false;
         };
@@ -107,39 +107,29 @@ impl Controller {
         let Some(since) = self.admissions.since(cut) else {
             return false;
         };
-        let recent = usize::try_from(since + u64::from(current.admitted)).unwrap_or(usize::MAX);
+        let recent = usize::try_from(since).unwrap_or(usize::MAX);
         let before = usage.in_flight.saturating_sub(recent);
-        before > 0 && before * 4 >= usage.in_flight
+        before > 0 && before * 2 >= usage.in_flight
     }
 
     /// How many tasks in flight (at least) were admitted more than `OVERDUE_FACTOR` reference
     /// latencies ago, and that age; `None` without admission counts or a reference.
-    pub(super) fn overdue_count(
-        &self,
-        now: Duration,
-        current: &LatencySummary,
-        usage: Usage,
-    ) -> Option<(usize, Duration)> {
-        if !self.admissions.tracked && current.admitted == 0 {
+    pub(super) fn overdue_count(&self, now: Duration, usage: Usage) -> Option<(usize, Duration)> {
+        if !self.admissions.tracked {
             return None;
         }
         let reference = self.reference(now)?;
         let age = reference.saturating_mul(OVERDUE_FACTOR);
         let since = now.checked_sub(age)?;
-        let recent = self.admissions.since(since)? + u64::from(current.admitted);
+        let recent = self.admissions.since(since)?;
         let recent = usize::try_from(recent).unwrap_or(usize::MAX);
         Some((usage.in_flight.saturating_sub(recent), age))
     }
 
     /// [`Stress::Overdue`] if more tasks are overdue than at the last cut for it, by at least
     /// [`OVERDUE_MIN`] and an eighth of those in flight.
-    pub(super) fn overdue(
-        &self,
-        now: Duration,
-        current: &LatencySummary,
-        usage: Usage,
-    ) -> Option<Stress> {
-        let (tasks, age) = self.overdue_count(now, current, usage)?;
+    pub(super) fn overdue(&self, now: Duration, usage: Usage) -> Option<Stress> {
+        let (tasks, age) = self.overdue_count(now, usage)?;
         let new = tasks.saturating_sub(self.admissions.at_cut.min(tasks));
         (new >= OVERDUE_MIN.max(usage.in_flight / 8)).then_some(Stress::Overdue { tasks, age })
     }
