@@ -466,6 +466,8 @@ pub enum ConfigRule {
     NotShorterThan(&'static str, Duration),
     /// The field (a duration) must not be longer than this.
     AtMost(Duration),
+    /// The field (a text) must not contain a NUL byte (an operating system's names cannot).
+    NoNulByte,
 }
 
 impl fmt::Display for ConfigRule {
@@ -483,16 +485,18 @@ impl fmt::Display for ConfigRule {
                 write!(f, "it must not be shorter than `{other}` ({v:?})")
             }
             Self::AtMost(v) => write!(f, "it must not be longer than {v:?}"),
+            Self::NoNulByte => f.write_str("it must not contain a NUL byte"),
         }
     }
 }
 
 /// A config value as it was given, kept in a [`ConfigError`] for the message.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Value {
     Int(u64),
     Float(f64),
     Duration(Duration),
+    Text(alloc::string::String),
 }
 
 impl fmt::Display for Value {
@@ -501,6 +505,8 @@ impl fmt::Display for Value {
             Self::Int(v) => write!(f, "{v}"),
             Self::Float(v) => write!(f, "{v}"),
             Self::Duration(v) => write!(f, "{v:?}"),
+            // Quoted and escaped: the rule may be about a character that does not print.
+            Self::Text(v) => write!(f, "{v:?}"),
         }
     }
 }
@@ -533,6 +539,15 @@ impl ConfigError {
             field,
             rule,
             value: Value::Float(value),
+        }
+    }
+
+    /// [`custom`](Self::custom) for a text field: the message quotes `value`, escaped.
+    pub fn custom_text(field: &'static str, rule: ConfigRule, value: &str) -> Self {
+        Self {
+            field,
+            rule,
+            value: Value::Text(value.into()),
         }
     }
 }

@@ -31,7 +31,7 @@ use ace_core::{
 };
 use futures_lite::FutureExt;
 
-use crate::log::{DecisionLog, HoldLogging};
+use crate::log::{DecisionLog, EpochLogging, HoldLogging};
 use crate::signals::{LagProbe, Merge, SystemSignals};
 use crate::stats::DecisionCounters;
 use crate::util::{clamp_to_permits, lock, panic_message, DynSource};
@@ -103,13 +103,14 @@ impl DecisionSink for &mut Sinks {
 }
 
 /// The options every manager's builder shares (the one vocabulary: `source`, `sink`,
-/// `log_writer`, `log_holds`, `tracing`, `metrics`, `source_timeout`,
+/// `log_writer`, `log_holds`, `log_epochs`, `tracing`, `metrics`, `source_timeout`,
 /// `default_signals`, `time_tasks`, `fleet`).
 pub(crate) struct LoopOptions {
     pub(crate) sources: Vec<(&'static str, Box<dyn DynSource>)>,
     pub(crate) source_timeout: Option<Duration>,
     pub(crate) writer: Option<Box<dyn Write + Send>>,
     pub(crate) holds: HoldLogging,
+    pub(crate) epochs: EpochLogging,
     pub(crate) tracing: bool,
     pub(crate) metrics: bool,
     pub(crate) sinks: Vec<Box<dyn DecisionSink>>,
@@ -126,6 +127,7 @@ impl Default for LoopOptions {
             source_timeout: None,
             writer: None,
             holds: HoldLogging::OnChange,
+            epochs: EpochLogging::PerInterval,
             tracing: true,
             metrics: true,
             sinks: Vec::new(),
@@ -145,6 +147,7 @@ impl std::fmt::Debug for LoopOptions {
             .field("source_timeout", &self.source_timeout)
             .field("log_writer", &self.writer.is_some())
             .field("holds", &self.holds)
+            .field("epochs", &self.epochs)
             .field("tracing", &self.tracing)
             .field("metrics", &self.metrics)
             .field("sinks", &self.sinks.len())
@@ -160,22 +163,14 @@ impl LoopOptions {
     // Only the Kafka consumer still does, until it moves onto `Wiring` (issue 18).
     #[cfg(feature = "kafka")]
     pub(crate) fn into_parts<R: Runtime>(
-        self,
+        mut self,
         runtime: R,
         interval: Duration,
         counters: Arc<DecisionCounters>,
     ) -> (Merge<R>, Sinks) {
         let timeout = self.source_timeout.unwrap_or(interval / 2);
-        let (source, inbox) = merged(runtime, timeout, self.sources);
-        let sink = sinks(
-            self.writer,
-            self.holds,
-            self.tracing,
-            self.metrics,
-            self.sinks,
-            inbox,
-            counters,
-        );
+        let (source, inbox) = merged(runtime, timeout, std::mem::take(&mut self.sources));
+        let sink = sinks(&mut self, interval, inbox, counters);
         (source, sink)
     }
 }
@@ -195,28 +190,28 @@ fn merged<R: Runtime>(
     (merge, inbox)
 }
 
-/// The loop's one sink: the decision log, then the user's sinks, and the counters.
+/// The loop's one sink: the decision log (its epoch lines paced by `interval`), then the user's
+/// sinks, and the counters.
 fn sinks(
-    writer: Option<Box<dyn Write + Send>>,
-    holds: HoldLogging,
-    tracing: bool,
-    metrics: bool,
-    extra: Vec<Box<dyn DecisionSink>>,
+    options: &mut LoopOptions,
+    interval: Duration,
     inbox: ErrorInbox,
     counters: Arc<DecisionCounters>,
 ) -> Sinks {
     let log = DecisionLog::builder()
-        .holds(holds)
-        .tracing(tracing)
-        .metrics(metrics);
-    let log = match writer {
+        .holds(options.holds)
+        .epochs(options.epochs)
+        .epoch_interval(interval)
+        .tracing(options.tracing)
+        .metrics(options.metrics);
+    let log = match options.writer.take() {
         Some(w) => log.writer(w),
         None => log,
     }
     .build();
     Sinks {
         log,
-        extra,
+        extra: std::mem::take(&mut options.sinks),
         inbox,
         counters,
     }
@@ -294,13 +289,17 @@ impl Wiring {
     ) -> Loop<R, Merge<R>> {
         let Self {
             controller,
-            options,
+            mut options,
             counters,
             latency,
         } = self;
         let interval = controller.config().adjustment_interval;
         let source_timeout = options.source_timeout.unwrap_or(interval / 2);
-        let (mut source, inbox) = merged(runtime.clone(), source_timeout, options.sources);
+        let (mut source, inbox) = merged(
+            runtime.clone(),
+            source_timeout,
+            std::mem::take(&mut options.sources),
+        );
         if options.default_signals {
             if defaults.system {
                 source.push("system", SystemSignals::new());
@@ -309,15 +308,7 @@ impl Wiring {
                 source.push("lag", LagProbe::with_period(&runtime, period));
             }
         }
-        let sink = sinks(
-            options.writer,
-            options.holds,
-            options.tracing,
-            options.metrics,
-            options.sinks,
-            inbox,
-            counters,
-        );
+        let sink = sinks(&mut options, interval, inbox, counters);
         // With a fleet budget, the loop drives the budget's wrapper around the target.
         #[cfg(feature = "redis")]
         let target = match &options.fleet {
@@ -606,6 +597,15 @@ macro_rules! loop_options_methods {
         /// When holds are logged (default [`HoldLogging::OnChange`](crate::log::HoldLogging)).
         pub fn log_holds(mut self, holds: crate::log::HoldLogging) -> Self {
             self.loop_options.holds = holds;
+            self
+        }
+
+        /// Which latency-epoch changes the log writes (default
+        /// [`EpochLogging::PerInterval`](crate::log::EpochLogging): a change of reason, and
+        /// otherwise at most one line per adjustment interval). Sinks see every change either
+        /// way.
+        pub fn log_epochs(mut self, epochs: crate::log::EpochLogging) -> Self {
+            self.loop_options.epochs = epochs;
             self
         }
 

@@ -135,6 +135,44 @@ async fn should_release_the_slot_when_the_response_future_is_dropped() {
 }
 
 #[tokio::test]
+async fn should_release_a_slot_reserved_by_poll_ready_quietly_when_never_called() {
+    watchdog(async {
+        let m = fixed(2);
+        let layer = AdaptiveConcurrencyLayer::new(m.clone());
+        // Readiness a caller did not use (it picked another replica, or gave up): as with
+        // tower's `ConcurrencyLimit`, the slot goes back with no verdict on the downstream.
+        for _ in 0..3 {
+            let mut svc = layer.layer(gated(Arc::default()));
+            svc.ready().await.unwrap();
+            assert_eq!(in_flight(&m), 1);
+            drop(svc);
+            assert_eq!(in_flight(&m), 0);
+        }
+        // One real call: the only task the manager counts.
+        let mut svc = layer.layer(gated(Arc::default()));
+        let (tx, rx) = oneshot::channel();
+        let call = svc.ready().await.unwrap().call(rx);
+        tx.send(Ok(1)).unwrap();
+        assert_eq!(call.await.unwrap(), 1);
+        let stats = m.stats();
+        assert_eq!(
+            (stats.completed, stats.failed),
+            (1, 0),
+            "unused readiness is neither a task nor back-pressure"
+        );
+        // A shutdown waiting for a reserved slot ends when the service is dropped.
+        svc.ready().await.unwrap();
+        let shutdown = m.shutdown();
+        futures::pin_mut!(shutdown);
+        assert!(futures::poll!(shutdown.as_mut()).is_pending());
+        drop(svc);
+        shutdown.await;
+        assert_eq!(m.stats().failed, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn should_shed_at_once_with_overloaded_without_calling_the_inner_service() {
     watchdog(async {
         let m = fixed(1);
@@ -295,6 +333,87 @@ async fn should_run_at_most_the_limit_and_yield_outputs_as_they_finish() {
         let rest: Vec<_> = out.collect().await;
         assert_eq!(rest.len(), 5);
         assert_eq!(in_flight(&m), 0);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_pull_an_item_only_when_a_slot_is_free() {
+    watchdog(async {
+        let m = fixed(2);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let p = Arc::clone(&pulled);
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel::<u32>()).unzip();
+        let mut out = futures::stream::iter(rxs)
+            .inspect(move |_| {
+                p.fetch_add(1, Ordering::SeqCst);
+            })
+            .adaptive_map(&m, |rx| rx);
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(
+            pulled.load(Ordering::SeqCst),
+            2,
+            "both slots busy: the third item stays in the stream"
+        );
+        let mut txs = txs.into_iter();
+        txs.next().unwrap().send(1).unwrap();
+        assert_eq!(out.next().await, Some(Ok(1)));
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(
+            pulled.load(Ordering::SeqCst),
+            3,
+            "one slot freed, one item pulled"
+        );
+        for (i, tx) in txs.enumerate() {
+            tx.send(i as u32).unwrap();
+        }
+        assert_eq!(out.count().await, 3);
+        assert_eq!(pulled.load(Ordering::SeqCst), 4);
+        m.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn should_hold_no_slot_while_the_stream_has_no_item() {
+    watchdog(async {
+        let m = fixed(1);
+        let (tx, rx) = futures::channel::mpsc::unbounded::<u32>();
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let p = Arc::clone(&pulled);
+        let mut out = rx
+            .inspect(move |_| {
+                p.fetch_add(1, Ordering::SeqCst);
+            })
+            .adaptive_map(&m, |i| async move { i });
+        // The only slot is held elsewhere: an item sent now stays in the channel.
+        let held = m.acquire().await.unwrap();
+        tx.unbounded_send(7).unwrap();
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(pulled.load(Ordering::SeqCst), 0, "no slot: nothing pulled");
+        held.success();
+        assert_eq!(out.next().await, Some(7));
+        // An empty stream: no slot is kept for its next item, so others get it.
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(in_flight(&m), 0);
+        let other = m
+            .try_acquire()
+            .expect("the stream holds no slot while it waits");
+        // The stream waits for that slot; when it has it and still no item, it gives it back.
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!(m.stats().waiting, 1);
+        other.success();
+        assert!(out.next().now_or_never().is_none());
+        assert_eq!((in_flight(&m), m.stats().waiting), (0, 0));
+        drop(tx);
+        assert_eq!(out.next().await, None);
+        let stats = m.stats();
+        assert_eq!(
+            (stats.completed, stats.failed),
+            (3, 0),
+            "the item and the two held slots are the only tasks; a slot given back is none"
+        );
         m.shutdown().await;
     })
     .await;

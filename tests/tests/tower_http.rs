@@ -1,6 +1,7 @@
 //! The tower layer over real HTTP on 127.0.0.1: a client protecting a downstream, a server
 //! protecting itself, and cancellation. Every test starts its own servers on port 0; every load
-//! loop is bounded in count and in time; every test has a watchdog.
+//! loop is bounded in count and in time; every test has a watchdog. The two load tests run on
+//! tokio's paused clock, so their latencies are the model's whatever else the machine runs.
 //!
 //! The downstream is a model of a service with `slots` workers: a request takes `base` while at
 //! most `slots` are in the system; past that the extra ones queue, and each queued request slows
@@ -16,8 +17,8 @@ mod wait;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use ace_std::tower::{AdaptiveConcurrencyLayer, BoxError, HttpStatusClassifier, Overloaded};
 use ace_std::AimdConfig;
@@ -32,6 +33,7 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use wait::wait_for;
 
@@ -250,9 +252,37 @@ async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
     tokio::time::timeout(limit, f).await.expect("the test hung")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput() {
-    watchdog(Duration::from_secs(120), async {
+/// Runs `test` on a current-thread runtime with tokio's clock paused: it jumps to the next timer
+/// whenever every task waits, so the downstream's latencies are the model's own, not the
+/// machine's (on a busy machine HTTP's own work would add tens of milliseconds to a 50 ms
+/// request and read as a knee). A busy machine slows the run, not its figures. `limit` is of
+/// real time (the paused clock cannot time a hang out).
+fn on_paused_clock<F>(limit: Duration, test: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done, finished) = mpsc::channel();
+    let body = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime")
+            .block_on(test());
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(()) => {}
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(body.join().expect_err("the test body panicked"))
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test hung"),
+    }
+}
+
+#[test]
+fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput() {
+    on_paused_clock(Duration::from_secs(300), || async {
         const K: usize = 20;
         let base = Duration::from_millis(50);
         let d = Downstream::new(K, base);
@@ -355,8 +385,7 @@ async fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput(
             "static 200's p50 {flood_p50:?} vs adaptive {adaptive_p50:?}"
         );
         manager.shutdown().await;
-    })
-    .await;
+    });
 }
 
 /// A server of `d` behind `layer`: 503 when refused.
@@ -374,9 +403,9 @@ fn behind(d: &Arc<Downstream>, layer: AdaptiveConcurrencyLayer<ace_tokio::TokioR
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quickly() {
-    watchdog(Duration::from_secs(120), async {
+#[test]
+fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quickly() {
+    on_paused_clock(Duration::from_secs(300), || async {
         const K: usize = 8;
         let base = Duration::from_millis(100);
         let capacity = (K as f64 / base.as_secs_f64()) as u32; // 80 requests/s
@@ -397,7 +426,11 @@ async fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quic
         });
         let guarded = Downstream::new(K, base);
         let bare = Downstream::new(K, base);
-        let guarded_addr = serve(behind(&guarded, AdaptiveConcurrencyLayer::new(manager.clone()).shed())).await;
+        let guarded_addr = serve(behind(
+            &guarded,
+            AdaptiveConcurrencyLayer::new(manager.clone()).shed(),
+        ))
+        .await;
         let bare_addr = serve(downstream_router(&bare)).await;
         let http = client();
 
@@ -405,36 +438,61 @@ async fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quic
         let unloaded = closed_loop(http.clone(), guarded_addr, 2, Duration::from_secs(1)).await;
         assert!(unloaded.iter().all(|s| s.status == Some(200)));
         let unloaded_took: Vec<_> = unloaded.iter().map(|s| s.took).collect();
-        let (unloaded_p50, unloaded_p99) =
-            (quantile(unloaded_took.clone(), 0.5), quantile(unloaded_took, 0.99));
+        let (unloaded_p50, unloaded_p99) = (
+            quantile(unloaded_took.clone(), 0.5),
+            quantile(unloaded_took, 0.99),
+        );
 
         // 4 x capacity, open loop, for 4.5 s; the first 1.5 s let the limit find the knee.
         let run = Duration::from_millis(4_500);
         let warm = Duration::from_millis(1_500);
         let overload = open_loop(&http, guarded_addr, 4 * capacity, run).await;
         let settled: Vec<_> = overload.iter().filter(|s| s.sent >= warm).collect();
-        let admitted: Vec<_> = settled.iter().filter(|s| s.status == Some(200)).map(|s| s.took).collect();
-        let shed: Vec<_> = settled.iter().filter(|s| s.status == Some(503)).map(|s| s.took).collect();
+        let admitted: Vec<_> = settled
+            .iter()
+            .filter(|s| s.status == Some(200))
+            .map(|s| s.took)
+            .collect();
+        let shed: Vec<_> = settled
+            .iter()
+            .filter(|s| s.status == Some(503))
+            .map(|s| s.took)
+            .collect();
         let lost = settled.iter().filter(|s| s.status.is_none()).count();
         let (admitted_n, shed_n) = (admitted.len(), shed.len());
         let admitted_p99 = quantile(admitted, 0.99);
         let shed_p99 = quantile(shed, 0.99);
-        wait_for("the protected server to drain", Duration::from_secs(10), || {
-            manager.stats().in_flight == 0
-        })
+        wait_for(
+            "the protected server to drain",
+            Duration::from_secs(10),
+            || manager.stats().in_flight == 0,
+        )
         .await;
 
         // The same server without the layer, the same load.
         let flood = open_loop(&http, bare_addr, 4 * capacity, run).await;
-        let flood_p50 = quantile(flood.iter().filter(|s| s.sent >= warm).map(|s| s.took).collect(), 0.5);
-        let flood_ok = flood.iter().filter(|s| s.sent >= warm && s.status == Some(200)).count();
+        let flood_p50 = quantile(
+            flood
+                .iter()
+                .filter(|s| s.sent >= warm)
+                .map(|s| s.took)
+                .collect(),
+            0.5,
+        );
+        let flood_ok = flood
+            .iter()
+            .filter(|s| s.sent >= warm && s.status == Some(200))
+            .count();
         eprintln!(
             "unloaded p50 {unloaded_p50:?} p99 {unloaded_p99:?}; protected: {admitted_n} admitted \
              (p99 {admitted_p99:?}), {shed_n} shed (p99 {shed_p99:?}), {lost} lost, limit {}; \
              unprotected: {flood_ok} ok, p50 {flood_p50:?}",
             manager.limit()
         );
-        assert_eq!(lost, 0, "every request of the protected server was answered");
+        assert_eq!(
+            lost, 0,
+            "every request of the protected server was answered"
+        );
         assert!(admitted_n > 0 && shed_n > 0);
         assert!(
             admitted_p99 <= unloaded_p99 * 2,
@@ -449,8 +507,7 @@ async fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quic
             "the unprotected server's p50 {flood_p50:?} did not degrade (unloaded p99 {unloaded_p99:?})"
         );
         manager.shutdown().await;
-    })
-    .await;
+    });
 }
 
 /// A manager whose limit stays at `limit` (min = max).

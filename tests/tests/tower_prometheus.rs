@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use ace_std::tower::AdaptiveStreamExt;
 use ace_std::AimdConfig;
 use axum::routing::get;
 
@@ -38,6 +37,8 @@ async fn should_serve_the_limit_gauge_and_see_it_move() {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         // Steady work that keeps every slot busy: the limit grows (slow start doubles it).
+        // Each task reports the same latency, whatever the machine: a loaded machine would
+        // stretch the real sleeps and read as a slower downstream, and the limit would fall.
         let manager = ace_std::tokio::Manager::builder(AimdConfig {
             min_limit: 2,
             max_limit: 1_000,
@@ -52,9 +53,14 @@ async fn should_serve_the_limit_gauge_and_see_it_move() {
         .unwrap();
         let m = manager.clone();
         let work = tokio::spawn(async move {
-            futures::stream::iter(0..200_000)
-                .for_each_adaptive(&m, |_| tokio::time::sleep(Duration::from_millis(5)))
-                .await;
+            for _ in 0..200_000 {
+                let Ok(permit) = m.acquire().await else { break };
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    permit.record_attempt(Duration::from_millis(5));
+                    permit.success();
+                });
+            }
         });
 
         let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();

@@ -338,6 +338,11 @@ impl<R: Runtime> Manager<R> {
         limit
     }
 
+    /// True when a slot is free now (another caller may still take it first).
+    pub(crate) fn has_free_slot(&self) -> bool {
+        self.inner.sem.available() > 0
+    }
+
     /// A snapshot of the limit, its use, and the counters.
     pub fn stats(&self) -> Stats {
         let i = &self.inner;

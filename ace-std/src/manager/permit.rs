@@ -77,6 +77,20 @@ impl<R: Runtime> TaskPermit<R> {
         self.end(false);
     }
 
+    /// Gives the slot back without ending a task: no sample, no failure, not counted as
+    /// completed. For a slot reserved and never used (a tower `poll_ready` without `call`, a
+    /// stream with no item yet), as tower's `ConcurrencyLimit` drops its permit.
+    pub(crate) fn release(mut self) {
+        self.ended = true;
+        let i = &*self.inner;
+        drop(self.permit.take());
+        // Un-admit rather than finish: `shutdown` waits for `admitted == finished`.
+        i.admitted.0.fetch_sub(1, Ordering::SeqCst);
+        if i.closing.load(Ordering::SeqCst) {
+            i.idle.notify(usize::MAX);
+        }
+    }
+
     pub(super) fn end(&mut self, ok: bool) {
         if self.ended {
             return;

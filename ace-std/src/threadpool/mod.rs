@@ -541,8 +541,22 @@ impl PoolOptions {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the field when `queue_capacity` is `Some(0)`, or
-    /// `idle_timeout` is longer than [`ThreadPoolBuilder::MAX_IDLE_TIMEOUT`].
+    /// A [`ConfigError`] naming the field when `queue_capacity` is `Some(0)`,
+    /// `idle_timeout` is longer than [`ThreadPoolBuilder::MAX_IDLE_TIMEOUT`], or `thread_name`
+    /// contains a NUL byte ([`ConfigRule::NoNulByte`](crate::ConfigRule::NoNulByte): the
+    /// operating system could not name the threads, and starting them would panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_std::threadpool::PoolOptions;
+    ///
+    /// let mut options = PoolOptions::default();
+    /// options.thread_name = "worker\0".to_owned();
+    /// let e = options.validate().unwrap_err();
+    /// assert_eq!(e.field(), "thread_name");
+    /// assert_eq!(e.rule(), ace_std::ConfigRule::NoNulByte);
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         use ace_core::ConfigRule;
         if self.queue_capacity == Some(0) {
@@ -557,6 +571,13 @@ impl PoolOptions {
                 "idle_timeout",
                 ConfigRule::AtMost(ThreadPoolBuilder::MAX_IDLE_TIMEOUT),
                 self.idle_timeout.as_secs_f64(),
+            ));
+        }
+        if self.thread_name.contains('\0') {
+            return Err(ConfigError::custom_text(
+                "thread_name",
+                ConfigRule::NoNulByte,
+                &self.thread_name,
             ));
         }
         Ok(())

@@ -43,7 +43,8 @@ pub enum Admission {
 /// completes, fails or is dropped (as tower's `ConcurrencyLimit` does with its semaphore). On
 /// completion the [classifier](Classify) decides whether the call was a success (its time feeds
 /// the latency signal) or back-pressure (a failed task); a response future dropped before it
-/// completes counts as failed too (most likely a timeout).
+/// completes counts as failed too (most likely a timeout). A service dropped after `poll_ready`
+/// but before `call` gives its slot back quietly: no task, no sample, no failure.
 ///
 /// The manager is a shared handle: build one and give clones of it to several layers to put
 /// several services (or a client and a server) under one limit, with one decision log (the
@@ -279,6 +280,16 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
                     futures_lite::future::or(acquire, timeout).await
                 })))
             }
+        }
+    }
+}
+
+impl<S, R: Runtime, C> Drop for AdaptiveConcurrency<S, R, C> {
+    fn drop(&mut self) {
+        // A slot reserved by `poll_ready` and never called: readiness not used is no verdict on
+        // the downstream, so it goes back quietly (a failure here would read as back-pressure).
+        if let State::Ready(permit) = std::mem::replace(&mut self.state, State::Idle) {
+            permit.release();
         }
     }
 }

@@ -16,9 +16,11 @@ use crate::manager::{Manager, SubmitError, TaskPermit};
 /// outputs come out as they finish.
 ///
 /// Each running future holds a slot (it counts as in flight) and is timed into the manager's
-/// latency signal. Items are pulled from the stream only when a slot is free, so a slow
-/// downstream slows the reading too. Once the manager is shut down no new item starts: the
-/// stream ends when the running ones have finished.
+/// latency signal. An item is pulled from the stream only when a slot is free, so a slow
+/// downstream slows the reading too, and no slot is held while the stream has no item (other
+/// users of the manager keep it). If another user takes the free slot between the pull and the
+/// start, that one item waits for the next slot: the look-ahead is at most one item. Once the
+/// manager is shut down no new item starts: the stream ends when the running ones have finished.
 ///
 /// # Cancel safety
 ///
@@ -132,7 +134,7 @@ pin_project_lite::pin_project! {
         f: F,
         manager: Manager<R>,
         ok: fn(&Fut::Output) -> bool,
-        // The next item, pulled but waiting for a slot.
+        // An item pulled when a slot was free, whose slot another user took first.
         next: Option<St::Item>,
         acquire: Option<Acquire<R>>,
         // The stream has ended, or the manager is shut down: pull no more.
@@ -156,6 +158,12 @@ impl<St: Stream, F, Fut: Future, R: Runtime> AdaptiveMap<St, F, Fut, R> {
     }
 }
 
+/// Waits for a slot of `manager`.
+fn acquire<R: Runtime>(manager: &Manager<R>) -> Acquire<R> {
+    let manager = manager.clone();
+    Box::pin(async move { manager.acquire().await })
+}
+
 impl<St: Stream, F, Fut: Future, R: Runtime> fmt::Debug for AdaptiveMap<St, F, Fut, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveMap")
@@ -176,43 +184,66 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
-        // Start items while there are items and slots; each wait registers this task's waker.
+        // Start items while there are items and slots: a slot first (held, or seen free), then
+        // the item, so no item is pulled to wait for a slot. Each wait registers this waker.
         while !*this.done {
-            if this.next.is_none() {
-                match this.stream.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(item)) => *this.next = Some(item),
-                    Poll::Ready(None) => {
+            if this.manager.is_shut_down() {
+                // No new item starts; one pulled in a race and still waiting is dropped.
+                *this.next = None;
+                *this.acquire = None;
+                *this.done = true;
+                break;
+            }
+            let mut permit = None;
+            if let Some(acquire) = this.acquire.as_mut() {
+                let Poll::Ready(acquired) = acquire.as_mut().poll(cx) else {
+                    break;
+                };
+                *this.acquire = None;
+                let Ok(acquired) = acquired else {
+                    // Shut down: no more items (one waiting for this slot is dropped).
+                    *this.next = None;
+                    *this.done = true;
+                    break;
+                };
+                permit = Some(acquired);
+            } else if this.next.is_none() && !this.manager.has_free_slot() {
+                *this.acquire = Some(acquire(this.manager));
+                continue;
+            }
+            let item = match this.next.take() {
+                Some(item) => item,
+                None => match this.stream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(item)) => item,
+                    end_or_pending => {
+                        // A slot taken for no item goes back untouched: the stream is not
+                        // the downstream, and holding it would starve the manager's other users.
+                        if let Some(permit) = permit {
+                            permit.release();
+                        }
+                        *this.done = end_or_pending.is_ready();
+                        break;
+                    }
+                },
+            };
+            let permit = match permit {
+                Some(permit) => permit,
+                None => match this.manager.try_acquire() {
+                    Ok(permit) => permit,
+                    Err(TryAcquireError::Closed) => {
+                        // Shut down: the item is dropped, and no more are pulled.
                         *this.done = true;
                         break;
                     }
-                    Poll::Pending => break,
-                }
-            }
-            let permit = match this.acquire.as_mut() {
-                Some(acquire) => match acquire.as_mut().poll(cx) {
-                    Poll::Ready(permit) => {
-                        *this.acquire = None;
-                        permit.ok()
-                    }
-                    Poll::Pending => break,
-                },
-                None => match this.manager.try_acquire() {
-                    Ok(permit) => Some(permit),
-                    Err(TryAcquireError::Closed) => None,
+                    // Another user of the manager took the free slot first: this one item
+                    // waits for the next.
                     Err(_) => {
-                        let manager = this.manager.clone();
-                        *this.acquire = Some(Box::pin(async move { manager.acquire().await }));
+                        *this.next = Some(item);
+                        *this.acquire = Some(acquire(this.manager));
                         continue;
                     }
                 },
             };
-            let Some(permit) = permit else {
-                // Shut down: the item that has no slot is dropped, and no more are pulled.
-                *this.next = None;
-                *this.done = true;
-                break;
-            };
-            let item = this.next.take().expect("an item waits for this slot");
             this.running.push(Task {
                 future: (this.f)(item),
                 permit: Some(permit),

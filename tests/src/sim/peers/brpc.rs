@@ -211,6 +211,30 @@ mod tests {
     }
 
     #[test]
+    fn should_drop_to_nine_tenths_of_the_no_load_concurrency_to_remeasure() {
+        // Every 25–50 s: the limit falls to 0.9 × max_qps × min_latency, samples are ignored
+        // for twice the latency, then min_latency is measured afresh.
+        let mut b = Brpc::new(40, 1000, 1);
+        let mut t = 0;
+        for _ in 0..60 {
+            t = window(&mut b, t, 200, 0.05);
+            if b.reset_latency_at.is_some() {
+                break;
+            }
+        }
+        assert!(
+            b.reset_latency_at.is_some(),
+            "a remeasure began within 60 s"
+        );
+        let (qps, min) = (b.max_qps.unwrap(), b.min_latency.unwrap());
+        assert_eq!(b.limit(), ((qps * min * 0.9).ceil() as usize).max(9));
+        // The next sample after the wait restarts min_latency.
+        b.attempt(t + 200 * MS, 0.08, true, 0);
+        assert_eq!(b.min_latency, None);
+        assert!(b.reset_latency_at.is_none());
+    }
+
+    #[test]
     fn should_discard_a_window_with_too_few_samples() {
         let mut b = Brpc::new(40, 1000, 1);
         let t = window(&mut b, 0, 50, 0.05);

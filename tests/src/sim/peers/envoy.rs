@@ -96,7 +96,7 @@ impl Envoy {
     }
 
     /// Fires the timers due by `now`: sample windows and the minRTT window's start.
-    fn advance(&mut self, now: u64) {
+    fn fire(&mut self, now: u64) {
         while self.deferred.is_none() {
             let next = self.next_window.min(self.next_min_rtt);
             if next > now {
@@ -126,12 +126,12 @@ impl Rule for Envoy {
         self.limit
     }
 
-    fn admitted(&mut self, now: u64, _in_flight: usize) {
-        self.advance(now);
+    fn advance(&mut self, now: u64) {
+        self.fire(now);
     }
 
     fn attempt(&mut self, now: u64, rtt_s: f64, _ok: bool, _in_flight: usize) {
-        self.advance(now);
+        self.fire(now);
         let sent = now.saturating_sub((rtt_s * NS) as u64);
         if sent < self.min_rtt_epoch {
             // Sent before the minRTT window began: not a sample of the ideal latency.
@@ -181,7 +181,7 @@ mod tests {
         // Sample RTT = minRTT: gradient 1.25, so 40 → 50 + sqrt(50) = 57.
         let mut e = measured(0.1, Some(40));
         e.attempt(1050 * MS, 0.1, true, 40);
-        e.admitted(1101 * MS, 40);
+        e.advance(1101 * MS);
         assert_eq!(e.limit(), 57);
     }
 
@@ -190,7 +190,7 @@ mod tests {
         // Sample RTT 10 × minRTT: the gradient is clamped to 0.5, so 40 → 20 + sqrt(20) = 24.
         let mut e = measured(0.1, Some(40));
         e.attempt(1050 * MS, 1.0, true, 40);
-        e.admitted(1101 * MS, 40);
+        e.advance(1101 * MS);
         assert_eq!(e.limit(), 24);
     }
 
@@ -201,7 +201,7 @@ mod tests {
         for _ in 0..5 {
             t += 100 * MS;
             e.attempt(t - MS, 10.0, true, 3);
-            e.admitted(t + MS, 3);
+            e.advance(t + MS);
         }
         assert!(e.deferred.is_some(), "a new minRTT window began");
         assert_eq!(e.limit(), 3);

@@ -118,6 +118,25 @@ mod tests {
     }
 
     #[test]
+    fn should_pull_the_long_rtt_down_when_latency_recovers() {
+        // "Transition from load to steady state": once the long RTT is over twice the short
+        // one, it is cut by 10 % per sample instead of waiting for the 600-sample average.
+        let mut g = Gradient2::new(20, 200);
+        for _ in 0..10 {
+            g.attempt(0, 1.0, true, 20);
+        }
+        let long = g.long_rtt();
+        g.attempt(0, 0.1, true, 20);
+        let factor = 2.0 / 601.0;
+        let expected = (long * (1.0 - factor) + 0.1 * factor) * 0.9;
+        assert!(
+            (g.long_rtt() - expected).abs() < 1e-12,
+            "{} vs {expected}",
+            g.long_rtt()
+        );
+    }
+
+    #[test]
     fn should_hold_when_app_limited() {
         let mut g = Gradient2::new(100, 200);
         g.attempt(0, 0.1, true, 49);

@@ -46,6 +46,11 @@ pub trait Rule: fmt::Debug {
     /// admitted (what Netflix's limiters pass to `onSample`).
     fn attempt(&mut self, now: u64, rtt_s: f64, ok: bool, in_flight: usize);
 
+    /// Time passed: the timers due by `now` (ns) fire. Called before each admission.
+    fn advance(&mut self, now: u64) {
+        let _ = now;
+    }
+
     /// A task ended at `now` (ns): its slot is free again.
     fn task_done(&mut self, now: u64) {
         let _ = now;

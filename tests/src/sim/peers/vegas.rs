@@ -134,6 +134,20 @@ mod tests {
     }
 
     #[test]
+    fn should_probe_the_no_load_rtt_within_30_times_the_limit_samples() {
+        // The probe takes the current sample as the no-load RTT, even a slower one, after
+        // jitter × 30 × limit samples (jitter in [0.5, 1)).
+        let mut v = warmed(20);
+        for _ in 0..600 {
+            v.attempt(0, 0.2, true, 0);
+            if v.rtt_noload > 0.1 {
+                break;
+            }
+        }
+        assert!((v.rtt_noload - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
     fn should_decrease_on_a_drop_and_hold_when_app_limited() {
         let mut v = warmed(100);
         v.attempt(0, 0.1, false, 100);
