@@ -61,7 +61,7 @@ async fn the_same_code_configures_every_manager() {
     pool.shutdown();
     assert!(pool.is_shut_down());
 
-    let kafka = configure!(KafkaConsumerManager::builder().config(config()), seen)
+    let kafka = configure!(KafkaConsumerManager::builder(config()), seen)
         .brokers("127.0.0.1:9")
         .topic("t")
         .group_id("g")
