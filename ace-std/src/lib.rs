@@ -65,11 +65,12 @@ pub mod tokio;
 pub use manager::{
     AmbientRuntime, Builder, JoinError, JoinHandle, Manager, SubmitError, TaskPermit,
 };
-pub use stats::Stats;
+pub use stats::{PriorityStats, Stats};
 
 pub use ace_core as core;
 pub use ace_core::{
-    Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
+    Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Priority, Reason, Shares,
+    Signals, Usage,
 };
 
 #[cfg(feature = "kafka")]

@@ -199,8 +199,12 @@ fn cuts_the_limit_when_its_jobs_slow_down() {
     assert!(c.new_limit < c.current_limit, "{cut:?}");
     // Past the tolerance (3 × the 1 ms jobs' baseline). The log now shows the first cut, whose
     // epoch may hold fast jobs beside the first slow ones, so its p90 need not be the slow jobs'.
+    // Or earlier still: the slow jobs in flight past 4 × the baseline, before any completes.
     let p90 = cut.signals.unwrap().latency.unwrap().p90_ms;
-    assert!(p90 >= 3.0, "the cut's p90: {p90} ms");
+    assert!(
+        p90 >= 3.0 || cut.reason_code == "stressed_overdue",
+        "the cut's p90: {p90} ms"
+    );
 }
 
 #[test]

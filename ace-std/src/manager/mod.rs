@@ -4,10 +4,12 @@
 //! - `handle`: [`Manager`] itself (submit, acquire, spawn, stats, `set_limit`, shutdown);
 //! - `builder`: [`Builder`] and the constructors, which hand the loop to [`crate::control`];
 //! - `permit`: [`TaskPermit`]; `join`: [`JoinHandle`] and [`JoinError`];
+//! - `classes`: the per-[`Priority`](ace_core::Priority) counters;
 //! - `inner`: what the handles share; `ambient`: [`AmbientRuntime`].
 
 mod ambient;
 mod builder;
+mod classes;
 mod handle;
 mod inner;
 mod join;
