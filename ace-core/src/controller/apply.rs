@@ -52,21 +52,33 @@ impl Controller {
         self.decision(now, action, reason, previous, signals, usage)
     }
 
-    /// The fleet ceiling, a pre-pass on the rule's intent: over a shrunken grant, cut to it now
-    /// whatever the rules (and their cooldown) say; never grow or restore past it.
+    /// The fleet ceiling, a pre-pass on the rule's intent: never grow or restore past the
+    /// grant. A grant under the limit is enforced by the target (the fleet's limit wrapper),
+    /// not by a cut: the limit holds, so a dip (a member joining; a grant of 0 at join, a wait)
+    /// costs the AIMD nothing. A stress cut starts from the limit in force, or it would change
+    /// nothing.
     fn bound(&self, intent: Intent) -> Intent {
         let Some(c) = self.ceiling else {
             return intent;
         };
-        let cap = c.grant.clamp(self.config.min_limit, self.config.max_limit);
+        let cap = c
+            .grant
+            .clamp(self.config.min_limit, self.config.max_limit)
+            .max(self.limit);
         let reason = Reason::FleetCap {
             grant: c.grant,
             members: c.members,
         };
-        if self.limit > cap {
-            return Intent::Capped { to: cap, reason };
-        }
         match intent {
+            Intent::Cut { to, stress, path } if c.grant > 0 => {
+                let in_force = self.limit.min(c.grant.max(self.config.min_limit));
+                let to = if to < in_force {
+                    to
+                } else {
+                    self.cut(in_force)
+                };
+                Intent::Cut { to, stress, path }
+            }
             Intent::Grow { to, path, .. } if to > cap => {
                 if cap > self.limit {
                     Intent::Grow {
@@ -140,7 +152,6 @@ impl Controller {
                 }
                 (Action::Hold, limit, Reason::AtMinLimit(stress))
             }
-            Intent::Capped { to, reason } => (Action::Decrease, to, reason),
         }
     }
 

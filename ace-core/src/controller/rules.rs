@@ -41,8 +41,6 @@ pub(super) enum Intent {
         restore: usize,
         reason: Reason,
     },
-    /// Move to `to`, a fleet grant below the limit: not stress, so no slow-start ceiling is set.
-    Capped { to: usize, reason: Reason },
     /// Machine stress during a probe: give it up and stay low.
     AbandonProbe(Stress),
 }
