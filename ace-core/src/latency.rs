@@ -135,15 +135,42 @@ impl LatencyRecorder {
     /// The summary of everything recorded since the last call, and a fresh start for the next
     /// cycle.
     pub fn take_summary(&self) -> LatencySummary {
+        self.summarize(true)
+    }
+
+    /// The summary of everything recorded since the last [`take_summary`](Self::take_summary),
+    /// leaving it in place: for a running total read by several observers (a manager's
+    /// per-class wait times).
+    pub fn summary(&self) -> LatencySummary {
+        self.summarize(false)
+    }
+
+    fn summarize(&self, take: bool) -> LatencySummary {
+        let read = |cell: &AtomicU32| {
+            if take {
+                cell.swap(0, Ordering::Relaxed)
+            } else {
+                cell.load(Ordering::Relaxed)
+            }
+        };
         let mut counts = [0u32; BUCKETS];
         let mut samples: u64 = 0;
         for (count, bucket) in counts.iter_mut().zip(&self.buckets) {
-            *count = bucket.swap(0, Ordering::Relaxed);
+            *count = read(bucket);
             samples += u64::from(*count);
         }
-        let errors = self.errors.swap(0, Ordering::Relaxed);
-        let total = self.total_nanos.swap(0, Ordering::Relaxed);
-        let limit_reached = self.reached.swap(false, Ordering::Relaxed);
+        let errors = read(&self.errors);
+        let (total, limit_reached) = if take {
+            (
+                self.total_nanos.swap(0, Ordering::Relaxed),
+                self.reached.swap(false, Ordering::Relaxed),
+            )
+        } else {
+            (
+                self.total_nanos.load(Ordering::Relaxed),
+                self.reached.load(Ordering::Relaxed),
+            )
+        };
         let percentile = |per_mille: u64| -> Duration {
             if samples == 0 {
                 return Duration::ZERO;

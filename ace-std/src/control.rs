@@ -157,24 +157,6 @@ impl std::fmt::Debug for LoopOptions {
     }
 }
 
-impl LoopOptions {
-    /// The user's sources (each bounded by the source timeout, default half the interval) and
-    /// the one sink, for a manager that assembles its own [`ControlLoop`].
-    // Only the Kafka consumer still does, until it moves onto `Wiring` (issue 18).
-    #[cfg(feature = "kafka")]
-    pub(crate) fn into_parts<R: Runtime>(
-        mut self,
-        runtime: R,
-        interval: Duration,
-        counters: Arc<DecisionCounters>,
-    ) -> (Merge<R>, Sinks) {
-        let timeout = self.source_timeout.unwrap_or(interval / 2);
-        let (source, inbox) = merged(runtime, timeout, std::mem::take(&mut self.sources));
-        let sink = sinks(&mut self, interval, inbox, counters);
-        (source, sink)
-    }
-}
-
 /// The user's sources as one, their failures parked in the returned inbox.
 fn merged<R: Runtime>(
     runtime: R,
@@ -440,10 +422,6 @@ where
     S: SignalSource + 'static,
 {
     /// Wraps the merged source (the Kafka consumer adds its lag to it, say).
-    #[allow(
-        dead_code,
-        reason = "for the Kafka consumer, which moves onto `Wiring` next (issue 18)"
-    )]
     pub(crate) fn map_source<T>(self, f: impl FnOnce(S) -> T) -> Loop<R, T> {
         Loop {
             runtime: self.runtime,

@@ -77,11 +77,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What every "shut down" error of every manager displays (`SubmitError::Shutdown`, the pool's
 /// `JoinError::Shutdown` and `TrySubmitError::Shutdown`, …): one meaning, one text.
 pub(crate) const SHUT_DOWN: &str = "the manager is shut down";
-pub use stats::Stats;
+pub use stats::{PriorityStats, Stats};
 
 pub use ace_core as core;
 pub use ace_core::{
-    Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
+    Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Priority, Reason, Shares,
+    Signals, Usage,
 };
 
 #[cfg(feature = "kafka")]

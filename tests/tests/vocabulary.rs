@@ -67,7 +67,7 @@ async fn the_same_code_configures_every_manager() {
     assert_eq!(manager_says, "the manager is shut down");
     assert_eq!((&join_says, &try_says), (&manager_says, &manager_says));
 
-    let kafka = configure!(KafkaConsumerManager::builder().config(config()), seen)
+    let kafka = configure!(KafkaConsumerManager::builder(config()), seen)
         .brokers("127.0.0.1:9")
         .topic("t")
         .group_id("g")

@@ -8,7 +8,7 @@ use std::fmt;
 /// A boxed error, as returned by handlers: the crate's one [`BoxError`](crate::BoxError).
 pub use crate::BoxError;
 
-/// Why [`build`](super::KafkaConsumerManagerBuilder::build) refused the settings.
+/// Why [`build`](super::Builder::build) refused the settings.
 ///
 /// `Display` says what was refused; the cause, where there is one, is the
 /// [`source`](Error::source).

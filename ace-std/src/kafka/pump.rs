@@ -18,12 +18,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::commit::Committer;
 use super::context::{bump, Context, PartitionState, Shared};
-use super::dispatch::{Dispatch, Job, Origin, Pending, Tally};
+use super::dispatch::{Dispatch, Job, Origin, Pending, Tally, Timing};
 use super::error::StopError;
 use super::handler::Handler;
 use super::pressure::{Backlog, Pressure, Verdict};
 use super::scheduler::{Lane, Lanes, Scheduler};
 use super::{KafkaMessage, Options, ShutdownReport};
+use crate::control::LoopHandle;
 use crate::util::lock;
 
 /// Messages taken in one go on the fast path (free slots, messages ready).
@@ -45,8 +46,10 @@ pub(crate) struct Pump {
     pub(crate) gate: Arc<Semaphore>,
     pub(crate) handler: Handler,
     pub(crate) options: Options,
-    /// Stops the control loop once the consumer is done.
-    pub(crate) control_stop: ace_core::Shutdown,
+    /// The handlers' side of the latency signal, when they are timed.
+    pub(crate) timing: Option<Timing>,
+    /// The control loop, stopped once the consumer is done.
+    pub(crate) control: LoopHandle,
 }
 
 /// The consumer task's cache of assigned partitions, refreshed when a rebalance changes them.
@@ -112,7 +115,8 @@ impl Pump {
             gate,
             handler: Handler { first, retry },
             options,
-            control_stop,
+            timing,
+            control,
         } = self;
         let (done, finished) = mpsc::unbounded_channel();
         let lanes = Lanes::new(options.ordering);
@@ -122,6 +126,7 @@ impl Pump {
             retry: options.retry,
             after: options.after,
             done: (!lanes.unordered()).then_some(done),
+            latency: timing.as_ref().map(|t| Arc::clone(&t.recorder)),
         });
         let mut commit_tick = tokio::time::interval_at(
             Instant::now() + options.commit_interval,
@@ -143,6 +148,7 @@ impl Pump {
                 lanes,
                 queue: Scheduler::default(),
                 tally: Tally::default(),
+                timing,
             },
             finished,
             receiver: Receiver {
@@ -184,8 +190,7 @@ impl Pump {
             }
         }
         let (dropped, abandoned) = task.wind_down(stream).await;
-        task.finish(consumer, control_stop, dropped, abandoned)
-            .await
+        task.finish(consumer, control, dropped, abandoned).await
     }
 }
 
@@ -378,7 +383,7 @@ impl Task {
     async fn finish(
         mut self,
         consumer: Arc<StreamConsumer<Context>>,
-        control_stop: ace_core::Shutdown,
+        control: LoopHandle,
         dropped: usize,
         abandoned: usize,
     ) -> Result<ShutdownReport, StopError> {
@@ -393,7 +398,7 @@ impl Task {
             drop(consumer);
         })
         .await;
-        control_stop.trigger();
+        control.stop();
         shared.done.trigger();
         if let Err(e) = closed {
             return Err(StopError::Crashed(e.to_string()));

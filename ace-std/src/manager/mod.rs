@@ -7,9 +7,11 @@
 //! - [`SubmitError`]; [`AmbientRuntime`], the runtimes found from the calling context.
 
 // handle: the Manager (submit, acquire, spawn, stats, set_limit, shutdown); builder: the
-// constructors, which hand the loop to `crate::control`; inner: what the handles share.
+// constructors, which hand the loop to `crate::control`; classes: the per-priority counters;
+// inner: what the handles share.
 mod ambient;
 mod builder;
+mod classes;
 mod handle;
 mod inner;
 mod join;
