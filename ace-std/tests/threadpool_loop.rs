@@ -197,8 +197,8 @@ fn cuts_the_limit_when_its_jobs_slow_down() {
         .unwrap();
     let c = cut.concurrency.unwrap();
     assert!(c.new_limit < c.current_limit, "{cut:?}");
-    // The log now shows the first cut, and it can come from the rising-latency detector with
-    // the epoch's p90 still near the fast jobs' (1.1 ms seen): the cut is what this test asks.
+    // The log now shows the first cut, and it can come from the rising-latency detector or from
+    // the slow jobs in flight too long, with the epoch's p90 still near the fast jobs' (1.1 ms seen): the cut is what this test asks.
     assert!(cut.signals.unwrap().latency.is_some(), "{cut:?}");
 }
 
