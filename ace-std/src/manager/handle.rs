@@ -25,7 +25,7 @@ pub enum SubmitError {
 impl fmt::Display for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Shutdown => f.write_str("the manager is shut down"),
+            Self::Shutdown => f.write_str(crate::SHUT_DOWN),
         }
     }
 }
@@ -64,7 +64,7 @@ impl std::error::Error for SubmitError {}
 /// ```
 ///
 /// Creating a manager starts its control loop on the runtime: every `adjustment_interval` it
-/// reads the signals, decides with the AIMD [`Controller`], and moves the semaphore's limit.
+/// reads the signals, decides with the AIMD [`Controller`](ace_core::Controller), and moves the semaphore's limit.
 /// Tasks wait for a slot in [`submit`](Self::submit) (backpressure). `Manager` is a cheap
 /// handle (`Clone`, an `Arc` inside); the control loop stops when [`shutdown`](Self::shutdown)
 /// is called or the last handle is dropped.
