@@ -508,8 +508,9 @@ impl<R: Runtime> Manager<R> {
         self.inner.closing.load(Ordering::Relaxed)
     }
 
-    /// Stops admitting work, lets running work finish, and stops the control loop (waiting for
-    /// it at most the source timeout).
+    /// Stops admitting work, lets running work finish, stops the control loop (waiting for it
+    /// at most the source timeout), and with a fleet budget ([`Builder::fleet`](super::Builder)),
+    /// leaves the fleet and waits until Redis was told.
     ///
     /// From the call on, `submit` and `spawn` fail with [`SubmitError::Shutdown`] (tasks
     /// waiting for a slot get it too); the returned future completes once every task that had
@@ -544,6 +545,9 @@ impl<R: Runtime> Manager<R> {
             // At most the source timeout: a source that blocks its thread must not hold the
             // shutdown (the loop ends as soon as its task is polled again).
             inner.control.stopped().await;
+            // Leave the fleet now, not from a background task at drop that nothing waits for:
+            // the others take this member's share back at once.
+            inner.control.leave_fleet().await;
         }
     }
 }
