@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig};
+use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig, FleetMode};
 use ace_std::kafka::{Builder, KafkaConsumerManager, KafkaMessage};
 use ace_std::{AimdConfig, Decision};
 use redis_server::RedisServer;
@@ -432,6 +432,8 @@ async fn a_consumer_never_holds_more_handlers_than_its_fleet_grant() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         manager.shutdown().await.expect("a clean stop");
+        // Left the fleet before `shutdown` returned.
+        assert_eq!(budget.state().mode, FleetMode::Left, "{:?}", budget.state());
         keep.abort();
         let peak = knee.peak.load(Ordering::SeqCst);
         assert!((1..=10).contains(&most), "granted {most}");
