@@ -27,7 +27,11 @@ use ace_std::{AimdConfig, Decision};
 use redis_server::RedisServer;
 use tansu::{create_topic, produce_keyed, Broker};
 
+/// Runs `f` with a watchdog, one test of this file at a time: the knee tests compare
+/// throughputs, which the others' load on the same two cores would blur.
 async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     tokio::time::timeout(limit, f).await.expect("the test hung")
 }
 
