@@ -5,8 +5,8 @@ use ace_core::ConfigError;
 use std::error::Error;
 use std::fmt;
 
-/// A boxed error, as returned by handlers.
-pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+/// A boxed error, as returned by handlers: the crate's one [`BoxError`](crate::BoxError).
+pub use crate::BoxError;
 
 /// Why [`build`](super::Builder::build) refused the settings.
 ///
