@@ -157,7 +157,9 @@ impl Lease {
         if ceiling > 0 && self.local < ceiling {
             want = want.min(more(self.local));
         }
-        if self.rejoin {
+        // After a failure, a member that held a grant asks for no more than it uses; one that
+        // held nothing (waiting at 0) has nothing to protect and asks for its demand.
+        if self.rejoin && self.held > 0 {
             want = want.min(effective.max(1));
         }
         want.clamp(1, self.capacity)
@@ -310,6 +312,9 @@ mod tests {
         l.local = 5;
         l.renewed(Duration::ZERO, MS, renewal(0, 4));
         // 12 waiting at grant 0: it asks for its demand, not for 1.25 × its (zero) limit.
+        assert_eq!(l.want(usage(0, 12)), 16);
+        // The same after a failed renewal (a busy machine's timeout): nothing held to protect.
+        l.failed(0);
         assert_eq!(l.want(usage(0, 12)), 16);
     }
 
