@@ -188,6 +188,10 @@ async fn every_message_is_handled_and_committed() {
     );
     let report = manager.shutdown().await.expect("shutdown");
     assert_eq!(report.abandoned, 0);
+    // Shut down: said in every manager's words.
+    let again = manager.shutdown().await.unwrap_err();
+    assert!(matches!(again, StopError::Shutdown), "{again:?}");
+    assert_eq!(again.to_string(), "the manager is shut down");
     assert_eq!(order.violations(), Vec::<String>::new(), "per-key order");
     assert!(
         order.peak.load(Ordering::Relaxed) > 4,

@@ -67,7 +67,8 @@ async fn the_same_code_configures_every_manager() {
     assert_eq!(manager_says, "the manager is shut down");
     assert_eq!((&join_says, &try_says), (&manager_says, &manager_says));
 
-    let kafka = configure!(KafkaConsumerManager::builder(config()), seen)
+    let builder: ace_std::kafka::Builder = KafkaConsumerManager::builder(config());
+    let kafka = configure!(builder, seen)
         .brokers("127.0.0.1:9")
         .topic("t")
         .group_id("g")
@@ -76,5 +77,7 @@ async fn the_same_code_configures_every_manager() {
         .unwrap();
     let stats: ace_std::Stats = kafka.stats().core;
     assert_eq!((kafka.limit(), stats.limit, stats.failed), (4, 4, 0));
+    assert_eq!(kafka.set_limit(6), 6);
+    assert_eq!(kafka.limit(), 6);
     assert!(!kafka.is_shut_down());
 }

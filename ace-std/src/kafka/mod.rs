@@ -342,17 +342,19 @@ impl KafkaConsumerManager {
     /// # Errors
     ///
     /// [`StopError::HandlerFailed`] if the manager had stopped (or now stops) on a handler failure
-    /// under the stop policy; [`StopError::NotRunning`] if it was never started or was already
-    /// shut down; [`StopError::Crashed`] if its task panicked.
+    /// under the stop policy; [`StopError::NotRunning`] if it was never started (it cannot be
+    /// started after this call); [`StopError::Shutdown`] if it was shut down already;
+    /// [`StopError::Crashed`] if its task panicked.
     ///
     /// # Cancel safety
     ///
     /// Not cancel-safe: dropping the future leaves the stop running in the background, and a
-    /// second call returns [`StopError::NotRunning`].
+    /// second call returns [`StopError::Shutdown`].
     pub async fn shutdown(&self) -> Result<ShutdownReport, StopError> {
         let task = match std::mem::replace(&mut *lock(&self.state), State::Finished) {
             State::Running { task, .. } => task,
-            State::Built(_) | State::Finished => return Err(StopError::NotRunning),
+            State::Built(_) => return Err(StopError::NotRunning),
+            State::Finished => return Err(StopError::Shutdown),
         };
         self.shared.stop.trigger();
         match task.await {
