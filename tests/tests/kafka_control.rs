@@ -21,13 +21,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig};
+use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig, FleetMode};
 use ace_std::kafka::{Builder, KafkaConsumerManager, KafkaMessage};
 use ace_std::{AimdConfig, Decision};
 use redis_server::RedisServer;
 use tansu::{create_topic, produce_keyed, Broker};
 
+/// Runs `f` with a watchdog, one test of this file at a time: the knee tests compare
+/// throughputs, which the others' load on the same two cores would blur.
 async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     tokio::time::timeout(limit, f).await.expect("the test hung")
 }
 
@@ -309,7 +313,8 @@ async fn topic_with(brokers: &str, topic: &str, partitions: i32, count: usize) {
 }
 
 /// A sink sees every decision of the consumer's loop, epochs included: through a slow start
-/// (limit 2 to 32 in doublings and steps) each decision continues from the one before it.
+/// (limit 2 to 32 in doublings and steps) and a limit set by hand, each decision continues from
+/// the one before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sinks_decisions_chain_through_a_slow_start() {
     watchdog(Duration::from_secs(90), async {
@@ -335,11 +340,14 @@ async fn a_sinks_decisions_chain_through_a_slow_start() {
             .build()
             .expect("a valid consumer");
         manager.start().expect("started");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Up to 32, or as far as 10 s of the consumer's supply takes it.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while manager.limit() < 32 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // A few more cycles at the top.
+        // A few more cycles at the top, a limit set by hand, and a few cycles from it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(manager.set_limit(10), 10);
         tokio::time::sleep(Duration::from_millis(500)).await;
         manager.shutdown().await.expect("a clean stop");
         let decisions = log.lock().unwrap().clone();
@@ -428,6 +436,8 @@ async fn a_consumer_never_holds_more_handlers_than_its_fleet_grant() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         manager.shutdown().await.expect("a clean stop");
+        // Left the fleet before `shutdown` returned.
+        assert_eq!(budget.state().mode, FleetMode::Left, "{:?}", budget.state());
         keep.abort();
         let peak = knee.peak.load(Ordering::SeqCst);
         assert!((1..=10).contains(&most), "granted {most}");

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use super::probe::Probing;
 use super::rules::{Intent, Path};
-use super::{Action, Controller, Decision, Reason, RECOVERY};
+use super::{Action, Controller, Decision, Reason, Stress, RECOVERY};
 use crate::{Signals, Usage};
 
 impl Controller {
@@ -108,6 +108,10 @@ impl Controller {
             Intent::Hold(reason) => (Action::Hold, limit, reason),
             Intent::Cut { to, stress, path } => {
                 self.on_cut(to, path);
+                if let Stress::Overdue { tasks, .. } = stress {
+                    // Cut once for these: a cut again needs more overdue than now.
+                    self.admissions.at_cut = tasks;
+                }
                 (Action::Decrease, to, Reason::Stressed(stress))
             }
             Intent::Grow { to, reason, .. } => {

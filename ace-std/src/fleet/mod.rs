@@ -17,10 +17,23 @@
 //!   next renewal.
 //! - a lease expires on the member's own clock a safety margin before Redis drops it, so a
 //!   paused or partitioned member stops using its grant before anyone else can take it.
-//! - **Redis unreachable**: the member keeps its grant until its lease expires, then falls back
-//!   to a local limit ([`Fallback`]: by default C / the last known member count), logs it, and
+//! - **Redis unreachable**: the member keeps what it reported in use (at most its grant: a
+//!   renewal that timed out may have run) until its lease expires, then falls back to a local
+//!   limit ([`Fallback`]: by default C / the last known member count), logs it, and
 //!   rejoins when Redis answers again, asking at first for no more than it uses (so the sum
 //!   stays under C while the others rejoin too). Fail-open, but bounded.
+//! - **Redis loses the budget's state** without an error (a restart without persistence,
+//!   `FLUSHALL`, a failover, eviction): each renewal says what the member held, and a member
+//!   Redis does not know that held a grant rejoins with at most that; for one lease after
+//!   (the recovery window) no member grows and newcomers wait. The sum stays within C, except
+//!   for a member joining for the first time before any returning member has renewed (see the
+//!   README's fleet section for that bound).
+//! - **Leaving**: [`FleetBudget::leave`] gives the share back at once and waits until Redis
+//!   has it; call it after the manager's `shutdown`.
+//!
+//! Redis's `TIME` is wall-clock: a forward step of its clock larger than `safety_margin` lets a
+//! grant be handed on while its holder still uses it; a backward step keeps a dead member's
+//! share longer. Keep Redis's host clock slewed, not stepped.
 //!
 //! Time in the script is Redis's (`TIME`): members' clocks only time their own lease. Keys live
 //! under the prefix only: `<prefix>:lease`, `<prefix>:want`, `<prefix>:grant`,
@@ -72,8 +85,10 @@ pub use lease::FleetMode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Fallback {
-    /// C / the last known member count (at least 1): the fleet together stays near C as long
-    /// as no member joins during the outage.
+    /// C / the last known member count, rounded down, so that the members together stay within
+    /// C; with more members than C (a share under 1) the member keeps its last grant instead
+    /// (0 or 1 for most), since the last grants summed to at most C. A member that joins during
+    /// the outage is not counted.
     #[default]
     Share,
     /// A fixed limit, e.g. the controller's `min_limit` for a downstream that must never be
@@ -481,7 +496,7 @@ mod tests {
                     };
                     for at in [Duration::ZERO, c.lease, far] {
                         lease.renewed(at, at, renewal);
-                        lease.failed();
+                        lease.failed(c.capacity);
                         lease.expire(at.saturating_add(c.lease));
                         lease.expire(far);
                         prop_assert!(lease.limit() <= c.capacity);

@@ -170,14 +170,14 @@ async fn renew_once(client: &FleetClient, shared: &Shared, stop: &Shutdown) -> b
     match result {
         Ok(r) => renewed(shared, &mut lease, sent, now, r),
         Err(e) => {
-            if lease.failed() {
+            if lease.failed(in_use) {
                 tracing::warn!(
                     target: "ace_std::fleet",
                     member = %shared.id,
                     error = %e,
                     cause = %std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default(),
                     grant = lease.grant,
-                    "fleet lease renewal failed: keeping the grant until the lease expires"
+                    "fleet lease renewal failed: keeping what it uses until the lease expires"
                 );
             }
         }
@@ -262,4 +262,54 @@ fn fastrand_u32(salt: u32) -> u32 {
         .unwrap_or_default()
         .subsec_nanos();
     (nanos ^ salt.rotate_left(16)).wrapping_mul(0x9E37_79B9)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn should_say_why_it_waits_at_a_grant_of_zero_and_for_how_long() {
+        let shared = Shared::new("m".to_owned(), &FleetConfig::default());
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let zero = Renewal {
+            grant: 0,
+            held: 0,
+            members: 4,
+            total_held: 40,
+            rejoined: false,
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let mut lease = shared.lease();
+            let second = Duration::from_secs(1);
+            renewed(&shared, &mut lease, Duration::ZERO, second, zero);
+            // Once per wait, not at every renewal.
+            renewed(&shared, &mut lease, second, second * 2, zero);
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("fleet grant is 0").count(), 1, "{text}");
+        // The bound: two of the others' renewals (2 s), or a lease and two renewals (5 s).
+        assert!(text.contains("2s") && text.contains("5s"), "{text}");
+    }
 }
