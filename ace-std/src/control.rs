@@ -305,6 +305,8 @@ impl Wiring {
             sink,
             latency,
             source_timeout,
+            #[cfg(feature = "redis")]
+            fleet: options.fleet,
         }
     }
 }
@@ -318,6 +320,8 @@ pub(crate) struct Loop<R, S> {
     sink: Sinks,
     latency: Option<Arc<LatencyRecorder>>,
     source_timeout: Duration,
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetBudget>,
 }
 
 impl<R, S> std::fmt::Debug for Loop<R, S> {
@@ -346,6 +350,9 @@ struct LoopShared {
 pub(crate) struct LoopHandle {
     shared: Arc<LoopShared>,
     source_timeout: Duration,
+    /// The fleet budget the loop's target is wrapped in, to leave at shutdown.
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetBudget>,
 }
 
 impl LoopHandle {
@@ -389,6 +396,24 @@ impl LoopHandle {
     }
 }
 
+impl LoopHandle {
+    /// Leaves the fleet, if the loop has a budget, and waits until Redis was told (or failed
+    /// to be: a warning, and the lease expires there on its own). Call it once the manager's
+    /// tasks have ended.
+    pub(crate) async fn leave_fleet(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(budget) = &self.fleet {
+            if let Err(e) = budget.leave().await {
+                tracing::warn!(
+                    target: "ace",
+                    error = %e,
+                    "could not leave the fleet; its lease expires on its own"
+                );
+            }
+        }
+    }
+}
+
 /// Fires the loop's "done" signal when its task ends, however it ends (returns, panics, or is
 /// dropped with its runtime).
 struct LoopDone(Arc<LoopShared>);
@@ -422,6 +447,10 @@ where
     S: SignalSource + 'static,
 {
     /// Wraps the merged source (the Kafka consumer adds its lag to it, say).
+    #[cfg_attr(
+        not(feature = "kafka"),
+        allow(dead_code, reason = "only the Kafka consumer wraps the merged source")
+    )]
     pub(crate) fn map_source<T>(self, f: impl FnOnce(S) -> T) -> Loop<R, T> {
         Loop {
             runtime: self.runtime,
@@ -431,6 +460,8 @@ where
             sink: self.sink,
             latency: self.latency,
             source_timeout: self.source_timeout,
+            #[cfg(feature = "redis")]
+            fleet: self.fleet,
         }
     }
 
@@ -438,6 +469,8 @@ where
         LoopHandle {
             shared: Arc::new(LoopShared::default()),
             source_timeout: self.source_timeout,
+            #[cfg(feature = "redis")]
+            fleet: self.fleet.clone(),
         }
     }
 

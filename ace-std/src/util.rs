@@ -42,7 +42,7 @@ pub(crate) fn clamp_to_permits(config: AimdConfig) -> AimdConfig {
 #[cfg(feature = "threadpool")]
 pub(crate) use thread_executor::{block_on, ThreadRuntime};
 
-/// The pool's executor: its control thread and `JobHandle::join` run futures on plain threads.
+/// The pool's executor: its control thread and `JoinHandle::join` run futures on plain threads.
 #[cfg(feature = "threadpool")]
 mod thread_executor {
     use std::cell::RefCell;

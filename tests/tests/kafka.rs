@@ -188,6 +188,10 @@ async fn every_message_is_handled_and_committed() {
     );
     let report = manager.shutdown().await.expect("shutdown");
     assert_eq!(report.abandoned, 0);
+    // Shut down: said in every manager's words.
+    let again = manager.shutdown().await.unwrap_err();
+    assert!(matches!(again, StopError::Shutdown), "{again:?}");
+    assert_eq!(again.to_string(), "the manager is shut down");
     assert_eq!(order.violations(), Vec::<String>::new(), "per-key order");
     assert!(
         order.peak.load(Ordering::Relaxed) > 4,
@@ -1014,4 +1018,79 @@ fn bad_config_is_refused_at_build() {
     assert!(matches!(bogus, BuildError::Client(_)), "{bogus}");
     let not_running = ok().build().unwrap();
     assert!(matches!(not_running.start(), Err(StartError::NoRuntime)));
+}
+
+/// Key-ordered, 97 keys on 4 partitions (each key in one partition), limit 64: as many handlers
+/// run as there are keys with work, from every partition from the start, whatever order
+/// librdkafka hands the partitions over in (a buffer full of one partition's messages, whose
+/// keys are all busy, must not starve the other three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_partition_is_served_from_the_start_under_key_order() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let (topic, group, n) = ("fair", "fair-group", 16_000usize);
+    create_topic(&brokers, topic, 4).await;
+    produce_keyed(&brokers, topic, 4, "f", n, |i| {
+        let k = i % 97;
+        (format!("key-{k}"), i32::try_from(k % 4).unwrap())
+    })
+    .await;
+
+    let order = Arc::new(KeyOrder::default());
+    // The first time each partition had a message handled, from the first of all.
+    let first: Arc<Mutex<BTreeMap<i32, Instant>>> = Arc::default();
+    let manager = base_builder(&brokers, topic, group)
+        .config(AimdConfig::fixed(64))
+        .handler({
+            let (order, first) = (Arc::clone(&order), Arc::clone(&first));
+            move |msg: KafkaMessage| {
+                let (order, first) = (Arc::clone(&order), Arc::clone(&first));
+                async move {
+                    order.start(&msg);
+                    first
+                        .lock()
+                        .unwrap()
+                        .entry(msg.partition())
+                        .or_insert_with(Instant::now);
+                    // 20–40 ms: 64 handlers want ~2,000 messages a second.
+                    let ms = 20 + rand(u64::try_from(msg.offset()).unwrap()) % 21;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    order.end(&msg);
+                    Ok::<(), std::io::Error>(())
+                }
+            }
+        })
+        .build()
+        .expect("build");
+    manager.start().expect("start");
+    wait_for("a first message", Duration::from_secs(30), || {
+        !first.lock().unwrap().is_empty()
+    })
+    .await;
+    // Handlers in flight, sampled every 50 ms over 4 s.
+    let mut samples = Vec::new();
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        samples.push(order.running.load(Ordering::Relaxed));
+    }
+    let stats = manager.stats();
+    manager.shutdown().await.expect("shutdown");
+    let first = first.lock().unwrap().clone();
+    let t0 = *first.values().min().unwrap();
+    let waits: BTreeMap<i32, Duration> = first.iter().map(|(p, t)| (*p, *t - t0)).collect();
+    #[allow(clippy::cast_precision_loss, reason = "80 small samples")]
+    let mean = samples.iter().sum::<u32>() as f64 / samples.len() as f64;
+    eprintln!("first handled per partition after {waits:?}; in flight mean {mean:.1}: {stats:?}");
+    assert_eq!(order.violations(), Vec::<String>::new(), "per-key order");
+    assert_eq!(waits.len(), 4, "a partition got nothing in 4 s: {waits:?}");
+    assert!(
+        waits.values().all(|w| *w < Duration::from_secs(1)),
+        "a partition waited: {waits:?}"
+    );
+    assert!(
+        mean >= 48.0,
+        "{mean:.1} handlers in flight on average, of 64"
+    );
 }

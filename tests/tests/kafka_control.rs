@@ -309,7 +309,8 @@ async fn topic_with(brokers: &str, topic: &str, partitions: i32, count: usize) {
 }
 
 /// A sink sees every decision of the consumer's loop, epochs included: through a slow start
-/// (limit 2 to 32 in doublings and steps) each decision continues from the one before it.
+/// (limit 2 to 32 in doublings and steps) and a limit set by hand, each decision continues from
+/// the one before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sinks_decisions_chain_through_a_slow_start() {
     watchdog(Duration::from_secs(90), async {
@@ -335,11 +336,14 @@ async fn a_sinks_decisions_chain_through_a_slow_start() {
             .build()
             .expect("a valid consumer");
         manager.start().expect("started");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Up to 32, or as far as 10 s of the consumer's supply takes it.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while manager.limit() < 32 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // A few more cycles at the top.
+        // A few more cycles at the top, a limit set by hand, and a few cycles from it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(manager.set_limit(10), 10);
         tokio::time::sleep(Duration::from_millis(500)).await;
         manager.shutdown().await.expect("a clean stop");
         let decisions = log.lock().unwrap().clone();

@@ -7,8 +7,8 @@ use core::time::Duration;
 
 use super::detector::{secs, Ewma};
 use super::rules::{
-    climbing, gradient, little, resolved, rise, standard_error, Intent, Path, FLOOR_MIN_SAMPLES,
-    LAG_RATIO,
+    climbing, gradient, little, resolved, rise, standard_error, Folded, Intent, Path,
+    FLOOR_MIN_SAMPLES, LAG_RATIO,
 };
 use super::{Controller, Reason, Stress, MIN_EPOCH};
 use crate::{LatencySummary, Usage};
@@ -51,24 +51,6 @@ fn powf(x: f64, y: f64) -> f64 {
         r *= r;
     }
     r
-}
-
-/// One latency epoch, folded: its tasks (with what was carried over) and the references it is
-/// judged against.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Folded {
-    pub(super) summary: LatencySummary,
-    pub(super) tolerance: f64,
-    // The lowest epoch p90 and the lowest epoch mean of the baseline window.
-    pub(super) baseline: Option<Duration>,
-    pub(super) floor: Option<Duration>,
-    // The average of the epochs before this one.
-    pub(super) prior: Option<Ewma>,
-    // Tasks in flight when the epoch began, and its length (Little's law).
-    pub(super) in_flight_start: usize,
-    pub(super) elapsed: Duration,
-    // Tasks in flight too long, if enough to be stress.
-    pub(super) overdue: Option<Stress>,
 }
 
 impl Controller {

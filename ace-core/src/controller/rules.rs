@@ -3,9 +3,26 @@
 use core::time::Duration;
 
 use super::detector::{secs, Ewma};
-use super::epoch::Folded;
 use super::{Controller, Reason, Stress};
 use crate::{LatencySummary, Signals, Usage};
+
+/// One latency epoch, folded: its tasks (with what was carried over) and the references it is
+/// judged against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Folded {
+    pub(super) summary: LatencySummary,
+    pub(super) tolerance: f64,
+    // The lowest epoch p90 and the lowest epoch mean of the baseline window.
+    pub(super) baseline: Option<Duration>,
+    pub(super) floor: Option<Duration>,
+    // The average of the epochs before this one.
+    pub(super) prior: Option<Ewma>,
+    // Tasks in flight when the epoch began, and its length (Little's law).
+    pub(super) in_flight_start: usize,
+    pub(super) elapsed: Duration,
+    // Tasks in flight too long, if enough to be stress.
+    pub(super) overdue: Option<Stress>,
+}
 
 /// Which time scale wants a change: the machine cycle's changes keep the cooldown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -49,6 +49,14 @@
 //! paused, so the group does not evict it after `max.poll.interval.ms`, and a partition assigned
 //! during a pause starts paused.
 //!
+//! **Fairness between partitions.** Under key or partition order, librdkafka's batches of one
+//! partition could fill the buffer with messages waiting behind that partition's busy keys
+//! while the other partitions' keys sit idle. While slots are free and every waiting message is
+//! behind a busy key, the manager keeps taking past the high-water mark, and a partition whose
+//! waiting messages reach the mark is paused on its own (counted in
+//! [`KafkaStats::partition_holds`]) until half of them have drained, so every partition is
+//! served from the start and as many handlers run as there are keys with work.
+//!
 //! **Fetching.** The manager sets `statistics.interval.ms=1000` (for the lag) and
 //! `fetch.queue.backoff.ms=50`: when librdkafka's queue passes its thresholds (which back-pressure
 //! makes routine), librdkafka's default stops fetching for a whole second, and a consumer that
@@ -130,11 +138,13 @@ mod context;
 mod control;
 mod dispatch;
 mod error;
+mod fairness;
 mod handler;
 mod message;
 mod options;
 mod pressure;
 mod pump;
+mod report;
 mod retry;
 mod scheduler;
 mod tracker;
@@ -159,12 +169,13 @@ use self::handler::Handler;
 use self::options::Options;
 use self::pump::Pump;
 use crate::control::{LoopHandle, Wiring};
-use crate::stats::{DecisionCounters, Stats};
+use crate::stats::DecisionCounters;
 use crate::util::{lock, panic_message};
 
 pub use self::builder::Builder;
 pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};
 pub use self::message::KafkaMessage;
+pub use self::report::{KafkaStats, ShutdownReport};
 pub use self::retry::RetryPolicy;
 pub use self::scheduler::Ordering;
 
@@ -241,65 +252,6 @@ impl fmt::Debug for KafkaConsumerManager {
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
-}
-
-/// A snapshot of a [`KafkaConsumerManager`]'s state and counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct KafkaStats {
-    /// What every manager reports: the limit on handlers in flight, handlers running
-    /// (`in_flight`), messages received and waiting for a slot (`waiting`), messages whose
-    /// handling ended (`completed`: handled or failed) and failed (`failed`: every attempt
-    /// failed), and the control loop's decisions.
-    pub core: Stats,
-    /// True while the assigned partitions are paused (back-pressure or stopping).
-    pub paused: bool,
-    /// The summed consumer lag at the last statistics report, if any arrived.
-    pub lag: Option<u64>,
-    /// Partitions assigned now.
-    pub assigned: usize,
-    /// Messages received from the broker (redeliveries included).
-    pub received: u64,
-    /// Messages whose handler succeeded.
-    pub handled: u64,
-    /// Retries made.
-    pub retried: u64,
-    /// Failed messages the dead-letter callback accepted.
-    pub dead_lettered: u64,
-    /// Times the partitions were paused.
-    pub pauses: u64,
-    /// Times they were resumed.
-    pub resumes: u64,
-    /// Commits made.
-    pub commits: u64,
-    /// Commits refused.
-    pub commit_errors: u64,
-    /// Errors from the consumer or the client (broker down, rebalance failed, …).
-    pub consumer_errors: u64,
-    /// Partition assignments and revocations seen.
-    pub rebalances: u64,
-    /// Waiting messages dropped because their partition was revoked (the next owner handles
-    /// them).
-    pub revoked_dropped: u64,
-    /// Messages librdkafka delivered a second time (it refetches after a pause) while the first
-    /// copy was still tracked; dropped, the first copy counts.
-    pub redelivered: u64,
-    /// The last error reported, as text.
-    pub last_error: Option<String>,
-}
-
-/// What a graceful stop did: from [`KafkaConsumerManager::shutdown`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// The offsets committed last, as `(topic, partition, next offset to read)`.
-    pub committed: Vec<(String, i32, i64)>,
-    /// Handlers still running at the deadline (their messages were not committed).
-    pub abandoned: usize,
-    /// Messages received but never started (not committed: the next owner gets them).
-    pub dropped: usize,
-    /// The final commit's error, if it failed.
-    pub commit_error: Option<String>,
 }
 
 impl KafkaConsumerManager {
@@ -390,17 +342,19 @@ impl KafkaConsumerManager {
     /// # Errors
     ///
     /// [`StopError::HandlerFailed`] if the manager had stopped (or now stops) on a handler failure
-    /// under the stop policy; [`StopError::NotRunning`] if it was never started or was already
-    /// shut down; [`StopError::Crashed`] if its task panicked.
+    /// under the stop policy; [`StopError::NotRunning`] if it was never started (it cannot be
+    /// started after this call); [`StopError::Shutdown`] if it was shut down already;
+    /// [`StopError::Crashed`] if its task panicked.
     ///
     /// # Cancel safety
     ///
     /// Not cancel-safe: dropping the future leaves the stop running in the background, and a
-    /// second call returns [`StopError::NotRunning`].
+    /// second call returns [`StopError::Shutdown`].
     pub async fn shutdown(&self) -> Result<ShutdownReport, StopError> {
         let task = match std::mem::replace(&mut *lock(&self.state), State::Finished) {
             State::Running { task, .. } => task,
-            State::Built(_) | State::Finished => return Err(StopError::NotRunning),
+            State::Built(_) => return Err(StopError::NotRunning),
+            State::Finished => return Err(StopError::Shutdown),
         };
         self.shared.stop.trigger();
         match task.await {
@@ -480,6 +434,7 @@ impl KafkaConsumerManager {
             rebalances: get(&c.rebalances),
             revoked_dropped: get(&c.revoked_dropped),
             redelivered: get(&c.redelivered),
+            partition_holds: get(&c.holds),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }

@@ -20,6 +20,7 @@ use super::commit::Committer;
 use super::context::{bump, Context, PartitionState, Shared};
 use super::dispatch::{Dispatch, Job, Origin, Pending, Tally, Timing};
 use super::error::StopError;
+use super::fairness;
 use super::handler::Handler;
 use super::pressure::{Backlog, Pressure, Verdict};
 use super::scheduler::{Lane, Lanes, Scheduler};
@@ -207,17 +208,38 @@ impl Task {
             finished: self.shared.counters.handled.load(Ordering::Relaxed),
         };
         let paused = self.shared.paused.load(Ordering::Relaxed);
-        let verdict = self.pressure.decide(
+        let mut verdict = self.pressure.decide(
             Instant::now(),
             backlog,
             self.buffer,
             self.pause_after,
             paused,
         );
+        if !paused && self.starved() {
+            // Past the mark, but slots are free and every waiting message is behind a busy
+            // key: taking more (from the partitions not held) is the only way to fill them.
+            verdict.pull = true;
+            verdict.pause_at = None;
+        }
         if verdict.resume {
             set_paused(&self.consumer, &self.shared, false);
         }
         verdict
+    }
+
+    /// The high-water mark: handlers in flight plus waiting messages that stop the taking.
+    fn high(&self) -> usize {
+        self.gate.limit().saturating_add(self.buffer)
+    }
+
+    /// True when keys starve the slots: slots are free, no waiting message can start, and the
+    /// queue is below its bound under [`fairness`].
+    fn starved(&self) -> bool {
+        let assigned = self.receiver.lookup.parts.len();
+        !self.dispatch.lanes.unordered()
+            && self.dispatch.queue.ready() == 0
+            && self.gate.in_use() < self.gate.limit()
+            && fairness::may_exceed_the_mark(self.dispatch.queue.len(), self.high(), assigned)
     }
 
     /// After a rebalance, drops the waiting messages of revoked partitions: their next owner
@@ -249,8 +271,8 @@ impl Task {
         for taken in 1.. {
             self.take(&m);
             drop(m);
-            let high = self.gate.limit() + self.buffer;
-            if taken >= DRAIN || self.gate.in_use() + self.dispatch.queue.len() >= high {
+            let full = self.gate.in_use() + self.dispatch.queue.len() >= self.high();
+            if taken >= DRAIN || (full && !self.starved()) {
                 break;
             }
             match stream.next().now_or_never() {
@@ -301,6 +323,10 @@ impl Task {
         let lane = lane.unwrap_or_else(|| self.dispatch.lanes.of(part, &message));
         let epoch = part.tracker.dispatch(message.offset());
         let part = Arc::clone(part);
+        if !self.dispatch.lanes.unordered() {
+            let (high, assigned) = (self.high(), self.receiver.lookup.parts.len());
+            fairness::queued(&self.consumer, &self.shared, &part, high, assigned);
+        }
         self.dispatch.queue.push(
             lane,
             Pending {
@@ -323,6 +349,9 @@ impl Task {
             let Some((lane, pending)) = self.dispatch.queue.pop() else {
                 break;
             };
+            if !self.dispatch.lanes.unordered() {
+                fairness::dequeued(&self.consumer, &self.shared, &pending.part, self.high());
+            }
             if pending.part.revoked.load(Ordering::Acquire) {
                 // Revoked since the last purge: dropped like the others, and its lane freed.
                 bump(&self.shared.counters.revoked_dropped);
@@ -418,19 +447,18 @@ impl Task {
 fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool) {
     // Set the flag first: a partition assigned from now on gets the same state.
     shared.paused.store(paused, Ordering::Release);
-    let assignment = match consumer.assignment() {
-        Ok(a) => a,
-        Err(e) => {
-            shared.record_error("reading the assignment failed", &e);
-            return;
-        }
-    };
     let result = if paused {
-        consumer.pause(&assignment)
+        match consumer.assignment() {
+            Ok(assignment) => consumer.pause(&assignment),
+            Err(e) => {
+                shared.record_error("reading the assignment failed", &e);
+                return;
+            }
+        }
     } else {
-        consumer.resume(&assignment)
+        // A partition held for its share of the buffer stays paused until it drains.
+        consumer.resume(&fairness::unheld(shared))
     };
-    drop(assignment);
     match result {
         Ok(()) => {
             bump(if paused {

@@ -23,9 +23,9 @@ pub struct DecisionRecord {
     /// `increase`, `decrease` or `hold`. Absent on `signal_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
-    /// The human sentence: the [`Reason`]'s, or the error's.
+    /// The human sentence: the [`Reason`](ace_core::Reason)'s, or the error's.
     pub reason: String,
-    /// A stable machine-readable code for the reason (see [`reason_code`]), or `signal_error`.
+    /// A stable machine-readable code for the reason (see [`Reason::code`](ace_core::Reason::code)), or `signal_error`.
     pub reason_code: String,
     /// For `signal_error`: the failing source's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

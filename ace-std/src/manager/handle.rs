@@ -25,7 +25,7 @@ pub enum SubmitError {
 impl fmt::Display for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Shutdown => f.write_str("the manager is shut down"),
+            Self::Shutdown => f.write_str(crate::SHUT_DOWN),
         }
     }
 }
@@ -64,7 +64,7 @@ impl std::error::Error for SubmitError {}
 /// ```
 ///
 /// Creating a manager starts its control loop on the runtime: every `adjustment_interval` it
-/// reads the signals, decides with the AIMD [`Controller`], and moves the semaphore's limit.
+/// reads the signals, decides with the AIMD [`Controller`](ace_core::Controller), and moves the semaphore's limit.
 /// Tasks wait for a slot in [`submit`](Self::submit) (backpressure). `Manager` is a cheap
 /// handle (`Clone`, an `Arc` inside); the control loop stops when [`shutdown`](Self::shutdown)
 /// is called or the last handle is dropped.
@@ -512,8 +512,9 @@ impl<R: Runtime> Manager<R> {
         self.inner.closing.load(Ordering::Relaxed)
     }
 
-    /// Stops admitting work, lets running work finish, and stops the control loop (waiting for
-    /// it at most the source timeout).
+    /// Stops admitting work, lets running work finish, stops the control loop (waiting for it
+    /// at most the source timeout), and with a fleet budget ([`Builder::fleet`](super::Builder)),
+    /// leaves the fleet and waits until Redis was told.
     ///
     /// From the call on, `submit` and `spawn` fail with [`SubmitError::Shutdown`] (tasks
     /// waiting for a slot get it too); the returned future completes once every task that had
@@ -548,6 +549,9 @@ impl<R: Runtime> Manager<R> {
             // At most the source timeout: a source that blocks its thread must not hold the
             // shutdown (the loop ends as soon as its task is polled again).
             inner.control.stopped().await;
+            // Leave the fleet now, not from a background task at drop that nothing waits for:
+            // the others take this member's share back at once.
+            inner.control.leave_fleet().await;
         }
     }
 }
