@@ -73,10 +73,6 @@ pub use manager::{
 /// The boxed error every module hands back where it wraps the user's (a Kafka handler's, a
 /// tower service's): tower's `BoxError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What every "shut down" error of every manager displays (`SubmitError::Shutdown`, the pool's
-/// `JoinError::Shutdown` and `TrySubmitError::Shutdown`, …): one meaning, one text.
-pub(crate) const SHUT_DOWN: &str = "the manager is shut down";
 pub use stats::{PriorityStats, Stats};
 
 pub use ace_core as core;

@@ -10,6 +10,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ace_core::{AimdConfig, Semaphore, SignalError, SignalSource, Signals};
 
+/// What every "shut down" error of every manager displays (`SubmitError::Shutdown`, the pool's
+/// `JoinError::Shutdown` and `TrySubmitError::Shutdown`, …): one meaning, one text.
+pub(crate) const SHUT_DOWN: &str = "the manager is shut down";
+
 /// The text of a panic payload: the `&str` or `String` passed to `panic!`, if it was one.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {

@@ -157,7 +157,9 @@ impl Lease {
         if ceiling > 0 && self.local < ceiling {
             want = want.min(more(self.local));
         }
-        if self.rejoin {
+        // After a failure, a member that held a grant asks for no more than it uses; one that
+        // held nothing (waiting at 0) has nothing to protect and asks for its demand.
+        if self.rejoin && self.held > 0 {
             want = want.min(effective.max(1));
         }
         want.clamp(1, self.capacity)
@@ -182,9 +184,14 @@ impl Lease {
         (was != FleetMode::Leased).then_some(was)
     }
 
-    pub(super) fn failed(&mut self) -> bool {
+    /// A renewal failed. `sent_in_use` is what it reported in use: Redis may have run it
+    /// anyway (a timeout), and then counts this member for no more than that, so the grant in
+    /// force shrinks to it; the member holds what it uses, and grows no more, until a renewal
+    /// answers.
+    pub(super) fn failed(&mut self, sent_in_use: usize) -> bool {
         self.failures += 1;
         self.rejoin = true;
+        self.grant = self.grant.min(sent_in_use);
         if self.mode == FleetMode::Leased {
             self.mode = FleetMode::Holding;
             return true;
@@ -253,7 +260,7 @@ mod tests {
         l.renewed(Duration::ZERO, 2 * MS, renewal(10, 4));
         assert_eq!((l.mode, l.limit()), (FleetMode::Leased, 10));
         // Renewals fail: the grant stands until lease − margin = 2.5 s after the send.
-        assert!(l.failed());
+        assert!(l.failed(10));
         assert!(!l.expire(2499 * MS));
         assert_eq!((l.mode, l.ceiling()), (FleetMode::Holding, 10));
         assert!(l.expire(2500 * MS));
@@ -273,7 +280,7 @@ mod tests {
         let mut l = lease();
         l.local = 40;
         l.renewed(Duration::ZERO, MS, renewal(10, 4));
-        l.failed();
+        l.failed(10);
         l.expire(3 * Duration::from_secs(1));
         l.expire(6 * Duration::from_secs(1));
         // Busy with a long queue: it would ask for C, but asks only for the fallback limit.
@@ -306,6 +313,21 @@ mod tests {
         l.renewed(Duration::ZERO, MS, renewal(0, 4));
         // 12 waiting at grant 0: it asks for its demand, not for 1.25 × its (zero) limit.
         assert_eq!(l.want(usage(0, 12)), 16);
+        // The same after a failed renewal (a busy machine's timeout): nothing held to protect.
+        l.failed(0);
+        assert_eq!(l.want(usage(0, 12)), 16);
+    }
+
+    #[test]
+    fn should_hold_no_more_than_it_reported_in_use_after_a_failed_renewal() {
+        // Redis may have run a renewal that timed out: it then counts 6 for this member (what
+        // the renewal reported in use), and the member must not use its old grant of 20.
+        let mut l = lease();
+        l.local = 6;
+        l.renewed(Duration::ZERO, MS, renewal(20, 2));
+        assert!(l.failed(6));
+        l.local = 30;
+        assert_eq!((l.mode, l.limit()), (FleetMode::Holding, 6));
     }
 
     #[test]
@@ -334,7 +356,7 @@ mod tests {
             let mut l = Lease::new(&config);
             l.local = 10;
             l.renewed(Duration::ZERO, MS, renewal(usize::from(i % 10 == 0), 1000));
-            l.failed();
+            l.failed(l.limit());
             l.expire(Duration::from_secs(10));
             l.expire(Duration::from_secs(20));
             assert_eq!(l.mode, FleetMode::Fallback);
@@ -345,7 +367,7 @@ mod tests {
         let mut l = Lease::new(&config);
         l.local = 50;
         l.renewed(Duration::ZERO, MS, renewal(30, 3));
-        l.failed();
+        l.failed(30);
         l.expire(Duration::from_secs(10));
         l.expire(Duration::from_secs(20));
         assert_eq!(l.limit(), 33);

@@ -17,8 +17,9 @@
 //!   next renewal.
 //! - a lease expires on the member's own clock a safety margin before Redis drops it, so a
 //!   paused or partitioned member stops using its grant before anyone else can take it.
-//! - **Redis unreachable**: the member keeps its grant until its lease expires, then falls back
-//!   to a local limit ([`Fallback`]: by default C / the last known member count), logs it, and
+//! - **Redis unreachable**: the member keeps what it reported in use (at most its grant: a
+//!   renewal that timed out may have run) until its lease expires, then falls back to a local
+//!   limit ([`Fallback`]: by default C / the last known member count), logs it, and
 //!   rejoins when Redis answers again, asking at first for no more than it uses (so the sum
 //!   stays under C while the others rejoin too). Fail-open, but bounded.
 //! - **Redis loses the budget's state** without an error (a restart without persistence,
@@ -495,7 +496,7 @@ mod tests {
                     };
                     for at in [Duration::ZERO, c.lease, far] {
                         lease.renewed(at, at, renewal);
-                        lease.failed();
+                        lease.failed(c.capacity);
                         lease.expire(at.saturating_add(c.lease));
                         lease.expire(far);
                         prop_assert!(lease.limit() <= c.capacity);

@@ -170,14 +170,14 @@ async fn renew_once(client: &FleetClient, shared: &Shared, stop: &Shutdown) -> b
     match result {
         Ok(r) => renewed(shared, &mut lease, sent, now, r),
         Err(e) => {
-            if lease.failed() {
+            if lease.failed(in_use) {
                 tracing::warn!(
                     target: "ace_std::fleet",
                     member = %shared.id,
                     error = %e,
                     cause = %std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default(),
                     grant = lease.grant,
-                    "fleet lease renewal failed: keeping the grant until the lease expires"
+                    "fleet lease renewal failed: keeping what it uses until the lease expires"
                 );
             }
         }

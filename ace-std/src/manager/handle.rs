@@ -25,7 +25,7 @@ pub enum SubmitError {
 impl fmt::Display for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Shutdown => f.write_str(crate::SHUT_DOWN),
+            Self::Shutdown => f.write_str(crate::util::SHUT_DOWN),
         }
     }
 }

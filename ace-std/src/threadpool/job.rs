@@ -277,7 +277,7 @@ impl fmt::Display for JoinError {
         match self {
             Self::Panicked(message) => write!(f, "job panicked: {message}"),
             Self::Cancelled => f.write_str("job cancelled: the pool shut down before it ran"),
-            Self::Shutdown => f.write_str(crate::SHUT_DOWN),
+            Self::Shutdown => f.write_str(crate::util::SHUT_DOWN),
         }
     }
 }

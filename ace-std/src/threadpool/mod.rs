@@ -655,7 +655,7 @@ impl<F> fmt::Display for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Full(_) => f.write_str("the pool's queue is full"),
-            Self::Shutdown(_) => f.write_str(crate::SHUT_DOWN),
+            Self::Shutdown(_) => f.write_str(crate::util::SHUT_DOWN),
         }
     }
 }
