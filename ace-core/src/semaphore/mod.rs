@@ -54,7 +54,7 @@ mod wake;
 
 pub use error::{AcquireError, TryAcquireError};
 pub use future::{Acquire, AcquireOwned};
-pub use permit::{OwnedPermit, Permit};
+pub use permit::{DetachedPermit, OwnedPermit, Permit};
 pub use priority::{ParsePriorityError, Priority, Shares, SharesError};
 
 use future::Waiter;

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ace_core::{LimitTarget, OwnedPermit, Priority, Runtime, TryAcquireError};
+use ace_core::{DetachedPermit, LimitTarget, Permit, Priority, Runtime, TryAcquireError};
 use futures_lite::FutureExt;
 
 use super::inner::{note_admission, Finish, Inner};
@@ -323,7 +323,9 @@ impl<R: Runtime> Manager<R> {
         if inner.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::Shutdown);
         }
-        let permit = match Arc::clone(&inner.sem).try_acquire_owned_with(priority) {
+        // Borrowed permits, detached at once (no await in between, so a cancelled acquire
+        // leaks nothing): the `TaskPermit` returns them through its one `Arc` of the manager.
+        let permit = match inner.sem.try_acquire_with(priority).map(Permit::detach) {
             Ok(permit) => {
                 inner.classes.admitted(priority, None);
                 permit
@@ -331,10 +333,12 @@ impl<R: Runtime> Manager<R> {
             Err(TryAcquireError::Closed) => return Err(SubmitError::Shutdown),
             Err(_) => {
                 let queued = inner.runtime.now();
-                let permit = Arc::clone(&inner.sem)
-                    .acquire_owned_with(priority)
+                let permit = inner
+                    .sem
+                    .acquire_with(priority)
                     .await
-                    .map_err(|_| SubmitError::Shutdown)?;
+                    .map_err(|_| SubmitError::Shutdown)?
+                    .detach();
                 let waited = inner.runtime.now().saturating_sub(queued);
                 inner.classes.admitted(priority, Some(waited));
                 permit
@@ -365,8 +369,8 @@ impl<R: Runtime> Manager<R> {
         if inner.closing.load(Ordering::Relaxed) {
             return Err(TryAcquireError::Closed);
         }
-        let permit = match Arc::clone(&inner.sem).try_acquire_owned_with(priority) {
-            Ok(permit) => permit,
+        let permit = match inner.sem.try_acquire_with(priority) {
+            Ok(permit) => permit.detach(),
             Err(TryAcquireError::Closed) => return Err(TryAcquireError::Closed),
             Err(error) => {
                 inner.classes.refused(priority);
@@ -385,7 +389,7 @@ impl<R: Runtime> Manager<R> {
 
     /// Counts an acquired slot as an admitted task, or gives it back if shutdown began
     /// meanwhile (it did not see this task, so the task must not run).
-    fn admit(&self, permit: OwnedPermit) -> Option<TaskPermit<R>> {
+    fn admit(&self, permit: DetachedPermit) -> Option<TaskPermit<R>> {
         let inner = &self.inner;
         let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
         let mut task = TaskPermit::new(Arc::clone(inner), permit);
