@@ -9,7 +9,8 @@
 //! - [`Prioritize`], [`HttpPriority`], [`Deadline`]: a request's [`Priority`](crate::Priority)
 //!   and deadline, for [`AdaptiveConcurrencyLayer::priority`].
 //! - [`Classify`], [`Outcome`], [`ErrorIsBackPressure`] (the default) and
-//!   [`HttpStatusClassifier`] (429 and 503 push back): what a finished call says.
+//!   [`HttpStatusClassifier`] (429 and 503 push back), [`GrpcStatusClassifier`]
+//!   (`RESOURCE_EXHAUSTED` and `UNAVAILABLE` push back): what a finished call says.
 //! - [`AdaptiveStreamExt`]: `adaptive_map`, `adaptive_map_result` and `for_each_adaptive`, a
 //!   stream's items processed as concurrently as the manager's limit allows.
 //!
@@ -60,7 +61,9 @@ mod stream;
 
 use std::fmt;
 
-pub use classify::{Classify, ErrorIsBackPressure, HttpStatusClassifier, Outcome};
+pub use classify::{
+    Classify, ErrorIsBackPressure, GrpcStatusClassifier, HttpStatusClassifier, Outcome,
+};
 pub use layer::{AdaptiveConcurrency, AdaptiveConcurrencyLayer, Admission, ResponseFuture};
 pub use priority::{grpc_timeout, Deadline, HttpPriority, NoPriority, Prioritize};
 pub use stream::{AdaptiveMap, AdaptiveStreamExt, ForEachAdaptive};
