@@ -109,8 +109,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             line.join("  |  ")
         );
     }
-    for (_, m) in &handles {
+    // Stop the work, then give each share back at once (not a lease later).
+    for (b, m) in &handles {
         m.shutdown().await;
+        b.leave().await?;
     }
     Ok(())
 }

@@ -11,9 +11,8 @@
 
 use std::time::Duration;
 
-use ace_std::core::source_fn;
 use ace_std::kafka::{KafkaConsumerManager, KafkaMessage, RetryPolicy};
-use ace_std::{AimdConfig, Signals};
+use ace_std::AimdConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,32 +20,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let brokers = args.next().unwrap_or_else(|| "127.0.0.1:9092".to_owned());
     let topic = args.next().unwrap_or_else(|| "orders".to_owned());
 
-    let manager = KafkaConsumerManager::builder()
+    let config = AimdConfig {
+        min_limit: 2,
+        max_limit: 64,
+        initial_limit: 8,
+        cooldown: Duration::from_secs(2),
+        adjustment_interval: Duration::from_secs(1),
+        ..AimdConfig::default()
+    };
+    let manager = KafkaConsumerManager::builder(config)
         .brokers(brokers)
         .topic(topic)
         .group_id("ace-example")
         // Any rdkafka property; the manager owns the commit settings.
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
-        .config(AimdConfig {
-            min_limit: 2,
-            max_limit: 64,
-            initial_limit: 8,
-            cooldown: Duration::from_secs(2),
-            adjustment_interval: Duration::from_secs(1),
-            ..AimdConfig::default()
-        })
-        // Health signals for the controller; ace-std's CPU/memory sources plug in here. This
-        // one always reports a healthy CPU, so the limit grows while the lag says there is work.
-        .source(
-            "cpu",
-            source_fn(|| {
-                Ok(Signals {
-                    cpu_percent: Some(30.0),
-                    ..Signals::default()
-                })
-            }),
-        )
+        // The limit follows the handlers' latency and the machine's CPU and memory (the
+        // defaults, as for every manager); the lag says there is work. More sources plug in
+        // with `.source(name, s)`.
         .handler(|msg: KafkaMessage| async move {
             let payload = msg
                 .payload()

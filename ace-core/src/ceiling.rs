@@ -10,9 +10,11 @@ use crate::Reason;
 /// [`Controller::set_ceiling`](crate::Controller::set_ceiling): the share of a budget shared by
 /// several instances (`ace_std::fleet`).
 ///
-/// The controller never increases past `grant`, and cuts to it when the grant shrinks below the
-/// limit, with [`Reason::FleetCap`]. Its limit stays within `[min_limit, max_limit]`: a grant
-/// under `min_limit` is enforced by the target (the fleet's limit wrapper), not the controller.
+/// The controller never increases past `grant` ([`Reason::FleetCap`]). A grant below the limit
+/// is enforced by the target (the fleet's limit wrapper, `min(limit, grant)`), not by a cut: the
+/// limit holds, so a dip in the grant (another member joining, a grant of 0 while a newcomer
+/// waits for the others to return part of the budget) costs the AIMD nothing, and the limit in
+/// force follows the grant back up at once. A stress cut starts from the limit in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ceiling {
     /// The most this instance may use.
@@ -85,28 +87,47 @@ mod tests {
     }
 
     #[test]
-    fn should_cut_to_a_shrunken_grant_even_when_the_rules_hold() {
+    fn should_hold_over_a_shrunken_grant_and_cut_from_it_under_stress() {
         let mut c = controller(30);
         c.set_ceiling(grant(12));
         let idle = Usage {
-            limit: 30,
+            limit: 12,
             in_flight: 1,
             waiting: 0,
         };
+        // The target enforces 12; the limit holds at 30 and does not grow.
         let d = c.decide(SEC, &healthy(), idle);
-        assert_eq!((d.action, d.new_limit), (Action::Decrease, 12));
+        assert_eq!((d.action, d.new_limit), (Action::Hold, 30));
+        let d = c.decide(2 * SEC, &healthy(), busy(12));
+        assert_eq!((d.action, d.new_limit), (Action::Hold, 30));
         assert!(matches!(d.reason, Reason::FleetCap { grant: 12, .. }));
-        // A fleet cut is not stress: it sets no slow-start ceiling.
+        // A fleet dip is not stress: it sets no slow-start ceiling.
         assert_eq!(c.slow_start_ceiling(), None);
+        // Stress cuts from the 12 in force, not from 30 (which would change nothing).
+        let hot = Signals {
+            cpu_percent: Some(99.0),
+            memory_percent: Some(60.0),
+            ..Signals::default()
+        };
+        let d = c.decide(3 * SEC, &hot, busy(12));
+        assert_eq!(d.action, Action::Decrease);
+        assert!(d.new_limit < 12, "{d:?}");
     }
 
     #[test]
-    fn should_keep_min_limit_when_the_grant_is_below_it() {
+    fn should_hold_the_limit_while_the_grant_is_zero() {
+        // A grant of 0 is a wait at join: the limit neither collapses nor grows.
         let mut c = controller(5);
         c.set_ceiling(grant(0));
-        let d = c.decide(SEC, &healthy(), busy(5));
-        assert_eq!((d.action, d.new_limit), (Action::Decrease, 2));
-        assert!(matches!(d.reason, Reason::FleetCap { grant: 0, .. }));
+        let waiting = Usage {
+            limit: 0,
+            in_flight: 0,
+            waiting: 8,
+        };
+        for i in 1..6 {
+            let d = c.decide(i * SEC, &healthy(), waiting);
+            assert_eq!((d.action, d.new_limit), (Action::Hold, 5), "{d:?}");
+        }
     }
 
     #[test]

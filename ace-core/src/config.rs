@@ -466,6 +466,8 @@ pub enum ConfigRule {
     NotShorterThan(&'static str, Duration),
     /// The field (a duration) must not be longer than this.
     AtMost(Duration),
+    /// The field (a count) must not be above this.
+    NotAbove(u64),
     /// The field (a text) must not contain a NUL byte (an operating system's names cannot).
     NoNulByte,
 }
@@ -485,6 +487,7 @@ impl fmt::Display for ConfigRule {
                 write!(f, "it must not be shorter than `{other}` ({v:?})")
             }
             Self::AtMost(v) => write!(f, "it must not be longer than {v:?}"),
+            Self::NotAbove(v) => write!(f, "it must not be above {v}"),
             Self::NoNulByte => f.write_str("it must not contain a NUL byte"),
         }
     }

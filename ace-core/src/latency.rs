@@ -80,6 +80,9 @@ pub struct LatencyRecorder {
     // The successes' total time, for the mean, in nanoseconds (wraps after 584 years of tasks).
     total_nanos: AtomicU64,
     reached: AtomicBool,
+    // Admissions this cycle: with the tasks in flight, they bound how many have run for longer
+    // than any span of recent cycles (the controller's "in flight too long").
+    admitted: AtomicU32,
 }
 
 impl fmt::Debug for LatencyRecorder {
@@ -104,6 +107,7 @@ impl LatencyRecorder {
             errors: AtomicU32::new(0),
             total_nanos: AtomicU64::new(0),
             reached: AtomicBool::new(false),
+            admitted: AtomicU32::new(0),
         }
     }
 
@@ -119,7 +123,13 @@ impl LatencyRecorder {
     /// Notes one admission with `in_flight` of `limit` slots taken (this task included): when
     /// the limit was reached, the summary says so ([`LatencySummary::limit_reached`]), and the
     /// controller may grow it. Managers call it right after each admission.
+    ///
+    /// The count of admissions per cycle ([`LatencySummary::admitted`]) also tells the controller
+    /// how many of the tasks in flight were admitted long ago: tasks still running past a
+    /// multiple of the usual latency (a retry loop inside the task, a hung request) count as
+    /// stress before any of them completes. No clock, no per-task state: one counter.
     pub fn record_admission(&self, in_flight: usize, limit: usize) {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
         // Load first: once set, admissions only read the flag's cache line.
         if in_flight >= limit && !self.reached.load(Ordering::Relaxed) {
             self.reached.store(true, Ordering::Relaxed);
@@ -135,15 +145,43 @@ impl LatencyRecorder {
     /// The summary of everything recorded since the last call, and a fresh start for the next
     /// cycle.
     pub fn take_summary(&self) -> LatencySummary {
+        self.summarize(true)
+    }
+
+    /// The summary of everything recorded since the last [`take_summary`](Self::take_summary),
+    /// leaving it in place: for a running total read by several observers (a manager's
+    /// per-class wait times).
+    pub fn summary(&self) -> LatencySummary {
+        self.summarize(false)
+    }
+
+    fn summarize(&self, take: bool) -> LatencySummary {
+        let read = |cell: &AtomicU32| {
+            if take {
+                cell.swap(0, Ordering::Relaxed)
+            } else {
+                cell.load(Ordering::Relaxed)
+            }
+        };
         let mut counts = [0u32; BUCKETS];
         let mut samples: u64 = 0;
         for (count, bucket) in counts.iter_mut().zip(&self.buckets) {
-            *count = bucket.swap(0, Ordering::Relaxed);
+            *count = read(bucket);
             samples += u64::from(*count);
         }
-        let errors = self.errors.swap(0, Ordering::Relaxed);
-        let total = self.total_nanos.swap(0, Ordering::Relaxed);
-        let limit_reached = self.reached.swap(false, Ordering::Relaxed);
+        let errors = read(&self.errors);
+        let (total, limit_reached) = if take {
+            (
+                self.total_nanos.swap(0, Ordering::Relaxed),
+                self.reached.swap(false, Ordering::Relaxed),
+            )
+        } else {
+            (
+                self.total_nanos.load(Ordering::Relaxed),
+                self.reached.load(Ordering::Relaxed),
+            )
+        };
+        let admitted = read(&self.admitted);
         let percentile = |per_mille: u64| -> Duration {
             if samples == 0 {
                 return Duration::ZERO;
@@ -169,6 +207,7 @@ impl LatencyRecorder {
             p90: percentile(900),
             p99: percentile(990),
             limit_reached,
+            admitted,
         }
     }
 }
@@ -195,6 +234,9 @@ pub struct LatencySummary {
     /// The limit was reached at some admission ([`LatencyRecorder::record_admission`]): there
     /// was demand for more.
     pub limit_reached: bool,
+    /// Admissions this cycle ([`LatencyRecorder::record_admission`]); 0 from a manager that does
+    /// not report them (the controller then never judges tasks by their time in flight).
+    pub admitted: u32,
 }
 
 impl LatencySummary {
@@ -209,6 +251,7 @@ impl LatencySummary {
             p90: latency,
             p99: latency,
             limit_reached: false,
+            admitted: 0,
         }
     }
 
@@ -240,6 +283,7 @@ impl LatencySummary {
             p90: weigh(self.p90, other.p90),
             p99: weigh(self.p99, other.p99),
             limit_reached: self.limit_reached || other.limit_reached,
+            admitted: self.admitted.saturating_add(other.admitted),
         }
     }
 
@@ -307,6 +351,18 @@ mod tests {
         r.record_error();
         assert_eq!(r.take_summary().total(), 2);
         assert_eq!(r.take_summary(), LatencySummary::default());
+    }
+
+    #[test]
+    fn admissions_are_counted_per_cycle() {
+        let r = LatencyRecorder::new();
+        for k in 1..=5 {
+            r.record_admission(k, 10);
+        }
+        let s = r.take_summary();
+        assert_eq!((s.admitted, s.limit_reached), (5, false));
+        assert_eq!(s.merge(&s).admitted, 10);
+        assert_eq!(r.take_summary().admitted, 0);
     }
 
     #[test]

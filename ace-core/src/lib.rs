@@ -14,7 +14,8 @@
 //! - [`Semaphore`]: the adjustable, fair, shrinkable async semaphore that enforces the limit, with
 //!   [`Permit`], [`OwnedPermit`], the futures [`Acquire`] and [`AcquireOwned`], and the errors
 //!   [`AcquireError`] and [`TryAcquireError`] (and, under `std`, `AcquireTimeoutError` and
-//!   `ThreadWaker`, the parking waker of the blocking waits).
+//!   `ThreadWaker`, the parking waker of the blocking waits); [`Priority`] classes the acquires
+//!   and [`Shares`] guarantees a class part of the limit.
 //! - [`Runtime`], [`SignalSource`], [`LimitTarget`], [`DecisionSink`] and [`ControlLoop`]: the
 //!   executor seam and the loop written once over it.
 //!
@@ -73,7 +74,8 @@ pub use runtime::{
     SignalSource,
 };
 pub use semaphore::{
-    Acquire, AcquireError, AcquireOwned, OwnedPermit, Permit, Semaphore, TryAcquireError,
+    Acquire, AcquireError, AcquireOwned, OwnedPermit, ParsePriorityError, Permit, Priority,
+    Semaphore, Shares, SharesError, TryAcquireError,
 };
 #[cfg(feature = "std")]
 pub use semaphore::{AcquireTimeoutError, ThreadWaker};

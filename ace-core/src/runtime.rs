@@ -16,7 +16,7 @@ use futures_lite::future;
 
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::{Action, Ceiling, Controller, Decision, LatencyRecorder, Reason, Signals, Usage};
+use crate::{Action, Ceiling, Controller, Decision, LatencyRecorder, Signals, Usage};
 
 /// What the control loop needs from an executor: spawn a task, sleep, read a monotonic clock.
 ///
@@ -278,10 +278,10 @@ impl Shutdown {
 /// - The first thing [`run`](Self::run) does is apply the controller's initial limit.
 /// - Machine ticks are on a fixed grid (`start + k × interval`); a tick missed because the
 ///   executor was late is skipped, not bunched.
-/// - The sink sees every machine decision, and of the epochs only what a reader needs: a change
-///   whose reason differs from the last epoch line's, and otherwise at most one change per
-///   interval (the limit then moves by small steps; the next line gives where it stands). A
-///   steady epoch writes nothing.
+/// - The sink sees every machine decision and every epoch that changes the limit, so that its
+///   records chain (each `previous_limit` is the last `new_limit`). A steady epoch (a hold)
+///   records nothing. Throttling is the sink's own business (ace-std's decision log writes at
+///   most one epoch line per interval by default).
 /// - A source that errors, or takes longer than one interval, counts as absent for that cycle, and
 ///   the sink is told through [`DecisionSink::signal_error`]. The loop never stops for it.
 /// - [`Shutdown::trigger`] ends the loop promptly, even mid-sleep or mid-collection.
@@ -296,8 +296,6 @@ pub struct ControlLoop<R, S, T, K> {
     target: T,
     sink: K,
     latency: Option<alloc::sync::Arc<LatencyRecorder>>,
-    // The reason kind and time of the last epoch decision passed to the sink.
-    last_epoch_line: Option<(core::mem::Discriminant<Reason>, Duration)>,
 }
 
 impl<R, S, T, K> ControlLoop<R, S, T, K>
@@ -316,7 +314,6 @@ where
             target,
             sink,
             latency: None,
-            last_epoch_line: None,
         }
     }
 
@@ -353,8 +350,7 @@ where
     }
 
     /// One latency epoch, now: take the recorder's summary, [`Controller::epoch`], apply; the
-    /// sink sees the decision if a reader needs it (see the type's docs). `None` without a
-    /// recorder.
+    /// sink sees the decision if it changed the limit. `None` without a recorder.
     pub fn epoch_step(&mut self) -> Option<Decision> {
         let recorder = self.latency.as_ref()?;
         let summary = recorder.take_summary();
@@ -365,15 +361,7 @@ where
         if decision.new_limit != decision.previous_limit {
             self.target.set_limit(decision.new_limit);
         }
-        let kind = core::mem::discriminant(&decision.reason);
-        let interval = self.controller.config().adjustment_interval;
-        let show = decision.action != Action::Hold
-            && match self.last_epoch_line {
-                None => true,
-                Some((last, at)) => last != kind || now.saturating_sub(at) >= interval,
-            };
-        if show {
-            self.last_epoch_line = Some((kind, now));
+        if decision.action != Action::Hold {
             self.sink.decision(&decision);
         }
         Some(decision)

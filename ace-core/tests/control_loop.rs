@@ -242,8 +242,10 @@ impl LimitTarget for Saturated {
     }
     fn usage(&self) -> Usage {
         let limit = self.limit.load(Ordering::SeqCst);
-        self.recorder.record_admission(limit, limit);
-        for _ in 0..limit {
+        // One round trip: `limit` tasks admitted (the last one filling the limit) and as many
+        // completed.
+        for k in 1..=limit {
+            self.recorder.record_admission(k, limit);
             self.recorder.record(Duration::from_millis(50));
         }
         Usage {

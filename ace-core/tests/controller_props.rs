@@ -206,22 +206,27 @@ proptest! {
         spread in prop_oneof![Just(0u64), 0..1_000_000u64],
         samples in 1..200u32,
         epochs in 1..300usize,
+        counted in any::<bool>(),
     ) {
         // Latency epochs only (zero and equal latencies included: a coarse clock, a cache hit),
         // no failures, the same epoch every time at its due time, the limit reached at
-        // admission and nothing left in flight (Little's law sees no queue): nothing is stress.
+        // admission. Either nothing is left in flight, or (with admission counts) as many tasks
+        // as each epoch admits and completes: Little's law sees no queue, no task is in flight
+        // too long, nothing is stress.
         let config = AimdConfig { latency_probe_interval: None, ..config };
         let mut c = Controller::new(config).unwrap();
         let latency = Duration::from_nanos(nanos);
         let summary = LatencySummary {
             p90: latency + Duration::from_nanos(spread),
             p99: latency + Duration::from_nanos(2 * spread),
+            admitted: if counted { samples } else { 0 },
             ..LatencySummary::uniform(latency, samples, 0).reached()
         };
         let mut now = Duration::ZERO;
         for _ in 0..epochs {
             now = c.next_epoch().max(now + Duration::from_millis(5));
-            let d = c.epoch(now, &summary, Usage { limit: c.limit(), in_flight: 0, waiting: 0 });
+            let in_flight = if counted { (samples as usize).min(c.limit()) } else { 0 };
+            let d = c.epoch(now, &summary, Usage { limit: c.limit(), in_flight, waiting: 0 });
             prop_assert_ne!(d.action, Action::Decrease, "{}", d);
         }
     }

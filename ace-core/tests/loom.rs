@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use ace_core::{AcquireError, Semaphore};
+use ace_core::{AcquireError, AcquireOwned, Priority, Semaphore, Shares};
 use loom::future::block_on;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
@@ -304,5 +304,102 @@ fn two_setters_never_over_admit() {
         acquirer.join().unwrap();
         assert!(sem.limit() <= 1);
         assert_settled(&sem);
+    });
+}
+
+/// Polls an owned acquire once with a waker that does nothing: it joins its class's queue.
+fn queue_up(acquire: &mut AcquireOwned) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    Pin::new(acquire).poll(&mut cx).is_pending()
+}
+
+fn assert_no_class_holds(sem: &Semaphore) {
+    for class in Priority::ALL {
+        assert_eq!(sem.held(class), 0, "{class}: {sem:?}");
+    }
+}
+
+#[test]
+fn classes_race_for_a_released_permit() {
+    model(|| {
+        let sem = Arc::new(Semaphore::with_shares(
+            1,
+            Shares::new().with(Priority::Normal, 50),
+        ));
+        let holders = Arc::new(Holders::new(1));
+        let threads: Vec<_> = [Priority::Critical, Priority::Sheddable]
+            .into_iter()
+            .map(|class| {
+                let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+                thread::spawn(move || {
+                    let permit = block_on(sem.acquire_with(class)).unwrap();
+                    let holding = holders.enter();
+                    thread::yield_now();
+                    drop(holding);
+                    drop(permit);
+                })
+            })
+            .collect();
+        holders.try_hold(&sem);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_settled(&sem);
+        assert_no_class_holds(&sem);
+    });
+}
+
+#[test]
+fn cancelled_higher_class_passes_its_permit_down() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = Arc::clone(&sem).try_acquire_owned().unwrap();
+        let mut sheddable = Arc::clone(&sem).acquire_owned_with(Priority::Sheddable);
+        let mut critical = Arc::clone(&sem).acquire_owned_with(Priority::Critical);
+        assert!(queue_up(&mut sheddable) && queue_up(&mut critical));
+        // The release hands the permit to Critical (the higher class) unless its cancel came
+        // first; either way it must reach Sheddable.
+        let releaser = thread::spawn(move || drop(held));
+        let canceller = thread::spawn(move || drop(critical));
+        let permit = block_on(sheddable).unwrap();
+        assert_eq!(permit.priority(), Priority::Sheddable);
+        drop(permit);
+        releaser.join().unwrap();
+        canceller.join().unwrap();
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn share_is_served_before_a_flood_of_a_higher_class() {
+    model(|| {
+        let sem = Arc::new(Semaphore::with_shares(
+            2,
+            Shares::new().with(Priority::Normal, 50),
+        ));
+        let a = Arc::clone(&sem)
+            .try_acquire_owned_with(Priority::Critical)
+            .unwrap();
+        let b = Arc::clone(&sem)
+            .try_acquire_owned_with(Priority::Critical)
+            .unwrap();
+        let mut critical = Arc::clone(&sem).acquire_owned_with(Priority::Critical);
+        let mut normal = Arc::clone(&sem).acquire_owned_with(Priority::Normal);
+        assert!(queue_up(&mut critical) && queue_up(&mut normal));
+        let releaser = thread::spawn(move || drop(a));
+        // Normal holds less than its share: the released permit is Normal's, not Critical's.
+        let permit = block_on(normal).unwrap();
+        releaser.join().unwrap();
+        assert!(
+            queue_up(&mut critical),
+            "critical overtook the share: {sem:?}"
+        );
+        assert_eq!(sem.held(Priority::Normal), 1);
+        let other = thread::spawn(move || drop(b));
+        drop(block_on(critical).unwrap());
+        other.join().unwrap();
+        drop(permit);
+        assert_settled(&sem);
+        assert_no_class_holds(&sem);
     });
 }

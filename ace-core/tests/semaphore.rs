@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use ace_core::{Acquire, AcquireError, LimitTarget, Permit, Semaphore, TryAcquireError, Usage};
+use ace_core::{
+    Acquire, AcquireError, LimitTarget, Permit, Priority, Semaphore, Shares, TryAcquireError, Usage,
+};
 use proptest::prelude::*;
 
 /// A waker that remembers it was woken.
@@ -38,10 +40,17 @@ struct Pending<'a> {
 
 impl<'a> Pending<'a> {
     fn start(sem: &'a Semaphore) -> (Self, Poll<Result<Permit<'a>, AcquireError>>) {
+        Self::start_with(sem, Priority::Normal)
+    }
+
+    fn start_with(
+        sem: &'a Semaphore,
+        priority: Priority,
+    ) -> (Self, Poll<Result<Permit<'a>, AcquireError>>) {
         let flag = Arc::new(Flag::default());
         let waker = Waker::from(Arc::clone(&flag));
         let mut this = Self {
-            future: Box::pin(sem.acquire()),
+            future: Box::pin(sem.acquire_with(priority)),
             flag,
             waker,
         };
@@ -82,6 +91,75 @@ fn should_serve_waiters_first_in_first_out() {
     assert!(matches!(b.poll(), Poll::Ready(Ok(_))));
     check_accounting(&sem);
     assert_eq!(sem.in_use(), 0);
+}
+
+#[test]
+fn should_hand_a_released_permit_to_the_most_important_class_waiting() {
+    let sem = Semaphore::new(1);
+    let held = sem.try_acquire().unwrap();
+    let (shed, _) = Pending::start_with(&sem, Priority::Sheddable);
+    let (mut normal, _) = Pending::start_with(&sem, Priority::Normal);
+    let (mut critical, _) = Pending::start_with(&sem, Priority::Critical);
+    assert_eq!(sem.waiting_in(Priority::Critical), 1);
+    assert_eq!(sem.waiting_below(Priority::Critical), 2);
+    drop(held);
+    assert!(critical.flag.take() && !normal.flag.peek() && !shed.flag.peek());
+    let Poll::Ready(Ok(permit)) = critical.poll() else {
+        panic!("critical was woken without a permit")
+    };
+    assert_eq!(permit.priority(), Priority::Critical);
+    drop(permit);
+    assert!(normal.flag.take() && !shed.flag.peek());
+    let Poll::Ready(Ok(permit)) = normal.poll() else {
+        panic!("normal was woken without a permit")
+    };
+    drop(permit);
+    assert!(shed.flag.take());
+    check_accounting(&sem);
+}
+
+#[test]
+fn should_serve_a_class_under_its_share_before_a_flood_of_a_higher_one() {
+    let sem = Semaphore::with_shares(4, Shares::new().with(Priority::Normal, 25));
+    let mut held: Vec<_> = (0..4)
+        .map(|_| sem.try_acquire_with(Priority::Critical).unwrap())
+        .collect();
+    let flood: Vec<_> = (0..8)
+        .map(|_| Pending::start_with(&sem, Priority::Critical).0)
+        .collect();
+    let (mut normal, _) = Pending::start_with(&sem, Priority::Normal);
+    drop(held.pop());
+    assert!(normal.flag.take(), "the share was not served first");
+    assert!(flood.iter().all(|p| !p.flag.peek()));
+    let Poll::Ready(Ok(permit)) = normal.poll() else {
+        panic!("normal was woken without a permit")
+    };
+    assert_eq!(
+        (sem.held(Priority::Normal), sem.held(Priority::Critical)),
+        (1, 3)
+    );
+    // At its share, Normal waits behind Critical again.
+    let (mut second, _) = Pending::start_with(&sem, Priority::Normal);
+    drop(held.pop());
+    assert!(flood[0].flag.take() && !second.flag.peek());
+    drop(permit);
+    drop(second.poll());
+    drop(flood);
+    drop(held);
+    check_accounting(&sem);
+}
+
+#[test]
+fn should_refuse_shares_over_a_hundred_percent() {
+    let shares = Shares::new().with(Priority::Critical, 60);
+    let error = shares.try_with(Priority::Normal, 50).unwrap_err();
+    assert_eq!(error.total, 110);
+    assert_eq!(
+        error.to_string(),
+        "the shares of the classes add up to 110 %, more than 100 %"
+    );
+    assert_eq!(shares.guaranteed(Priority::Critical, 1), 1);
+    assert_eq!(shares.guaranteed(Priority::Critical, 0), 0);
 }
 
 #[test]
@@ -343,8 +421,8 @@ mod blocking {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Acquire,
-    TryAcquire,
+    Acquire(Priority),
+    TryAcquire(Priority),
     Release(usize),
     Forget(usize),
     Cancel(usize),
@@ -354,9 +432,10 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    let class = prop::sample::select(Priority::ALL.to_vec());
     prop_oneof![
-        6 => Just(Op::Acquire),
-        3 => Just(Op::TryAcquire),
+        6 => class.clone().prop_map(Op::Acquire),
+        3 => class.prop_map(Op::TryAcquire),
         5 => any::<usize>().prop_map(Op::Release),
         1 => any::<usize>().prop_map(Op::Forget),
         3 => any::<usize>().prop_map(Op::Cancel),
@@ -369,11 +448,12 @@ fn op() -> impl Strategy<Value = Op> {
 /// A queued acquire in the model: did its wake come from `close` (or before it, from a grant)?
 struct Queued<'a> {
     pending: Pending<'a>,
+    class: Priority,
     woken_by_close: bool,
 }
 
-fn run(initial: usize, ops: &[Op]) {
-    let sem = Semaphore::new(initial);
+fn run(initial: usize, shares: Shares, ops: &[Op]) {
+    let sem = Semaphore::with_shares(initial, shares);
     let mut held: Vec<Permit<'_>> = Vec::new();
     let mut queued: Vec<Queued<'_>> = Vec::new();
     // in_use may exceed the limit only by what was in use at the last shrink.
@@ -385,8 +465,9 @@ fn run(initial: usize, ops: &[Op]) {
         let free_before = sem.available() as isize - sem.debt() as isize;
         let woken_before = queued.iter().filter(|q| q.pending.flag.peek()).count();
         let limit_before = sem.limit();
+        let flags_before: Vec<bool> = queued.iter().map(|q| q.pending.flag.peek()).collect();
         match *op {
-            Op::Acquire => match Pending::start(&sem) {
+            Op::Acquire(class) => match Pending::start_with(&sem, class) {
                 (_, Poll::Ready(Ok(p))) => {
                     assert_eq!(waiting_before, 0, "overtook a waiter");
                     assert!(!closed);
@@ -396,10 +477,11 @@ fn run(initial: usize, ops: &[Op]) {
                 (_, Poll::Ready(Err(e))) => panic!("unexpected {e}"),
                 (pending, Poll::Pending) => queued.push(Queued {
                     pending,
+                    class,
                     woken_by_close: false,
                 }),
             },
-            Op::TryAcquire => match sem.try_acquire() {
+            Op::TryAcquire(class) => match sem.try_acquire_with(class) {
                 Ok(p) => {
                     assert_eq!(waiting_before, 0, "overtook a waiter");
                     held.push(p);
@@ -459,11 +541,46 @@ fn run(initial: usize, ops: &[Op]) {
             let new_slots = (free_before + n as isize - limit_before as isize).max(0) as usize;
             assert_eq!(woken - woken_before, new_slots.min(waiting_before));
         }
-        let flags: Vec<bool> = queued.iter().map(|q| q.pending.flag.peek()).collect();
-        assert!(
-            flags.windows(2).all(|w| w[0] || !w[1]),
-            "woken out of order: {flags:?}"
-        );
+        // First in, first out within a class.
+        for class in Priority::ALL {
+            let flags: Vec<bool> = queued
+                .iter()
+                .filter(|q| q.class == class)
+                .map(|q| q.pending.flag.peek())
+                .collect();
+            assert!(
+                flags.windows(2).all(|w| w[0] || !w[1]),
+                "{class} woken out of order: {flags:?}"
+            );
+        }
+        // A grant never skips a more important waiter, unless the class granted was under its
+        // guaranteed share.
+        if !closed && !matches!(op, Op::Close) {
+            for (i, q) in queued.iter().enumerate() {
+                let newly = q.pending.flag.peek() && flags_before.get(i).is_none_or(|was| !was);
+                let skipped = queued
+                    .iter()
+                    .any(|o| o.class < q.class && !o.pending.flag.peek());
+                if newly && skipped {
+                    let guaranteed = shares.guaranteed(q.class, sem.limit().max(limit_before));
+                    assert!(
+                        sem.held(q.class) <= guaranteed,
+                        "{} granted over a more important waiter: {sem:?}",
+                        q.class
+                    );
+                }
+            }
+        }
+        if shares.is_set() {
+            for class in Priority::ALL {
+                let mine = held.iter().filter(|p| p.priority() == class).count()
+                    + queued
+                        .iter()
+                        .filter(|q| q.class == class && q.pending.flag.peek() && !q.woken_by_close)
+                        .count();
+                assert_eq!(sem.held(class), mine, "{class}: {sem:?}");
+            }
+        }
 
         // The accounting invariant, exact between calls.
         check_accounting(&sem);
@@ -495,7 +612,22 @@ proptest! {
         initial in 0_usize..6,
         ops in prop::collection::vec(op(), 0..80),
     ) {
-        run(initial, &ops);
+        run(initial, Shares::new(), &ops);
+    }
+
+    #[test]
+    fn shares_and_priorities_hold_under_any_sequence(
+        initial in 0_usize..6,
+        critical in 0_u8..40,
+        normal in 0_u8..40,
+        sheddable in 0_u8..20,
+        ops in prop::collection::vec(op(), 0..80),
+    ) {
+        let shares = Shares::new()
+            .with(Priority::Critical, critical)
+            .with(Priority::Normal, normal)
+            .with(Priority::Sheddable, sheddable);
+        run(initial, shares, &ops);
     }
 }
 

@@ -31,7 +31,7 @@ use ace_core::{
 };
 use futures_lite::FutureExt;
 
-use crate::log::{DecisionLog, HoldLogging};
+use crate::log::{DecisionLog, EpochLogging, HoldLogging};
 use crate::signals::{LagProbe, Merge, SystemSignals};
 use crate::stats::DecisionCounters;
 use crate::util::{clamp_to_permits, lock, panic_message, DynSource};
@@ -103,13 +103,14 @@ impl DecisionSink for &mut Sinks {
 }
 
 /// The options every manager's builder shares (the one vocabulary: `source`, `sink`,
-/// `log_writer`, `log_holds`, `tracing`, `metrics`, `source_timeout`,
+/// `log_writer`, `log_holds`, `log_epochs`, `tracing`, `metrics`, `source_timeout`,
 /// `default_signals`, `time_tasks`, `fleet`).
 pub(crate) struct LoopOptions {
     pub(crate) sources: Vec<(&'static str, Box<dyn DynSource>)>,
     pub(crate) source_timeout: Option<Duration>,
     pub(crate) writer: Option<Box<dyn Write + Send>>,
     pub(crate) holds: HoldLogging,
+    pub(crate) epochs: EpochLogging,
     pub(crate) tracing: bool,
     pub(crate) metrics: bool,
     pub(crate) sinks: Vec<Box<dyn DecisionSink>>,
@@ -126,6 +127,7 @@ impl Default for LoopOptions {
             source_timeout: None,
             writer: None,
             holds: HoldLogging::OnChange,
+            epochs: EpochLogging::PerInterval,
             tracing: true,
             metrics: true,
             sinks: Vec::new(),
@@ -145,38 +147,13 @@ impl std::fmt::Debug for LoopOptions {
             .field("source_timeout", &self.source_timeout)
             .field("log_writer", &self.writer.is_some())
             .field("holds", &self.holds)
+            .field("epochs", &self.epochs)
             .field("tracing", &self.tracing)
             .field("metrics", &self.metrics)
             .field("sinks", &self.sinks.len())
             .field("default_signals", &self.default_signals)
             .field("time_tasks", &self.time_tasks)
             .finish_non_exhaustive()
-    }
-}
-
-impl LoopOptions {
-    /// The user's sources (each bounded by the source timeout, default half the interval) and
-    /// the one sink, for a manager that assembles its own [`ControlLoop`].
-    // Only the Kafka consumer still does, until it moves onto `Wiring` (issue 18).
-    #[cfg(feature = "kafka")]
-    pub(crate) fn into_parts<R: Runtime>(
-        self,
-        runtime: R,
-        interval: Duration,
-        counters: Arc<DecisionCounters>,
-    ) -> (Merge<R>, Sinks) {
-        let timeout = self.source_timeout.unwrap_or(interval / 2);
-        let (source, inbox) = merged(runtime, timeout, self.sources);
-        let sink = sinks(
-            self.writer,
-            self.holds,
-            self.tracing,
-            self.metrics,
-            self.sinks,
-            inbox,
-            counters,
-        );
-        (source, sink)
     }
 }
 
@@ -195,28 +172,28 @@ fn merged<R: Runtime>(
     (merge, inbox)
 }
 
-/// The loop's one sink: the decision log, then the user's sinks, and the counters.
+/// The loop's one sink: the decision log (its epoch lines paced by `interval`), then the user's
+/// sinks, and the counters.
 fn sinks(
-    writer: Option<Box<dyn Write + Send>>,
-    holds: HoldLogging,
-    tracing: bool,
-    metrics: bool,
-    extra: Vec<Box<dyn DecisionSink>>,
+    options: &mut LoopOptions,
+    interval: Duration,
     inbox: ErrorInbox,
     counters: Arc<DecisionCounters>,
 ) -> Sinks {
     let log = DecisionLog::builder()
-        .holds(holds)
-        .tracing(tracing)
-        .metrics(metrics);
-    let log = match writer {
+        .holds(options.holds)
+        .epochs(options.epochs)
+        .epoch_interval(interval)
+        .tracing(options.tracing)
+        .metrics(options.metrics);
+    let log = match options.writer.take() {
         Some(w) => log.writer(w),
         None => log,
     }
     .build();
     Sinks {
         log,
-        extra,
+        extra: std::mem::take(&mut options.sinks),
         inbox,
         counters,
     }
@@ -294,13 +271,17 @@ impl Wiring {
     ) -> Loop<R, Merge<R>> {
         let Self {
             controller,
-            options,
+            mut options,
             counters,
             latency,
         } = self;
         let interval = controller.config().adjustment_interval;
         let source_timeout = options.source_timeout.unwrap_or(interval / 2);
-        let (mut source, inbox) = merged(runtime.clone(), source_timeout, options.sources);
+        let (mut source, inbox) = merged(
+            runtime.clone(),
+            source_timeout,
+            std::mem::take(&mut options.sources),
+        );
         if options.default_signals {
             if defaults.system {
                 source.push("system", SystemSignals::new());
@@ -309,15 +290,7 @@ impl Wiring {
                 source.push("lag", LagProbe::with_period(&runtime, period));
             }
         }
-        let sink = sinks(
-            options.writer,
-            options.holds,
-            options.tracing,
-            options.metrics,
-            options.sinks,
-            inbox,
-            counters,
-        );
+        let sink = sinks(&mut options, interval, inbox, counters);
         // With a fleet budget, the loop drives the budget's wrapper around the target.
         #[cfg(feature = "redis")]
         let target = match &options.fleet {
@@ -332,6 +305,8 @@ impl Wiring {
             sink,
             latency,
             source_timeout,
+            #[cfg(feature = "redis")]
+            fleet: options.fleet,
         }
     }
 }
@@ -345,6 +320,8 @@ pub(crate) struct Loop<R, S> {
     sink: Sinks,
     latency: Option<Arc<LatencyRecorder>>,
     source_timeout: Duration,
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetBudget>,
 }
 
 impl<R, S> std::fmt::Debug for Loop<R, S> {
@@ -373,6 +350,9 @@ struct LoopShared {
 pub(crate) struct LoopHandle {
     shared: Arc<LoopShared>,
     source_timeout: Duration,
+    /// The fleet budget the loop's target is wrapped in, to leave at shutdown.
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::fleet::FleetBudget>,
 }
 
 impl LoopHandle {
@@ -416,6 +396,24 @@ impl LoopHandle {
     }
 }
 
+impl LoopHandle {
+    /// Leaves the fleet, if the loop has a budget, and waits until Redis was told (or failed
+    /// to be: a warning, and the lease expires there on its own). Call it once the manager's
+    /// tasks have ended.
+    pub(crate) async fn leave_fleet(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(budget) = &self.fleet {
+            if let Err(e) = budget.leave().await {
+                tracing::warn!(
+                    target: "ace",
+                    error = %e,
+                    "could not leave the fleet; its lease expires on its own"
+                );
+            }
+        }
+    }
+}
+
 /// Fires the loop's "done" signal when its task ends, however it ends (returns, panics, or is
 /// dropped with its runtime).
 struct LoopDone(Arc<LoopShared>);
@@ -449,9 +447,9 @@ where
     S: SignalSource + 'static,
 {
     /// Wraps the merged source (the Kafka consumer adds its lag to it, say).
-    #[allow(
-        dead_code,
-        reason = "for the Kafka consumer, which moves onto `Wiring` next (issue 18)"
+    #[cfg_attr(
+        not(feature = "kafka"),
+        allow(dead_code, reason = "only the Kafka consumer wraps the merged source")
     )]
     pub(crate) fn map_source<T>(self, f: impl FnOnce(S) -> T) -> Loop<R, T> {
         Loop {
@@ -462,6 +460,8 @@ where
             sink: self.sink,
             latency: self.latency,
             source_timeout: self.source_timeout,
+            #[cfg(feature = "redis")]
+            fleet: self.fleet,
         }
     }
 
@@ -469,6 +469,8 @@ where
         LoopHandle {
             shared: Arc::new(LoopShared::default()),
             source_timeout: self.source_timeout,
+            #[cfg(feature = "redis")]
+            fleet: self.fleet.clone(),
         }
     }
 
@@ -606,6 +608,15 @@ macro_rules! loop_options_methods {
         /// When holds are logged (default [`HoldLogging::OnChange`](crate::log::HoldLogging)).
         pub fn log_holds(mut self, holds: crate::log::HoldLogging) -> Self {
             self.loop_options.holds = holds;
+            self
+        }
+
+        /// Which latency-epoch changes the log writes (default
+        /// [`EpochLogging::PerInterval`](crate::log::EpochLogging): a change of reason, and
+        /// otherwise at most one line per adjustment interval). Sinks see every change either
+        /// way.
+        pub fn log_epochs(mut self, epochs: crate::log::EpochLogging) -> Self {
+            self.loop_options.epochs = epochs;
             self
         }
 

@@ -12,9 +12,13 @@
 //! - `ace_std::tokio::Manager`, `ace_std::smol::Manager`, `ace_std::async_std::Manager`: the
 //!   same on each executor.
 //! - [`Stats`]: what every manager's `stats()` reports (the pool's and the Kafka consumer's
-//!   embed it as `core`). All three managers share one vocabulary: `.source(name, s)`,
-//!   `.sink(s)`, `.log_writer(w)`, `.log_holds(h)`, `.tracing(bool)`, `.metrics(bool)` on the
-//!   builder; `limit()`, `stats()`, `is_shut_down()`, `shutdown()` on the handle.
+//!   embed it as `core`). All three managers share one vocabulary: `builder(config)` gives
+//!   the module's `Builder` ([`manager::Builder`], `threadpool::Builder`); `.source(name, s)`,
+//!   `.sink(s)`, `.log_writer(w)`, `.log_holds(h)`, `.log_epochs(e)`, `.tracing(bool)`,
+//!   `.metrics(bool)` on the builder; `limit()`, `stats()`, `is_shut_down()`, `shutdown()` on
+//!   the handle (and `set_limit(n)` on `Manager` and the pool); handles are `JoinHandle`, their
+//!   errors `JoinError`; every "shut down" error displays `the manager is shut down`; one
+//!   [`BoxError`].
 //!
 //! # Features
 //!
@@ -47,7 +51,7 @@
 pub mod config;
 mod control;
 pub mod log;
-mod manager;
+pub mod manager;
 pub mod signals;
 mod stats;
 mod util;
@@ -65,11 +69,16 @@ pub mod tokio;
 pub use manager::{
     AmbientRuntime, Builder, JoinError, JoinHandle, Manager, SubmitError, TaskPermit,
 };
-pub use stats::Stats;
+
+/// The boxed error every module hands back where it wraps the user's (a Kafka handler's, a
+/// tower service's): tower's `BoxError`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use stats::{PriorityStats, Stats};
 
 pub use ace_core as core;
 pub use ace_core::{
-    Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Reason, Signals, Usage,
+    Action, AimdConfig, ConfigError, ConfigRule, Controller, Decision, Priority, Reason, Shares,
+    Signals, Usage,
 };
 
 #[cfg(feature = "kafka")]

@@ -4,8 +4,9 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use ace_core::{Action, Decision, Usage};
+use ace_core::{Action, Decision, Priority, Usage};
 
 use crate::util::lock;
 
@@ -34,6 +35,30 @@ pub struct Stats {
     pub adjustments: u64,
     /// The last decision, if any.
     pub last_decision: Option<Decision>,
+    /// Per [`Priority`], most important first: a [`Manager`](crate::Manager)'s admissions,
+    /// refusals and waits by class (empty for the other managers).
+    pub priorities: Vec<PriorityStats>,
+}
+
+/// One [`Priority`] class of a manager, since it started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct PriorityStats {
+    /// The class.
+    pub priority: Priority,
+    /// Tasks of the class admitted (given a slot).
+    pub admitted: u64,
+    /// Tasks of the class refused: no slot free and no wait allowed (a `try_acquire`, a shed
+    /// or a full queue), or pushed out of a queue by a more important class.
+    pub refused: u64,
+    /// Tasks of the class waiting for a slot now.
+    pub waiting: usize,
+    /// Of the admitted tasks, those that had to queue for their slot.
+    pub queued: u64,
+    /// The median wait of the tasks that queued (zero if none did).
+    pub waited_p50: Duration,
+    /// The 99th percentile wait of the tasks that queued (zero if none did).
+    pub waited_p99: Duration,
 }
 
 impl fmt::Display for Stats {
@@ -112,6 +137,7 @@ impl DecisionCounters {
             decisions: self.decisions.load(Ordering::Relaxed),
             adjustments: self.adjustments.load(Ordering::Relaxed),
             last_decision: lock(&self.last).clone(),
+            priorities: Vec::new(),
         }
     }
 }

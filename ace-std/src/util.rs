@@ -10,6 +10,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ace_core::{AimdConfig, Semaphore, SignalError, SignalSource, Signals};
 
+/// What every "shut down" error of every manager displays (`SubmitError::Shutdown`, the pool's
+/// `JoinError::Shutdown` and `TrySubmitError::Shutdown`, …): one meaning, one text.
+pub(crate) const SHUT_DOWN: &str = "the manager is shut down";
+
 /// The text of a panic payload: the `&str` or `String` passed to `panic!`, if it was one.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
@@ -42,7 +46,7 @@ pub(crate) fn clamp_to_permits(config: AimdConfig) -> AimdConfig {
 #[cfg(feature = "threadpool")]
 pub(crate) use thread_executor::{block_on, ThreadRuntime};
 
-/// The pool's executor: its control thread and `JobHandle::join` run futures on plain threads.
+/// The pool's executor: its control thread and `JoinHandle::join` run futures on plain threads.
 #[cfg(feature = "threadpool")]
 mod thread_executor {
     use std::cell::RefCell;

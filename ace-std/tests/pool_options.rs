@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use ace_std::threadpool::{PoolOptions, ThreadPoolBuilder, ThreadPoolManager};
+use ace_std::threadpool::{Builder, PoolOptions, ThreadPoolManager};
 use ace_std::{AimdConfig, ConfigRule};
 use proptest::prelude::*;
 
@@ -61,7 +61,7 @@ fn run_one_job(options: PoolOptions) -> Result<String, String> {
             initial_limit: 1,
             ..AimdConfig::default()
         };
-        let builder: ThreadPoolBuilder = ThreadPoolManager::builder(config)
+        let builder: Builder = ThreadPoolManager::builder(config)
             .default_signals(false)
             .options(options);
         let pool = builder.build().expect("the AIMD config is valid");

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ace_std::core::source_fn;
-use ace_std::threadpool::{JobError, JobHandle, ThreadPoolManager, TrySubmitError};
+use ace_std::threadpool::{JoinError, JoinHandle, ThreadPoolManager, TrySubmitError};
 use ace_std::{Action, AimdConfig, Decision, Signals};
 use proptest::prelude::*;
 
@@ -309,11 +309,11 @@ fn reports_panics_and_keeps_serving() {
             if i % 2 == 0 {
                 assert_eq!(h.join(), Ok(i));
             } else {
-                assert_eq!(h.join(), Err(JobError::Panicked(format!("odd job {i}"))));
+                assert_eq!(h.join(), Err(JoinError::Panicked(format!("odd job {i}"))));
             }
         }
         let odd = pool.submit(|| std::panic::panic_any(42_u8)).join();
-        assert_eq!(odd, Err(JobError::Panicked("Box<dyn Any>".into())));
+        assert_eq!(odd, Err(JoinError::Panicked("Box<dyn Any>".into())));
         pool.execute(|| panic!("fire and forget"));
         // Still serving, on the same two threads at most.
         let after: Vec<_> = (0..10).map(|i| pool.submit(move || i)).collect();
@@ -334,7 +334,7 @@ fn saturate(
     n: usize,
     m: usize,
     release: &Arc<Latch>,
-) -> (Vec<JobHandle<usize>>, Vec<JobHandle<usize>>) {
+) -> (Vec<JoinHandle<usize>>, Vec<JoinHandle<usize>>) {
     let started = Arc::new(Latch::default());
     let running: Vec<_> = (0..n)
         .map(|i| {
@@ -361,7 +361,7 @@ fn drains_queued_and_running_jobs_on_shutdown() {
         thread::scope(|s| {
             let stopper = s.spawn(|| pool.shutdown());
             eventually("shutdown to begin", || pool.is_shut_down());
-            assert_eq!(pool.submit(|| 0).join(), Err(JobError::Rejected));
+            assert_eq!(pool.submit(|| 0).join(), Err(JoinError::Shutdown));
             assert!(matches!(
                 pool.try_submit(|| 0),
                 Err(TrySubmitError::Shutdown(_))
@@ -405,13 +405,13 @@ fn hands_back_queued_jobs_on_shutdown_now() {
         for (i, h) in running.into_iter().enumerate() {
             assert_eq!(h.join(), Ok(i), "running jobs finish");
         }
-        let results: Vec<_> = queued.into_iter().map(JobHandle::join).collect();
+        let results: Vec<_> = queued.into_iter().map(JoinHandle::join).collect();
         let ran: Vec<_> = results.iter().filter_map(|r| r.clone().ok()).collect();
         assert_eq!(ran, (100..105).collect::<Vec<_>>(), "queue order kept");
         assert_eq!(
             results
                 .iter()
-                .filter(|r| **r == Err(JobError::Cancelled))
+                .filter(|r| **r == Err(JoinError::Cancelled))
                 .count(),
             15
         );
@@ -633,7 +633,7 @@ fn does_not_start_jobs_on_idle_threads_while_over_a_cut_limit() {
 }
 
 /// Submits racing with `shutdown` (with threads retiring as fast as they can): every handle
-/// resolves, to its value if the job was accepted, to `Rejected` if not.
+/// resolves, to its value if the job was accepted, to `Shutdown` if not.
 #[test]
 fn resolves_every_handle_when_submits_race_shutdown() {
     watchdog(|| {
@@ -662,7 +662,7 @@ fn resolves_every_handle_when_submits_race_shutdown() {
                         assert_eq!(v, i);
                         accepted += 1;
                     }
-                    Err(e) => assert_eq!(e, JobError::Rejected),
+                    Err(e) => assert_eq!(e, JoinError::Shutdown),
                 }
             }
             assert!(pool.stats().core.completed <= accepted);
@@ -719,14 +719,14 @@ fn settles_a_submit_blocked_on_a_full_queue_across_shutdown() {
                 assert!(
                     matches!(
                         blocked,
-                        Ok(7) | Err(JobError::Cancelled | JobError::Rejected)
+                        Ok(7) | Err(JoinError::Cancelled | JoinError::Shutdown)
                     ),
                     "{blocked:?}"
                 );
             } else {
                 assert_eq!(first_queued, Ok(100));
                 assert!(
-                    matches!(blocked, Ok(7) | Err(JobError::Rejected)),
+                    matches!(blocked, Ok(7) | Err(JoinError::Shutdown)),
                     "{blocked:?}"
                 );
             }

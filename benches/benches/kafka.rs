@@ -312,7 +312,7 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64, ordering: Orde
             .then(|| (Instant::now(), AtomicU64::new(0), AtomicU64::new(0))),
         ..Probe::default()
     }));
-    let mut builder = KafkaConsumerManager::builder()
+    let mut builder = KafkaConsumerManager::builder(ace_std::AimdConfig::default())
         .topic(topic)
         .ordering(ordering);
     for (k, v) in consumer_config(brokers, group) {

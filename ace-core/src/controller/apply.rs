@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use super::probe::Probing;
 use super::rules::{Intent, Path};
-use super::{Action, Controller, Decision, Reason, RECOVERY};
+use super::{Action, Controller, Decision, Reason, Stress, RECOVERY};
 use crate::{Signals, Usage};
 
 impl Controller {
@@ -52,21 +52,33 @@ impl Controller {
         self.decision(now, action, reason, previous, signals, usage)
     }
 
-    /// The fleet ceiling, a pre-pass on the rule's intent: over a shrunken grant, cut to it now
-    /// whatever the rules (and their cooldown) say; never grow or restore past it.
+    /// The fleet ceiling, a pre-pass on the rule's intent: never grow or restore past the
+    /// grant. A grant under the limit is enforced by the target (the fleet's limit wrapper),
+    /// not by a cut: the limit holds, so a dip (a member joining; a grant of 0 at join, a wait)
+    /// costs the AIMD nothing. A stress cut starts from the limit in force, or it would change
+    /// nothing.
     fn bound(&self, intent: Intent) -> Intent {
         let Some(c) = self.ceiling else {
             return intent;
         };
-        let cap = c.grant.clamp(self.config.min_limit, self.config.max_limit);
+        let cap = c
+            .grant
+            .clamp(self.config.min_limit, self.config.max_limit)
+            .max(self.limit);
         let reason = Reason::FleetCap {
             grant: c.grant,
             members: c.members,
         };
-        if self.limit > cap {
-            return Intent::Capped { to: cap, reason };
-        }
         match intent {
+            Intent::Cut { to, stress, path } if c.grant > 0 => {
+                let in_force = self.limit.min(c.grant.max(self.config.min_limit));
+                let to = if to < in_force {
+                    to
+                } else {
+                    self.cut(in_force)
+                };
+                Intent::Cut { to, stress, path }
+            }
             Intent::Grow { to, path, .. } if to > cap => {
                 if cap > self.limit {
                     Intent::Grow {
@@ -96,6 +108,10 @@ impl Controller {
             Intent::Hold(reason) => (Action::Hold, limit, reason),
             Intent::Cut { to, stress, path } => {
                 self.on_cut(to, path);
+                if let Stress::Overdue { tasks, .. } = stress {
+                    // Cut once for these: a cut again needs more overdue than now.
+                    self.admissions.at_cut = tasks;
+                }
                 (Action::Decrease, to, Reason::Stressed(stress))
             }
             Intent::Grow { to, reason, .. } => {
@@ -140,7 +156,6 @@ impl Controller {
                 }
                 (Action::Hold, limit, Reason::AtMinLimit(stress))
             }
-            Intent::Capped { to, reason } => (Action::Decrease, to, reason),
         }
     }
 

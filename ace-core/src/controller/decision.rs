@@ -107,6 +107,14 @@ pub enum Stress {
         /// The average of past epochs.
         average: Duration,
     },
+    /// Tasks still running past a multiple of the reference latency, before they complete: a
+    /// retry loop inside the task, or requests that hang until a timeout.
+    Overdue {
+        /// Tasks in flight for longer than `age` (a lower bound).
+        tasks: usize,
+        /// How long counts as too long: 4 × the reference latency.
+        age: Duration,
+    },
     /// The share of the cycle's tasks that failed or timed out over `latency_max_error_rate`.
     Errors {
         /// The share of failures, in [0, 1].
@@ -119,7 +127,8 @@ pub enum Stress {
 impl Stress {
     /// A stable machine-readable code, `stressed_` and the rule: `"stressed_cpu"`,
     /// `"stressed_memory"`, `"stressed_queue"`, `"stressed_event_loop_lag"`, `"stressed_latency"`,
-    /// `"stressed_rising"`, `"stressed_queued"`, `"stressed_queueing"`, `"stressed_errors"`.
+    /// `"stressed_rising"`, `"stressed_queued"`, `"stressed_queueing"`, `"stressed_overdue"`,
+    /// `"stressed_errors"`.
     ///
     /// ```
     /// use ace_core::Stress;
@@ -138,6 +147,7 @@ impl Stress {
             Self::Rising { .. } => "stressed_rising",
             Self::Queued { .. } => "stressed_queued",
             Self::Queueing { .. } => "stressed_queueing",
+            Self::Overdue { .. } => "stressed_overdue",
             Self::Errors { .. } => "stressed_errors",
         }
     }
@@ -153,6 +163,7 @@ impl Stress {
             | Self::Rising { .. }
             | Self::Queued { .. }
             | Self::Queueing { .. }
+            | Self::Overdue { .. }
             | Self::Errors { .. } => "latency",
         }
     }
@@ -212,6 +223,11 @@ impl fmt::Display for Stress {
                 f,
                 "tasks in flight imply {implied:.1?} per task, over 2 × the {average:.1?} average: \
                  a queue is building"
+            ),
+            Self::Overdue { tasks, age } => write!(
+                f,
+                "{tasks} tasks in flight for over {age:.1?} (4 × the reference latency): requests \
+                 hang or retry"
             ),
             Self::Errors { rate, threshold } => write!(
                 f,
@@ -330,6 +346,14 @@ pub enum Reason {
         /// Tasks needed.
         needed: u64,
     },
+    /// Healthy, but the tasks in flight imply more latency per task than the average (Little's
+    /// law): the last change has not shown its effect yet, so the limit holds.
+    Lagging {
+        /// The latency per task the tasks in flight imply.
+        implied: Duration,
+        /// The average of past epochs.
+        average: Duration,
+    },
     /// The limit was set by hand ([`Controller::override_limit`]), clamped to
     /// `[min_limit, max_limit]`.
     Manual {
@@ -344,7 +368,8 @@ impl Reason {
     /// [`Reason::Stressed`] gives its [`Stress::code`] (`"stressed_cpu"`, `"stressed_latency"`,
     /// ...); the others: `"at_min_limit"`, `"busy"`, `"headroom"`, `"backlog"`, `"slow_start"`,
     /// `"probe"`, `"probing"`, `"probe_done"`, `"idle"`, `"at_max_limit"`, `"cooldown"`,
-    /// `"no_signals"`, `"fleet_cap"`, `"climbing"`, `"paced"`, `"gathering"`, `"manual"`.
+    /// `"no_signals"`, `"fleet_cap"`, `"climbing"`, `"paced"`, `"gathering"`, `"lagging"`,
+    /// `"manual"`.
     ///
     /// ```
     /// use ace_core::{Reason, Stress};
@@ -376,6 +401,7 @@ impl Reason {
             Self::Climbing { .. } => "climbing",
             Self::Paced => "paced",
             Self::Gathering { .. } => "gathering",
+            Self::Lagging { .. } => "lagging",
             Self::Manual { .. } => "manual",
         }
     }
@@ -463,6 +489,11 @@ impl fmt::Display for Reason {
             Self::Gathering { tasks, needed } => write!(
                 f,
                 "latency epoch carried over: {tasks} of {needed} tasks seen"
+            ),
+            Self::Lagging { implied, average } => write!(
+                f,
+                "tasks in flight imply {implied:.1?} per task against the {average:.1?} average: \
+                 waiting for the last change to show"
             ),
             Self::Manual { requested } => write!(f, "limit set by hand (asked for {requested})"),
         }

@@ -6,24 +6,51 @@
 use core::time::Duration;
 
 use super::detector::{secs, Ewma};
-use super::rules::{climbing, resolved, rise, standard_error, Intent, Path, FLOOR_MIN_SAMPLES};
+use super::rules::{
+    climbing, gradient, little, resolved, rise, standard_error, Folded, Intent, Path,
+    FLOOR_MIN_SAMPLES, LAG_RATIO,
+};
 use super::{Controller, Reason, Stress, MIN_EPOCH};
 use crate::{LatencySummary, Usage};
 
-/// One latency epoch, folded: its tasks (with what was carried over) and the references it is
-/// judged against.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Folded {
-    pub(super) summary: LatencySummary,
-    pub(super) tolerance: f64,
-    // The lowest epoch p90 and the lowest epoch mean of the baseline window.
-    pub(super) baseline: Option<Duration>,
-    pub(super) floor: Option<Duration>,
-    // The average of the epochs before this one.
-    pub(super) prior: Option<Ewma>,
-    // Tasks in flight when the epoch began, and its length (Little's law).
-    pub(super) in_flight_start: usize,
-    pub(super) elapsed: Duration,
+// A cut follows Gradient's `reference / observed` with twice the headroom: a rise of 30 % keeps
+// the gentle `latency_decrease_factor` (the knee's sawtooth), 3 × over cuts by a third, and 4 ×
+// or more by `decrease_factor`.
+const GRADIENT_HEADROOM: f64 = 2.0;
+const GRADIENT_SAMPLES: u32 = 10;
+
+/// `x^y` for x in (0, 1] and y in [0, 1] without `std`: exp(y × ln x) by the bits of the
+/// exponent and a short series; plenty for a cut factor.
+fn powf(x: f64, y: f64) -> f64 {
+    if x <= 0.0 || y <= 0.0 {
+        return 1.0;
+    }
+    // x = m × 2^e with m in [1, 2): ln x = ln m + e ln 2, ln m by atanh's series.
+    let bits = x.to_bits();
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "an f64 exponent fits an i32"
+    )]
+    let e = ((bits >> 52) & 0x7ff) as i32 - 1023;
+    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    let t = (m - 1.0) / (m + 1.0);
+    let t2 = t * t;
+    let ln_m =
+        2.0 * t * (1.0 + t2 / 3.0 + t2 * t2 / 5.0 + t2 * t2 * t2 / 7.0 + t2 * t2 * t2 * t2 / 9.0);
+    let ln = ln_m + f64::from(e) * core::f64::consts::LN_2;
+    // exp(z) for z ≤ 0: halve until small, Taylor, square back.
+    let mut z = y * ln;
+    let mut halvings = 0;
+    while z < -0.0625 {
+        z /= 2.0;
+        halvings += 1;
+    }
+    let mut r = 1.0 + z * (1.0 + z / 2.0 * (1.0 + z / 3.0 * (1.0 + z / 4.0 * (1.0 + z / 5.0))));
+    for _ in 0..halvings {
+        r *= r;
+    }
+    r
 }
 
 impl Controller {
@@ -59,6 +86,13 @@ impl Controller {
         tolerance: f64,
     ) -> Result<Folded, Reason> {
         let interval = self.config.adjustment_interval;
+        // Every call counts its admissions (carried over or not): the finer the steps, the
+        // tighter the bound on the tasks in flight too long.
+        self.admissions.push(now, fresh.admitted);
+        if let Some((stuck, _)) = self.overdue_count(now, usage) {
+            // Those overdue at the last cut that have ended since are no longer its reason.
+            self.admissions.at_cut = self.admissions.at_cut.min(stuck);
+        }
         let summary = match self.pending.take() {
             Some(p) => p.merge(fresh),
             None => *fresh,
@@ -68,7 +102,9 @@ impl Controller {
         // worth (limit / 2) or `latency_min_samples`, whichever is less.
         let needed = u64::from(self.config.latency_min_samples).min((self.limit as u64 / 2).max(1));
         let elapsed = now.saturating_sub(self.epoch_start);
-        if tasks < needed {
+        // Tasks stuck in flight close the epoch at once: they may never bring it enough tasks.
+        let overdue = self.overdue(now, usage);
+        if tasks < needed && overdue.is_none() {
             self.pending = Some(summary);
             // Look again after as long again (at most one interval): an idle program costs one
             // wake-up per interval, a slow downstream is waited for.
@@ -96,6 +132,7 @@ impl Controller {
             prior,
             in_flight_start,
             elapsed,
+            overdue,
         })
     }
 
@@ -173,10 +210,10 @@ impl Controller {
         let in_flight = usage.in_flight;
         if let Some(stress) = self.latency_stress(e) {
             // While the last cut drains, stress neither cuts again nor lets the limit grow.
-            return if now < self.cut_quiet_until {
+            return if now < self.cut_quiet_until || self.draining(now, usage) {
                 Intent::Hold(Reason::Stressed(stress))
             } else {
-                self.latency_cut(stress)
+                self.latency_cut(stress, e.summary.samples)
             };
         }
         let reached = e.summary.limit_reached || usage.waiting > 0 || in_flight >= limit;
@@ -193,6 +230,16 @@ impl Controller {
         {
             return Intent::StartProbe;
         }
+        let lagging = little(e).filter(|&(i, a)| i > LAG_RATIO * a);
+        if let Some((implied, average)) = lagging.filter(|_| limit < self.ssthresh) {
+            // Slow start doubles on evidence only: more in flight than the completions account
+            // for means the last doubling has not shown its effect (tasks stuck, or a queue
+            // starting).
+            return Intent::Hold(Reason::Lagging {
+                implied: secs(implied),
+                average: secs(average),
+            });
+        }
         if let Some(reason) = self.climb(e) {
             return if limit < self.ssthresh {
                 Intent::EndSlowStart(reason)
@@ -205,12 +252,22 @@ impl Controller {
 
     /// A latency cut: by `decrease_factor` until the knee is known, then by
     /// `latency_decrease_factor`.
-    fn latency_cut(&self, stress: Stress) -> Intent {
+    ///
+    /// Deeper the further latency is over its reference (Gradient's `reference / observed`),
+    /// never below `decrease_factor`: 41 × over cuts by `decrease_factor` at once, not by 0.9
+    /// a dozen times.
+    fn latency_cut(&self, stress: Stress, samples: u32) -> Intent {
+        let floor = self.config.decrease_factor;
         let factor = if self.knee_known {
             self.config.latency_decrease_factor
         } else {
-            self.config.decrease_factor
+            floor
         };
+        // A few samples' percentile is noise: the gradient counts in full from
+        // GRADIENT_SAMPLES successes, and shrinks toward 1 below (ratio^(n / GRADIENT_SAMPLES)).
+        let weight = f64::from(samples.min(GRADIENT_SAMPLES)) / f64::from(GRADIENT_SAMPLES);
+        let gradient = powf(gradient(&stress), weight);
+        let factor = factor.min((GRADIENT_HEADROOM * gradient).max(floor));
         let to = self.cut_by(self.limit, factor);
         if to < self.limit {
             Intent::Cut {
@@ -267,6 +324,27 @@ impl Controller {
             to,
             reason: Reason::Busy { in_flight, limit },
             path: Path::Latency,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn powf_is_close_enough() {
+        for (x, y, want) in [
+            (0.5, 1.0, 0.5),
+            (0.25, 0.5, 0.5),
+            (0.01, 0.5, 0.1),
+            (1.0, 0.3, 1.0),
+            (0.9, 0.0, 1.0),
+            (1e-6, 1.0, 1e-6),
+        ] {
+            let got = super::powf(x, y);
+            assert!(
+                (got - want).abs() <= want * 1e-4,
+                "{x}^{y} = {got}, not {want}"
+            );
         }
     }
 }

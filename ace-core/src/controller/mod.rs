@@ -15,6 +15,7 @@ mod apply;
 mod decision;
 mod detector;
 mod epoch;
+mod overdue;
 mod probe;
 mod rules;
 #[cfg(test)]
@@ -66,19 +67,31 @@ use probe::{Jitter, Probing};
 /// grows. Then, in order:
 ///
 /// 1. **Back-pressure → cut.** More than `latency_max_error_rate` of the tasks failed.
-/// 2. **Latency far up → cut.** The p90 is over `latency_tolerance` × the baseline (the lowest
-///    epoch p90 of the last `latency_baseline_window`); or the epoch's mean reached the average
-///    of past epochs (an EWMA) plus 2.5 standard deviations; or, by Little's law, the tasks in
-///    flight imply over twice the average latency (a queue builds, or requests hang until a
-///    timeout, before any of them completes). A cut multiplies by `decrease_factor` until a
-///    first deep cut (typically the end of the cold start), then by `latency_decrease_factor`.
-/// 3. **Not reached → hold.** The limit grows only when it was reached at some admission (or
+/// 2. **In flight too long → cut.** With admission counts from the recorder
+///    ([`LatencyRecorder::record_admission`](crate::LatencyRecorder::record_admission)), tasks
+///    still running past 4 × the reference latency (the larger of the baseline p90 and the
+///    average) count before any of them completes: a retry loop inside the task shows at once,
+///    and closes an epoch that would otherwise wait for tasks.
+/// 3. **Latency far up → cut.** The p90 is over `latency_tolerance` × the baseline (the lowest
+///    epoch p90 of the last `latency_baseline_window`); or the epoch's mean is over the floor
+///    (the lowest epoch mean) by 10 % and its noise; or it reached the average of past epochs
+///    (an EWMA) plus 2.5 standard deviations; or, by Little's law, the tasks in flight imply over
+///    twice the average latency (a queue builds before any of them completes). A cut multiplies
+///    by `decrease_factor` until a first deep cut (typically the end of the cold start), then by
+///    `latency_decrease_factor` — deeper the further latency is over its reference (Gradient's
+///    `reference / observed` with twice the headroom, over enough samples), never below
+///    `decrease_factor`. While half the tasks in flight were admitted before the last cut, their
+///    latency earns no second cut. An epoch whose median task reads 0 (a coarse clock) is not
+///    judged on latency, and no rise under the clock's evident tick counts.
+/// 4. **Not reached → hold.** The limit grows only when it was reached at some admission (or
 ///    tasks wait).
-/// 4. **Climbing → hold.** The mean is above the average plus one deviation; slow start ends.
-/// 5. **Grow.** In slow start (from a cold start, and after a run of cuts up to 0.85 × the limit
+/// 5. **Climbing → hold.** The mean is above the average plus one deviation; slow start ends.
+/// 6. **Grow.** In slow start (from a cold start, and after a run of cuts up to 0.85 × the limit
 ///    where the stress struck: fast recovery) the limit **doubles** per epoch, as TCP's does per
-///    round trip; it ends at the first climb, cut or back-pressure. Otherwise it grows by
-///    `increase_step` per epoch.
+///    round trip — but only once the last doubling has shown its effect: its epoch's tasks came
+///    back at the rate the limit implies (Little's law within 1.3 × the average), else
+///    [`Reason::Lagging`] holds. Slow start ends at the first climb, cut or back-pressure.
+///    Otherwise the limit grows by `increase_step` per epoch.
 ///
 /// ```
 /// use ace_core::{Action, AimdConfig, Controller, Signals, Usage};
@@ -141,6 +154,8 @@ pub struct Controller {
     epochs_since_change: u32,
     // Latency cuts wait until the tasks admitted before the last one have drained.
     cut_quiet_until: Duration,
+    // The last cut of the latency epochs: its tasks admitted before it drain first.
+    last_cut: Option<Duration>,
     // The last growth was a slow-start doubling: a cut now ends slow start without fast
     // recovery (the doubling overshot).
     doubled: bool,
@@ -153,6 +168,8 @@ pub struct Controller {
     // The clock's evident tick: the shortest nonzero percentile of an epoch whose median read 0
     // (0 while no reading has shown one). A rise smaller than one tick is not evidence.
     resolution: Duration,
+    // Admissions of the last epochs, for tasks in flight too long.
+    admissions: overdue::Admissions,
     next_probe: Option<Duration>,
     probing: Option<Probing>,
     rng: Jitter,
@@ -194,6 +211,7 @@ impl Controller {
             // No change yet: every task so far was admitted at the current limit.
             epochs_since_change: 2,
             cut_quiet_until: Duration::ZERO,
+            last_cut: None,
             doubled: false,
             ssthresh: if config.slow_start {
                 config.max_limit
@@ -203,6 +221,7 @@ impl Controller {
             cutting: false,
             knee_known: false,
             resolution: Duration::ZERO,
+            admissions: overdue::Admissions::new(),
             next_probe: None,
             probing: None,
             rng: Jitter::new(),
@@ -359,6 +378,7 @@ impl Controller {
             // The tasks admitted before the cut still complete slowly for about one latency.
             let drain = summary.p99.max(self.latency_average().unwrap_or_default());
             self.cut_quiet_until = now.saturating_add(drain);
+            self.last_cut = Some(now);
         }
         d
     }

@@ -3,9 +3,26 @@
 use core::time::Duration;
 
 use super::detector::{secs, Ewma};
-use super::epoch::Folded;
 use super::{Controller, Reason, Stress};
 use crate::{LatencySummary, Signals, Usage};
+
+/// One latency epoch, folded: its tasks (with what was carried over) and the references it is
+/// judged against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Folded {
+    pub(super) summary: LatencySummary,
+    pub(super) tolerance: f64,
+    // The lowest epoch p90 and the lowest epoch mean of the baseline window.
+    pub(super) baseline: Option<Duration>,
+    pub(super) floor: Option<Duration>,
+    // The average of the epochs before this one.
+    pub(super) prior: Option<Ewma>,
+    // Tasks in flight when the epoch began, and its length (Little's law).
+    pub(super) in_flight_start: usize,
+    pub(super) elapsed: Duration,
+    // Tasks in flight too long, if enough to be stress.
+    pub(super) overdue: Option<Stress>,
+}
 
 /// Which time scale wants a change: the machine cycle's changes keep the cooldown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +58,6 @@ pub(super) enum Intent {
         restore: usize,
         reason: Reason,
     },
-    /// Move to `to`, a fleet grant below the limit: not stress, so no slow-start ceiling is set.
-    Capped { to: usize, reason: Reason },
     /// Machine stress during a probe: give it up and stay low.
     AbandonProbe(Stress),
 }
@@ -56,6 +71,9 @@ const DEVIATIONS: f64 = 2.5;
 const RISE_FLOOR: f64 = 0.05;
 const CLIMB_FLOOR: f64 = 0.02;
 const QUEUE_RATIO: f64 = 2.0;
+// Growth waits while the tasks in flight imply over 1.3 × the average latency: the last change
+// has not shown its effect (a doubling's tasks still running).
+pub(super) const LAG_RATIO: f64 = 1.3;
 // The floor rule: an epoch's mean over the lowest epoch mean of the baseline window by 10 % plus
 // its noise reads as a queue (a knee's first requests), half that holds growth. Epochs of fewer
 // tasks are too noisy for it.
@@ -176,8 +194,8 @@ impl Controller {
             baseline,
             floor,
             prior,
-            in_flight_start,
-            elapsed,
+            overdue,
+            ..
         } = *e;
         let c = &self.config;
         let rate = summary.error_rate();
@@ -186,6 +204,9 @@ impl Controller {
                 rate,
                 threshold: c.latency_max_error_rate,
             });
+        }
+        if overdue.is_some() {
+            return overdue;
         }
         if !resolved(summary) {
             return None;
@@ -226,24 +247,11 @@ impl Controller {
                 threshold: secs(threshold),
             });
         }
-        // Only for epochs about one average long (so the in-flight count at the start stands for
-        // the epoch), and below the 1,024 tasks an epoch where a manager starts timing one task
-        // in 2^k (the count would then be short).
-        if (QUEUE_MIN_IN_FLIGHT..=1024).contains(&in_flight_start)
-            && a.mean > 0.0
-            && elapsed.as_secs_f64() <= 2.0 * a.mean
-        {
-            #[allow(
-                clippy::cast_precision_loss,
-                reason = "counts far below 2^52; a ratio needs no exactness"
-            )]
-            let implied = in_flight_start as f64 * elapsed.as_secs_f64() / summary.total() as f64;
-            if implied > QUEUE_RATIO * a.mean {
-                return Some(Stress::Queueing {
-                    implied: secs(implied),
-                    average: secs(a.mean),
-                });
-            }
+        if let Some((implied, average)) = little(e).filter(|&(i, a)| i > QUEUE_RATIO * a) {
+            return Some(Stress::Queueing {
+                implied: secs(implied),
+                average: secs(average),
+            });
         }
         None
     }
@@ -305,6 +313,58 @@ pub(super) fn standard_error(summary: &LatencySummary) -> f64 {
 }
 
 /// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
+/// How far latency is over its reference, as the cut factor Gradient takes
+/// (`reference / observed`, in (0, 1]); 1 for a stress without one.
+pub(super) fn gradient(stress: &Stress) -> f64 {
+    let ratio = |reference: Duration, observed: Duration| {
+        let observed = observed.as_secs_f64();
+        if observed > 0.0 {
+            (reference.as_secs_f64() / observed).min(1.0)
+        } else {
+            1.0
+        }
+    };
+    match *stress {
+        Stress::Latency {
+            latency,
+            baseline,
+            tolerance,
+        } => ratio(baseline.mul_f64(tolerance), latency),
+        Stress::Rising {
+            latency, average, ..
+        } => ratio(average, latency),
+        Stress::Queued { latency, floor, .. } => ratio(floor, latency),
+        Stress::Queueing { implied, average } => ratio(average, implied),
+        _ => 1.0,
+    }
+}
+
+/// Little's law over the epoch: the latency per task that the tasks in flight at its start
+/// imply (in flight × its length ÷ the tasks that ended in it), and the average of past epochs,
+/// in seconds.
+///
+/// Only for epochs about one average long (so the in-flight count at the start stands for the
+/// epoch), and below the 1,024 tasks an epoch where a manager starts timing one task in 2^k (the
+/// count would then be short).
+pub(super) fn little(e: &Folded) -> Option<(f64, f64)> {
+    let a = e.prior?;
+    let total = e.summary.total();
+    let elapsed = e.elapsed.as_secs_f64();
+    if !(QUEUE_MIN_IN_FLIGHT..=1024).contains(&e.in_flight_start)
+        || a.mean <= 0.0
+        || total == 0
+        || elapsed > 2.0 * a.mean
+    {
+        return None;
+    }
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "counts far below 2^52; a ratio needs no exactness"
+    )]
+    let implied = e.in_flight_start as f64 * elapsed / total as f64;
+    Some((implied, a.mean))
+}
+
 /// `tick` is the clock's evident resolution: a rise under one tick is no climb.
 pub(super) fn climbing(mean: f64, a: &Ewma, tick: f64) -> bool {
     mean > (a.mean + a.deviation().max(tick)).max(a.mean * (1.0 + CLIMB_FLOOR))

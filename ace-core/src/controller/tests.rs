@@ -945,6 +945,10 @@ fn every_reason_has_a_distinct_code() {
             tasks: 1,
             needed: 2,
         },
+        Reason::Lagging {
+            implied: SEC,
+            average: SEC,
+        },
         Reason::Manual { requested: 3 },
     ];
     let mut codes: alloc::vec::Vec<_> = reasons.iter().map(Reason::code).collect();
@@ -996,8 +1000,103 @@ fn a_coarse_clock_never_collapses_the_limit() {
             p90: if ticks > 2 { ms(1) } else { Duration::ZERO },
             p99: if ticks > 0 { ms(1) } else { Duration::ZERO },
             limit_reached: true,
+            admitted: 0,
         };
         let d = c.epoch(now, &summary, busy(c.limit()));
         assert_ne!(d.action, Action::Decrease, "epoch {k}: {d}");
     }
+}
+
+/// An epoch of `n` successes of `v` ms each with `admitted` admissions, the limit reached.
+fn admitted(v: u64, n: u32, admitted: u32) -> LatencySummary {
+    LatencySummary {
+        admitted,
+        ..ep(v, n)
+    }
+}
+
+#[test]
+fn tasks_in_flight_too_long_cut_before_any_of_them_completes() {
+    // Slow start from 4 to 32 on 100 ms tasks, each epoch admitting and completing the limit.
+    let mut c = ctl(AimdConfig {
+        min_limit: 1,
+        initial_limit: 4,
+        ..AimdConfig::default()
+    });
+    let mut now = Duration::ZERO;
+    while c.limit() < 32 {
+        now += ms(100);
+        let l = c.limit() as u32;
+        c.epoch(now, &admitted(100, l, l), busy(c.limit()));
+    }
+    // A retry storm inside the tasks: the 32 admitted now hold their slots and none comes
+    // back. With no task to judge, epochs are carried over; time in flight closes one.
+    let mut cut = None;
+    for k in 1..=20u32 {
+        now += ms(50);
+        let admissions = if k == 1 { 32 } else { 0 };
+        let d = c.epoch(now, &admitted(100, 0, admissions), busy(32));
+        if d.action != Action::Hold {
+            cut = Some((k, d));
+            break;
+        }
+    }
+    let (k, d) = cut.expect("a cut");
+    assert!(
+        matches!(
+            d.reason,
+            Reason::Stressed(Stress::Overdue { tasks: 32, .. })
+        ),
+        "{d}"
+    );
+    assert_eq!(d.reason.code(), "stressed_overdue");
+    // About 4 × the 100 ms latency after their admission: long before a 1 s timeout.
+    assert!(ms(50) * k <= ms(500), "after {:?}", ms(50) * k);
+    assert_eq!(d.new_limit, 16);
+}
+
+#[test]
+fn without_admission_counts_time_in_flight_is_never_judged() {
+    let mut c = ctl(additive());
+    for k in 1..=20u32 {
+        // 40 in flight and only 10 completions an epoch, but no admission counts.
+        let d = c.epoch(ms(100) * k, &ep(100, 10), busy(40));
+        assert!(
+            !matches!(d.reason, Reason::Stressed(Stress::Overdue { .. })),
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn far_over_its_reference_a_cut_goes_by_decrease_factor_at_once() {
+    let mut c = ctl(additive());
+    c.epoch(ms(50), &ep(50, 20), busy(20));
+    // The first cut finds the knee (by decrease_factor): 22 → 11.
+    assert_eq!(c.epoch(ms(100), &ep(80, 20), busy(22)).new_limit, 11);
+    c.epoch(ms(300), &ep(50, 20), busy(11));
+    c.epoch(ms(350), &ep(50, 20), busy(13));
+    // 41 × over: not 0.9 (latency_decrease_factor) but 0.5 (decrease_factor).
+    let d = c.epoch(ms(400), &ep(41 * 50, 20), busy(15));
+    assert_eq!((d.action, d.new_limit), (Action::Decrease, 7), "{d}");
+    // Just over: the gentle cut stays (floor(15 × 0.9) = 13 in the sibling test).
+}
+
+#[test]
+fn slow_start_doubles_only_once_the_last_doubling_shows() {
+    let mut c = ctl(AimdConfig {
+        initial_limit: 10,
+        ..AimdConfig::default()
+    });
+    let d = c.epoch(ms(50), &ep(50, 20), busy(10));
+    assert_eq!(d.new_limit, 20);
+    c.epoch(ms(100), &ep(50, 20), busy(20));
+    // Two round trips after the doubling, 20 in flight but only 12 completions an epoch: the
+    // doubled limit's tasks are not coming back at the rate they should. Hold.
+    let d = c.epoch(ms(150), &ep(50, 12), busy(20));
+    assert_eq!(d.action, Action::Hold, "{d}");
+    assert!(matches!(d.reason, Reason::Lagging { .. }), "{d}");
+    assert_eq!(d.reason.code(), "lagging");
+    // Once they do, it doubles.
+    assert_eq!(c.epoch(ms(200), &ep(50, 20), busy(20)).new_limit, 40);
 }

@@ -9,7 +9,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::queue::Key;
-use super::{AcquireError, OwnedPermit, Permit, Semaphore, TryAcquireError};
+use super::{AcquireError, OwnedPermit, Permit, Priority, Semaphore, TryAcquireError};
 
 /// Where a slow first poll landed.
 pub(super) enum Enqueued {
@@ -28,12 +28,20 @@ pub(super) enum Waiter {
 
 impl Waiter {
     #[inline]
-    fn poll(&mut self, sem: &Semaphore, cx: &mut Context<'_>) -> Poll<Result<(), AcquireError>> {
+    fn poll(
+        &mut self,
+        sem: &Semaphore,
+        class: Priority,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), AcquireError>> {
         let result = match *self {
             Waiter::Init => match sem.try_take() {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    sem.took(class.rank());
+                    Ok(())
+                }
                 Err(TryAcquireError::Closed) => Err(AcquireError::Closed),
-                Err(TryAcquireError::NoPermits) => match sem.enqueue(cx.waker()) {
+                Err(TryAcquireError::NoPermits) => match sem.enqueue(cx.waker(), class.rank()) {
                     Enqueued::Taken => Ok(()),
                     Enqueued::Closed => Err(AcquireError::Closed),
                     Enqueued::Queued(key) => {
@@ -53,10 +61,10 @@ impl Waiter {
     }
 
     #[inline]
-    fn cancel(&mut self, sem: &Semaphore) {
+    fn cancel(&mut self, sem: &Semaphore, class: Priority) {
         if let Waiter::Queued(key) = *self {
             *self = Waiter::Done;
-            sem.cancel(key);
+            sem.cancel(key, class.rank());
         }
     }
 }
@@ -70,6 +78,14 @@ impl Waiter {
 pub struct Acquire<'a> {
     pub(super) sem: &'a Semaphore,
     pub(super) waiter: Waiter,
+    pub(super) class: Priority,
+}
+
+impl Acquire<'_> {
+    /// The class this acquire waits in.
+    pub fn priority(&self) -> Priority {
+        self.class
+    }
 }
 
 impl<'a> Future for Acquire<'a> {
@@ -77,23 +93,24 @@ impl<'a> Future for Acquire<'a> {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let sem = self.sem;
+        let (sem, class) = (self.sem, self.class);
         self.waiter
-            .poll(sem, cx)
-            .map(|result| result.map(|()| Permit { sem }))
+            .poll(sem, class, cx)
+            .map(|result| result.map(|()| Permit { sem, class }))
     }
 }
 
 impl Drop for Acquire<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.waiter.cancel(self.sem);
+        self.waiter.cancel(self.sem, self.class);
     }
 }
 
 impl fmt::Debug for Acquire<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Acquire")
+            .field("priority", &self.class)
             .field("queued", &matches!(self.waiter, Waiter::Queued(_)))
             .finish_non_exhaustive()
     }
@@ -109,6 +126,14 @@ pub struct AcquireOwned {
     // `None` once the permit took it.
     pub(super) sem: Option<Arc<Semaphore>>,
     pub(super) waiter: Waiter,
+    pub(super) class: Priority,
+}
+
+impl AcquireOwned {
+    /// The class this acquire waits in.
+    pub fn priority(&self) -> Priority {
+        self.class
+    }
 }
 
 impl Future for AcquireOwned {
@@ -121,10 +146,11 @@ impl Future for AcquireOwned {
             .sem
             .as_deref()
             .expect("`AcquireOwned` polled after completion");
-        match this.waiter.poll(sem, cx) {
+        match this.waiter.poll(sem, this.class, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => Poll::Ready(Ok(OwnedPermit {
                 sem: this.sem.take(),
+                class: this.class,
             })),
             Poll::Ready(Err(error)) => {
                 this.sem = None;
@@ -138,7 +164,7 @@ impl Drop for AcquireOwned {
     #[inline]
     fn drop(&mut self) {
         if let Some(sem) = &self.sem {
-            self.waiter.cancel(sem);
+            self.waiter.cancel(sem, self.class);
         }
     }
 }
@@ -146,6 +172,7 @@ impl Drop for AcquireOwned {
 impl fmt::Debug for AcquireOwned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AcquireOwned")
+            .field("priority", &self.class)
             .field("queued", &matches!(self.waiter, Waiter::Queued(_)))
             .finish_non_exhaustive()
     }

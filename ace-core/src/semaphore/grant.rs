@@ -1,25 +1,70 @@
 //! How permits move under the lock: the fast paths on the state word, handing a released permit
-//! to the oldest waiter, serving the queue in batches after a growth or a close, joining and
+//! to the oldest waiter of the class served next (priority, then shares), serving the queue in batches after a growth or a close, joining and
 //! leaving the queue. No waker's code runs under the lock: wakers are cloned before it is taken,
 //! and woken or dropped after it is released.
 
 use core::task::{Poll, Waker};
 
 use super::future::Enqueued;
+use super::priority::CLASSES;
 use super::queue::{Key, Queue, Status};
 use super::wake::WakeList;
 use super::{delta_word, free, AcquireError, Semaphore, TryAcquireError, CLOSED, ONE, WAITERS};
 use crate::sync::atomic::Ordering;
 
 impl Semaphore {
-    /// Under the lock: fails the oldest waiters, as many as `wakers` holds. Returns true if some
-    /// are left.
+    /// A permit was taken by class `class`: counted when shares need it.
+    #[inline]
+    pub(super) fn took(&self, class: usize) {
+        if self.shares.is_set() {
+            self.held[class].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A permit of class `class` comes back: uncounted (before it is released, so the serving
+    /// order never sees a class holding more than it does).
+    #[inline]
+    pub(super) fn gave_back(&self, class: usize) {
+        if self.shares.is_set() {
+            self.held[class].fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Under the lock: the class the next permit goes to. The most important class still under
+    /// its guaranteed share, else the most important class waiting.
+    #[inline]
+    fn next_class(&self, queue: &Queue) -> Option<usize> {
+        if self.shares.is_set() {
+            let limit = self.limit.load(Ordering::Acquire);
+            let starved = (0..CLASSES).find(|&c| {
+                queue.len_of(c) != 0
+                    && self.held[c].load(Ordering::Acquire) < self.shares.guaranteed_rank(c, limit)
+            });
+            if starved.is_some() {
+                return starved;
+            }
+        }
+        queue.first_class()
+    }
+
+    /// Under the lock: grants a permit (already taken off the count) to the next waiter in
+    /// serving order, returning its waker. `None` if nobody waits.
+    #[inline]
+    fn grant_next(&self, queue: &mut Queue) -> Option<Option<Waker>> {
+        let class = self.next_class(queue)?;
+        let waker = queue.serve(Status::Granted, class);
+        self.took(class);
+        waker
+    }
+
+    /// Under the lock: fails the waiters, most important class first, as many as `wakers`
+    /// holds. Returns true if some are left.
     pub(super) fn close_batch(&self, queue: &mut Queue, wakers: &mut WakeList) -> bool {
         while !wakers.is_full() {
-            let Some(waker) = queue.serve(Status::Closed) else {
+            let Some(class) = queue.first_class() else {
                 break;
             };
-            wakers.push(waker);
+            wakers.push(queue.serve(Status::Closed, class).expect("the class waits"));
         }
         self.queue_changed(queue);
         !queue.is_empty()
@@ -47,7 +92,7 @@ impl Semaphore {
         }
     }
 
-    /// Returns one permit: pays a debt, or frees a slot, or hands it to the oldest waiter.
+    /// Returns one permit: pays a debt, or frees a slot, or hands it to the next waiter.
     #[inline]
     pub(super) fn release(&self) {
         let mut state = self.state.load(Ordering::Relaxed);
@@ -69,16 +114,14 @@ impl Semaphore {
         }
     }
 
-    /// Hands a released permit straight to the oldest waiter: the count never sees it, so nobody
-    /// can take it on the way.
+    /// Hands a released permit straight to the next waiter in serving order: the count never sees
+    /// it, so nobody can take it on the way, and a waiting higher class always gets it first.
     #[inline(never)]
     fn hand_over(&self) {
         let mut queue = self.queue.lock();
         // A shrink that lands after this load is ordered after the hand-over: no debt is skipped.
         if !queue.is_empty() && free(self.state.load(Ordering::Acquire)) >= 0 {
-            let waker = queue
-                .serve(Status::Granted)
-                .expect("the queue is not empty");
+            let waker = self.grant_next(&mut queue).expect("the queue is not empty");
             self.queue_changed(&queue);
             drop(queue);
             if let Some(waker) = waker {
@@ -179,7 +222,7 @@ impl Semaphore {
         }
     }
 
-    /// Under the lock: moves free permits to the oldest waiters, clearing the flag once the queue
+    /// Under the lock: moves free permits to the next waiters in serving order, clearing the flag once the queue
     /// is empty. Returns true if `wakers` filled up before the work was done.
     pub(super) fn drain_locked(&self, queue: &mut Queue, wakers: &mut WakeList) -> bool {
         loop {
@@ -207,7 +250,7 @@ impl Semaphore {
                 continue;
             }
             for _ in 0..n {
-                wakers.push(queue.serve(Status::Granted).expect("n ≤ queue.len()"));
+                wakers.push(self.grant_next(queue).expect("n ≤ queue.len()"));
             }
             self.queue_changed(queue);
         }
@@ -226,7 +269,7 @@ impl Semaphore {
     /// The slow path of a first poll: under the lock, take a permit if nobody is queued, or
     /// join the queue.
     #[inline(never)]
-    pub(super) fn enqueue(&self, waker: &Waker) -> Enqueued {
+    pub(super) fn enqueue(&self, waker: &Waker, class: usize) -> Enqueued {
         // Cloned before locking and dropped after unlocking if unused: a waker's code never runs
         // under the lock.
         let mut mine = Some(waker.clone());
@@ -235,7 +278,7 @@ impl Semaphore {
         // The common contended case: others queued (so the flag is set) and nothing free to hand
         // them. Join the back; whoever frees a permit next comes to the lock and serves the head.
         if state & CLOSED == 0 && !queue.is_empty() && free(state) <= 0 {
-            let key = queue.push_back(mine.take());
+            let key = queue.push_back(mine.take(), class);
             self.waiting.store(queue.len(), Ordering::Release);
             return Enqueued::Queued(key);
         }
@@ -258,6 +301,7 @@ impl Semaphore {
                     )
                     .is_ok()
                 {
+                    self.took(class);
                     break (Enqueued::Taken, more);
                 }
                 continue;
@@ -273,7 +317,7 @@ impl Semaphore {
             {
                 continue;
             }
-            let key = queue.push_back(mine.take());
+            let key = queue.push_back(mine.take(), class);
             self.waiting.store(queue.len(), Ordering::Release);
             break (Enqueued::Queued(key), more);
         };
@@ -281,17 +325,20 @@ impl Semaphore {
         drop(mine);
 
         /// If a waker panics, the outcome never reaches the caller: give back what it holds.
-        struct Undo<'a>(&'a Semaphore, Option<&'a Enqueued>);
+        struct Undo<'a>(&'a Semaphore, Option<&'a Enqueued>, usize);
         impl Drop for Undo<'_> {
             fn drop(&mut self) {
                 match self.1 {
-                    Some(Enqueued::Taken) => self.0.release(),
-                    Some(&Enqueued::Queued(key)) => self.0.cancel(key),
+                    Some(Enqueued::Taken) => {
+                        self.0.gave_back(self.2);
+                        self.0.release();
+                    }
+                    Some(&Enqueued::Queued(key)) => self.0.cancel(key, self.2),
                     Some(Enqueued::Closed) | None => {}
                 }
             }
         }
-        let mut undo = Undo(self, Some(&outcome));
+        let mut undo = Undo(self, Some(&outcome), class);
         self.wake(&mut wakers, more);
         undo.1 = None;
         drop(undo);
@@ -333,7 +380,7 @@ impl Semaphore {
 
     /// A queued acquire is dropped: leave the queue, or pass on a permit handed to us.
     #[cold]
-    pub(super) fn cancel(&self, key: Key) {
+    pub(super) fn cancel(&self, key: Key, class: usize) {
         let mut wakers = WakeList::new();
         let mut queue = self.queue.lock();
         let (old_waker, more) = match queue.status(key) {
@@ -344,6 +391,7 @@ impl Semaphore {
             }
             Status::Granted => {
                 let waker = queue.release(key);
+                self.gave_back(class);
                 let prev = self.state.fetch_add(ONE, Ordering::AcqRel);
                 let more = prev & WAITERS != 0
                     && free(prev) >= 0

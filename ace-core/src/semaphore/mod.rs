@@ -6,10 +6,16 @@
 //! One atomic word holds the signed count of free permits (`limit - in_use`; negative is a debt
 //! left by a shrink), a "someone is queued" flag and a "closed" flag. While nobody is queued,
 //! acquiring is one compare-and-swap and releasing one `fetch_add`. Once somebody is queued, the
-//! flag sends every acquirer and every releaser that frees a slot to a FIFO queue behind a tiny
-//! lock; there a freed permit is handed straight to the oldest waiter, so a later arrival can never
-//! overtake it. The queue is a slab with an index-linked list: safe code, no allocation per wait
-//! once warm, O(1) removal on cancel.
+//! flag sends every acquirer and every releaser that frees a slot to a queue behind a tiny lock;
+//! there a freed permit is handed straight to the oldest waiter of the most important class
+//! waiting ([`Priority`]; a class under its guaranteed [`Shares`] first), so a later arrival of
+//! the same or a lower class can never overtake it, and a permit released while a higher class
+//! waits never goes to a lower one. The queue is a slab with an index-linked list per class: safe
+//! code, no allocation per wait once warm, O(1) removal on cancel.
+//!
+//! Shares need to know how many permits each class holds: only a semaphore built
+//! [`with_shares`](Semaphore::with_shares) counts them (one more atomic add on acquire and
+//! release), so the plain fast path stays one compare-and-swap.
 //!
 //! `set_limit` swaps the limit and adds the difference to the free count in one `fetch_add`, both
 //! under the queue lock so that concurrent setters apply their changes in the order of their
@@ -25,7 +31,8 @@
 //!
 //! - this file: the state word and the public API;
 //! - `grant`: how permits move under the lock (hand-over, batches, joining and leaving the queue);
-//! - `queue`: the wait queue, its serving order behind a small interface;
+//! - `queue`: the wait queue, one FIFO list per class behind a small interface;
+//! - `priority`: [`Priority`] and [`Shares`];
 //! - `wake`: the batch of wakers woken after the lock is dropped;
 //! - `future`: [`Acquire`] and [`AcquireOwned`]; `permit`: [`Permit`] and [`OwnedPermit`];
 //! - `error`: the acquire errors; `blocking` (feature `std`): the thread waits and [`ThreadWaker`].
@@ -41,14 +48,17 @@ mod error;
 mod future;
 mod grant;
 mod permit;
+mod priority;
 mod queue;
 mod wake;
 
 pub use error::{AcquireError, TryAcquireError};
 pub use future::{Acquire, AcquireOwned};
 pub use permit::{OwnedPermit, Permit};
+pub use priority::{ParsePriorityError, Priority, Shares, SharesError};
 
 use future::Waiter;
+use priority::CLASSES;
 use queue::Queue;
 use wake::WakeList;
 
@@ -105,9 +115,11 @@ const fn delta_word(delta: isize) -> usize {
 /// - **Adjustable:** [`set_limit`](Self::set_limit) is O(1) and never waits. Growing hands the new
 ///   slots to exactly as many waiters; shrinking below the permits in use takes nothing from anyone
 ///   but records a *debt* that returning permits pay off before anyone new is admitted.
-/// - **Fair:** waiters are served first in, first out. A released permit goes straight to the oldest
-///   waiter, and [`try_acquire`](Self::try_acquire) fails while anyone waits, so nobody is
-///   overtaken.
+/// - **Fair, by class:** an acquire carries a [`Priority`] ([`acquire_with`](Self::acquire_with);
+///   plain calls are [`Priority::Normal`]). A released permit goes straight to the oldest waiter
+///   of the most important class waiting, and [`try_acquire`](Self::try_acquire) fails while
+///   anyone waits, so nobody is overtaken by its own class or a lower one. Optional
+///   [`Shares`] guarantee a class part of the limit against floods of more important work.
 /// - **Leak-free:** a cancelled [`acquire`](Self::acquire) leaves the queue, and if a permit had
 ///   already been handed to it, passes that permit on.
 /// - **`no_std`:** atomics on the fast path, wakers for waiting; blocking waits for threads under
@@ -153,6 +165,9 @@ pub struct Semaphore {
     limit: AtomicUsize,
     waiting: AtomicUsize,
     queue: Mutex<Queue>,
+    shares: Shares,
+    // Permits held per class, counted only when `shares` is set (the serving order needs them).
+    held: [AtomicUsize; CLASSES],
 }
 
 impl Semaphore {
@@ -178,6 +193,45 @@ impl Semaphore {
         #[track_caller]
         #[must_use]
         pub const fn new(limit: usize) -> Self {
+            Self::with_shares(limit, Shares::new())
+        }
+    }
+
+    const_fn! {
+        /// A semaphore with `limit` permits whose classes have guaranteed [`Shares`]: a class
+        /// holding less than its share is served before any class at or above its own.
+        ///
+        /// Counting the permits held per class costs one more atomic add on each acquire and
+        /// release; [`new`](Self::new) (no shares) does not count them.
+        ///
+        /// # Panics
+        ///
+        /// If `limit` is greater than [`MAX_PERMITS`](Self::MAX_PERMITS).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use ace_core::{Priority, Semaphore, Shares};
+        /// # futures_lite::future::block_on(async {
+        ///
+        /// // Normal work may always use 1 of the 2 permits, however much Critical work waits.
+        /// let sem = Semaphore::with_shares(2, Shares::new().with(Priority::Normal, 50));
+        /// let a = sem.try_acquire_with(Priority::Critical).unwrap();
+        /// let b = sem.try_acquire_with(Priority::Critical).unwrap();
+        /// let mut critical = Box::pin(sem.acquire_with(Priority::Critical));
+        /// let mut normal = Box::pin(sem.acquire_with(Priority::Normal));
+        /// assert!(futures_lite::future::poll_once(&mut critical).await.is_none());
+        /// assert!(futures_lite::future::poll_once(&mut normal).await.is_none());
+        /// drop(a); // Normal holds less than its share: the permit is Normal's
+        /// let permit = futures_lite::future::poll_once(&mut normal).await.unwrap().unwrap();
+        /// assert_eq!(sem.held(Priority::Critical), 1);
+        /// assert_eq!(sem.held(Priority::Normal), 1);
+        /// # drop((b, permit, critical));
+        /// # });
+        /// ```
+        #[track_caller]
+        #[must_use]
+        pub const fn with_shares(limit: usize, shares: Shares) -> Self {
             assert!(
                 limit <= Self::MAX_PERMITS,
                 "a semaphore's limit cannot exceed Semaphore::MAX_PERMITS"
@@ -189,6 +243,8 @@ impl Semaphore {
                 limit: AtomicUsize::new(limit),
                 waiting: AtomicUsize::new(0),
                 queue: Mutex::new(Queue::new()),
+                shares,
+                held: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)],
             }
         }
     }
@@ -224,9 +280,47 @@ impl Semaphore {
     /// ```
     #[inline]
     pub fn acquire(&self) -> Acquire<'_> {
+        self.acquire_with(Priority::Normal)
+    }
+
+    /// Waits for a permit in class `priority`: served before every waiter of a less important
+    /// class (and, with [`Shares`], after any class still under its share), first in, first out
+    /// within its class.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Closed`] if the semaphore is or becomes closed first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::{Priority, Semaphore};
+    /// use futures_lite::future::poll_once;
+    /// # futures_lite::future::block_on(async {
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let held = sem.acquire().await?;
+    /// let mut batch = Box::pin(sem.acquire_with(Priority::Sheddable));
+    /// let mut health = Box::pin(sem.acquire_with(Priority::Critical));
+    /// assert!(poll_once(&mut batch).await.is_none());
+    /// assert!(poll_once(&mut health).await.is_none());
+    /// drop(held); // the later, more important waiter goes first
+    /// assert!(poll_once(&mut batch).await.is_none());
+    /// let permit = health.await?;
+    /// assert_eq!(permit.priority(), Priority::Critical);
+    /// # Ok::<(), ace_core::AcquireError>(())
+    /// # }).unwrap();
+    /// ```
+    #[inline]
+    pub fn acquire_with(&self, priority: Priority) -> Acquire<'_> {
         Acquire {
             sem: self,
             waiter: Waiter::Init,
+            class: priority,
         }
     }
 
@@ -257,9 +351,25 @@ impl Semaphore {
     /// ```
     #[inline]
     pub fn acquire_owned(self: Arc<Self>) -> AcquireOwned {
+        self.acquire_owned_with(Priority::Normal)
+    }
+
+    /// [`acquire_with`](Self::acquire_with), returning a permit that owns a handle to the
+    /// semaphore.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Closed`] if the semaphore is or becomes closed first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`acquire`](Self::acquire).
+    #[inline]
+    pub fn acquire_owned_with(self: Arc<Self>, priority: Priority) -> AcquireOwned {
         AcquireOwned {
             sem: Some(self),
             waiter: Waiter::Init,
+            class: priority,
         }
     }
 
@@ -284,7 +394,25 @@ impl Semaphore {
     /// ```
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, TryAcquireError> {
-        self.try_take().map(|()| Permit { sem: self })
+        self.try_acquire_with(Priority::Normal)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) in class `priority` (counted against its [`Shares`]).
+    ///
+    /// A permit is free only while nobody waits, whatever their class, so this fails while
+    /// anyone is queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    #[inline]
+    pub fn try_acquire_with(&self, priority: Priority) -> Result<Permit<'_>, TryAcquireError> {
+        self.try_take()?;
+        self.took(priority.rank());
+        Ok(Permit {
+            sem: self,
+            class: priority,
+        })
     }
 
     /// [`try_acquire`](Self::try_acquire), returning a permit that owns a handle to the semaphore.
@@ -306,7 +434,26 @@ impl Semaphore {
     /// ```
     #[inline]
     pub fn try_acquire_owned(self: Arc<Self>) -> Result<OwnedPermit, TryAcquireError> {
-        self.try_take().map(|()| OwnedPermit { sem: Some(self) })
+        self.try_acquire_owned_with(Priority::Normal)
+    }
+
+    /// [`try_acquire_with`](Self::try_acquire_with), returning a permit that owns a handle to
+    /// the semaphore.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    #[inline]
+    pub fn try_acquire_owned_with(
+        self: Arc<Self>,
+        priority: Priority,
+    ) -> Result<OwnedPermit, TryAcquireError> {
+        self.try_take()?;
+        self.took(priority.rank());
+        Ok(OwnedPermit {
+            sem: Some(self),
+            class: priority,
+        })
     }
 
     /// Sets the limit, at once and without waiting for permits to come back.
@@ -409,6 +556,33 @@ impl Semaphore {
     #[inline]
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Tasks and threads queued for a permit in class `priority` (takes the queue's lock).
+    pub fn waiting_in(&self, priority: Priority) -> usize {
+        self.queue.lock().len_of(priority.rank())
+    }
+
+    /// Tasks and threads queued in classes less important than `priority` (takes the queue's
+    /// lock): the waiters a `priority` arrival would be served before.
+    pub fn waiting_below(&self, priority: Priority) -> usize {
+        let queue = self.queue.lock();
+        (priority.rank() + 1..CLASSES)
+            .map(|c| queue.len_of(c))
+            .sum()
+    }
+
+    /// Permits held by class `priority`, counting those handed to a waiter not yet run; counted
+    /// only by a semaphore built [`with_shares`](Self::with_shares) (0 otherwise).
+    #[inline]
+    pub fn held(&self, priority: Priority) -> usize {
+        self.held[priority.rank()].load(Ordering::Acquire)
+    }
+
+    /// The guaranteed shares the classes were given (none for [`new`](Self::new)).
+    #[inline]
+    pub fn shares(&self) -> Shares {
+        self.shares
     }
 
     /// The limit, permits in use and waiters, in one [`Usage`].

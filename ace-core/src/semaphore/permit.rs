@@ -4,13 +4,14 @@
 use alloc::sync::Arc;
 use core::fmt;
 
-use super::Semaphore;
+use super::{Priority, Semaphore};
 
 /// A permit from [`Semaphore::acquire`] or [`Semaphore::try_acquire`]; dropping it returns it.
 #[must_use = "the permit is returned as soon as it is dropped"]
 #[clippy::has_significant_drop]
 pub struct Permit<'a> {
     pub(super) sem: &'a Semaphore,
+    pub(super) class: Priority,
 }
 
 impl Permit<'_> {
@@ -28,8 +29,9 @@ impl Permit<'_> {
     /// assert_eq!((sem.limit(), sem.in_use(), sem.available()), (2, 0, 2));
     /// ```
     pub fn forget(self) {
-        let sem = self.sem;
+        let (sem, class) = (self.sem, self.class);
         core::mem::forget(self);
+        sem.gave_back(class.rank());
         sem.forget_one();
     }
 
@@ -37,18 +39,26 @@ impl Permit<'_> {
     pub fn semaphore(&self) -> &Semaphore {
         self.sem
     }
+
+    /// The class the permit was acquired in.
+    pub fn priority(&self) -> Priority {
+        self.class
+    }
 }
 
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
+        self.sem.gave_back(self.class.rank());
         self.sem.release();
     }
 }
 
 impl fmt::Debug for Permit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit").finish_non_exhaustive()
+        f.debug_struct("Permit")
+            .field("priority", &self.class)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,6 +68,7 @@ impl fmt::Debug for Permit<'_> {
 pub struct OwnedPermit {
     // `None` only once `forget` took it.
     pub(super) sem: Option<Arc<Semaphore>>,
+    pub(super) class: Priority,
 }
 
 impl OwnedPermit {
@@ -65,8 +76,14 @@ impl OwnedPermit {
     /// by one. See [`Permit::forget`].
     pub fn forget(mut self) {
         if let Some(sem) = self.sem.take() {
+            sem.gave_back(self.class.rank());
             sem.forget_one();
         }
+    }
+
+    /// The class the permit was acquired in.
+    pub fn priority(&self) -> Priority {
+        self.class
     }
 
     /// The semaphore this permit came from.
@@ -81,6 +98,7 @@ impl Drop for OwnedPermit {
     #[inline]
     fn drop(&mut self) {
         if let Some(sem) = &self.sem {
+            sem.gave_back(self.class.rank());
             sem.release();
         }
     }
@@ -88,6 +106,8 @@ impl Drop for OwnedPermit {
 
 impl fmt::Debug for OwnedPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedPermit").finish_non_exhaustive()
+        f.debug_struct("OwnedPermit")
+            .field("priority", &self.class)
+            .finish_non_exhaustive()
     }
 }

@@ -3,21 +3,25 @@
 //! Everything here runs under the semaphore's lock; the queue knows nothing of permits or of
 //! the state word. Its interface is what the semaphore asks of any serving order:
 //!
-//! - [`push_back`](Queue::push_back) joins an acquire, returning its [`Key`];
-//! - [`serve`](Queue::serve) takes the next waiter in serving order out of the queue, marks it
-//!   [`Granted`](Status::Granted) or [`Closed`](Status::Closed), and returns its waker;
+//! - [`push_back`](Queue::push_back) joins an acquire to the back of its class, returning its
+//!   [`Key`];
+//! - [`serve`](Queue::serve) takes the oldest waiter of a class out of the queue, marks it
+//!   [`Granted`](Status::Granted) or [`Closed`](Status::Closed), and returns its waker (which
+//!   class to serve is the semaphore's choice: priority, then shares);
 //! - [`status`](Queue::status) and [`waker_mut`](Queue::waker_mut) let the owner of a key look at
 //!   its entry and replace its waker;
 //! - [`remove`](Queue::remove) takes a still-waiting entry out (a cancelled acquire), and
 //!   [`release`](Queue::release) frees a served one once its owner has seen the outcome.
 //!
-//! The order is first in, first out. The store is a slab with an index-linked list: safe code, no
-//! allocation per wait once warm, O(1) removal on cancel. An entry belongs to its acquire from
+//! Each class is served first in, first out. The store is one slab with an index-linked list per
+//! class: safe code, no allocation per wait once warm, O(1) removal on cancel. An entry belongs to its acquire from
 //! `push_back` until that acquire releases or removes it; others only move it from `Waiting` to
 //! `Granted` or `Closed`, so keys are never reused early.
 
 use alloc::vec::Vec;
 use core::task::Waker;
+
+use super::priority::CLASSES;
 
 /// "No slot" in the index-linked lists.
 const NIL: usize = usize::MAX;
@@ -37,11 +41,13 @@ pub(super) enum Status {
     Closed,
 }
 
-/// The wait queue: a slab of slots with a doubly linked FIFO list through the waiting ones.
+/// The wait queue: a slab of slots with a doubly linked FIFO list per class through the waiting
+/// ones.
 pub(super) struct Queue {
     slots: Vec<Slot>,
-    head: usize,
-    tail: usize,
+    head: [usize; CLASSES],
+    tail: [usize; CLASSES],
+    lens: [usize; CLASSES],
     free: usize,
     len: usize,
 }
@@ -50,6 +56,7 @@ struct Slot {
     // `None` while the slot is on the free list.
     status: Option<Status>,
     waker: Option<Waker>,
+    class: usize,
     prev: usize,
     next: usize,
 }
@@ -58,8 +65,9 @@ impl Queue {
     pub(super) const fn new() -> Self {
         Self {
             slots: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            head: [NIL; CLASSES],
+            tail: [NIL; CLASSES],
+            lens: [0; CLASSES],
             free: NIL,
             len: 0,
         }
@@ -73,15 +81,28 @@ impl Queue {
 
     #[inline]
     pub(super) fn is_empty(&self) -> bool {
-        self.head == NIL
+        self.len == 0
     }
 
-    /// Joins the back of the queue, to be woken through `waker` once served.
-    pub(super) fn push_back(&mut self, waker: Option<Waker>) -> Key {
+    /// Waiters of class `class`.
+    #[inline]
+    pub(super) fn len_of(&self, class: usize) -> usize {
+        self.lens[class]
+    }
+
+    /// The most important class with a waiter.
+    #[inline]
+    pub(super) fn first_class(&self) -> Option<usize> {
+        self.lens.iter().position(|&len| len != 0)
+    }
+
+    /// Joins the back of class `class`, to be woken through `waker` once served.
+    pub(super) fn push_back(&mut self, waker: Option<Waker>, class: usize) -> Key {
         let key = if self.free == NIL {
             self.slots.push(Slot {
                 status: None,
                 waker: None,
+                class,
                 prev: NIL,
                 next: NIL,
             });
@@ -91,27 +112,30 @@ impl Queue {
             self.free = self.slots[key].next;
             key
         };
-        let tail = self.tail;
+        let tail = self.tail[class];
         let slot = &mut self.slots[key];
         slot.status = Some(Status::Waiting);
         slot.waker = waker;
+        slot.class = class;
         slot.prev = tail;
         slot.next = NIL;
         if tail == NIL {
-            self.head = key;
+            self.head[class] = key;
         } else {
             self.slots[tail].next = key;
         }
-        self.tail = key;
+        self.tail[class] = key;
+        self.lens[class] += 1;
         self.len += 1;
         Key(key)
     }
 
-    /// Serves the next waiter: it leaves the queue with `outcome` (`Granted` or `Closed`), and its
-    /// waker is returned to be woken after the lock is dropped. `None` if nobody waits.
-    pub(super) fn serve(&mut self, outcome: Status) -> Option<Option<Waker>> {
+    /// Serves the oldest waiter of `class`: it leaves the queue with `outcome` (`Granted` or
+    /// `Closed`), and its waker is returned to be woken after the lock is dropped. `None` if
+    /// nobody of that class waits.
+    pub(super) fn serve(&mut self, outcome: Status, class: usize) -> Option<Option<Waker>> {
         debug_assert_ne!(outcome, Status::Waiting, "serving decides an outcome");
-        let key = self.head;
+        let key = self.head[class];
         if key == NIL {
             return None;
         }
@@ -151,17 +175,20 @@ impl Queue {
     }
 
     fn unlink(&mut self, key: usize) {
-        let Slot { prev, next, .. } = self.slots[key];
+        let Slot {
+            prev, next, class, ..
+        } = self.slots[key];
         if prev == NIL {
-            self.head = next;
+            self.head[class] = next;
         } else {
             self.slots[prev].next = next;
         }
         if next == NIL {
-            self.tail = prev;
+            self.tail[class] = prev;
         } else {
             self.slots[next].prev = prev;
         }
+        self.lens[class] -= 1;
         self.len -= 1;
     }
 }

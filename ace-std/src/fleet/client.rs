@@ -15,6 +15,7 @@ const SNAPSHOT: &str = include_str!("snapshot.lua");
 
 /// What one renewal answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Renewal {
     /// The grant: the most this member may use until its lease expires.
     pub grant: usize,
@@ -25,6 +26,9 @@ pub struct Renewal {
     pub members: usize,
     /// The sum of the live members' held grants, this one's included: never above the capacity.
     pub total_held: usize,
+    /// Redis did not know this member although it said it held a grant (Redis lost the
+    /// budget's state, or the lease expired there): the grant was capped at what it held.
+    pub rejoined: bool,
 }
 
 /// One live member as Redis sees it.
@@ -63,7 +67,7 @@ impl FleetSnapshot {
 #[derive(Clone)]
 pub struct FleetClient {
     conn: ConnectionManager,
-    keys: [String; 5],
+    keys: [String; 6],
     renew: Script,
     snapshot: Script,
     capacity: usize,
@@ -94,19 +98,12 @@ impl FleetClient {
     ///   say);
     /// - [`FleetError::Connect`]: Redis could not be reached or answered with an error.
     pub async fn connect(config: &FleetConfig) -> Result<Self, FleetError> {
-        config.validate()?;
-        let tls = config.url.starts_with("rediss://");
-        if tls {
-            // redis's rustls has no provider of its own; ignore "already installed".
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = redis::Client::open(config.url.as_str()).map_err(FleetError::Url)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            // Fail fast and let the next renewal try again: the lease logic handles outages.
-            .set_number_of_retries(1)
-            .set_max_delay(config.renew_interval);
+        let Plan {
+            client,
+            manager,
+            keys,
+            tls,
+        } = Plan::new(config)?;
         let classify = |e: RedisError| classify(e, tls);
         let timed_out = || {
             classify(RedisError::from((
@@ -139,16 +136,9 @@ impl FleetClient {
         let renew = Script::new(RENEW);
         let snapshot = Script::new(SNAPSHOT);
         let _: String = renew.load_async(&mut conn).await.map_err(classify)?;
-        let p = &config.prefix;
         Ok(Self {
             conn,
-            keys: [
-                format!("{p}:lease"),
-                format!("{p}:want"),
-                format!("{p}:grant"),
-                format!("{p}:total"),
-                format!("{p}:hist"),
-            ],
+            keys,
             renew,
             snapshot,
             capacity: config.capacity,
@@ -164,7 +154,8 @@ impl FleetClient {
 
     /// Renews `member`'s lease in one round trip (EVALSHA, or EVAL once after Redis lost its
     /// script cache): reports what it wants and how many permits it has in use, and answers
-    /// its grant. A new member joins by renewing.
+    /// its grant. A new member joins by renewing. The same as
+    /// [`renew_held`](Self::renew_held) with `held` 0: for a member that never held a grant.
     ///
     /// # Errors
     ///
@@ -175,7 +166,28 @@ impl FleetClient {
         want: usize,
         in_use: usize,
     ) -> Result<Renewal, FleetError> {
-        let reply: Vec<u64> = self.run_renew(member, want, in_use, self.lease_ms).await?;
+        self.renew_held(member, want, in_use, 0).await
+    }
+
+    /// [`renew`](Self::renew), saying also what the member holds: the `held` of its last
+    /// [`Renewal`] (0 if it never joined). A member Redis does not know that says it holds a
+    /// grant rejoins with at most that much: Redis lost the budget's state (a restart without
+    /// persistence, `FLUSHALL`, a failover to a lagging replica, eviction) or its lease expired
+    /// there, and the others may still use what they held, so the sum stays within C.
+    ///
+    /// # Errors
+    ///
+    /// [`FleetError::Redis`] if Redis fails or does not answer within the config's `timeout`.
+    pub async fn renew_held(
+        &self,
+        member: &str,
+        want: usize,
+        in_use: usize,
+        held: usize,
+    ) -> Result<Renewal, FleetError> {
+        let reply: Vec<u64> = self
+            .run_renew(member, [want, in_use, held], self.lease_ms, false)
+            .await?;
         let get = |i: usize| {
             reply
                 .get(i)
@@ -188,6 +200,7 @@ impl FleetClient {
             held: get(1),
             members: get(2),
             total_held: get(3),
+            rejoined: get(4) == 1,
         })
     }
 
@@ -198,7 +211,9 @@ impl FleetClient {
     ///
     /// [`FleetError::Redis`] if Redis fails or does not answer in time.
     pub async fn leave(&self, member: &str) -> Result<(), FleetError> {
-        let _: Vec<u64> = self.run_renew(member, 0, 0, 0).await?;
+        let _: Vec<u64> = self
+            .run_renew(member, [0, 0, 0], self.lease_ms, true)
+            .await?;
         Ok(())
     }
 
@@ -246,23 +261,27 @@ impl FleetClient {
         self.bounded(cmd.query_async(&mut conn)).await
     }
 
+    /// One run of the lease script; `[want, in_use, held]` are bounded by the capacity, so
+    /// that Lua's doubles count them exactly.
     async fn run_renew(
         &self,
         member: &str,
-        want: usize,
-        in_use: usize,
+        counts: [usize; 3],
         lease_ms: u64,
+        leave: bool,
     ) -> Result<Vec<u64>, FleetError> {
         let mut conn = self.conn.clone();
         let mut call = self.renew.prepare_invoke();
         for k in &self.keys {
             call.key(k);
         }
-        call.arg(member)
-            .arg(want)
-            .arg(in_use)
-            .arg(lease_ms)
-            .arg(self.capacity);
+        call.arg(member);
+        for n in counts {
+            call.arg(n.min(self.capacity));
+        }
+        call.arg(lease_ms)
+            .arg(self.capacity)
+            .arg(if leave { "leave" } else { "renew" });
         self.bounded(call.invoke_async(&mut conn)).await
     }
 
@@ -281,10 +300,54 @@ impl FleetClient {
     }
 }
 
+/// Everything a connection is built from, without connecting: checked config, parsed URL.
+pub(super) struct Plan {
+    client: redis::Client,
+    manager: ConnectionManagerConfig,
+    keys: [String; 6],
+    tls: bool,
+}
+
+impl Plan {
+    pub(super) fn new(config: &FleetConfig) -> Result<Self, FleetError> {
+        config.validate()?;
+        let tls = config.url.starts_with("rediss://");
+        if tls {
+            // redis's rustls has no provider of its own; ignore "already installed".
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = redis::Client::open(config.url.as_str()).map_err(FleetError::Url)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            // Fail fast and let the next renewal try again: the lease logic handles outages.
+            .set_number_of_retries(1)
+            .set_max_delay(config.renew_interval);
+        let p = &config.prefix;
+        Ok(Self {
+            client,
+            manager,
+            keys: [
+                format!("{p}:lease"),
+                format!("{p}:want"),
+                format!("{p}:grant"),
+                format!("{p}:total"),
+                format!("{p}:hist"),
+                format!("{p}:recover"),
+            ],
+            tls,
+        })
+    }
+}
+
 /// Sorts a failure at construction into the error the user can act on.
 fn classify(e: RedisError, tls: bool) -> FleetError {
+    // A password sent to a server without one: "ERR AUTH <password> called without any
+    // password configured for the default user".
+    let no_password = e.to_string().contains("without any password configured");
     let auth = e.kind() == ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || no_password;
     if auth {
         FleetError::Auth(e)
     } else if tls && (e.is_io_error() || e.is_timeout()) {

@@ -17,14 +17,27 @@
 //!   next renewal.
 //! - a lease expires on the member's own clock a safety margin before Redis drops it, so a
 //!   paused or partitioned member stops using its grant before anyone else can take it.
-//! - **Redis unreachable**: the member keeps its grant until its lease expires, then falls back
-//!   to a local limit ([`Fallback`]: by default C / the last known member count), logs it, and
+//! - **Redis unreachable**: the member keeps what it reported in use (at most its grant: a
+//!   renewal that timed out may have run) until its lease expires, then falls back to a local
+//!   limit ([`Fallback`]: by default C / the last known member count), logs it, and
 //!   rejoins when Redis answers again, asking at first for no more than it uses (so the sum
 //!   stays under C while the others rejoin too). Fail-open, but bounded.
+//! - **Redis loses the budget's state** without an error (a restart without persistence,
+//!   `FLUSHALL`, a failover, eviction): each renewal says what the member held, and a member
+//!   Redis does not know that held a grant rejoins with at most that; for one lease after
+//!   (the recovery window) no member grows and newcomers wait. The sum stays within C, except
+//!   for a member joining for the first time before any returning member has renewed (see the
+//!   README's fleet section for that bound).
+//! - **Leaving**: [`FleetBudget::leave`] gives the share back at once and waits until Redis
+//!   has it; call it after the manager's `shutdown`.
+//!
+//! Redis's `TIME` is wall-clock: a forward step of its clock larger than `safety_margin` lets a
+//! grant be handed on while its holder still uses it; a backward step keeps a dead member's
+//! share longer. Keep Redis's host clock slewed, not stepped.
 //!
 //! Time in the script is Redis's (`TIME`): members' clocks only time their own lease. Keys live
 //! under the prefix only: `<prefix>:lease`, `<prefix>:want`, `<prefix>:grant`,
-//! `<prefix>:total`, `<prefix>:hist`. A renewal costs O(log n) plus one pass over the distinct
+//! `<prefix>:total`, `<prefix>:hist`, `<prefix>:recover`. A renewal costs O(log n) plus one pass over the distinct
 //! wants (at most C + 1 of them).
 //!
 //! ```no_run
@@ -56,21 +69,26 @@
 
 mod budget;
 mod client;
+mod lease;
+mod renewer;
 
 use std::fmt;
 use std::time::Duration;
 
 use ace_core::{ConfigError, ConfigRule};
 
-pub use budget::{FleetBudget, FleetMode, FleetState, FleetTarget};
+pub use budget::{FleetBudget, FleetState, FleetTarget};
 pub use client::{FleetClient, FleetSnapshot, MemberLease, Renewal};
+pub use lease::FleetMode;
 
 /// The limit a member falls back to once Redis has been unreachable for longer than its lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Fallback {
-    /// C / the last known member count (at least 1): the fleet together stays near C as long
-    /// as no member joins during the outage.
+    /// C / the last known member count, rounded down, so that the members together stay within
+    /// C; with more members than C (a share under 1) the member keeps its last grant instead
+    /// (0 or 1 for most), since the last grants summed to at most C. A member that joins during
+    /// the outage is not counted.
     #[default]
     Share,
     /// A fixed limit, e.g. the controller's `min_limit` for a downstream that must never be
@@ -122,15 +140,25 @@ impl FleetConfig {
         Duration::from_millis(250)
     }
 
+    /// The largest `capacity`: the lease script counts in Lua numbers (doubles), exact for
+    /// `capacity × members` up to 2^53 with up to 2^21 members.
+    pub const MAX_CAPACITY: usize = u32::MAX as usize;
+    /// The longest `renew_interval`, `lease`, `safety_margin` and `timeout`: one day. A longer
+    /// lease would keep a dead member's share for longer than anyone waits, and the script's
+    /// millisecond arithmetic (Redis time + 4 leases) must stay exact.
+    pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
     /// Checks the config.
     ///
     /// # Errors
     ///
     /// - [`FleetError::EmptyPrefix`] if `prefix` is empty;
-    /// - [`FleetError::Config`] naming the field if: `capacity` is 0; `renew_interval` or
-    ///   `timeout` is zero; `timeout` is longer than `renew_interval`; `safety_margin` is zero;
-    ///   `lease` is shorter than `renew_interval + timeout + safety_margin` (a lease must outlive
-    ///   the wait for its next renewal); `Fallback::Limit(0)`.
+    /// - [`FleetError::Config`] naming the field and the rule if: `capacity` is 0 or above
+    ///   [`MAX_CAPACITY`](Self::MAX_CAPACITY); `renew_interval`, `lease`, `safety_margin` or
+    ///   `timeout` is zero or longer than [`MAX_DURATION`](Self::MAX_DURATION); `timeout` is
+    ///   longer than `renew_interval`; `lease` is shorter than
+    ///   `renew_interval + timeout + safety_margin` (a lease must outlive the wait for its next
+    ///   renewal); `Fallback::Limit(n)` with n = 0 or n above `capacity`.
     pub fn validate(&self) -> Result<(), FleetError> {
         let secs = |d: Duration| d.as_secs_f64();
         if self.prefix.is_empty() {
@@ -140,17 +168,33 @@ impl FleetConfig {
             clippy::cast_precision_loss,
             reason = "only shown in the error message"
         )]
+        let count = |n: usize| n as f64;
         if self.capacity == 0 {
             return Err(config("capacity", ConfigRule::AtLeastOne, 0.0));
         }
-        if self.renew_interval.is_zero() {
-            return Err(config("renew_interval", ConfigRule::NonZero, 0.0));
+        if self.capacity > Self::MAX_CAPACITY {
+            return Err(config(
+                "capacity",
+                ConfigRule::NotAbove(Self::MAX_CAPACITY as u64),
+                count(self.capacity),
+            ));
         }
-        if self.timeout.is_zero() {
-            return Err(config("timeout", ConfigRule::NonZero, 0.0));
-        }
-        if self.safety_margin.is_zero() {
-            return Err(config("safety_margin", ConfigRule::NonZero, 0.0));
+        for (field, d) in [
+            ("renew_interval", self.renew_interval),
+            ("lease", self.lease),
+            ("safety_margin", self.safety_margin),
+            ("timeout", self.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(config(field, ConfigRule::NonZero, 0.0));
+            }
+            if d > Self::MAX_DURATION {
+                return Err(config(
+                    field,
+                    ConfigRule::AtMost(Self::MAX_DURATION),
+                    secs(d),
+                ));
+            }
         }
         if self.timeout > self.renew_interval {
             return Err(config(
@@ -159,6 +203,7 @@ impl FleetConfig {
                 secs(self.renew_interval),
             ));
         }
+        // No overflow: each term is at most a day.
         let needed = self.renew_interval + self.timeout + self.safety_margin;
         if self.lease < needed {
             return Err(config(
@@ -167,8 +212,16 @@ impl FleetConfig {
                 secs(self.lease),
             ));
         }
-        if self.fallback == Fallback::Limit(0) {
-            return Err(config("fallback", ConfigRule::AtLeastOne, 0.0));
+        match self.fallback {
+            Fallback::Limit(0) => return Err(config("fallback", ConfigRule::AtLeastOne, 0.0)),
+            Fallback::Limit(n) if n > self.capacity => {
+                return Err(config(
+                    "fallback",
+                    ConfigRule::NotAbove(self.capacity as u64),
+                    count(n),
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -204,7 +257,8 @@ pub enum FleetError {
     EmptyPrefix,
     /// The URL does not parse.
     Url(redis::RedisError),
-    /// Redis refused the credentials (wrong password or ACL user).
+    /// Redis refused the credentials (wrong password or ACL user, or a password given to a
+    /// server that has none).
     Auth(redis::RedisError),
     /// A `rediss://` URL, and the TLS handshake failed: is the server serving TLS?
     Tls(redis::RedisError),
@@ -223,7 +277,8 @@ impl fmt::Display for FleetError {
             }
             Self::Url(_) => f.write_str("the fleet's Redis URL is invalid"),
             Self::Auth(_) => f.write_str(
-                "Redis refused the fleet's credentials (wrong password or user in the URL)",
+                "Redis refused the fleet's credentials (wrong password or user in the URL, or a \
+                 password for a server that has none)",
             ),
             Self::Tls(_) => f.write_str(
                 "TLS handshake with the fleet's Redis failed (a rediss:// URL needs a server \
@@ -249,6 +304,8 @@ impl std::error::Error for FleetError {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -300,5 +357,162 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("`lease`"), "{e}");
+    }
+
+    #[test]
+    fn should_refuse_durations_and_capacities_the_script_cannot_count() {
+        let d = FleetConfig::default;
+        let rule = |c: FleetConfig| match c.validate() {
+            Err(FleetError::Config(e)) => (e.field(), e.rule()),
+            other => panic!("{other:?}"),
+        };
+        let day = FleetConfig::MAX_DURATION;
+        assert_eq!(
+            rule(FleetConfig {
+                renew_interval: Duration::MAX,
+                ..d()
+            }),
+            ("renew_interval", ConfigRule::AtMost(day))
+        );
+        assert_eq!(
+            rule(FleetConfig {
+                lease: Duration::MAX,
+                ..d()
+            }),
+            ("lease", ConfigRule::AtMost(day))
+        );
+        assert_eq!(
+            rule(FleetConfig {
+                safety_margin: Duration::MAX,
+                ..d()
+            }),
+            ("safety_margin", ConfigRule::AtMost(day))
+        );
+        assert_eq!(
+            rule(FleetConfig {
+                capacity: usize::MAX,
+                ..d()
+            }),
+            (
+                "capacity",
+                ConfigRule::NotAbove(FleetConfig::MAX_CAPACITY as u64)
+            )
+        );
+        assert_eq!(
+            rule(FleetConfig {
+                fallback: Fallback::Limit(101),
+                ..d()
+            }),
+            ("fallback", ConfigRule::NotAbove(100))
+        );
+        let e = FleetConfig {
+            lease: Duration::MAX,
+            ..d()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("`lease`"), "{e}");
+        // The largest accepted values are accepted.
+        FleetConfig {
+            capacity: FleetConfig::MAX_CAPACITY,
+            lease: day,
+            fallback: Fallback::Limit(FleetConfig::MAX_CAPACITY),
+            ..d()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            (1u64..5_000).prop_map(Duration::from_millis),
+            (0u64..=200_000).prop_map(Duration::from_secs),
+            any::<u64>().prop_map(Duration::from_secs),
+            Just(FleetConfig::MAX_DURATION),
+            Just(Duration::MAX),
+        ]
+    }
+
+    fn fleet_config() -> impl Strategy<Value = FleetConfig> {
+        let capacity = prop_oneof![
+            0usize..1000,
+            Just(FleetConfig::MAX_CAPACITY),
+            Just(FleetConfig::MAX_CAPACITY + 1),
+            any::<usize>(),
+        ];
+        let fallback = prop_oneof![
+            Just(Fallback::Share),
+            any::<usize>().prop_map(Fallback::Limit),
+            (0usize..200).prop_map(Fallback::Limit),
+        ];
+        (
+            capacity,
+            (duration(), duration(), duration()),
+            prop_oneof![duration(), Just(Duration::ZERO)],
+            fallback,
+            "[a-z:]{0,8}",
+        )
+            .prop_map(
+                |(capacity, (renew, timeout, margin), extra, fallback, prefix)| {
+                    // Often a lease that fits the rule, so that accepted configs are common.
+                    let lease = renew
+                        .checked_add(timeout)
+                        .and_then(|d| d.checked_add(margin))
+                        .and_then(|d| d.checked_add(extra))
+                        .unwrap_or(extra);
+                    FleetConfig {
+                        prefix,
+                        capacity,
+                        renew_interval: renew,
+                        lease,
+                        safety_margin: margin,
+                        timeout,
+                        fallback,
+                        ..FleetConfig::default()
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// Any config `validate()` accepts builds (the connection plan, the lease state
+        /// machine and its clock arithmetic) without a panic; a refused one names its field.
+        #[test]
+        fn should_build_any_config_that_validate_accepts(c in fleet_config()) {
+            match c.validate() {
+                Ok(()) => {
+                    let plan = client::Plan::new(&c);
+                    prop_assert!(plan.is_ok());
+                    let mut lease = lease::Lease::new(&c);
+                    lease.local = usize::MAX;
+                    let far = Duration::MAX;
+                    let renewal = Renewal {
+                        grant: c.capacity,
+                        held: c.capacity,
+                        members: usize::MAX,
+                        total_held: c.capacity,
+                        rejoined: false,
+                    };
+                    for at in [Duration::ZERO, c.lease, far] {
+                        lease.renewed(at, at, renewal);
+                        lease.failed(c.capacity);
+                        lease.expire(at.saturating_add(c.lease));
+                        lease.expire(far);
+                        prop_assert!(lease.limit() <= c.capacity);
+                        let most = ace_core::Usage {
+                            limit: usize::MAX,
+                            in_flight: usize::MAX,
+                            waiting: usize::MAX,
+                        };
+                        prop_assert!(lease.want(Some(most)) <= c.capacity);
+                    }
+                    let _ = budget::Shared::new("m".to_owned(), &c);
+                }
+                Err(FleetError::Config(e)) => prop_assert!(!e.field().is_empty()),
+                Err(FleetError::EmptyPrefix) => prop_assert!(c.prefix.is_empty()),
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
     }
 }

@@ -1,11 +1,11 @@
-//! [`KafkaConsumerManagerBuilder`]: every option of the consumer, checked by `build`.
+//! [`Builder`]: every option of the consumer, checked by `build`.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ace_core::{AimdConfig, Controller, Semaphore};
+use ace_core::{AimdConfig, Semaphore};
 
 use super::context::Shared;
 use super::handler::Handler;
@@ -15,17 +15,15 @@ use super::{
     BoxError, BuildError, HandlerFailure, KafkaConsumerManager, KafkaMessage, Ordering, Parts,
     RetryPolicy, State,
 };
-use crate::control::{loop_options_methods, LoopOptions};
-use crate::stats::DecisionCounters;
-use crate::util::clamp_to_permits;
+use crate::control::{engine_methods, loop_options_methods, LoopOptions, Wiring};
 
-/// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`].
+/// Builds a [`KafkaConsumerManager`]; from [`KafkaConsumerManager::builder`] (or
+/// [`builder`](super::builder)).
 ///
 /// Required: [`brokers`](Self::brokers), at least one [`topic`](Self::topic), a
 /// [`group_id`](Self::group_id) and a [`handler`](Self::handler). Everything else has a default.
-#[must_use]
-#[derive(Default)]
-pub struct KafkaConsumerManagerBuilder {
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
     brokers: Option<String>,
     topics: Vec<String>,
     group_id: Option<String>,
@@ -36,9 +34,9 @@ pub struct KafkaConsumerManagerBuilder {
     options: Options,
 }
 
-impl fmt::Debug for KafkaConsumerManagerBuilder {
+impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaConsumerManagerBuilder")
+        f.debug_struct("Builder")
             .field("brokers", &self.brokers)
             .field("topics", &self.topics)
             .field("group_id", &self.group_id)
@@ -51,7 +49,20 @@ impl fmt::Debug for KafkaConsumerManagerBuilder {
     }
 }
 
-impl KafkaConsumerManagerBuilder {
+impl Builder {
+    pub(super) fn new(config: AimdConfig) -> Self {
+        Self {
+            brokers: None,
+            topics: Vec::new(),
+            group_id: None,
+            rdkafka: Vec::new(),
+            config,
+            loop_options: LoopOptions::default(),
+            handler: None,
+            options: Options::default(),
+        }
+    }
+
     /// Default for [`buffer`](Self::buffer): 256 messages.
     pub const fn default_buffer() -> usize {
         // Enough that a fast handler never trips a pause between two fetches, small next to
@@ -116,18 +127,21 @@ impl KafkaConsumerManagerBuilder {
         self
     }
 
-    /// The AIMD config of the limit on handlers in flight. Default [`AimdConfig::default`].
+    /// Replaces the AIMD config given to [`builder`](super::builder).
     pub fn config(mut self, config: AimdConfig) -> Self {
         self.config = config;
         self
     }
 
     // The one vocabulary: `.source(name, s)`, `.sink(s)`, `.log_writer(w)`, `.log_holds(h)`,
-    // `.tracing(bool)`, `.metrics(bool)`. Without a source only the lag is read, and the
-    // controller holds the limit (fail-open: lag is demand, not health); a failing source is
-    // absent for that cycle while the lag still counts. Every decision goes to the same
-    // `DecisionLog` as the other managers' (with the `ace_kafka_lag` gauge).
+    // `.tracing(bool)`, `.metrics(bool)`, `.source_timeout(t)`; and the engine's
+    // `.default_signals(bool)` (CPU, memory and the executor's lag, as the async `Manager`),
+    // `.time_tasks(bool)` (each handler attempt timed for the latency signal) and
+    // `.fleet(budget)`. The lag is read whatever the sources, as demand, never as stress; a
+    // failing source is absent for that cycle while the lag still counts. Every decision goes
+    // to the same `DecisionLog` as the other managers' (with the `ace_kafka_lag` gauge).
     loop_options_methods!();
+    engine_methods!();
 
     /// The async handler, run once per message (more on retries and redelivery).
     ///
@@ -244,25 +258,25 @@ impl KafkaConsumerManagerBuilder {
             .filter(|g| !g.is_empty())
             .ok_or(BuildError::Missing("group_id"))?;
         let handler = self.handler.ok_or(BuildError::Missing("handler"))?;
-        let config = clamp_to_permits(self.config);
-        let initial_limit = config.initial_limit;
-        let controller = Controller::new(config)?;
+        let wiring = Wiring::new(self.config, self.loop_options)?;
         let mut options = self.options;
         options.validate()?;
         let (client, max_poll) = client_config(brokers, group_id, &self.rdkafka)?;
         options.fit_poll_interval(max_poll)?;
 
+        let config = wiring.config();
         Ok(KafkaConsumerManager {
             shared: Arc::new(Shared::new()),
-            gate: Arc::new(Semaphore::new(initial_limit)),
-            counters: Arc::new(DecisionCounters::default()),
+            gate: Arc::new(Semaphore::new(wiring.initial_limit())),
+            counters: Arc::clone(wiring.counters()),
+            bounds: (config.min_limit, config.max_limit),
             state: Mutex::new(State::Built(Box::new(Parts {
                 client,
                 topics: self.topics,
-                controller,
-                loop_options: self.loop_options,
+                wiring,
                 handler,
                 options,
+                limit: None,
             }))),
         })
     }

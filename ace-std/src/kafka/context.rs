@@ -33,6 +33,11 @@ pub(crate) struct PartitionState {
     pub(crate) running: AtomicUsize,
     /// Set when the partition is revoked: its queued messages are dropped, not started.
     pub(crate) revoked: AtomicBool,
+    /// Its messages waiting in the consumer task's queue (written by that task only).
+    pub(crate) queued: AtomicUsize,
+    /// Paused on its own: its waiting messages passed its share of the buffer (see
+    /// [`fairness`](super::fairness)).
+    pub(crate) held: AtomicBool,
 }
 
 impl PartitionState {
@@ -45,6 +50,8 @@ impl PartitionState {
             tracker: OffsetTracker::default(),
             running: AtomicUsize::new(0),
             revoked: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            held: AtomicBool::new(false),
         }
     }
 }
@@ -65,6 +72,7 @@ pub(crate) struct Counters {
     pub(crate) rebalances: AtomicU64,
     pub(crate) revoked_dropped: AtomicU64,
     pub(crate) redelivered: AtomicU64,
+    pub(crate) holds: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {

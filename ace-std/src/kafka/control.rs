@@ -1,23 +1,28 @@
-//! The consumer's control loop: the user's sources plus the lag, driving the gate.
+//! The consumer's control loop, wired by [`crate::control`] like every manager's: the user's
+//! sources, the defaults and the consumer lag, driving the gate.
 
 use std::sync::atomic::Ordering as Atomic;
 use std::sync::Arc;
 
-use ace_core::{
-    ControlLoop, Controller, LimitTarget, Semaphore, SignalError, SignalSource, Signals, Usage,
-};
+use ace_core::{LimitTarget, Semaphore, SignalError, SignalSource, Signals, Usage};
 use ace_tokio::TokioRuntime;
 
 use super::context::Shared;
-use crate::control::{LoopOptions, Sinks};
-use crate::signals::Merge;
-use crate::stats::DecisionCounters;
+use crate::control::{Defaults, LoopHandle, Wiring};
+use crate::signals::{LagProbe, Merge};
+
+/// The consumer's default sources, as the async `Manager`'s: CPU and memory (cgroup aware) and
+/// the executor's lag (the consumer task shares tokio's workers with the handlers).
+const DEFAULTS: Defaults = Defaults {
+    system: true,
+    lag_probe: Some(LagProbe::DEFAULT_PERIOD),
+};
 
 /// The control loop's source: the user's sources, plus the consumer lag.
 ///
 /// A failing user source must not cost the lag reading: [`Merge`] reports it (through the sink,
 /// just before that cycle's decision) and reads it as absent.
-pub(super) struct KafkaSignals {
+struct KafkaSignals {
     user: Merge<TokioRuntime>,
     shared: Arc<Shared>,
 }
@@ -34,7 +39,7 @@ impl SignalSource for KafkaSignals {
 }
 
 /// The control loop's target: the gate, with buffered messages reported as waiting (demand).
-pub(super) struct KafkaTarget {
+struct KafkaTarget {
     gate: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
@@ -53,39 +58,33 @@ impl LimitTarget for KafkaTarget {
     }
 }
 
-/// The manager's control loop: the user's sources plus the lag, driving the gate, recording to
-/// the decision log and the user's sinks.
-pub(super) fn control_loop(
+/// Starts the consumer's control loop on `runtime`: the sources (the user's, the defaults, the
+/// lag), the latency epochs when handlers are timed, the fleet budget if any; panic-guarded.
+pub(super) fn spawn(
+    wiring: Wiring,
     runtime: TokioRuntime,
-    controller: Controller,
-    options: LoopOptions,
-    counters: Arc<DecisionCounters>,
     shared: &Arc<Shared>,
     gate: &Arc<Semaphore>,
-) -> ControlLoop<TokioRuntime, KafkaSignals, KafkaTarget, Sinks> {
-    let interval = controller.config().adjustment_interval;
-    let (user, sink) = options.into_parts(runtime.clone(), interval, counters);
-    ControlLoop::new(
-        runtime,
-        controller,
-        KafkaSignals {
-            user,
-            shared: Arc::clone(shared),
-        },
-        KafkaTarget {
-            gate: Arc::clone(gate),
-            shared: Arc::clone(shared),
-        },
-        sink,
-    )
+) -> LoopHandle {
+    let target = Arc::new(KafkaTarget {
+        gate: Arc::clone(gate),
+        shared: Arc::clone(shared),
+    });
+    let shared = Arc::clone(shared);
+    wiring
+        .assemble(runtime, target, DEFAULTS)
+        .map_source(|user| KafkaSignals { user, shared })
+        .spawn()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::LoopOptions;
     use crate::util::lock;
     use ace_core::{source_fn, AimdConfig, Decision, DecisionSink};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     #[derive(Default)]
     struct Recorded {
@@ -104,7 +103,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn tells_the_sink_about_a_failing_user_source_and_keeps_the_lag() {
         let shared = Arc::new(Shared::new());
         shared.lag.store(42, Atomic::Relaxed);
@@ -124,18 +123,24 @@ mod tests {
             sinks: vec![Box::new(Recorder(Arc::clone(&recorded)))],
             tracing: false,
             metrics: false,
+            default_signals: false,
+            time_tasks: Some(false),
             ..LoopOptions::default()
         };
-        let mut control = control_loop(
+        let config = AimdConfig {
+            adjustment_interval: Duration::from_millis(100),
+            ..AimdConfig::default()
+        };
+        let control = spawn(
+            Wiring::new(config, options).unwrap(),
             TokioRuntime::from_handle(tokio::runtime::Handle::current()),
-            Controller::new(AimdConfig::default()).unwrap(),
-            options,
-            Arc::default(),
             &shared,
             &gate,
         );
-        control.step().await;
-        control.step().await;
+        // Two cycles of the paused clock.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        control.stop();
+        control.stopped().await;
         let recorded = lock(&recorded);
         assert_eq!(recorded.errors, ["signal source `cpu` failed: no /proc"]);
         assert_eq!(recorded.lags, [Some(42), Some(42)]);

@@ -3,8 +3,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
-use ace_core::OwnedPermit as Permit;
+use ace_core::{LatencyRecorder, OwnedPermit as Permit, Semaphore};
 use tokio::sync::mpsc;
 
 use super::context::{bump, PartitionState, Shared};
@@ -13,6 +14,7 @@ use super::handler::{Attempt, CatchUnwind, First, FirstAttempt, HandlerFn};
 use super::retry::{AfterRetries, RetryPolicy};
 use super::scheduler::{Lane, Lanes, Scheduler};
 use super::KafkaMessage;
+use crate::stats::DecisionCounters;
 use crate::util::panic_message;
 
 /// A message received and waiting for its turn; the tracker already holds it as unfinished.
@@ -61,6 +63,44 @@ pub(super) struct Job {
     pub(super) after: AfterRetries,
     /// Where a handler that finished on its own task reports its lane (none when unordered).
     pub(super) done: Option<mpsc::UnboundedSender<Lane>>,
+    /// The latency signal's recorder, when handlers are timed.
+    pub(super) latency: Option<Arc<LatencyRecorder>>,
+}
+
+/// The latency signal's view of the handlers, as the async `Manager` gives it: each admission
+/// says whether it reached the limit (demand), and each attempt of a timed message is one
+/// sample (its run time, not its wait for a slot or a retry's backoff) or, if it failed, one
+/// back-pressure event.
+pub(super) struct Timing {
+    pub(super) recorder: Arc<LatencyRecorder>,
+    /// Sets which admissions are timed (all of them, until a cycle sees more than enough).
+    pub(super) counters: Arc<DecisionCounters>,
+    pub(super) gate: Arc<Semaphore>,
+    /// Admissions so far.
+    pub(super) seq: u64,
+}
+
+impl Timing {
+    /// One admission (its permit held): returns when its first attempt starts, if it is timed.
+    fn admit(&mut self) -> Option<Instant> {
+        self.recorder
+            .record_admission(self.gate.in_use(), self.gate.limit());
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.counters.sampled(seq).then(Instant::now)
+    }
+}
+
+/// Records one attempt that began at `started` (if it was timed): a sample if it succeeded,
+/// back-pressure if not.
+fn record_attempt(recorder: Option<&LatencyRecorder>, started: Option<Instant>, ok: bool) {
+    if let (Some(recorder), Some(started)) = (recorder, started) {
+        if ok {
+            recorder.record(started.elapsed());
+        } else {
+            recorder.record_error();
+        }
+    }
 }
 
 /// The part of the consumer task's state that starting a handler touches.
@@ -70,6 +110,8 @@ pub(super) struct Dispatch {
     pub(super) lanes: Lanes,
     pub(super) queue: Scheduler<Pending>,
     pub(super) tally: Tally,
+    /// `None` when handlers are not timed.
+    pub(super) timing: Option<Timing>,
 }
 
 impl Dispatch {
@@ -85,10 +127,13 @@ impl Dispatch {
         origin: Origin,
     ) {
         let offset = message.offset();
+        let started = self.timing.as_mut().and_then(Timing::admit);
         // The clone is kept for retries and the dead-letter callback: two reference counts, no
         // copy.
         let rest = match self.first.start(message.clone()) {
             First::Ready(Ok(Ok(()))) => {
+                let recorder = self.timing.as_ref().map(|t| &*t.recorder);
+                record_attempt(recorder, started, true);
                 self.tally.handled += 1;
                 drop(permit);
                 match origin {
@@ -122,7 +167,7 @@ impl Dispatch {
                 Ok(outcome) => outcome,
                 Err(rest) => rest.await,
             };
-            job.complete(outcome, message, &part, epoch, permit, lane)
+            job.complete(outcome, started, message, &part, epoch, permit, lane)
                 .await;
         }));
     }
@@ -132,16 +177,21 @@ impl Job {
     /// Applies the policy from the first attempt's outcome; marks the message done if it is,
     /// then frees its slot and its lane. A message that failed under the stop policy keeps its
     /// lane: nothing behind it in its key may run (the manager is stopping anyway).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "what one handler's task owns, moved in once"
+    )]
     async fn complete(
         &self,
         first: Attempt,
+        started: Option<Instant>,
         message: KafkaMessage,
         part: &PartitionState,
         epoch: u64,
         permit: Permit,
         lane: Option<Lane>,
     ) {
-        let done = self.handle(first, &message).await;
+        let done = self.handle(first, started, &message).await;
         if done {
             part.tracker.finish(epoch, message.offset());
         }
@@ -154,17 +204,28 @@ impl Job {
         }
     }
 
-    /// Runs the retry policy from the first attempt's outcome; true if the message counts as
-    /// done.
-    async fn handle(&self, first: Attempt, message: &KafkaMessage) -> bool {
+    /// Runs the retry policy from the first attempt's outcome (the first attempt began at
+    /// `started`, if timed); true if the message counts as done.
+    async fn handle(
+        &self,
+        first: Attempt,
+        started: Option<Instant>,
+        message: &KafkaMessage,
+    ) -> bool {
+        let timed = started.is_some();
         let mut attempts = 0u32;
         let mut outcome = Some(first);
         loop {
             attempts += 1;
-            let attempt = match outcome.take() {
-                Some(o) => o,
-                None => CatchUnwind((self.handler)(message.clone())).await,
+            let (attempt, began) = match outcome.take() {
+                Some(o) => (o, started),
+                None => {
+                    let began = timed.then(Instant::now);
+                    (CatchUnwind((self.handler)(message.clone())).await, began)
+                }
             };
+            let ok = matches!(attempt, Ok(Ok(())));
+            record_attempt(self.latency.as_deref(), began, ok);
             let error = match attempt {
                 Ok(Ok(())) => {
                     bump(&self.shared.counters.handled);
@@ -270,6 +331,7 @@ mod tests {
             retry: RetryPolicy::default(),
             after: AfterRetries::Stop,
             done: None,
+            latency: None,
         });
         let mut dispatch = Dispatch {
             first,
@@ -277,6 +339,7 @@ mod tests {
             lanes: Lanes::new(super::super::Ordering::Key),
             queue: Scheduler::default(),
             tally: Tally::default(),
+            timing: None,
         };
         let part = Arc::new(PartitionState::new("topic", 0));
         let (key, payload) = (b"key-123".to_vec(), vec![b'x'; 100]);

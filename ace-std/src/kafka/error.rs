@@ -5,10 +5,10 @@ use ace_core::ConfigError;
 use std::error::Error;
 use std::fmt;
 
-/// A boxed error, as returned by handlers.
-pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+/// A boxed error, as returned by handlers: the crate's one [`BoxError`](crate::BoxError).
+pub use crate::BoxError;
 
-/// Why [`build`](super::KafkaConsumerManagerBuilder::build) refused the settings.
+/// Why [`build`](super::Builder::build) refused the settings.
 ///
 /// `Display` says what was refused; the cause, where there is one, is the
 /// [`source`](Error::source).
@@ -117,8 +117,11 @@ impl From<rdkafka::error::KafkaError> for StartError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StopError {
-    /// The manager was never started, or was already shut down.
+    /// The manager was never started.
     NotRunning,
+    /// The manager was shut down already (the meaning and words of every manager's
+    /// `Shutdown` error).
+    Shutdown,
     /// A handler failed and the policy said stop: the manager stopped, committing nothing at or
     /// past the failed message (the failure is the source).
     HandlerFailed(HandlerFailure),
@@ -129,7 +132,8 @@ pub enum StopError {
 impl fmt::Display for StopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotRunning => f.write_str("the kafka consumer is not running"),
+            Self::NotRunning => f.write_str("the kafka consumer was never started"),
+            Self::Shutdown => f.write_str("the manager is shut down"),
             Self::HandlerFailed(_) => {
                 f.write_str("the kafka consumer stopped after a handler failure")
             }
@@ -142,7 +146,7 @@ impl Error for StopError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             Self::HandlerFailed(f) => Some(f),
-            Self::NotRunning | Self::Crashed(_) => None,
+            Self::NotRunning | Self::Shutdown | Self::Crashed(_) => None,
         }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) trait FirstAttempt: Send {
     fn start(&mut self, message: KafkaMessage) -> First;
 }
 
-/// Both forms of one handler: from [`handler`](super::KafkaConsumerManagerBuilder::handler).
+/// Both forms of one handler: from [`handler`](super::Builder::handler).
 pub(crate) struct Handler {
     pub(crate) first: Box<dyn FirstAttempt>,
     pub(crate) retry: HandlerFn,

@@ -2,8 +2,8 @@
 //! up to the limit ACE picks, partitions pause when handlers fall behind, and offsets are
 //! committed at-least-once.
 //!
-//! - [`KafkaConsumerManager`] and its [`KafkaConsumerManagerBuilder`]: brokers, topics, group id,
-//!   extra rdkafka settings, an async handler, an [`AimdConfig`]; [`start`] and [`shutdown`].
+//! - [`KafkaConsumerManager`] and its [`Builder`] (from [`builder(config)`](builder)): brokers,
+//!   topics, group id, extra rdkafka settings, an async handler; [`start`] and [`shutdown`].
 //! - [`KafkaMessage`]: what a handler receives (`payload`, `key`, `topic`, `offset`, … as on
 //!   [`rdkafka::Message`]; cheap to clone).
 //! - [`Ordering`]: which messages may run at the same time (by default, one at a time per key).
@@ -13,22 +13,34 @@
 //! # How it works
 //!
 //! **Concurrency.** Each message runs its handler holding one permit of an
-//! [`ace_core::Semaphore`], whose limit ACE's [`ControlLoop`] moves every `adjustment_interval`
-//! from the [`source`](KafkaConsumerManagerBuilder::source)s you add (CPU, memory, …) plus
-//! the consumer's own lag, which is demand: a growing lag with a healthy system argues for more
-//! handlers, never fewer. A shrink takes effect as permits come back (nothing is cancelled).
+//! [`ace_core::Semaphore`], whose limit ACE's [`ControlLoop`] moves on the same signals as the
+//! async [`Manager`](crate::Manager)'s:
+//! - **the handlers' latency** (on by default, as long as the config's `latency_tolerance` is
+//!   set; [`time_tasks`](Builder::time_tasks) turns it off): each attempt's run time is a sample
+//!   of the latency epochs (not the wait for a slot, nor a retry's backoff), and each failed
+//!   attempt is back-pressure, so the limit finds the knee of a downstream that slows down
+//!   past some number of concurrent handlers, and stops there;
+//! - **the default signals** (on by default; [`default_signals`](Builder::default_signals)):
+//!   CPU and memory (cgroup aware) and the tokio executor's lag;
+//! - the [`source`](Builder::source)s you add;
+//! - the consumer's own **lag**, which is demand: a growing lag with a healthy downstream
+//!   argues for more handlers, never fewer.
+//!
+//! A shrink takes effect as permits come back (nothing is cancelled).
+//! [`fleet`](Builder::fleet) (feature `redis`) shares one limit among consumers: a consumer
+//! never holds more handlers than its grant. The control loop's task is panic-guarded.
 //!
 //! **Ordering.** By default ([`Ordering::Key`]) messages with the same key in the same partition
 //! run one at a time, in offset order, while different keys run concurrently;
-//! [`ordering`](KafkaConsumerManagerBuilder::ordering) picks one at a time per partition, or no
+//! [`ordering`](Builder::ordering) picks one at a time per partition, or no
 //! order at all. A message whose key is busy waits in the buffer behind it.
 //!
 //! **Back-pressure.** Messages received while every slot is taken (or their key is busy) wait in a
 //! buffer. When handlers in flight plus waiting messages reach the high-water mark — the limit
-//! plus the buffer allowance ([`buffer`](KafkaConsumerManagerBuilder::buffer), default 256) — the
+//! plus the buffer allowance ([`buffer`](Builder::buffer), default 256) — the
 //! manager stops taking messages (they wait in librdkafka's queue, which stops fetching when
 //! full). If the backlog stays high for
-//! [`pause_after`](KafkaConsumerManagerBuilder::pause_after) (default 1 s) — handlers finishing
+//! [`pause_after`](Builder::pause_after) (default 1 s) — handlers finishing
 //! one at a time do not reset that clock; only a backlog that drains does — every assigned
 //! partition is paused. They resume while a reserve is still waiting (the limit's worth, at most
 //! half the buffer), so the slots keep working while librdkafka fetches again. The delay keeps a
@@ -37,11 +49,19 @@
 //! paused, so the group does not evict it after `max.poll.interval.ms`, and a partition assigned
 //! during a pause starts paused.
 //!
+//! **Fairness between partitions.** Under key or partition order, librdkafka's batches of one
+//! partition could fill the buffer with messages waiting behind that partition's busy keys
+//! while the other partitions' keys sit idle. While slots are free and every waiting message is
+//! behind a busy key, the manager keeps taking past the high-water mark, and a partition whose
+//! waiting messages reach the mark is paused on its own (counted in
+//! [`KafkaStats::partition_holds`]) until half of them have drained, so every partition is
+//! served from the start and as many handlers run as there are keys with work.
+//!
 //! **Fetching.** The manager sets `statistics.interval.ms=1000` (for the lag) and
 //! `fetch.queue.backoff.ms=50`: when librdkafka's queue passes its thresholds (which back-pressure
 //! makes routine), librdkafka's default stops fetching for a whole second, and a consumer that
 //! drains the queue meanwhile sits idle. Override either with
-//! [`set`](KafkaConsumerManagerBuilder::set).
+//! [`set`](Builder::set).
 //!
 //! **Handlers.** A handler's first poll runs on the consumer's task, so a handler that completes
 //! at once costs no task spawn and no allocation (its future is polled in a box kept from one
@@ -52,9 +72,9 @@
 //! **Offsets: at-least-once.** Handlers finish out of order; for each partition the manager
 //! commits only the offset below which every handler has finished (a message whose handler is
 //! running, failed, or was never started is never committed past). It commits every
-//! [`commit_interval`](KafkaConsumerManagerBuilder::commit_interval) (default 1 s) if anything
+//! [`commit_interval`](Builder::commit_interval) (default 1 s) if anything
 //! moved since the last successful commit, when partitions are revoked (after waiting up to
-//! [`revoke_timeout`](KafkaConsumerManagerBuilder::revoke_timeout) for their handlers, default
+//! [`revoke_timeout`](Builder::revoke_timeout) for their handlers, default
 //! 5 s; their waiting messages are dropped for the next owner), and at shutdown (waiting
 //! at most the rest of the shutdown timeout, and at least 10 s). Commits are synchronous, so a
 //! refused one is counted in [`KafkaStats::commit_errors`] and made again at the next tick
@@ -69,7 +89,7 @@
 //!   up to (not including) the failed message, leaves the group, and
 //!   [`shutdown`]/[`stopped`](KafkaConsumerManager::stopped) report
 //!   [`StopError::HandlerFailed`]. Restarting redelivers the message.
-//! - with [`dead_letter`](KafkaConsumerManagerBuilder::dead_letter), the message and its
+//! - with [`dead_letter`](Builder::dead_letter), the message and its
 //!   [`HandlerFailure`] go to your callback (to produce it to a dead-letter topic, say); once the
 //!   callback returns `Ok` the message counts as done and is committed past. A dead-letter
 //!   callback that fails or panics stops the manager as above.
@@ -87,12 +107,12 @@
 //! use ace_std::AimdConfig;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let manager = KafkaConsumerManager::builder()
+//! let config = AimdConfig { min_limit: 4, max_limit: 64, initial_limit: 8, ..AimdConfig::default() };
+//! let manager = KafkaConsumerManager::builder(config)
 //!     .brokers("127.0.0.1:9092")
 //!     .topic("orders")
 //!     .group_id("order-workers")
 //!     .set("auto.offset.reset", "earliest")
-//!     .config(AimdConfig { min_limit: 4, max_limit: 64, initial_limit: 8, ..AimdConfig::default() })
 //!     .handler(|msg: KafkaMessage| async move {
 //!         let _payload = msg.payload().unwrap_or_default();
 //!         Ok::<(), std::io::Error>(())
@@ -118,11 +138,13 @@ mod context;
 mod control;
 mod dispatch;
 mod error;
+mod fairness;
 mod handler;
 mod message;
 mod options;
 mod pressure;
 mod pump;
+mod report;
 mod retry;
 mod scheduler;
 mod tracker;
@@ -131,41 +153,76 @@ use std::fmt;
 use std::sync::atomic::Ordering as Atomic;
 use std::sync::{Arc, Mutex};
 
-use ace_core::{Controller, Semaphore, Usage};
+use std::panic::AssertUnwindSafe;
+
+use ace_core::{AimdConfig, Semaphore, Usage};
 use ace_tokio::TokioRuntime;
+use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::task::JoinHandle;
 
 use self::context::{Context, Shared};
-use self::control::control_loop;
+use self::dispatch::Timing;
 use self::handler::Handler;
 use self::options::Options;
 use self::pump::Pump;
-use crate::control::LoopOptions;
-use crate::stats::{DecisionCounters, Stats};
-use crate::util::lock;
+use crate::control::{LoopHandle, Wiring};
+use crate::stats::DecisionCounters;
+use crate::util::{lock, panic_message};
 
-pub use self::builder::KafkaConsumerManagerBuilder;
+pub use self::builder::Builder;
 pub use self::error::{BoxError, BuildError, HandlerError, HandlerFailure, StartError, StopError};
 pub use self::message::KafkaMessage;
+pub use self::report::{KafkaStats, ShutdownReport};
 pub use self::retry::RetryPolicy;
 pub use self::scheduler::Ordering;
+
+/// The old name of [`Builder`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `kafka::Builder`, from `builder(config)`"
+)]
+pub type KafkaConsumerManagerBuilder = Builder;
+
+/// A builder of a [`KafkaConsumerManager`] on `config` (the AIMD config of the limit on
+/// handlers in flight); the same as [`KafkaConsumerManager::builder`].
+pub fn builder(config: AimdConfig) -> Builder {
+    Builder::new(config)
+}
 
 struct Parts {
     client: ClientConfig,
     topics: Vec<String>,
-    controller: Controller,
-    loop_options: LoopOptions,
+    wiring: Wiring,
     handler: Handler,
     options: Options,
+    /// A limit set by hand before the start.
+    limit: Option<usize>,
 }
 
 enum State {
     Built(Box<Parts>),
-    Running(JoinHandle<Result<ShutdownReport, StopError>>),
+    Running {
+        task: JoinHandle<Result<ShutdownReport, StopError>>,
+        control: LoopHandle,
+    },
     Finished,
+}
+
+/// Stops the control loop and marks the consumer done when the consumer task ends, however it
+/// ends (a panic included), so `stopped` and `shutdown` return.
+struct TaskDone {
+    control: LoopHandle,
+    shared: Arc<Shared>,
+}
+
+impl Drop for TaskDone {
+    fn drop(&mut self) {
+        self.control.stop();
+        self.shared.done.trigger();
+    }
 }
 
 /// An adaptive Kafka consumer: see the [module docs](self) for how it works.
@@ -178,6 +235,8 @@ pub struct KafkaConsumerManager {
     /// The limit on handlers in flight: one permit per running handler.
     gate: Arc<Semaphore>,
     counters: Arc<DecisionCounters>,
+    /// `(min_limit, max_limit)`, for [`set_limit`](Self::set_limit).
+    bounds: (usize, usize),
     state: Mutex<State>,
 }
 
@@ -185,7 +244,7 @@ impl fmt::Debug for KafkaConsumerManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &*lock(&self.state) {
             State::Built(_) => "built",
-            State::Running(_) => "running",
+            State::Running { .. } => "running",
             State::Finished => "finished",
         };
         f.debug_struct("KafkaConsumerManager")
@@ -195,69 +254,11 @@ impl fmt::Debug for KafkaConsumerManager {
     }
 }
 
-/// A snapshot of a [`KafkaConsumerManager`]'s state and counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct KafkaStats {
-    /// What every manager reports: the limit on handlers in flight, handlers running
-    /// (`in_flight`), messages received and waiting for a slot (`waiting`), messages whose
-    /// handling ended (`completed`: handled or failed) and failed (`failed`: every attempt
-    /// failed), and the control loop's decisions.
-    pub core: Stats,
-    /// True while the assigned partitions are paused (back-pressure or stopping).
-    pub paused: bool,
-    /// The summed consumer lag at the last statistics report, if any arrived.
-    pub lag: Option<u64>,
-    /// Partitions assigned now.
-    pub assigned: usize,
-    /// Messages received from the broker (redeliveries included).
-    pub received: u64,
-    /// Messages whose handler succeeded.
-    pub handled: u64,
-    /// Retries made.
-    pub retried: u64,
-    /// Failed messages the dead-letter callback accepted.
-    pub dead_lettered: u64,
-    /// Times the partitions were paused.
-    pub pauses: u64,
-    /// Times they were resumed.
-    pub resumes: u64,
-    /// Commits made.
-    pub commits: u64,
-    /// Commits refused.
-    pub commit_errors: u64,
-    /// Errors from the consumer or the client (broker down, rebalance failed, …).
-    pub consumer_errors: u64,
-    /// Partition assignments and revocations seen.
-    pub rebalances: u64,
-    /// Waiting messages dropped because their partition was revoked (the next owner handles
-    /// them).
-    pub revoked_dropped: u64,
-    /// Messages librdkafka delivered a second time (it refetches after a pause) while the first
-    /// copy was still tracked; dropped, the first copy counts.
-    pub redelivered: u64,
-    /// The last error reported, as text.
-    pub last_error: Option<String>,
-}
-
-/// What a graceful stop did: from [`KafkaConsumerManager::shutdown`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// The offsets committed last, as `(topic, partition, next offset to read)`.
-    pub committed: Vec<(String, i32, i64)>,
-    /// Handlers still running at the deadline (their messages were not committed).
-    pub abandoned: usize,
-    /// Messages received but never started (not committed: the next owner gets them).
-    pub dropped: usize,
-    /// The final commit's error, if it failed.
-    pub commit_error: Option<String>,
-}
-
 impl KafkaConsumerManager {
-    /// A builder with every default.
-    pub fn builder() -> KafkaConsumerManagerBuilder {
-        KafkaConsumerManagerBuilder::default()
+    /// A builder on `config`, the AIMD config of the limit on handlers in flight
+    /// ([`AimdConfig::default`] for the defaults).
+    pub fn builder(config: AimdConfig) -> Builder {
+        Builder::new(config)
     }
 
     /// Connects, subscribes, and starts consuming and the control loop, on the current tokio
@@ -280,10 +281,10 @@ impl KafkaConsumerManager {
         let Parts {
             client,
             topics,
-            controller,
-            loop_options,
+            wiring,
             handler,
             options,
+            limit,
         } = *parts;
         let _enter = handle.enter();
         let consumer: StreamConsumer<Context> = StreamConsumer::from_config_and_context(
@@ -296,51 +297,64 @@ impl KafkaConsumerManager {
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
 
-        let control_stop = ace_core::Shutdown::new();
-        let control = control_loop(
-            TokioRuntime::from_handle(handle.clone()),
-            controller,
-            loop_options,
-            Arc::clone(&self.counters),
-            &self.shared,
-            &self.gate,
-        );
-        drop(handle.spawn({
-            let stop = control_stop.clone();
-            async move {
-                drop(control.run(stop).await);
-            }
-        }));
+        let timing = wiring.latency().map(|recorder| Timing {
+            recorder: Arc::clone(recorder),
+            counters: Arc::clone(&self.counters),
+            gate: Arc::clone(&self.gate),
+            seq: 0,
+        });
+        let runtime = TokioRuntime::from_handle(handle.clone());
+        let control = control::spawn(wiring, runtime, &self.shared, &self.gate);
+        if let Some(limit) = limit {
+            control.set_limit(limit);
+        }
         let pump = Pump {
             consumer,
             shared: Arc::clone(&self.shared),
             gate: Arc::clone(&self.gate),
             handler,
             options,
-            control_stop,
+            timing,
+            control: control.clone(),
         };
-        *state = State::Running(handle.spawn(pump.run()));
+        let done = TaskDone {
+            control: control.clone(),
+            shared: Arc::clone(&self.shared),
+        };
+        let task = handle.spawn(async move {
+            let done = done;
+            let result = AssertUnwindSafe(pump.run()).catch_unwind().await;
+            drop(done);
+            result.unwrap_or_else(|panic| {
+                let message = panic_message(&*panic);
+                tracing::error!(target: "ace::kafka", "the consumer task panicked: {message}");
+                Err(StopError::Crashed(message))
+            })
+        });
+        *state = State::Running { task, control };
         Ok(())
     }
 
     /// Stops gracefully: stops fetching (pauses every partition), lets handlers in flight finish
-    /// (up to the [`shutdown_timeout`](KafkaConsumerManagerBuilder::shutdown_timeout)), commits
+    /// (up to the [`shutdown_timeout`](Builder::shutdown_timeout)), commits
     /// what is done, and leaves the group.
     ///
     /// # Errors
     ///
     /// [`StopError::HandlerFailed`] if the manager had stopped (or now stops) on a handler failure
-    /// under the stop policy; [`StopError::NotRunning`] if it was never started or was already
-    /// shut down; [`StopError::Crashed`] if its task panicked.
+    /// under the stop policy; [`StopError::NotRunning`] if it was never started (it cannot be
+    /// started after this call); [`StopError::Shutdown`] if it was shut down already;
+    /// [`StopError::Crashed`] if its task panicked.
     ///
     /// # Cancel safety
     ///
     /// Not cancel-safe: dropping the future leaves the stop running in the background, and a
-    /// second call returns [`StopError::NotRunning`].
+    /// second call returns [`StopError::Shutdown`].
     pub async fn shutdown(&self) -> Result<ShutdownReport, StopError> {
         let task = match std::mem::replace(&mut *lock(&self.state), State::Finished) {
-            State::Running(task) => task,
-            State::Built(_) | State::Finished => return Err(StopError::NotRunning),
+            State::Running { task, .. } => task,
+            State::Built(_) => return Err(StopError::NotRunning),
+            State::Finished => return Err(StopError::Shutdown),
         };
         self.shared.stop.trigger();
         match task.await {
@@ -362,6 +376,22 @@ impl KafkaConsumerManager {
     /// The limit on handlers in flight now.
     pub fn limit(&self) -> usize {
         self.gate.limit()
+    }
+
+    /// Sets the limit on handlers in flight by hand, clamped to `[min_limit, max_limit]`;
+    /// returns the limit set. The control loop continues from it with what it learned (the
+    /// latency baseline, floor and averages: see `Controller::override_limit`). A lower limit
+    /// takes effect as handlers finish (none is cancelled).
+    pub fn set_limit(&self, limit: usize) -> usize {
+        let (min, max) = self.bounds;
+        let limit = limit.clamp(min, max);
+        self.gate.set_limit(limit);
+        match &mut *lock(&self.state) {
+            State::Built(parts) => parts.limit = Some(limit),
+            State::Running { control, .. } => control.set_limit(limit),
+            State::Finished => {}
+        }
+        limit
     }
 
     /// True once [`shutdown`](Self::shutdown) has been called (or the manager began to stop
@@ -404,6 +434,7 @@ impl KafkaConsumerManager {
             rebalances: get(&c.rebalances),
             revoked_dropped: get(&c.revoked_dropped),
             redelivered: get(&c.redelivered),
+            partition_holds: get(&c.holds),
             last_error: lock(&self.shared.last_error).clone(),
         }
     }

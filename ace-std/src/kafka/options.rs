@@ -7,7 +7,7 @@ use rdkafka::config::ClientConfig;
 
 use super::retry::{AfterRetries, RetryPolicy};
 use super::scheduler::Ordering;
-use super::{BuildError, KafkaConsumerManagerBuilder};
+use super::{BuildError, Builder};
 
 /// The builder's own options, written once: set by the builder, moved into the consumer task.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub(crate) struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        type B = KafkaConsumerManagerBuilder;
+        type B = Builder;
         Self {
             ordering: Ordering::default(),
             retry: RetryPolicy::default(),
@@ -53,9 +53,9 @@ impl Options {
     /// consumer go without polling), and picks the revoke timeout's default from it.
     pub(crate) fn fit_poll_interval(&mut self, max_poll: Duration) -> Result<(), BuildError> {
         // Both hold up polling: past max.poll.interval.ms the group evicts the consumer.
-        let revoke_timeout = *self.revoke_timeout.get_or_insert_with(|| {
-            KafkaConsumerManagerBuilder::default_revoke_timeout().min(max_poll / 4)
-        });
+        let revoke_timeout = *self
+            .revoke_timeout
+            .get_or_insert_with(|| Builder::default_revoke_timeout().min(max_poll / 4));
         for (field, value) in [
             ("pause_after", self.pause_after),
             ("revoke_timeout", revoke_timeout),

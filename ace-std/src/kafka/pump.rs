@@ -18,12 +18,14 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::commit::Committer;
 use super::context::{bump, Context, PartitionState, Shared};
-use super::dispatch::{Dispatch, Job, Origin, Pending, Tally};
+use super::dispatch::{Dispatch, Job, Origin, Pending, Tally, Timing};
 use super::error::StopError;
+use super::fairness;
 use super::handler::Handler;
 use super::pressure::{Backlog, Pressure, Verdict};
 use super::scheduler::{Lane, Lanes, Scheduler};
 use super::{KafkaMessage, Options, ShutdownReport};
+use crate::control::LoopHandle;
 use crate::util::lock;
 
 /// Messages taken in one go on the fast path (free slots, messages ready).
@@ -45,8 +47,10 @@ pub(crate) struct Pump {
     pub(crate) gate: Arc<Semaphore>,
     pub(crate) handler: Handler,
     pub(crate) options: Options,
-    /// Stops the control loop once the consumer is done.
-    pub(crate) control_stop: ace_core::Shutdown,
+    /// The handlers' side of the latency signal, when they are timed.
+    pub(crate) timing: Option<Timing>,
+    /// The control loop, stopped once the consumer is done.
+    pub(crate) control: LoopHandle,
 }
 
 /// The consumer task's cache of assigned partitions, refreshed when a rebalance changes them.
@@ -112,7 +116,8 @@ impl Pump {
             gate,
             handler: Handler { first, retry },
             options,
-            control_stop,
+            timing,
+            control,
         } = self;
         let (done, finished) = mpsc::unbounded_channel();
         let lanes = Lanes::new(options.ordering);
@@ -122,6 +127,7 @@ impl Pump {
             retry: options.retry,
             after: options.after,
             done: (!lanes.unordered()).then_some(done),
+            latency: timing.as_ref().map(|t| Arc::clone(&t.recorder)),
         });
         let mut commit_tick = tokio::time::interval_at(
             Instant::now() + options.commit_interval,
@@ -143,6 +149,7 @@ impl Pump {
                 lanes,
                 queue: Scheduler::default(),
                 tally: Tally::default(),
+                timing,
             },
             finished,
             receiver: Receiver {
@@ -184,8 +191,7 @@ impl Pump {
             }
         }
         let (dropped, abandoned) = task.wind_down(stream).await;
-        task.finish(consumer, control_stop, dropped, abandoned)
-            .await
+        task.finish(consumer, control, dropped, abandoned).await
     }
 }
 
@@ -202,17 +208,38 @@ impl Task {
             finished: self.shared.counters.handled.load(Ordering::Relaxed),
         };
         let paused = self.shared.paused.load(Ordering::Relaxed);
-        let verdict = self.pressure.decide(
+        let mut verdict = self.pressure.decide(
             Instant::now(),
             backlog,
             self.buffer,
             self.pause_after,
             paused,
         );
+        if !paused && self.starved() {
+            // Past the mark, but slots are free and every waiting message is behind a busy
+            // key: taking more (from the partitions not held) is the only way to fill them.
+            verdict.pull = true;
+            verdict.pause_at = None;
+        }
         if verdict.resume {
             set_paused(&self.consumer, &self.shared, false);
         }
         verdict
+    }
+
+    /// The high-water mark: handlers in flight plus waiting messages that stop the taking.
+    fn high(&self) -> usize {
+        self.gate.limit().saturating_add(self.buffer)
+    }
+
+    /// True when keys starve the slots: slots are free, no waiting message can start, and the
+    /// queue is below its bound under [`fairness`].
+    fn starved(&self) -> bool {
+        let assigned = self.receiver.lookup.parts.len();
+        !self.dispatch.lanes.unordered()
+            && self.dispatch.queue.ready() == 0
+            && self.gate.in_use() < self.gate.limit()
+            && fairness::may_exceed_the_mark(self.dispatch.queue.len(), self.high(), assigned)
     }
 
     /// After a rebalance, drops the waiting messages of revoked partitions: their next owner
@@ -244,8 +271,8 @@ impl Task {
         for taken in 1.. {
             self.take(&m);
             drop(m);
-            let high = self.gate.limit() + self.buffer;
-            if taken >= DRAIN || self.gate.in_use() + self.dispatch.queue.len() >= high {
+            let full = self.gate.in_use() + self.dispatch.queue.len() >= self.high();
+            if taken >= DRAIN || (full && !self.starved()) {
                 break;
             }
             match stream.next().now_or_never() {
@@ -296,6 +323,10 @@ impl Task {
         let lane = lane.unwrap_or_else(|| self.dispatch.lanes.of(part, &message));
         let epoch = part.tracker.dispatch(message.offset());
         let part = Arc::clone(part);
+        if !self.dispatch.lanes.unordered() {
+            let (high, assigned) = (self.high(), self.receiver.lookup.parts.len());
+            fairness::queued(&self.consumer, &self.shared, &part, high, assigned);
+        }
         self.dispatch.queue.push(
             lane,
             Pending {
@@ -318,6 +349,9 @@ impl Task {
             let Some((lane, pending)) = self.dispatch.queue.pop() else {
                 break;
             };
+            if !self.dispatch.lanes.unordered() {
+                fairness::dequeued(&self.consumer, &self.shared, &pending.part, self.high());
+            }
             if pending.part.revoked.load(Ordering::Acquire) {
                 // Revoked since the last purge: dropped like the others, and its lane freed.
                 bump(&self.shared.counters.revoked_dropped);
@@ -378,7 +412,7 @@ impl Task {
     async fn finish(
         mut self,
         consumer: Arc<StreamConsumer<Context>>,
-        control_stop: ace_core::Shutdown,
+        control: LoopHandle,
         dropped: usize,
         abandoned: usize,
     ) -> Result<ShutdownReport, StopError> {
@@ -393,7 +427,7 @@ impl Task {
             drop(consumer);
         })
         .await;
-        control_stop.trigger();
+        control.stop();
         shared.done.trigger();
         if let Err(e) = closed {
             return Err(StopError::Crashed(e.to_string()));
@@ -413,19 +447,18 @@ impl Task {
 fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool) {
     // Set the flag first: a partition assigned from now on gets the same state.
     shared.paused.store(paused, Ordering::Release);
-    let assignment = match consumer.assignment() {
-        Ok(a) => a,
-        Err(e) => {
-            shared.record_error("reading the assignment failed", &e);
-            return;
-        }
-    };
     let result = if paused {
-        consumer.pause(&assignment)
+        match consumer.assignment() {
+            Ok(assignment) => consumer.pause(&assignment),
+            Err(e) => {
+                shared.record_error("reading the assignment failed", &e);
+                return;
+            }
+        }
     } else {
-        consumer.resume(&assignment)
+        // A partition held for its share of the buffer stays paused until it drains.
+        consumer.resume(&fairness::unheld(shared))
     };
-    drop(assignment);
     match result {
         Ok(()) => {
             bump(if paused {

@@ -15,7 +15,7 @@ use super::KafkaMessage;
 ///
 /// What happens after the last retry is the builder's choice: stop the manager (the default), or
 /// hand the message to a dead-letter callback
-/// ([`dead_letter`](super::KafkaConsumerManagerBuilder::dead_letter)).
+/// ([`dead_letter`](super::Builder::dead_letter)).
 ///
 /// ```
 /// use ace_std::kafka::RetryPolicy;

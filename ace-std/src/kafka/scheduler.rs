@@ -11,11 +11,11 @@ use super::context::PartitionState;
 use super::KafkaMessage;
 
 /// Which messages a [`KafkaConsumerManager`](super::KafkaConsumerManager) may handle at the same
-/// time; from [`ordering`](super::KafkaConsumerManagerBuilder::ordering).
+/// time; from [`ordering`](super::Builder::ordering).
 ///
 /// In every mode the limit ACE picks is the number of handlers running at once, and offsets are
 /// committed per partition only below the lowest message not finished. Messages waiting for
-/// their turn count against the [`buffer`](super::KafkaConsumerManagerBuilder::buffer), so a
+/// their turn count against the [`buffer`](super::Builder::buffer), so a
 /// backlog behind busy keys pauses the partitions like any other.
 ///
 /// The default is [`Key`](Self::Key): it keeps the order a plain one-at-a-time consumer gives

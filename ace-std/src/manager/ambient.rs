@@ -14,10 +14,10 @@ mod sealed {
     impl Sealed for ace_async_std::AsyncStdRuntime {}
 }
 
-/// A [`Runtime`] that can be found from the calling context, so [`Manager::new`] needs no
+/// A [`Runtime`] that can be found from the calling context, so [`Manager::new`](super::Manager::new) needs no
 /// handle: tokio's current runtime, smol's global executor, async-std's global runtime.
 ///
-/// Sealed: for another runtime use [`Manager::with_runtime`].
+/// Sealed: for another runtime use [`Manager::with_runtime`](super::Manager::with_runtime).
 pub trait AmbientRuntime: Runtime + sealed::Sealed {
     /// The runtime of the calling context.
     ///

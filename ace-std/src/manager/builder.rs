@@ -5,10 +5,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_core::{AimdConfig, ConfigError, LimitTarget, Runtime, Semaphore};
+use ace_core::{AimdConfig, ConfigError, LimitTarget, Runtime, Semaphore, Shares};
 use event_listener::Event;
 
 use super::ambient::AmbientRuntime;
+use super::classes::Classes;
 use super::handle::Manager;
 use super::inner::{Counter, Inner};
 use crate::control::{engine_methods, loop_options_methods, Defaults, LoopOptions, Wiring};
@@ -88,6 +89,7 @@ pub struct Builder<R> {
     loop_options: LoopOptions,
     queue_depth: Option<QueueDepth>,
     lag_period: Duration,
+    shares: Shares,
 }
 
 impl<R> fmt::Debug for Builder<R> {
@@ -107,6 +109,7 @@ impl<R: Runtime> Builder<R> {
             loop_options: LoopOptions::default(),
             queue_depth: None,
             lag_period: LagProbe::DEFAULT_PERIOD,
+            shares: Shares::new(),
         }
     }
 
@@ -122,6 +125,14 @@ impl<R: Runtime> Builder<R> {
     /// Reads `depth` as the queue depth.
     pub fn queue_depth(mut self, depth: QueueDepth) -> Self {
         self.queue_depth = Some(depth);
+        self
+    }
+
+    /// Guaranteed shares of the limit per [`Priority`](ace_core::Priority) (none by default):
+    /// a class holding less than its share is served before more important classes, so a
+    /// flood of `Critical` work cannot starve `Normal` work with a share. See [`Shares`].
+    pub fn shares(mut self, shares: Shares) -> Self {
+        self.shares = shares;
         self
     }
 
@@ -154,7 +165,7 @@ impl<R: Runtime> Builder<R> {
         };
         let config = wiring.config();
         let bounds = (config.min_limit, config.max_limit);
-        let sem = Arc::new(Semaphore::new(wiring.initial_limit()));
+        let sem = Arc::new(Semaphore::with_shares(wiring.initial_limit(), self.shares));
         let counters = Arc::clone(wiring.counters());
         let latency = wiring.latency().cloned();
         let defaults = Defaults {
@@ -176,6 +187,7 @@ impl<R: Runtime> Builder<R> {
                 control,
                 counters,
                 latency,
+                classes: Classes::default(),
             }),
         })
     }

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ace_core::{LimitTarget, OwnedPermit, Runtime, TryAcquireError};
+use ace_core::{LimitTarget, OwnedPermit, Priority, Runtime, TryAcquireError};
 use futures_lite::FutureExt;
 
 use super::inner::{note_admission, Finish, Inner};
@@ -25,7 +25,7 @@ pub enum SubmitError {
 impl fmt::Display for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Shutdown => f.write_str("the manager is shut down"),
+            Self::Shutdown => f.write_str(crate::util::SHUT_DOWN),
         }
     }
 }
@@ -64,7 +64,7 @@ impl std::error::Error for SubmitError {}
 /// ```
 ///
 /// Creating a manager starts its control loop on the runtime: every `adjustment_interval` it
-/// reads the signals, decides with the AIMD [`Controller`], and moves the semaphore's limit.
+/// reads the signals, decides with the AIMD [`Controller`](ace_core::Controller), and moves the semaphore's limit.
 /// Tasks wait for a slot in [`submit`](Self::submit) (backpressure). `Manager` is a cheap
 /// handle (`Clone`, an `Arc` inside); the control loop stops when [`shutdown`](Self::shutdown)
 /// is called or the last handle is dropped.
@@ -127,7 +127,46 @@ impl<R: Runtime> Manager<R> {
     /// # fn main() {}
     /// ```
     pub async fn submit<F: Future>(&self, fut: F) -> Result<F::Output, SubmitError> {
-        self.run(fut, |_| true).await
+        self.run(Priority::Normal, fut, |_| true).await
+    }
+
+    /// [`submit`](Self::submit) in class `priority`: while tasks wait for a slot, a freed slot
+    /// goes to the most important class waiting (first in, first out within a class), after
+    /// any class still under its guaranteed [share](crate::Builder::shares).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`], as [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "tokio")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ace_std::{AimdConfig, Priority};
+    ///
+    /// let manager = ace_std::tokio::Manager::new(AimdConfig::default())?;
+    /// let health = manager.submit_with(Priority::Critical, async { "ok" }).await?;
+    /// assert_eq!(health, "ok");
+    /// let critical = &manager.stats().priorities[Priority::Critical.rank()];
+    /// assert_eq!((critical.priority, critical.admitted), (Priority::Critical, 1));
+    /// # manager.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn submit_with<F: Future>(
+        &self,
+        priority: Priority,
+        fut: F,
+    ) -> Result<F::Output, SubmitError> {
+        self.run(priority, fut, |_| true).await
     }
 
     /// [`submit`](Self::submit) for a fallible future: an `Err` output counts as a failed task
@@ -145,11 +184,33 @@ impl<R: Runtime> Manager<R> {
     where
         F: Future<Output = Result<T, E>>,
     {
-        self.run(fut, Result::is_ok).await
+        self.run(Priority::Normal, fut, Result::is_ok).await
+    }
+
+    /// [`submit_result`](Self::submit_result) in class `priority` (see
+    /// [`submit_with`](Self::submit_with)).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_result`](Self::submit_result).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_result_with<F, T, E>(
+        &self,
+        priority: Priority,
+        fut: F,
+    ) -> Result<Result<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        self.run(priority, fut, Result::is_ok).await
     }
 
     async fn run<F: Future>(
         &self,
+        priority: Priority,
         fut: F,
         ok: impl FnOnce(&F::Output) -> bool,
     ) -> Result<F::Output, SubmitError> {
@@ -157,11 +218,26 @@ impl<R: Runtime> Manager<R> {
         if inner.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::Shutdown);
         }
-        let permit = inner
-            .sem
-            .acquire()
-            .await
-            .map_err(|_| SubmitError::Shutdown)?;
+        // The fast path first, as `acquire` would: only a task that queues reads the clock to
+        // time its wait.
+        let permit = match inner.sem.try_acquire_with(priority) {
+            Ok(permit) => {
+                inner.classes.admitted(priority, None);
+                permit
+            }
+            Err(TryAcquireError::Closed) => return Err(SubmitError::Shutdown),
+            Err(_) => {
+                let queued = inner.runtime.now();
+                let permit = inner
+                    .sem
+                    .acquire_with(priority)
+                    .await
+                    .map_err(|_| SubmitError::Shutdown)?;
+                let waited = inner.runtime.now().saturating_sub(queued);
+                inner.classes.admitted(priority, Some(waited));
+                permit
+            }
+        };
         let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
         let mut finish = Finish {
             inner,
@@ -230,13 +306,40 @@ impl<R: Runtime> Manager<R> {
     /// # fn main() {}
     /// ```
     pub async fn acquire(&self) -> Result<TaskPermit<R>, SubmitError> {
-        if self.inner.closing.load(Ordering::Relaxed) {
+        self.acquire_with(Priority::Normal).await
+    }
+
+    /// [`acquire`](Self::acquire) in class `priority` (see [`submit_with`](Self::submit_with)).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`] once [`shutdown`](Self::shutdown) has been called.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_with(&self, priority: Priority) -> Result<TaskPermit<R>, SubmitError> {
+        let inner = &self.inner;
+        if inner.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::Shutdown);
         }
-        let permit = Arc::clone(&self.inner.sem)
-            .acquire_owned()
-            .await
-            .map_err(|_| SubmitError::Shutdown)?;
+        let permit = match Arc::clone(&inner.sem).try_acquire_owned_with(priority) {
+            Ok(permit) => {
+                inner.classes.admitted(priority, None);
+                permit
+            }
+            Err(TryAcquireError::Closed) => return Err(SubmitError::Shutdown),
+            Err(_) => {
+                let queued = inner.runtime.now();
+                let permit = Arc::clone(&inner.sem)
+                    .acquire_owned_with(priority)
+                    .await
+                    .map_err(|_| SubmitError::Shutdown)?;
+                let waited = inner.runtime.now().saturating_sub(queued);
+                inner.classes.admitted(priority, Some(waited));
+                permit
+            }
+        };
         self.admit(permit).ok_or(SubmitError::Shutdown)
     }
 
@@ -248,11 +351,36 @@ impl<R: Runtime> Manager<R> {
     /// [`TryAcquireError::NoPermits`] when no slot is free, [`TryAcquireError::Closed`] once
     /// [`shutdown`](Self::shutdown) has been called.
     pub fn try_acquire(&self) -> Result<TaskPermit<R>, TryAcquireError> {
-        if self.inner.closing.load(Ordering::Relaxed) {
+        self.try_acquire_with(Priority::Normal)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) in class `priority`; a refusal is counted in the
+    /// class's [`refused`](crate::PriorityStats::refused).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_with(&self, priority: Priority) -> Result<TaskPermit<R>, TryAcquireError> {
+        let inner = &self.inner;
+        if inner.closing.load(Ordering::Relaxed) {
             return Err(TryAcquireError::Closed);
         }
-        let permit = Arc::clone(&self.inner.sem).try_acquire_owned()?;
+        let permit = match Arc::clone(&inner.sem).try_acquire_owned_with(priority) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(TryAcquireError::Closed),
+            Err(error) => {
+                inner.classes.refused(priority);
+                return Err(error);
+            }
+        };
+        inner.classes.admitted(priority, None);
         self.admit(permit).ok_or(TryAcquireError::Closed)
+    }
+
+    /// Counts a refusal of `priority` decided outside the manager (a tower layer's shed, a full
+    /// queue, a deadline that cannot be met).
+    pub(crate) fn note_refused(&self, priority: Priority) {
+        self.inner.classes.refused(priority);
     }
 
     /// Counts an acquired slot as an admitted task, or gives it back if shutdown began
@@ -283,10 +411,23 @@ impl<R: Runtime> Manager<R> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        self.spawn_with(Priority::Normal, fut)
+    }
+
+    /// [`spawn`](Self::spawn) in class `priority` (see [`submit_with`](Self::submit_with)).
+    pub fn spawn_with<F>(&self, priority: Priority, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         let (tx, rx) = futures_channel::oneshot::channel();
         let this = self.clone();
         self.inner.runtime.spawn(async move {
-            let run = this.run(AssertUnwindSafe(fut).catch_unwind(), Result::is_ok);
+            let run = this.run(
+                priority,
+                AssertUnwindSafe(fut).catch_unwind(),
+                Result::is_ok,
+            );
             let result = match run.await {
                 Ok(Ok(out)) => Ok(out),
                 Ok(Err(panic)) => Err(JoinError {
@@ -349,7 +490,12 @@ impl<R: Runtime> Manager<R> {
         let usage = LimitTarget::usage(&*i.sem);
         let completed = i.finished.0.load(Ordering::Relaxed);
         let failed = i.failed.0.load(Ordering::Relaxed);
-        i.counters.snapshot(usage, completed, failed)
+        let mut stats = i.counters.snapshot(usage, completed, failed);
+        let admitted = i.admitted.0.load(Ordering::Relaxed);
+        stats.priorities = i
+            .classes
+            .snapshot(admitted, |priority| i.sem.waiting_in(priority));
+        stats
     }
 
     /// The runtime the manager runs on.
@@ -362,8 +508,9 @@ impl<R: Runtime> Manager<R> {
         self.inner.closing.load(Ordering::Relaxed)
     }
 
-    /// Stops admitting work, lets running work finish, and stops the control loop (waiting for
-    /// it at most the source timeout).
+    /// Stops admitting work, lets running work finish, stops the control loop (waiting for it
+    /// at most the source timeout), and with a fleet budget ([`Builder::fleet`](super::Builder)),
+    /// leaves the fleet and waits until Redis was told.
     ///
     /// From the call on, `submit` and `spawn` fail with [`SubmitError::Shutdown`] (tasks
     /// waiting for a slot get it too); the returned future completes once every task that had
@@ -398,6 +545,9 @@ impl<R: Runtime> Manager<R> {
             // At most the source timeout: a source that blocks its thread must not hold the
             // shutdown (the loop ends as soon as its task is polled again).
             inner.control.stopped().await;
+            // Leave the fleet now, not from a background task at drop that nothing waits for:
+            // the others take this member's share back at once.
+            inner.control.leave_fleet().await;
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ace_core::{LatencyRecorder, Runtime, Semaphore};
 use event_listener::Event;
 
+use super::classes::Classes;
 use crate::control::LoopHandle;
 use crate::stats::DecisionCounters;
 
@@ -31,6 +32,7 @@ pub(super) struct Inner<R> {
     pub(super) control: LoopHandle,
     pub(super) counters: Arc<DecisionCounters>,
     pub(super) latency: Option<Arc<LatencyRecorder>>,
+    pub(super) classes: Classes,
 }
 
 impl<R: Runtime> Inner<R> {

@@ -79,7 +79,7 @@ impl fmt::Display for JoinError {
                     self.panic_message().unwrap_or_default()
                 )
             }
-            JoinRepr::Shutdown => f.write_str("the manager is shut down"),
+            JoinRepr::Shutdown => f.write_str(crate::util::SHUT_DOWN),
             JoinRepr::Cancelled => f.write_str("task was cancelled"),
         }
     }

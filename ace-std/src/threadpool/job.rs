@@ -1,4 +1,4 @@
-//! Jobs as the pool stores them ([`Task`]), the result slot, [`JobHandle`], [`JobError`] and
+//! Jobs as the pool stores them ([`Task`]), the result slot, [`JoinHandle`], [`JoinError`] and
 //! [`CancelledJob`].
 
 use std::any::Any;
@@ -37,7 +37,7 @@ pub(crate) trait Task: Send + 'static {
     fn run(self: Box<Self>, counters: &Counters) -> bool;
 
     /// Gives up the job without running it; its handle (if any) reports `error`.
-    fn abandon(self: Box<Self>, error: JobError);
+    fn abandon(self: Box<Self>, error: JoinError);
 
     /// For [`try_submit`](super::ThreadPoolManager::try_submit) to hand the closure back.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
@@ -46,7 +46,7 @@ pub(crate) trait Task: Send + 'static {
 /// A boxed job.
 pub(crate) type BoxTask = Box<dyn Task>;
 
-/// A job submitted with `submit`: runs `f` and fills the slot its [`JobHandle`] watches.
+/// A job submitted with `submit`: runs `f` and fills the slot its [`JoinHandle`] watches.
 pub(crate) struct SubmitTask<F, T> {
     f: Option<F>,
     slot: Arc<Slot<T>>,
@@ -57,9 +57,9 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    pub(crate) fn new(f: F) -> (Self, JobHandle<T>) {
+    pub(crate) fn new(f: F) -> (Self, JoinHandle<T>) {
         let slot = Arc::new(Slot::new());
-        let handle = JobHandle {
+        let handle = JoinHandle {
             slot: Arc::clone(&slot),
         };
         (Self { f: Some(f), slot }, handle)
@@ -84,11 +84,11 @@ where
         let panicked = result.is_err();
         counters.finish(panicked);
         self.slot
-            .complete(result.map_err(|payload| JobError::Panicked(panic_message(&*payload))));
+            .complete(result.map_err(|payload| JoinError::Panicked(panic_message(&*payload))));
         panicked
     }
 
-    fn abandon(mut self: Box<Self>, error: JobError) {
+    fn abandon(mut self: Box<Self>, error: JoinError) {
         if self.f.take().is_some() {
             self.slot.complete(Err(error));
         }
@@ -103,7 +103,7 @@ impl<F, T> Drop for SubmitTask<F, T> {
     fn drop(&mut self) {
         // A job dropped without running (whoever dropped it) still tells its handle.
         if self.f.take().is_some() {
-            self.slot.complete(Err(JobError::Cancelled));
+            self.slot.complete(Err(JoinError::Cancelled));
         }
     }
 }
@@ -121,14 +121,14 @@ where
         panicked
     }
 
-    fn abandon(self: Box<Self>, _: JobError) {}
+    fn abandon(self: Box<Self>, _: JoinError) {}
 
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
     }
 }
 
-/// Where a job's result waits for its [`JobHandle`].
+/// Where a job's result waits for its [`JoinHandle`].
 struct Slot<T> {
     state: Mutex<SlotState<T>>,
 }
@@ -136,7 +136,7 @@ struct Slot<T> {
 enum SlotState<T> {
     /// Not finished; the waker of whoever waits, if anyone does.
     Pending(Option<Waker>),
-    Done(Result<T, JobError>),
+    Done(Result<T, JoinError>),
     /// The result was handed out.
     Taken,
 }
@@ -149,7 +149,7 @@ impl<T> Slot<T> {
     }
 
     /// Stores the result (the first one wins) and wakes the waiter outside the lock.
-    fn complete(&self, result: Result<T, JobError>) {
+    fn complete(&self, result: Result<T, JoinError>) {
         let waker = {
             let mut state = lock(&self.state);
             match &mut *state {
@@ -166,7 +166,7 @@ impl<T> Slot<T> {
         }
     }
 
-    fn poll(&self, waker: &Waker) -> Poll<Result<T, JobError>> {
+    fn poll(&self, waker: &Waker) -> Poll<Result<T, JoinError>> {
         let mut state = lock(&self.state);
         match &mut *state {
             SlotState::Pending(slot) => {
@@ -180,7 +180,7 @@ impl<T> Slot<T> {
                 SlotState::Done(result) => Poll::Ready(result),
                 SlotState::Pending(_) | SlotState::Taken => unreachable!("matched Done above"),
             },
-            SlotState::Taken => panic!("`JobHandle` polled after it returned its result"),
+            SlotState::Taken => panic!("`JoinHandle` polled after it returned its result"),
         }
     }
 
@@ -197,14 +197,14 @@ impl<T> Slot<T> {
 /// # Examples
 ///
 /// ```
-/// use ace_std::threadpool::{JobError, ThreadPoolManager};
+/// use ace_std::threadpool::{JoinError, ThreadPoolManager};
 /// use ace_std::AimdConfig;
 ///
 /// let pool = ThreadPoolManager::new(AimdConfig::default())?;
 /// assert_eq!(pool.submit(|| 6 * 7).join(), Ok(42));
 ///
 /// let boom = pool.submit(|| -> u32 { panic!("boom") });
-/// assert_eq!(boom.join(), Err(JobError::Panicked("boom".into())));
+/// assert_eq!(boom.join(), Err(JoinError::Panicked("boom".into())));
 ///
 /// // And from async code (any executor):
 /// let answer = futures_lite::future::block_on(pool.submit(|| "async"));
@@ -212,20 +212,20 @@ impl<T> Slot<T> {
 /// # Ok::<(), ace_std::ConfigError>(())
 /// ```
 #[must_use = "a job's result (and its panic) is lost unless the handle is joined or awaited"]
-pub struct JobHandle<T> {
+pub struct JoinHandle<T> {
     slot: Arc<Slot<T>>,
 }
 
-impl<T> JobHandle<T> {
+impl<T> JoinHandle<T> {
     /// Blocks the current thread until the job has finished, and returns its result.
     ///
     /// # Errors
     ///
-    /// - [`JobError::Panicked`] if the closure panicked (the pool and its worker go on);
-    /// - [`JobError::Cancelled`] if the pool gave the job back unrun
+    /// - [`JoinError::Panicked`] if the closure panicked (the pool and its worker go on);
+    /// - [`JoinError::Cancelled`] if the pool gave the job back unrun
     ///   ([`shutdown_now`](super::ThreadPoolManager::shutdown_now)) and it was then dropped;
-    /// - [`JobError::Rejected`] if the pool was already shut down when the job was submitted.
-    pub fn join(self) -> Result<T, JobError> {
+    /// - [`JoinError::Shutdown`] if the pool was already shut down when the job was submitted.
+    pub fn join(self) -> Result<T, JoinError> {
         block_on(self)
     }
 
@@ -236,22 +236,22 @@ impl<T> JobHandle<T> {
     }
 }
 
-/// Completes with the job's result, like [`JobHandle::join`] (same errors).
+/// Completes with the job's result, like [`JoinHandle::join`] (same errors).
 ///
 /// # Panics
 ///
 /// If polled again after it returned `Poll::Ready`.
-impl<T> Future for JobHandle<T> {
-    type Output = Result<T, JobError>;
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.slot.poll(cx.waker())
     }
 }
 
-impl<T> fmt::Debug for JobHandle<T> {
+impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobHandle")
+        f.debug_struct("JoinHandle")
             .field("finished", &self.is_finished())
             .finish_non_exhaustive()
     }
@@ -260,7 +260,7 @@ impl<T> fmt::Debug for JobHandle<T> {
 /// Why a job returned no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum JobError {
+pub enum JoinError {
     /// The closure panicked; this is the panic's message (`"Box<dyn Any>"` when the payload was
     /// not a string). The worker thread and the pool survived it.
     Panicked(String),
@@ -269,24 +269,24 @@ pub enum JobError {
     /// came back as was dropped without being run.
     Cancelled,
     /// The pool was already shut down when the job was submitted; it never ran.
-    Rejected,
+    Shutdown,
 }
 
-impl fmt::Display for JobError {
+impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Panicked(message) => write!(f, "job panicked: {message}"),
             Self::Cancelled => f.write_str("job cancelled: the pool shut down before it ran"),
-            Self::Rejected => f.write_str("job rejected: the pool is shut down"),
+            Self::Shutdown => f.write_str(crate::util::SHUT_DOWN),
         }
     }
 }
 
-impl std::error::Error for JobError {}
+impl std::error::Error for JoinError {}
 
 /// A job that was still queued when [`shutdown_now`](super::ThreadPoolManager::shutdown_now)
 /// stopped the pool: run it yourself with [`run`](Self::run), or drop it, and its
-/// [`JobHandle`] reports [`JobError::Cancelled`].
+/// [`JoinHandle`] reports [`JoinError::Cancelled`].
 ///
 /// # Examples
 ///
@@ -314,7 +314,7 @@ impl CancelledJob {
         Self { task }
     }
 
-    /// Runs the job on the current thread; its [`JobHandle`] gets the result (a panic is caught
+    /// Runs the job on the current thread; its [`JoinHandle`] gets the result (a panic is caught
     /// and reported there, as in the pool).
     pub fn run(self) {
         let _ = self.task.run(&Counters::default());

@@ -1,13 +1,13 @@
 //! An adaptive pool of threads for sync closures: [`ThreadPoolManager`].
 //!
 //! The pool runs closures on threads of its own and keeps the number running at once at a limit
-//! that an AIMD [`Controller`] moves with the machine's health, every `adjustment_interval`, on a
+//! that an AIMD [`Controller`](ace_core::Controller) moves with the machine's health, every `adjustment_interval`, on a
 //! control thread of its own (no async runtime needed).
 //!
 //! - [`ThreadPoolManager`]: `submit`, `try_submit`, `execute`, `limit`, `set_limit`, `stats`,
-//!   `is_shut_down`, `shutdown`, `shutdown_now`; built by [`ThreadPoolBuilder`].
-//! - [`JobHandle`]: wait for a result with `join`, or `.await` it; a panic comes back as
-//!   [`JobError::Panicked`].
+//!   `is_shut_down`, `shutdown`, `shutdown_now`; built by [`Builder`].
+//! - [`JoinHandle`]: wait for a result with `join`, or `.await` it; a panic comes back as
+//!   [`JoinError::Panicked`].
 //! - [`TrySubmitError`]: a full or shut queue hands the closure back.
 //! - [`CancelledJob`]: what `shutdown_now` hands back instead of dropping it.
 //! - [`PoolStats`]: the common [`Stats`](crate::Stats) (limit, in flight, waiting, completed,
@@ -16,7 +16,7 @@
 //! The control thread runs the same control loop as every manager: each job's run time (or its
 //! panic) feeds the latency signal, a source that fails, panics or hangs counts as absent, and
 //! every decision goes to the [`DecisionLog`](crate::log::DecisionLog) (`tracing` events and
-//! metrics, JSON lines with [`log_writer`](ThreadPoolBuilder::log_writer)).
+//! metrics, JSON lines with [`log_writer`](Builder::log_writer)).
 //!
 //! # How it follows the limit
 //!
@@ -59,7 +59,19 @@ use crate::control::{
 use crate::stats::DecisionCounters;
 use crate::util::{lock, ThreadRuntime};
 use job::{BoxTask, ExecuteTask, SubmitTask};
-pub use job::{CancelledJob, JobError, JobHandle};
+pub use job::{CancelledJob, JoinError, JoinHandle};
+
+/// The pool's job handle, under its old name.
+#[deprecated(since = "0.2.0", note = "renamed `JoinHandle`, as on every manager")]
+pub type JobHandle<T> = JoinHandle<T>;
+
+/// The pool's job error, under its old name (its `Rejected` is now `Shutdown`).
+#[deprecated(since = "0.2.0", note = "renamed `JoinError`, as on every manager")]
+pub type JobError = JoinError;
+
+/// The pool's builder, under its old name.
+#[deprecated(since = "0.2.0", note = "renamed `threadpool::Builder`")]
+pub type ThreadPoolBuilder = Builder;
 use shared::{JobTiming, Mode, PoolTarget, PushError, Shared, SharedOptions};
 
 /// An adaptive thread pool: closures run on its threads, at most [`limit`](Self::limit) at once,
@@ -116,13 +128,13 @@ impl ThreadPoolManager {
     }
 
     /// A builder for a pool with `config`: set sources, sinks and the log, the queue's capacity,
-    /// the idle timeout and the threads' names, then [`build`](ThreadPoolBuilder::build).
-    pub fn builder(config: AimdConfig) -> ThreadPoolBuilder {
-        ThreadPoolBuilder {
+    /// the idle timeout and the threads' names, then [`build`](Builder::build).
+    pub fn builder(config: AimdConfig) -> Builder {
+        Builder {
             config,
             loop_options: LoopOptions::default(),
             queue_capacity: None,
-            idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
+            idle_timeout: Builder::default_idle_timeout(),
             thread_name: PoolOptions::default().thread_name,
         }
     }
@@ -130,7 +142,7 @@ impl ThreadPoolManager {
     /// Queues `f` and returns a handle to its result. Blocks while a bounded queue is full.
     ///
     /// If the pool is already shut down, `f` is dropped unrun and the handle reports
-    /// [`JobError::Rejected`]; use [`try_submit`](Self::try_submit) to get `f` back instead.
+    /// [`JoinError::Shutdown`]; use [`try_submit`](Self::try_submit) to get `f` back instead.
     ///
     /// # Examples
     ///
@@ -141,7 +153,7 @@ impl ThreadPoolManager {
     /// assert_eq!(handle.join(), Ok(3_628_800));
     /// # Ok::<(), ace_std::ConfigError>(())
     /// ```
-    pub fn submit<F, T>(&self, f: F) -> JobHandle<T>
+    pub fn submit<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -150,7 +162,7 @@ impl ThreadPoolManager {
         if let Err(PushError::Closed(task) | PushError::Full(task)) =
             self.shared.push(Box::new(task), true)
         {
-            task.abandon(JobError::Rejected);
+            task.abandon(JoinError::Shutdown);
         }
         handle
     }
@@ -174,7 +186,7 @@ impl ThreadPoolManager {
     /// }
     /// # Ok::<(), ace_std::ConfigError>(())
     /// ```
-    pub fn try_submit<F, T>(&self, f: F) -> Result<JobHandle<T>, TrySubmitError<F>>
+    pub fn try_submit<F, T>(&self, f: F) -> Result<JoinHandle<T>, TrySubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -291,12 +303,12 @@ impl ThreadPoolManager {
     /// # Examples
     ///
     /// ```
-    /// # use ace_std::threadpool::{JobError, ThreadPoolManager};
+    /// # use ace_std::threadpool::{JoinError, ThreadPoolManager};
     /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
     /// let queued: Vec<_> = (0..50).map(|i| pool.submit(move || i)).collect();
     /// pool.shutdown();
     /// assert_eq!(pool.stats().core.completed, 50);
-    /// assert_eq!(pool.submit(|| 0).join(), Err(JobError::Rejected));
+    /// assert_eq!(pool.submit(|| 0).join(), Err(JoinError::Shutdown));
     /// # drop(queued);
     /// # Ok::<(), ace_std::ConfigError>(())
     /// ```
@@ -314,8 +326,8 @@ impl ThreadPoolManager {
     /// not started, in queue order as far as it can.
     ///
     /// Returns once the running jobs have finished: within one job's duration. Nothing is
-    /// dropped silently: run a [`CancelledJob`] yourself, or drop it and its [`JobHandle`]
-    /// reports [`JobError::Cancelled`]. A submit racing the shutdown is rejected, handed back
+    /// dropped silently: run a [`CancelledJob`] yourself, or drop it and its [`JoinHandle`]
+    /// reports [`JoinError::Cancelled`]. A submit racing the shutdown is rejected, handed back
     /// here, or (if its job lands after this returned) cancelled; an
     /// [`execute`](Self::execute)d job in that last case is dropped. Called from one of the pool's
     /// own jobs, it hands back what it can without waiting for the running jobs (the caller is
@@ -389,7 +401,7 @@ impl fmt::Debug for ThreadPoolManager {
 /// # Ok::<(), ace_std::ConfigError>(())
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct ThreadPoolBuilder {
+pub struct Builder {
     config: AimdConfig,
     loop_options: LoopOptions,
     queue_capacity: Option<usize>,
@@ -397,7 +409,7 @@ pub struct ThreadPoolBuilder {
     thread_name: String,
 }
 
-impl ThreadPoolBuilder {
+impl Builder {
     /// Default for [`idle_timeout`](Self::idle_timeout): 10 s.
     pub const fn default_idle_timeout() -> Duration {
         // Five default control intervals: a limit that dips for a cycle keeps its threads.
@@ -498,9 +510,9 @@ impl ThreadPoolBuilder {
     }
 }
 
-impl fmt::Debug for ThreadPoolBuilder {
+impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ThreadPoolBuilder")
+        f.debug_struct("Builder")
             .field("config", &self.config)
             .field("loop_options", &self.loop_options)
             .field("queue_capacity", &self.queue_capacity)
@@ -510,19 +522,19 @@ impl fmt::Debug for ThreadPoolBuilder {
     }
 }
 
-/// The pool's plain options, for [`ThreadPoolBuilder::options`]; with the `serde` feature they
+/// The pool's plain options, for [`Builder::options`]; with the `serde` feature they
 /// load from a file (`idle_timeout = "30s"`; unknown fields refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct PoolOptions {
-    /// See [`ThreadPoolBuilder::queue_capacity`]; `None` (the default) is unbounded.
+    /// See [`Builder::queue_capacity`]; `None` (the default) is unbounded.
     pub queue_capacity: Option<usize>,
-    /// See [`ThreadPoolBuilder::idle_timeout`].
+    /// See [`Builder::idle_timeout`].
     #[cfg_attr(feature = "serde", serde(with = "ace_core::serde_text::duration"))]
     pub idle_timeout: Duration,
-    /// See [`ThreadPoolBuilder::thread_name`].
+    /// See [`Builder::thread_name`].
     pub thread_name: String,
 }
 
@@ -530,7 +542,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         Self {
             queue_capacity: None,
-            idle_timeout: ThreadPoolBuilder::default_idle_timeout(),
+            idle_timeout: Builder::default_idle_timeout(),
             thread_name: "ace-pool".to_owned(),
         }
     }
@@ -542,7 +554,7 @@ impl PoolOptions {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field when `queue_capacity` is `Some(0)`,
-    /// `idle_timeout` is longer than [`ThreadPoolBuilder::MAX_IDLE_TIMEOUT`], or `thread_name`
+    /// `idle_timeout` is longer than [`Builder::MAX_IDLE_TIMEOUT`], or `thread_name`
     /// contains a NUL byte ([`ConfigRule::NoNulByte`](crate::ConfigRule::NoNulByte): the
     /// operating system could not name the threads, and starting them would panic).
     ///
@@ -566,10 +578,10 @@ impl PoolOptions {
                 0.0,
             ));
         }
-        if self.idle_timeout > ThreadPoolBuilder::MAX_IDLE_TIMEOUT {
+        if self.idle_timeout > Builder::MAX_IDLE_TIMEOUT {
             return Err(ConfigError::custom(
                 "idle_timeout",
-                ConfigRule::AtMost(ThreadPoolBuilder::MAX_IDLE_TIMEOUT),
+                ConfigRule::AtMost(Builder::MAX_IDLE_TIMEOUT),
                 self.idle_timeout.as_secs_f64(),
             ));
         }
@@ -643,7 +655,7 @@ impl<F> fmt::Display for TrySubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Full(_) => f.write_str("the pool's queue is full"),
-            Self::Shutdown(_) => f.write_str("the pool is shut down"),
+            Self::Shutdown(_) => f.write_str(crate::util::SHUT_DOWN),
         }
     }
 }

@@ -316,7 +316,7 @@ impl Shared {
                 None => {
                     drop(cancelled);
                     for task in self.rx.try_iter() {
-                        task.abandon(super::JobError::Cancelled);
+                        task.abandon(super::JoinError::Cancelled);
                     }
                 }
             }
@@ -517,7 +517,7 @@ impl Shared {
             Some(out) => out.push(task),
             None => {
                 drop(cancelled);
-                task.abandon(super::JobError::Cancelled);
+                task.abandon(super::JoinError::Cancelled);
             }
         }
     }

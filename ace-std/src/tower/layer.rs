@@ -256,7 +256,10 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
         }
         let manager = self.manager.clone();
         match self.admission {
-            Admission::Shed => State::Refused(Refusal::Overloaded),
+            Admission::Shed => {
+                self.manager.note_refused(ace_core::Priority::Normal);
+                State::Refused(Refusal::Overloaded)
+            }
             Admission::Wait => State::Acquiring(Mutex::new(Box::pin(async move {
                 manager.acquire().await.map_err(|_| Refusal::Shutdown)
             }))),
@@ -266,6 +269,7 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
             } => {
                 if self.queued.fetch_add(1, Ordering::Relaxed) >= max_waiting {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.manager.note_refused(ace_core::Priority::Normal);
                     return State::Refused(Refusal::Overloaded);
                 }
                 let queued = Queued(Arc::clone(&self.queued));

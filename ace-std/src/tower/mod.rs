@@ -60,9 +60,9 @@ pub use classify::{Classify, ErrorIsBackPressure, HttpStatusClassifier, Outcome}
 pub use layer::{AdaptiveConcurrency, AdaptiveConcurrencyLayer, Admission, ResponseFuture};
 pub use stream::{AdaptiveMap, AdaptiveStreamExt, ForEachAdaptive};
 
-/// The boxed error of [`AdaptiveConcurrency`] (tower's `BoxError`): [`Overloaded`],
-/// [`SubmitError::Shutdown`](crate::SubmitError) or the inner service's error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+// The boxed error of `AdaptiveConcurrency` (tower's `BoxError`): `Overloaded`,
+// `SubmitError::Shutdown` or the inner service's error; the crate's one `BoxError`, re-exported.
+pub use crate::BoxError;
 
 /// The call was refused: the limit was reached ([`Admission::Shed`]), or the queue was full or
 /// its wait timed out ([`Admission::Queue`]).

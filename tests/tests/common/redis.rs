@@ -147,6 +147,42 @@ impl RedisServer {
         }
     }
 
+    /// Sends one command (as a RESP array, with the password first if any) and returns the
+    /// raw reply's first line, e.g. `+OK` or `:1234`.
+    #[allow(dead_code, reason = "not every test binary needs it")]
+    pub(crate) fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis-server is down");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let encode = |args: &[&str]| {
+            let mut out = format!("*{}\r\n", args.len());
+            for a in args {
+                out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            out
+        };
+        let mut request = String::new();
+        if let Some(p) = &self.password {
+            request.push_str(&encode(&["AUTH", p]));
+        }
+        request.push_str(&encode(args));
+        s.write_all(request.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        let mut lines = 0;
+        let wanted = if self.password.is_some() { 2 } else { 1 };
+        while lines < wanted {
+            s.read_exact(&mut byte).expect("no reply from redis-server");
+            reply.push(byte[0]);
+            if reply.ends_with(b"\r\n") {
+                lines += 1;
+                if lines < wanted {
+                    reply.clear();
+                }
+            }
+        }
+        String::from_utf8_lossy(&reply).trim_end().to_owned()
+    }
+
     /// True once the server answers (a `-NOAUTH` answer counts: it is up).
     fn pings(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
