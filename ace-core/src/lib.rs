@@ -74,8 +74,8 @@ pub use runtime::{
     SignalSource,
 };
 pub use semaphore::{
-    Acquire, AcquireError, AcquireOwned, OwnedPermit, ParsePriorityError, Permit, Priority,
-    Semaphore, Shares, SharesError, TryAcquireError,
+    Acquire, AcquireError, AcquireOwned, DetachedPermit, OwnedPermit, ParsePriorityError, Permit,
+    Priority, Semaphore, Shares, SharesError, TryAcquireError,
 };
 #[cfg(feature = "std")]
 pub use semaphore::{AcquireTimeoutError, ThreadWaker};

@@ -465,7 +465,12 @@ fn run(initial: usize, shares: Shares, ops: &[Op]) {
         let free_before = sem.available() as isize - sem.debt() as isize;
         let woken_before = queued.iter().filter(|q| q.pending.flag.peek()).count();
         let limit_before = sem.limit();
-        let flags_before: Vec<bool> = queued.iter().map(|q| q.pending.flag.peek()).collect();
+        // Who was already woken, by identity: ops remove entries, so positions shift.
+        let already_woken: Vec<*const Flag> = queued
+            .iter()
+            .filter(|q| q.pending.flag.peek())
+            .map(|q| Arc::as_ptr(&q.pending.flag))
+            .collect();
         match *op {
             Op::Acquire(class) => match Pending::start_with(&sem, class) {
                 (_, Poll::Ready(Ok(p))) => {
@@ -556,8 +561,9 @@ fn run(initial: usize, shares: Shares, ops: &[Op]) {
         // A grant never skips a more important waiter, unless the class granted was under its
         // guaranteed share.
         if !closed && !matches!(op, Op::Close) {
-            for (i, q) in queued.iter().enumerate() {
-                let newly = q.pending.flag.peek() && flags_before.get(i).is_none_or(|was| !was);
+            for q in &queued {
+                let newly =
+                    q.pending.flag.peek() && !already_woken.contains(&Arc::as_ptr(&q.pending.flag));
                 let skipped = queued
                     .iter()
                     .any(|o| o.class < q.class && !o.pending.flag.peek());

@@ -103,7 +103,7 @@ impl DecisionSink for &mut Sinks {
 }
 
 /// The options every manager's builder shares (the one vocabulary: `source`, `sink`,
-/// `log_writer`, `log_holds`, `log_epochs`, `tracing`, `metrics`, `source_timeout`,
+/// `log_writer`, `log_holds`, `log_epochs`, `tracing`, `metrics`, `name`, `source_timeout`,
 /// `default_signals`, `time_tasks`, `fleet`).
 pub(crate) struct LoopOptions {
     pub(crate) sources: Vec<(&'static str, Box<dyn DynSource>)>,
@@ -113,6 +113,7 @@ pub(crate) struct LoopOptions {
     pub(crate) epochs: EpochLogging,
     pub(crate) tracing: bool,
     pub(crate) metrics: bool,
+    pub(crate) name: Option<String>,
     pub(crate) sinks: Vec<Box<dyn DecisionSink>>,
     pub(crate) default_signals: bool,
     pub(crate) time_tasks: Option<bool>,
@@ -130,6 +131,7 @@ impl Default for LoopOptions {
             epochs: EpochLogging::PerInterval,
             tracing: true,
             metrics: true,
+            name: None,
             sinks: Vec::new(),
             default_signals: true,
             time_tasks: None,
@@ -186,6 +188,10 @@ fn sinks(
         .epoch_interval(interval)
         .tracing(options.tracing)
         .metrics(options.metrics);
+    let log = match options.name.take() {
+        Some(name) => log.name(name),
+        None => log,
+    };
     let log = match options.writer.take() {
         Some(w) => log.writer(w),
         None => log,
@@ -629,6 +635,13 @@ macro_rules! loop_options_methods {
         /// Whether to record `metrics` (see [`crate::log`]). Default on.
         pub fn metrics(mut self, on: bool) -> Self {
             self.loop_options.metrics = on;
+            self
+        }
+
+        /// Labels this manager's metrics `name="…"`, so that two managers in one process do
+        /// not overwrite each other's gauges. Default: no label.
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.loop_options.name = Some(name.into());
             self
         }
     };

@@ -21,13 +21,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig};
+use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig, FleetMode};
 use ace_std::kafka::{Builder, KafkaConsumerManager, KafkaMessage};
 use ace_std::{AimdConfig, Decision};
 use redis_server::RedisServer;
 use tansu::{create_topic, produce_keyed, Broker};
 
+/// Runs `f` with a watchdog, one test of this file at a time: the knee tests compare
+/// throughputs, which the others' load on the same two cores would blur.
 async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     tokio::time::timeout(limit, f).await.expect("the test hung")
 }
 
@@ -432,6 +436,8 @@ async fn a_consumer_never_holds_more_handlers_than_its_fleet_grant() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         manager.shutdown().await.expect("a clean stop");
+        // Left the fleet before `shutdown` returned.
+        assert_eq!(budget.state().mode, FleetMode::Left, "{:?}", budget.state());
         keep.abort();
         let peak = knee.peak.load(Ordering::SeqCst);
         assert!((1..=10).contains(&most), "granted {most}");

@@ -21,7 +21,8 @@ pub(super) enum Enqueued {
 /// An acquire's progress.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Waiter {
-    Init,
+    /// Not polled yet; joins the front of its class if `true` (newest first).
+    Init(bool),
     Queued(Key),
     Done,
 }
@@ -35,20 +36,22 @@ impl Waiter {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), AcquireError>> {
         let result = match *self {
-            Waiter::Init => match sem.try_take() {
+            Waiter::Init(front) => match sem.try_take() {
                 Ok(()) => {
                     sem.took(class.rank());
                     Ok(())
                 }
                 Err(TryAcquireError::Closed) => Err(AcquireError::Closed),
-                Err(TryAcquireError::NoPermits) => match sem.enqueue(cx.waker(), class.rank()) {
-                    Enqueued::Taken => Ok(()),
-                    Enqueued::Closed => Err(AcquireError::Closed),
-                    Enqueued::Queued(key) => {
-                        *self = Waiter::Queued(key);
-                        return Poll::Pending;
+                Err(TryAcquireError::NoPermits) => {
+                    match sem.enqueue(cx.waker(), class.rank(), front) {
+                        Enqueued::Taken => Ok(()),
+                        Enqueued::Closed => Err(AcquireError::Closed),
+                        Enqueued::Queued(key) => {
+                            *self = Waiter::Queued(key);
+                            return Poll::Pending;
+                        }
                     }
-                },
+                }
             },
             Waiter::Queued(key) => match sem.poll_queued(key, cx.waker()) {
                 Poll::Ready(result) => result,
@@ -85,6 +88,37 @@ impl Acquire<'_> {
     /// The class this acquire waits in.
     pub fn priority(&self) -> Priority {
         self.class
+    }
+
+    /// Makes this acquire, if it has to wait, join the *front* of its class: served before the
+    /// waiters of its class already queued (last in, first out). For a server under overload,
+    /// where the fresh requests are the ones still worth answering; a class above still comes
+    /// first. No effect once polled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::Semaphore;
+    /// use futures_lite::future::poll_once;
+    /// # futures_lite::future::block_on(async {
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let held = sem.acquire().await?;
+    /// let mut old = Box::pin(sem.acquire());
+    /// let mut fresh = Box::pin(sem.acquire().newest_first());
+    /// assert!(poll_once(&mut old).await.is_none());
+    /// assert!(poll_once(&mut fresh).await.is_none());
+    /// drop(held);
+    /// assert!(poll_once(&mut old).await.is_none());
+    /// drop(fresh.await?);
+    /// # Ok::<(), ace_core::AcquireError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn newest_first(mut self) -> Self {
+        if let Waiter::Init(_) = self.waiter {
+            self.waiter = Waiter::Init(true);
+        }
+        self
     }
 }
 
@@ -133,6 +167,14 @@ impl AcquireOwned {
     /// The class this acquire waits in.
     pub fn priority(&self) -> Priority {
         self.class
+    }
+
+    /// Joins the front of its class if it has to wait: see [`Acquire::newest_first`].
+    pub fn newest_first(mut self) -> Self {
+        if let Waiter::Init(_) = self.waiter {
+            self.waiter = Waiter::Init(true);
+        }
+        self
     }
 }
 

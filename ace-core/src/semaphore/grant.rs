@@ -269,7 +269,7 @@ impl Semaphore {
     /// The slow path of a first poll: under the lock, take a permit if nobody is queued, or
     /// join the queue.
     #[inline(never)]
-    pub(super) fn enqueue(&self, waker: &Waker, class: usize) -> Enqueued {
+    pub(super) fn enqueue(&self, waker: &Waker, class: usize, front: bool) -> Enqueued {
         // Cloned before locking and dropped after unlocking if unused: a waker's code never runs
         // under the lock.
         let mut mine = Some(waker.clone());
@@ -278,7 +278,7 @@ impl Semaphore {
         // The common contended case: others queued (so the flag is set) and nothing free to hand
         // them. Join the back; whoever frees a permit next comes to the lock and serves the head.
         if state & CLOSED == 0 && !queue.is_empty() && free(state) <= 0 {
-            let key = queue.push_back(mine.take(), class);
+            let key = queue.push(mine.take(), class, front);
             self.waiting.store(queue.len(), Ordering::Release);
             return Enqueued::Queued(key);
         }
@@ -317,7 +317,7 @@ impl Semaphore {
             {
                 continue;
             }
-            let key = queue.push_back(mine.take(), class);
+            let key = queue.push(mine.take(), class, front);
             self.waiting.store(queue.len(), Ordering::Release);
             break (Enqueued::Queued(key), more);
         };

@@ -54,7 +54,7 @@ mod wake;
 
 pub use error::{AcquireError, TryAcquireError};
 pub use future::{Acquire, AcquireOwned};
-pub use permit::{OwnedPermit, Permit};
+pub use permit::{DetachedPermit, OwnedPermit, Permit};
 pub use priority::{ParsePriorityError, Priority, Shares, SharesError};
 
 use future::Waiter;
@@ -319,7 +319,7 @@ impl Semaphore {
     pub fn acquire_with(&self, priority: Priority) -> Acquire<'_> {
         Acquire {
             sem: self,
-            waiter: Waiter::Init,
+            waiter: Waiter::Init(false),
             class: priority,
         }
     }
@@ -368,7 +368,7 @@ impl Semaphore {
     pub fn acquire_owned_with(self: Arc<Self>, priority: Priority) -> AcquireOwned {
         AcquireOwned {
             sem: Some(self),
-            waiter: Waiter::Init,
+            waiter: Waiter::Init(false),
             class: priority,
         }
     }

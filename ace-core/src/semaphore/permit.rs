@@ -44,6 +44,56 @@ impl Permit<'_> {
     pub fn priority(&self) -> Priority {
         self.class
     }
+
+    /// Takes the permit out of its borrow: it stays in use until it is given to
+    /// [`Semaphore::release_detached`] of the same semaphore. For a handle that already owns the
+    /// semaphore through a structure of its own (one `Arc` for both, where an
+    /// [`OwnedPermit`] would add a second one to clone and drop on every acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ace_core::Semaphore;
+    ///
+    /// let sem = Semaphore::new(1);
+    /// let detached = sem.try_acquire().unwrap().detach();
+    /// assert_eq!(sem.in_use(), 1);
+    /// sem.release_detached(detached);
+    /// assert_eq!(sem.in_use(), 0);
+    /// ```
+    pub fn detach(self) -> DetachedPermit {
+        let class = self.class;
+        core::mem::forget(self);
+        DetachedPermit { class }
+    }
+}
+
+/// A permit held without a handle to its semaphore, from [`Permit::detach`]: it is returned
+/// only by [`Semaphore::release_detached`] (dropping it keeps the permit in use for good).
+///
+/// Give it back to the semaphore it came from: another semaphore would count a permit it never
+/// gave out (a wrong count, never memory unsafety).
+#[must_use = "a detached permit is returned only by `Semaphore::release_detached`"]
+#[derive(Debug)]
+pub struct DetachedPermit {
+    class: Priority,
+}
+
+impl DetachedPermit {
+    /// The class the permit was acquired in.
+    pub fn priority(&self) -> Priority {
+        self.class
+    }
+}
+
+impl Semaphore {
+    /// Returns a [detached](Permit::detach) permit of this semaphore, as dropping its
+    /// [`Permit`] would have.
+    #[inline]
+    pub fn release_detached(&self, permit: DetachedPermit) {
+        self.gave_back(permit.class.rank());
+        self.release();
+    }
 }
 
 impl Drop for Permit<'_> {

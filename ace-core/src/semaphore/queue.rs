@@ -3,8 +3,8 @@
 //! Everything here runs under the semaphore's lock; the queue knows nothing of permits or of
 //! the state word. Its interface is what the semaphore asks of any serving order:
 //!
-//! - [`push_back`](Queue::push_back) joins an acquire to the back of its class, returning its
-//!   [`Key`];
+//! - [`push`](Queue::push) joins an acquire to the back of its class (or the front, for a
+//!   newest-first acquire), returning its [`Key`];
 //! - [`serve`](Queue::serve) takes the oldest waiter of a class out of the queue, marks it
 //!   [`Granted`](Status::Granted) or [`Closed`](Status::Closed), and returns its waker (which
 //!   class to serve is the semaphore's choice: priority, then shares);
@@ -15,7 +15,7 @@
 //!
 //! Each class is served first in, first out. The store is one slab with an index-linked list per
 //! class: safe code, no allocation per wait once warm, O(1) removal on cancel. An entry belongs to its acquire from
-//! `push_back` until that acquire releases or removes it; others only move it from `Waiting` to
+//! `push` until that acquire releases or removes it; others only move it from `Waiting` to
 //! `Granted` or `Closed`, so keys are never reused early.
 
 use alloc::vec::Vec;
@@ -96,8 +96,10 @@ impl Queue {
         self.lens.iter().position(|&len| len != 0)
     }
 
-    /// Joins the back of class `class`, to be woken through `waker` once served.
-    pub(super) fn push_back(&mut self, waker: Option<Waker>, class: usize) -> Key {
+    /// Joins class `class`, at the back (`front` false: first in, first out) or at the front
+    /// (`front` true: served before the others of its class), to be woken through `waker` once
+    /// served.
+    pub(super) fn push(&mut self, waker: Option<Waker>, class: usize, front: bool) -> Key {
         let key = if self.free == NIL {
             self.slots.push(Slot {
                 status: None,
@@ -112,19 +114,30 @@ impl Queue {
             self.free = self.slots[key].next;
             key
         };
-        let tail = self.tail[class];
+        let (head, tail) = (self.head[class], self.tail[class]);
         let slot = &mut self.slots[key];
         slot.status = Some(Status::Waiting);
         slot.waker = waker;
         slot.class = class;
-        slot.prev = tail;
-        slot.next = NIL;
-        if tail == NIL {
+        if front {
+            slot.prev = NIL;
+            slot.next = head;
+            if head == NIL {
+                self.tail[class] = key;
+            } else {
+                self.slots[head].prev = key;
+            }
             self.head[class] = key;
         } else {
-            self.slots[tail].next = key;
+            slot.prev = tail;
+            slot.next = NIL;
+            if tail == NIL {
+                self.head[class] = key;
+            } else {
+                self.slots[tail].next = key;
+            }
+            self.tail[class] = key;
         }
-        self.tail[class] = key;
         self.lens[class] += 1;
         self.len += 1;
         Key(key)

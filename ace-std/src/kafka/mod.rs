@@ -157,7 +157,7 @@ use std::panic::AssertUnwindSafe;
 
 use ace_core::{AimdConfig, Semaphore, Usage};
 use ace_tokio::TokioRuntime;
-use futures_util::FutureExt;
+use futures_lite::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};

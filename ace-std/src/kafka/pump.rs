@@ -428,6 +428,8 @@ impl Task {
         })
         .await;
         control.stop();
+        // Handlers are done: the fleet's share goes back before `shutdown` returns.
+        control.leave_fleet().await;
         shared.done.trigger();
         if let Err(e) = closed {
             return Err(StopError::Crashed(e.to_string()));

@@ -104,6 +104,8 @@ pub struct DecisionLog {
     epoch_interval: Duration,
     tracing: bool,
     metrics: bool,
+    // `name="…"` on every metric, when the manager is named.
+    labels: Vec<metrics::Label>,
     clock: fn() -> SystemTime,
     last_code: Option<&'static str>,
     /// The code and time of the last epoch line written.
@@ -146,6 +148,7 @@ impl DecisionLog {
                 epoch_interval: AimdConfig::default_adjustment_interval(),
                 tracing: true,
                 metrics: true,
+                labels: Vec::new(),
                 clock: SystemTime::now,
                 last_code: None,
                 last_epoch_line: None,
@@ -224,30 +227,32 @@ impl DecisionLog {
         clippy::cast_precision_loss,
         reason = "gauges are f64; limits and counts are far below 2^52"
     )]
-    fn record_metrics(decision: &Decision) {
-        metrics::gauge!("ace_concurrency_limit").set(decision.new_limit as f64);
-        metrics::gauge!("ace_in_flight").set(decision.usage.in_flight as f64);
-        metrics::gauge!("ace_waiting").set(decision.usage.waiting as f64);
-        metrics::counter!("ace_decisions_total", "decision" => decision.action.as_str())
-            .increment(1);
+    fn record_metrics(&self, decision: &Decision) {
+        let labels = || self.labels.clone();
+        metrics::gauge!("ace_concurrency_limit", labels()).set(decision.new_limit as f64);
+        metrics::gauge!("ace_in_flight", labels()).set(decision.usage.in_flight as f64);
+        metrics::gauge!("ace_waiting", labels()).set(decision.usage.waiting as f64);
+        let mut by_decision = labels();
+        by_decision.push(metrics::Label::new("decision", decision.action.as_str()));
+        metrics::counter!("ace_decisions_total", by_decision).increment(1);
         let s = &decision.signals;
         if let Some(v) = s.cpu_percent {
-            metrics::gauge!("ace_cpu_percent").set(v);
+            metrics::gauge!("ace_cpu_percent", labels()).set(v);
         }
         if let Some(v) = s.memory_percent {
-            metrics::gauge!("ace_memory_percent").set(v);
+            metrics::gauge!("ace_memory_percent", labels()).set(v);
         }
         if let Some(v) = s.queue_depth {
-            metrics::gauge!("ace_queue_depth").set(v as f64);
+            metrics::gauge!("ace_queue_depth", labels()).set(v as f64);
         }
         if let Some(v) = s.event_loop_lag {
-            metrics::gauge!("ace_event_loop_lag_seconds").set(v.as_secs_f64());
+            metrics::gauge!("ace_event_loop_lag_seconds", labels()).set(v.as_secs_f64());
         }
         if let Some(v) = s.kafka_lag {
-            metrics::gauge!("ace_kafka_lag").set(v as f64);
+            metrics::gauge!("ace_kafka_lag", labels()).set(v as f64);
         }
         if let Some(l) = s.latency.filter(|l| l.samples > 0) {
-            metrics::gauge!("ace_latency_p90_seconds").set(l.p90.as_secs_f64());
+            metrics::gauge!("ace_latency_p90_seconds", labels()).set(l.p90.as_secs_f64());
         }
     }
 }
@@ -255,7 +260,7 @@ impl DecisionLog {
 impl DecisionSink for DecisionLog {
     fn decision(&mut self, decision: &Decision) {
         if self.metrics {
-            Self::record_metrics(decision);
+            self.record_metrics(decision);
         }
         let code = decision.reason.code();
         let changed = self.last_code != Some(code);
@@ -279,8 +284,9 @@ impl DecisionSink for DecisionLog {
 
     fn signal_error(&mut self, error: &SignalError) {
         if self.metrics {
-            metrics::counter!("ace_signal_errors_total", "source" => error.source_name())
-                .increment(1);
+            let mut labels = self.labels.clone();
+            labels.push(metrics::Label::new("source", error.source_name()));
+            metrics::counter!("ace_signal_errors_total", labels).increment(1);
         }
         let record = DecisionRecord::from_signal_error(error, (self.clock)());
         self.write(&record);
@@ -345,6 +351,14 @@ impl DecisionLogBuilder {
     #[must_use]
     pub fn metrics(mut self, on: bool) -> Self {
         self.log.metrics = on;
+        self
+    }
+
+    /// Labels every metric with `name="…"`, so two managers in one process keep gauges of
+    /// their own. Default: no label.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.log.labels = vec![metrics::Label::new("name", name.into())];
         self
     }
 

@@ -382,3 +382,51 @@ fn records_metrics_every_cycle() {
     assert_eq!(snap["ace_in_flight"].1, DebugValue::Gauge(9.0.into()));
     assert_eq!(snap["ace_waiting"].1, DebugValue::Gauge(4.0.into()));
 }
+
+#[test]
+fn named_logs_keep_gauges_of_their_own() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let mut api = DecisionLog::builder().tracing(false).name("api").build();
+        let mut batch = DecisionLog::builder().tracing(false).name("batch").build();
+        api.decision(&decision(Action::Increase, busy()));
+        batch.decision(&decision(Action::Hold, idle()));
+        batch.signal_error(&SignalError::new("lag", "timed out"));
+    });
+    let snap: BTreeMap<String, DebugValue> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let mut labels = key
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect::<Vec<_>>();
+            labels.sort();
+            (
+                format!("{}{{{}}}", key.key().name(), labels.join(",")),
+                value,
+            )
+        })
+        .collect();
+    assert_eq!(
+        snap["ace_concurrency_limit{name=api}"],
+        DebugValue::Gauge(12.0.into())
+    );
+    assert!(
+        snap.contains_key("ace_concurrency_limit{name=batch}"),
+        "{:?}",
+        snap.keys()
+    );
+    assert_eq!(
+        snap["ace_decisions_total{decision=increase,name=api}"],
+        DebugValue::Counter(1)
+    );
+    assert_eq!(
+        snap["ace_signal_errors_total{name=batch,source=lag}"],
+        DebugValue::Counter(1)
+    );
+}

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ace_core::{LimitTarget, OwnedPermit, Priority, Runtime, TryAcquireError};
+use ace_core::{DetachedPermit, LimitTarget, Permit, Priority, Runtime, TryAcquireError};
 use futures_lite::FutureExt;
 
 use super::inner::{note_admission, Finish, Inner};
@@ -319,11 +319,23 @@ impl<R: Runtime> Manager<R> {
     ///
     /// As [`acquire`](Self::acquire).
     pub async fn acquire_with(&self, priority: Priority) -> Result<TaskPermit<R>, SubmitError> {
+        self.acquire_in(priority, false).await
+    }
+
+    /// [`acquire_with`](Self::acquire_with), joining the front of its class if it has to wait
+    /// (`newest_first`: an adaptive queue under overload).
+    pub(crate) async fn acquire_in(
+        &self,
+        priority: Priority,
+        newest_first: bool,
+    ) -> Result<TaskPermit<R>, SubmitError> {
         let inner = &self.inner;
         if inner.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::Shutdown);
         }
-        let permit = match Arc::clone(&inner.sem).try_acquire_owned_with(priority) {
+        // Borrowed permits, detached at once (no await in between, so a cancelled acquire
+        // leaks nothing): the `TaskPermit` returns them through its one `Arc` of the manager.
+        let permit = match inner.sem.try_acquire_with(priority).map(Permit::detach) {
             Ok(permit) => {
                 inner.classes.admitted(priority, None);
                 permit
@@ -331,10 +343,13 @@ impl<R: Runtime> Manager<R> {
             Err(TryAcquireError::Closed) => return Err(SubmitError::Shutdown),
             Err(_) => {
                 let queued = inner.runtime.now();
-                let permit = Arc::clone(&inner.sem)
-                    .acquire_owned_with(priority)
-                    .await
-                    .map_err(|_| SubmitError::Shutdown)?;
+                let acquire = inner.sem.acquire_with(priority);
+                let acquire = if newest_first {
+                    acquire.newest_first()
+                } else {
+                    acquire
+                };
+                let permit = acquire.await.map_err(|_| SubmitError::Shutdown)?.detach();
                 let waited = inner.runtime.now().saturating_sub(queued);
                 inner.classes.admitted(priority, Some(waited));
                 permit
@@ -361,20 +376,41 @@ impl<R: Runtime> Manager<R> {
     ///
     /// As [`try_acquire`](Self::try_acquire).
     pub fn try_acquire_with(&self, priority: Priority) -> Result<TaskPermit<R>, TryAcquireError> {
+        let result = self.try_admit(priority);
+        if let Err(TryAcquireError::NoPermits) = result {
+            self.inner.classes.refused(priority);
+        }
+        result
+    }
+
+    /// [`try_acquire_with`](Self::try_acquire_with) without counting a refusal: for a caller
+    /// that waits when this fails.
+    pub(crate) fn try_admit(&self, priority: Priority) -> Result<TaskPermit<R>, TryAcquireError> {
         let inner = &self.inner;
         if inner.closing.load(Ordering::Relaxed) {
             return Err(TryAcquireError::Closed);
         }
-        let permit = match Arc::clone(&inner.sem).try_acquire_owned_with(priority) {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Err(TryAcquireError::Closed),
-            Err(error) => {
-                inner.classes.refused(priority);
-                return Err(error);
-            }
-        };
+        let permit = inner.sem.try_acquire_with(priority)?.detach();
         inner.classes.admitted(priority, None);
         self.admit(permit).ok_or(TryAcquireError::Closed)
+    }
+
+    /// For each class, true if it holds fewer slots than its guaranteed share (never without
+    /// shares).
+    pub(crate) fn under_shares(&self) -> [bool; Priority::ALL.len()] {
+        let sem = &self.inner.sem;
+        let (shares, limit) = (sem.shares(), sem.limit());
+        Priority::ALL.map(|p| sem.held(p) < shares.guaranteed(p, limit))
+    }
+
+    /// Tasks waiting in `priority` or a more important class: those a new `priority` task
+    /// would be served after.
+    pub(crate) fn waiting_ahead_of(&self, priority: Priority) -> usize {
+        let sem = &self.inner.sem;
+        Priority::ALL[..=priority.rank()]
+            .iter()
+            .map(|&p| sem.waiting_in(p))
+            .sum()
     }
 
     /// Counts a refusal of `priority` decided outside the manager (a tower layer's shed, a full
@@ -385,7 +421,7 @@ impl<R: Runtime> Manager<R> {
 
     /// Counts an acquired slot as an admitted task, or gives it back if shutdown began
     /// meanwhile (it did not see this task, so the task must not run).
-    fn admit(&self, permit: OwnedPermit) -> Option<TaskPermit<R>> {
+    fn admit(&self, permit: DetachedPermit) -> Option<TaskPermit<R>> {
         let inner = &self.inner;
         let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
         let mut task = TaskPermit::new(Arc::clone(inner), permit);

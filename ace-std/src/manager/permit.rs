@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_core::{OwnedPermit, Runtime};
+use ace_core::{DetachedPermit, Runtime};
 
 use super::inner::Inner;
 
@@ -23,8 +23,11 @@ use super::inner::Inner;
 #[must_use = "dropping a TaskPermit releases its slot at once"]
 #[clippy::has_significant_drop]
 pub struct TaskPermit<R: Runtime> {
+    // The one `Arc` the permit holds: the semaphore's permit goes back through `inner.sem`
+    // (an `OwnedPermit` would clone and drop a second `Arc` on every task).
     inner: Arc<Inner<R>>,
-    permit: Option<OwnedPermit>,
+    // `None` once given back.
+    permit: Option<DetachedPermit>,
     started: Option<Duration>,
     recorded: AtomicBool,
     ended: bool,
@@ -32,7 +35,7 @@ pub struct TaskPermit<R: Runtime> {
 
 impl<R: Runtime> TaskPermit<R> {
     /// An admitted task's permit, not yet timed.
-    pub(super) fn new(inner: Arc<Inner<R>>, permit: OwnedPermit) -> Self {
+    pub(super) fn new(inner: Arc<Inner<R>>, permit: DetachedPermit) -> Self {
         Self {
             inner,
             permit: Some(permit),
@@ -45,6 +48,14 @@ impl<R: Runtime> TaskPermit<R> {
     /// Times the task from `now`.
     pub(super) fn start_timer(&mut self, now: Duration) {
         self.started = Some(now);
+    }
+
+    /// Returns the semaphore's permit (once).
+    #[inline]
+    fn give_back(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.inner.sem.release_detached(permit);
+        }
     }
 }
 
@@ -82,8 +93,8 @@ impl<R: Runtime> TaskPermit<R> {
     /// stream with no item yet), as tower's `ConcurrencyLimit` drops its permit.
     pub(crate) fn release(mut self) {
         self.ended = true;
+        self.give_back();
         let i = &*self.inner;
-        drop(self.permit.take());
         // Un-admit rather than finish: `shutdown` waits for `admitted == finished`.
         i.admitted.0.fetch_sub(1, Ordering::SeqCst);
         if i.closing.load(Ordering::SeqCst) {
@@ -103,7 +114,8 @@ impl<R: Runtime> TaskPermit<R> {
             .filter(|_| !self.recorded.load(Ordering::Relaxed));
         i.count_end(started, ok);
         // Release before telling a shutdown waiter, so that `in_flight` reads 0 once it wakes.
-        drop(self.permit.take());
+        self.give_back();
+        let i = &*self.inner;
         if i.closing.load(Ordering::SeqCst) {
             i.idle.notify(usize::MAX);
         }

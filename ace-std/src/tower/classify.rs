@@ -85,3 +85,53 @@ impl<B, E> Classify<http::Response<B>, E> for HttpStatusClassifier {
         }
     }
 }
+
+/// For gRPC clients over a tower `http` stack: an `Err`, and a response whose `grpc-status`
+/// header is `RESOURCE_EXHAUSTED` (8) or `UNAVAILABLE` (14), are back-pressure; every other
+/// response is a success (an `INVALID_ARGUMENT` is an answer, not an overload).
+///
+/// A server that refuses a call at once answers "trailers only", with `grpc-status` among the
+/// headers, which is what this reads; a status sent in trailers after a streamed body is not
+/// seen here (the classifier runs when the response head arrives). No tonic dependency: the
+/// header is read from `http::Response`.
+///
+/// ```
+/// use ace_std::tower::{Classify, GrpcStatusClassifier, Outcome};
+///
+/// let refused = http::Response::builder().header("grpc-status", "8").body(()).unwrap();
+/// let down = http::Response::builder().header("grpc-status", "14").body(()).unwrap();
+/// let invalid = http::Response::builder().header("grpc-status", "3").body(()).unwrap();
+/// let streaming = http::Response::builder().body(()).unwrap();
+/// let c = GrpcStatusClassifier;
+/// assert_eq!(c.classify(&Ok::<_, ()>(refused)), Outcome::BackPressure);
+/// assert_eq!(c.classify(&Ok::<_, ()>(down)), Outcome::BackPressure);
+/// assert_eq!(c.classify(&Ok::<_, ()>(invalid)), Outcome::Success);
+/// assert_eq!(c.classify(&Ok::<_, ()>(streaming)), Outcome::Success);
+/// assert_eq!(c.classify(&Err::<http::Response<()>, _>("reset")), Outcome::BackPressure);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcStatusClassifier;
+
+impl GrpcStatusClassifier {
+    /// gRPC's `RESOURCE_EXHAUSTED`.
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    /// gRPC's `UNAVAILABLE`.
+    pub const UNAVAILABLE: u32 = 14;
+}
+
+impl<B, E> Classify<http::Response<B>, E> for GrpcStatusClassifier {
+    fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
+        let Ok(response) = result else {
+            return Outcome::BackPressure;
+        };
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        match status {
+            Some(Self::RESOURCE_EXHAUSTED | Self::UNAVAILABLE) => Outcome::BackPressure,
+            _ => Outcome::Success,
+        }
+    }
+}

@@ -3,16 +3,17 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use ace_core::{Runtime, TryAcquireError};
+use ace_core::{Priority, Runtime, TryAcquireError};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classify::{Classify, ErrorIsBackPressure, Outcome};
+use super::priority::{NoPriority, Prioritize};
+use super::queue::{Adaptive, Join, Ticket, WaitQueue};
 use super::{BoxError, Overloaded};
 use crate::manager::{Manager, SubmitError, TaskPermit};
 
@@ -35,6 +36,34 @@ pub enum Admission {
         /// The longest one call waits for a slot.
         timeout: Duration,
     },
+    /// [`Queue`](Self::Queue), adaptive (CoDel, per class): first in, first out while a class's
+    /// queue drains; once even the shortest wait of a class over an `interval` was above
+    /// `target`, its new calls join the front of the class (last in, first out), its calls that
+    /// have waited longer than `target` are refused, and so are its new calls while a more
+    /// important class waits: under overload the fresh calls, still worth answering, are served,
+    /// and the refused ones hear so quickly. The most important class (and a class under its
+    /// guaranteed share) is never refused for a standing queue, only after `timeout`.
+    AdaptiveQueue {
+        /// Calls of this layer that may wait at once.
+        max_waiting: usize,
+        /// The longest one call waits for a slot.
+        timeout: Duration,
+        /// The wait above which a queue counts as standing (CoDel's target, e.g. 5 ms).
+        target: Duration,
+        /// How long the shortest wait must stay above `target` (CoDel's interval, e.g. 50 ms).
+        interval: Duration,
+    },
+}
+
+impl Admission {
+    fn adaptive(self) -> Option<Adaptive> {
+        match self {
+            Self::AdaptiveQueue {
+                target, interval, ..
+            } => Some(Adaptive { target, interval }),
+            _ => None,
+        }
+    }
 }
 
 /// A tower [`Layer`] that puts a service under a [`Manager`]'s adaptive limit.
@@ -45,6 +74,12 @@ pub enum Admission {
 /// the latency signal) or back-pressure (a failed task); a response future dropped before it
 /// completes counts as failed too (most likely a timeout). A service dropped after `poll_ready`
 /// but before `call` gives its slot back quietly: no task, no sample, no failure.
+///
+/// With [`priority`](Self::priority), the slot is taken once the request is seen: `call` reads
+/// its [`Priority`] (and deadline), and the response future waits for the slot in that class
+/// before it first polls the inner future (so the inner future must not start work before it
+/// is polled, as no `async fn` does). A full queue pushes out its least important waiter first;
+/// a call whose deadline could not be met is refused at once.
 ///
 /// The manager is a shared handle: build one and give clones of it to several layers to put
 /// several services (or a client and a server) under one limit, with one decision log (the
@@ -82,11 +117,12 @@ pub enum Admission {
 /// # Ok(())
 /// # }
 /// ```
-pub struct AdaptiveConcurrencyLayer<R: Runtime, C = ErrorIsBackPressure> {
+pub struct AdaptiveConcurrencyLayer<R: Runtime, C = ErrorIsBackPressure, P = NoPriority> {
     manager: Manager<R>,
     admission: Admission,
     classifier: C,
-    queued: Arc<AtomicUsize>,
+    prioritize: P,
+    queue: Arc<WaitQueue>,
 }
 
 impl<R: Runtime> AdaptiveConcurrencyLayer<R> {
@@ -97,12 +133,13 @@ impl<R: Runtime> AdaptiveConcurrencyLayer<R> {
             manager,
             admission: Admission::Wait,
             classifier: ErrorIsBackPressure,
-            queued: Arc::default(),
+            prioritize: NoPriority,
+            queue: Arc::default(),
         }
     }
 }
 
-impl<R: Runtime, C> AdaptiveConcurrencyLayer<R, C> {
+impl<R: Runtime, C, P> AdaptiveConcurrencyLayer<R, C, P> {
     /// What a call does when the limit is reached (default [`Admission::Wait`]).
     #[must_use]
     pub fn admission(mut self, admission: Admission) -> Self {
@@ -126,17 +163,82 @@ impl<R: Runtime, C> AdaptiveConcurrencyLayer<R, C> {
         })
     }
 
+    /// Shorthand for [`Admission::AdaptiveQueue`]: wait, at most `max_waiting` calls for at most
+    /// `timeout` each, first in, first out until a class's waits stay above `target` for an
+    /// `interval`, then newest first and stale calls refused.
+    #[must_use]
+    pub fn adaptive_queue(
+        self,
+        max_waiting: usize,
+        timeout: Duration,
+        target: Duration,
+        interval: Duration,
+    ) -> Self {
+        self.admission(Admission::AdaptiveQueue {
+            max_waiting,
+            timeout,
+            target,
+            interval,
+        })
+    }
+
+    /// Gives each request a [`Priority`] (and a deadline) with `prioritize`: a closure
+    /// `Fn(&Req) -> Priority`, or [`HttpPriority`](super::HttpPriority) (the `x-priority`
+    /// header, deadlines from a [`Deadline`](super::Deadline) extension or `grpc-timeout`).
+    ///
+    /// The slot is then taken in the response future, in the request's class: a freed slot goes
+    /// to the most important class waiting, a full queue refuses the least important waiter
+    /// first, and a request that could not get a slot before its deadline is refused at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ace_std::tower::BoxError> {
+    /// use std::time::Duration;
+    /// use ace_std::tower::{AdaptiveConcurrencyLayer, HttpPriority};
+    /// use ace_std::{AimdConfig, Priority};
+    /// use tower::{Service, ServiceBuilder, ServiceExt};
+    ///
+    /// let manager = ace_std::tokio::Manager::builder(AimdConfig::default())
+    ///     .default_signals(false)
+    ///     .build()?;
+    /// let layer = AdaptiveConcurrencyLayer::new(manager.clone())
+    ///     .adaptive_queue(64, Duration::from_millis(200), Duration::from_millis(5), Duration::from_millis(50))
+    ///     .priority(HttpPriority::new());
+    /// let mut svc = ServiceBuilder::new().layer(layer).service(tower::service_fn(
+    ///     |_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>("ok") },
+    /// ));
+    /// let req = http::Request::builder().header("x-priority", "critical").body(())?;
+    /// assert_eq!(svc.ready().await?.call(req).await?, "ok");
+    /// assert_eq!(manager.stats().priorities[Priority::Critical.rank()].admitted, 1);
+    /// # manager.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn priority<P2>(self, prioritize: P2) -> AdaptiveConcurrencyLayer<R, C, P2> {
+        AdaptiveConcurrencyLayer {
+            manager: self.manager,
+            admission: self.admission,
+            classifier: self.classifier,
+            prioritize,
+            queue: self.queue,
+        }
+    }
+
     /// Decides which results are back-pressure: a [`Classify`], e.g. [`HttpStatusClassifier`]
     /// or a closure `Fn(&Result<T, E>) -> Outcome`. Default [`ErrorIsBackPressure`].
     ///
     /// [`HttpStatusClassifier`]: super::HttpStatusClassifier
     #[must_use]
-    pub fn classifier<C2>(self, classifier: C2) -> AdaptiveConcurrencyLayer<R, C2> {
+    pub fn classifier<C2>(self, classifier: C2) -> AdaptiveConcurrencyLayer<R, C2, P> {
         AdaptiveConcurrencyLayer {
             manager: self.manager,
             admission: self.admission,
             classifier,
-            queued: self.queued,
+            prioritize: self.prioritize,
+            queue: self.queue,
         }
     }
 
@@ -146,18 +248,19 @@ impl<R: Runtime, C> AdaptiveConcurrencyLayer<R, C> {
     }
 }
 
-impl<R: Runtime, C: Clone> Clone for AdaptiveConcurrencyLayer<R, C> {
+impl<R: Runtime, C: Clone, P: Clone> Clone for AdaptiveConcurrencyLayer<R, C, P> {
     fn clone(&self) -> Self {
         Self {
             manager: self.manager.clone(),
             admission: self.admission,
             classifier: self.classifier.clone(),
-            queued: Arc::clone(&self.queued),
+            prioritize: self.prioritize.clone(),
+            queue: Arc::clone(&self.queue),
         }
     }
 }
 
-impl<R: Runtime, C> fmt::Debug for AdaptiveConcurrencyLayer<R, C> {
+impl<R: Runtime, C, P> fmt::Debug for AdaptiveConcurrencyLayer<R, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveConcurrencyLayer")
             .field("manager", &self.manager)
@@ -166,8 +269,8 @@ impl<R: Runtime, C> fmt::Debug for AdaptiveConcurrencyLayer<R, C> {
     }
 }
 
-impl<S, R: Runtime, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<R, C> {
-    type Service = AdaptiveConcurrency<S, R, C>;
+impl<S, R: Runtime, C: Clone, P: Clone> Layer<S> for AdaptiveConcurrencyLayer<R, C, P> {
+    type Service = AdaptiveConcurrency<S, R, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AdaptiveConcurrency {
@@ -175,7 +278,8 @@ impl<S, R: Runtime, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<R, C> {
             manager: self.manager.clone(),
             admission: self.admission,
             classifier: self.classifier.clone(),
-            queued: Arc::clone(&self.queued),
+            prioritize: self.prioritize.clone(),
+            queue: Arc::clone(&self.queue),
             state: State::Idle,
         }
     }
@@ -199,12 +303,169 @@ impl Refusal {
     }
 }
 
-/// One waiter of a [`Admission::Queue`] layer: counted until dropped.
-struct Queued(Arc<AtomicUsize>);
+/// How a call's admission settled at once, or the wait for it.
+enum Admit<R: Runtime> {
+    Now(TaskPermit<R>),
+    Refused(Refusal),
+    Later(Acquire<R>),
+}
 
-impl Drop for Queued {
+/// Decides a call's admission in class `priority` with `deadline` left, under `admission`.
+fn admit<R: Runtime>(
+    manager: &Manager<R>,
+    admission: Admission,
+    queue: &Arc<WaitQueue>,
+    priority: Priority,
+    deadline: Option<Duration>,
+) -> Admit<R> {
+    match manager.try_admit(priority) {
+        Ok(permit) => return Admit::Now(permit),
+        Err(TryAcquireError::Closed) => return Admit::Refused(Refusal::Shutdown),
+        Err(_) => {}
+    }
+    let refuse = || {
+        manager.note_refused(priority);
+        Admit::Refused(Refusal::Overloaded)
+    };
+    // A deadline that the wait (the calls ahead, served `limit` at a time) plus the call itself
+    // would overrun: refused now rather than timing out in the queue.
+    let mut budget = None;
+    if let Some(left) = deadline {
+        let service = queue.service_time();
+        let ahead = u32::try_from(manager.waiting_ahead_of(priority)).unwrap_or(u32::MAX);
+        let slots = u32::try_from(manager.limit().max(1)).unwrap_or(u32::MAX);
+        let wait = (service * ahead.saturating_add(1)) / slots;
+        if wait + service > left {
+            return refuse();
+        }
+        budget = Some(left - service);
+    }
+    let manager = manager.clone();
+    let (max_waiting, timeout) = match admission {
+        Admission::Shed => return refuse(),
+        Admission::Wait => {
+            let Some(budget) = budget else {
+                return Admit::Later(Box::pin(async move {
+                    manager
+                        .acquire_in(priority, false)
+                        .await
+                        .map_err(|_| Refusal::Shutdown)
+                }));
+            };
+            (usize::MAX, budget)
+        }
+        Admission::Queue {
+            max_waiting,
+            timeout,
+        } => (max_waiting, timeout),
+        Admission::AdaptiveQueue {
+            max_waiting,
+            timeout,
+            ..
+        } => (max_waiting, timeout),
+    };
+    let timeout = budget.map_or(timeout, |budget| budget.min(timeout));
+    let adaptive = admission.adaptive();
+    let (join, shed) = queue.join(
+        priority,
+        manager.under_shares(),
+        manager.runtime().now(),
+        max_waiting,
+        adaptive,
+    );
+    for class in shed {
+        manager.note_refused(class);
+    }
+    let (ticket, newest_first) = match join {
+        Join::Full => return refuse(),
+        Join::Queued {
+            ticket,
+            newest_first,
+        } => (ticket, newest_first),
+    };
+    let sleep = manager.runtime().sleep(timeout);
+    let waiter = Waiter {
+        manager,
+        queue: Arc::clone(queue),
+        ticket,
+        adaptive,
+        admitted: false,
+    };
+    Admit::Later(Box::pin(async move {
+        let result = {
+            let acquire = async {
+                waiter
+                    .manager
+                    .acquire_in(priority, newest_first)
+                    .await
+                    .map_err(|_| Refusal::Shutdown)
+            };
+            let refused = async {
+                let timeout = async {
+                    sleep.await;
+                    Refusal::Overloaded
+                };
+                Err(futures_lite::future::or(ShedSignal(&waiter.ticket), timeout).await)
+            };
+            futures_lite::future::or(acquire, refused).await
+        };
+        match &result {
+            Ok(_) => waiter.admit(),
+            // Pushed out: counted by whoever pushed it.
+            Err(Refusal::Overloaded) if !waiter.ticket.is_shed() => {
+                waiter.manager.note_refused(priority);
+            }
+            Err(_) => {}
+        }
+        result
+    }))
+}
+
+/// Ready (with a refusal) once the queue pushed this call out.
+struct ShedSignal<'a>(&'a Ticket);
+
+impl Future for ShedSignal<'_> {
+    type Output = Refusal;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.waker.register(cx.waker());
+        if self.0.is_shed() {
+            Poll::Ready(Refusal::Overloaded)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// One call in a layer's queue: leaves it when dropped (admitted, refused or cancelled).
+struct Waiter<R: Runtime> {
+    manager: Manager<R>,
+    queue: Arc<WaitQueue>,
+    ticket: Arc<Ticket>,
+    adaptive: Option<Adaptive>,
+    admitted: bool,
+}
+
+impl<R: Runtime> Waiter<R> {
+    /// Leaves the queue admitted: its wait is a CoDel sample.
+    fn admit(mut self) {
+        self.admitted = true;
+    }
+}
+
+impl<R: Runtime> Drop for Waiter<R> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let now = self.manager.runtime().now();
+        let shed = self.queue.leave(
+            &self.ticket,
+            self.manager.under_shares(),
+            now,
+            self.admitted,
+            self.adaptive,
+        );
+        for class in shed {
+            self.manager.note_refused(class);
+        }
     }
 }
 
@@ -227,16 +488,17 @@ enum State<R: Runtime> {
 /// # Panics
 ///
 /// `call` panics if `poll_ready` did not return `Ready(Ok(()))` before it (tower's contract).
-pub struct AdaptiveConcurrency<S, R: Runtime, C = ErrorIsBackPressure> {
+pub struct AdaptiveConcurrency<S, R: Runtime, C = ErrorIsBackPressure, P = NoPriority> {
     inner: S,
     manager: Manager<R>,
     admission: Admission,
     classifier: C,
-    queued: Arc<AtomicUsize>,
+    prioritize: P,
+    queue: Arc<WaitQueue>,
     state: State<R>,
 }
 
-impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
+impl<S, R: Runtime, C, P> AdaptiveConcurrency<S, R, C, P> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -249,46 +511,16 @@ impl<S, R: Runtime, C> AdaptiveConcurrency<S, R, C> {
 
     /// Starts waiting for a slot, or settles at once (shed, queue full, shut down).
     fn start(&mut self) -> State<R> {
-        match self.manager.try_acquire() {
-            Ok(permit) => return State::Ready(permit),
-            Err(TryAcquireError::Closed) => return State::Refused(Refusal::Shutdown),
-            Err(_) => {}
-        }
-        let manager = self.manager.clone();
-        match self.admission {
-            Admission::Shed => {
-                self.manager.note_refused(ace_core::Priority::Normal);
-                State::Refused(Refusal::Overloaded)
-            }
-            Admission::Wait => State::Acquiring(Mutex::new(Box::pin(async move {
-                manager.acquire().await.map_err(|_| Refusal::Shutdown)
-            }))),
-            Admission::Queue {
-                max_waiting,
-                timeout,
-            } => {
-                if self.queued.fetch_add(1, Ordering::Relaxed) >= max_waiting {
-                    self.queued.fetch_sub(1, Ordering::Relaxed);
-                    self.manager.note_refused(ace_core::Priority::Normal);
-                    return State::Refused(Refusal::Overloaded);
-                }
-                let queued = Queued(Arc::clone(&self.queued));
-                let sleep = manager.runtime().sleep(timeout);
-                State::Acquiring(Mutex::new(Box::pin(async move {
-                    let _queued = queued;
-                    let acquire = async { manager.acquire().await.map_err(|_| Refusal::Shutdown) };
-                    let timeout = async {
-                        sleep.await;
-                        Err(Refusal::Overloaded)
-                    };
-                    futures_lite::future::or(acquire, timeout).await
-                })))
-            }
+        let queue = &self.queue;
+        match admit(&self.manager, self.admission, queue, Priority::Normal, None) {
+            Admit::Now(permit) => State::Ready(permit),
+            Admit::Refused(refusal) => State::Refused(refusal),
+            Admit::Later(acquire) => State::Acquiring(Mutex::new(acquire)),
         }
     }
 }
 
-impl<S, R: Runtime, C> Drop for AdaptiveConcurrency<S, R, C> {
+impl<S, R: Runtime, C, P> Drop for AdaptiveConcurrency<S, R, C, P> {
     fn drop(&mut self) {
         // A slot reserved by `poll_ready` and never called: readiness not used is no verdict on
         // the downstream, so it goes back quietly (a failure here would read as back-pressure).
@@ -298,20 +530,21 @@ impl<S, R: Runtime, C> Drop for AdaptiveConcurrency<S, R, C> {
     }
 }
 
-impl<S: Clone, R: Runtime, C: Clone> Clone for AdaptiveConcurrency<S, R, C> {
+impl<S: Clone, R: Runtime, C: Clone, P: Clone> Clone for AdaptiveConcurrency<S, R, C, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             manager: self.manager.clone(),
             admission: self.admission,
             classifier: self.classifier.clone(),
-            queued: Arc::clone(&self.queued),
+            prioritize: self.prioritize.clone(),
+            queue: Arc::clone(&self.queue),
             state: State::Idle,
         }
     }
 }
 
-impl<S: fmt::Debug, R: Runtime, C> fmt::Debug for AdaptiveConcurrency<S, R, C> {
+impl<S: fmt::Debug, R: Runtime, C, P> fmt::Debug for AdaptiveConcurrency<S, R, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Idle => "idle",
@@ -327,18 +560,23 @@ impl<S: fmt::Debug, R: Runtime, C> fmt::Debug for AdaptiveConcurrency<S, R, C> {
     }
 }
 
-impl<S, R, C, Req> Service<Req> for AdaptiveConcurrency<S, R, C>
+impl<S, R, C, P, Req> Service<Req> for AdaptiveConcurrency<S, R, C, P>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     R: Runtime,
     C: Classify<S::Response, S::Error> + Clone,
+    P: Prioritize<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !self.prioritize.before_call() {
+            // The slot is taken once the request's class is known, in the response future.
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
         loop {
             match &mut self.state {
                 State::Idle => self.state = self.start(),
@@ -358,12 +596,45 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.prioritize.before_call() {
+            let priority = self.prioritize.priority(&req);
+            let deadline = self.prioritize.deadline(&req);
+            let (permit, admit) = match admit(
+                &self.manager,
+                self.admission,
+                &self.queue,
+                priority,
+                deadline,
+            ) {
+                Admit::Now(permit) => (Some(permit), None),
+                Admit::Later(acquire) => (None, Some(acquire)),
+                Admit::Refused(refusal) => {
+                    return ResponseFuture {
+                        state: Response::Refused {
+                            error: Some(refusal.into_error()),
+                        },
+                    }
+                }
+            };
+            let started = permit.as_ref().map(|_| self.manager.runtime().now());
+            return ResponseFuture {
+                state: Response::Running {
+                    future: self.inner.call(req),
+                    admit,
+                    permit,
+                    classifier: self.classifier.clone(),
+                    timing: Some((self.manager.clone(), Arc::clone(&self.queue), started)),
+                },
+            };
+        }
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Ready(permit) => ResponseFuture {
                 state: Response::Running {
                     future: self.inner.call(req),
+                    admit: None,
                     permit: Some(permit),
                     classifier: self.classifier.clone(),
+                    timing: None,
                 },
             },
             State::Refused(refusal) => ResponseFuture {
@@ -392,8 +663,14 @@ pin_project_lite::pin_project! {
         Running {
             #[pin]
             future: F,
+            // The wait for the slot, when it is taken in the response future; the inner future
+            // is not polled before it ends.
+            admit: Option<Acquire<R>>,
             permit: Option<TaskPermit<R>>,
             classifier: C,
+            // The manager (for its clock), the queue's service-time estimate, and when the
+            // slot was taken.
+            timing: Option<(Manager<R>, Arc<WaitQueue>, Option<Duration>)>,
         },
         Refused {
             error: Option<BoxError>,
@@ -423,10 +700,30 @@ where
         match self.project().state.project() {
             ResponseProj::Running {
                 future,
+                admit,
                 permit,
                 classifier,
+                timing,
             } => {
+                if let Some(acquire) = admit {
+                    match ready!(acquire.as_mut().poll(cx)) {
+                        Ok(slot) => {
+                            *permit = Some(slot);
+                            *admit = None;
+                            if let Some((manager, _, started)) = timing {
+                                *started = Some(manager.runtime().now());
+                            }
+                        }
+                        Err(refusal) => {
+                            *admit = None;
+                            return Poll::Ready(Err(refusal.into_error()));
+                        }
+                    }
+                }
                 let result = ready!(future.poll(cx));
+                if let (Some((manager, queue, Some(started))), Ok(_)) = (timing.as_ref(), &result) {
+                    queue.record_service(manager.runtime().now().saturating_sub(*started));
+                }
                 if let Some(permit) = permit.take() {
                     match classifier.classify(&result) {
                         Outcome::Success => permit.success(),

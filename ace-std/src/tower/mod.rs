@@ -6,8 +6,11 @@
 //!   `poll_ready` to the end of the response, times each call and reports back-pressure.
 //!   [`Admission`] picks what a call does at the limit: wait (clients), shed with
 //!   [`Overloaded`] (servers) or queue with a bound and a timeout.
+//! - [`Prioritize`], [`HttpPriority`], [`Deadline`]: a request's [`Priority`](crate::Priority)
+//!   and deadline, for [`AdaptiveConcurrencyLayer::priority`].
 //! - [`Classify`], [`Outcome`], [`ErrorIsBackPressure`] (the default) and
-//!   [`HttpStatusClassifier`] (429 and 503 push back): what a finished call says.
+//!   [`HttpStatusClassifier`] (429 and 503 push back), [`GrpcStatusClassifier`]
+//!   (`RESOURCE_EXHAUSTED` and `UNAVAILABLE` push back): what a finished call says.
 //! - [`AdaptiveStreamExt`]: `adaptive_map`, `adaptive_map_result` and `for_each_adaptive`, a
 //!   stream's items processed as concurrently as the manager's limit allows.
 //!
@@ -52,12 +55,17 @@
 
 mod classify;
 mod layer;
+mod priority;
+mod queue;
 mod stream;
 
 use std::fmt;
 
-pub use classify::{Classify, ErrorIsBackPressure, HttpStatusClassifier, Outcome};
+pub use classify::{
+    Classify, ErrorIsBackPressure, GrpcStatusClassifier, HttpStatusClassifier, Outcome,
+};
 pub use layer::{AdaptiveConcurrency, AdaptiveConcurrencyLayer, Admission, ResponseFuture};
+pub use priority::{grpc_timeout, Deadline, HttpPriority, NoPriority, Prioritize};
 pub use stream::{AdaptiveMap, AdaptiveStreamExt, ForEachAdaptive};
 
 // The boxed error of `AdaptiveConcurrency` (tower's `BoxError`): `Overloaded`,

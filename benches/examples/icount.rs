@@ -1,0 +1,106 @@
+//! A fixed number of calls of one path, for instruction counts under callgrind (which, unlike
+//! wall-clock time, do not move with the machine's load):
+//!
+//! ```text
+//! cargo build --release -p ace-benches --example icount
+//! valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=cg.%p \
+//!     target/release/examples/icount <path> <calls>
+//! ```
+//!
+//! Run it twice (e.g. 1 000 and 101 000 calls) and divide the difference of the main thread's
+//! instruction counts by the difference of the calls: the per-call cost without the setup.
+//! Paths: `tower_limit`, `ace_layer`, `ace_layer_untimed`, `submit` and `acquire` (untimed),
+//! `tokio_semaphore`, `ace_semaphore`.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ace_benches::{manager, runtime};
+use ace_std::tower::AdaptiveConcurrencyLayer;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::{Layer, Service, ServiceExt};
+
+/// The in-memory service of the tower bench: ready at once, answers at once.
+#[derive(Clone, Copy)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(Ok(black_box(req)))
+    }
+}
+
+async fn calls<S>(svc: &mut S, n: u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..n {
+        let out = svc.ready().await.unwrap().call(i).await.unwrap();
+        black_box(out);
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("usage: icount <path> <calls>");
+    let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("calls"));
+    let rt = runtime();
+    match path.as_str() {
+        "tower_limit" => {
+            let mut svc = ConcurrencyLimitLayer::new(64).layer(Echo);
+            rt.block_on(calls(&mut svc, n));
+        }
+        "ace_layer" | "ace_layer_untimed" => {
+            let m = manager(64, path == "ace_layer");
+            let mut svc = AdaptiveConcurrencyLayer::new(m).layer(Echo);
+            rt.block_on(calls(&mut svc, n));
+        }
+        // Untimed, as the sampled clock reads depend on the control loop's timing (the
+        // `ace_layer` / `ace_layer_untimed` pair shows what timing costs).
+        "submit" => {
+            let m = manager(64, false);
+            rt.block_on(async {
+                for i in 0..n {
+                    black_box(m.submit(async { black_box(i) }).await.unwrap());
+                }
+            });
+        }
+        "acquire" => {
+            let m = manager(64, false);
+            rt.block_on(async {
+                for _ in 0..n {
+                    m.acquire().await.unwrap().success();
+                }
+            });
+        }
+        "tokio_semaphore" => {
+            let sem = Arc::new(tokio::sync::Semaphore::new(64));
+            rt.block_on(async {
+                for _ in 0..n {
+                    drop(black_box(Arc::clone(&sem).acquire_owned().await.unwrap()));
+                }
+            });
+        }
+        "ace_semaphore" => {
+            let sem = Arc::new(ace_core::Semaphore::new(64));
+            rt.block_on(async {
+                for _ in 0..n {
+                    drop(black_box(Arc::clone(&sem).acquire_owned().await.unwrap()));
+                }
+            });
+        }
+        other => panic!("unknown path {other}"),
+    }
+}
