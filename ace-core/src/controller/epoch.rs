@@ -213,7 +213,7 @@ impl Controller {
             return if now < self.cut_quiet_until || self.draining(now, usage) {
                 Intent::Hold(Reason::Stressed(stress))
             } else {
-                self.latency_cut(stress, e.summary.samples)
+                self.latency_cut(e, stress)
             };
         }
         let reached = e.summary.limit_reached || usage.waiting > 0 || in_flight >= limit;
@@ -256,7 +256,12 @@ impl Controller {
     /// Deeper the further latency is over its reference (Gradient's `reference / observed`),
     /// never below `decrease_factor`: 41 × over cuts by `decrease_factor` at once, not by 0.9
     /// a dozen times.
-    fn latency_cut(&self, stress: Stress, samples: u32) -> Intent {
+    ///
+    /// An epoch that began with more in flight than the limit holds tasks admitted before the
+    /// last cut: their latency tells of the limit they were admitted at, so the cut is measured
+    /// from that limit (an overshoot cut once is not cut again for its own slow tasks).
+    fn latency_cut(&self, e: &Folded, stress: Stress) -> Intent {
+        let samples = e.summary.samples;
         let floor = self.config.decrease_factor;
         let factor = if self.knee_known {
             self.config.latency_decrease_factor
@@ -268,13 +273,21 @@ impl Controller {
         let weight = f64::from(samples.min(GRADIENT_SAMPLES)) / f64::from(GRADIENT_SAMPLES);
         let gradient = powf(gradient(&stress), weight);
         let factor = factor.min((GRADIENT_HEADROOM * gradient).max(floor));
-        let to = self.cut_by(self.limit, factor);
+        let stale = e.in_flight_start > self.limit && matches!(stress, Stress::Latency { .. });
+        let from = if stale {
+            self.limit.max(self.limit_before_cut)
+        } else {
+            self.limit
+        };
+        let to = self.cut_by(from, factor).min(self.limit);
         if to < self.limit {
             Intent::Cut {
                 to,
                 stress,
                 path: Path::Latency,
             }
+        } else if stale {
+            Intent::Hold(Reason::Stressed(stress))
         } else {
             Intent::Hold(Reason::AtMinLimit(stress))
         }
