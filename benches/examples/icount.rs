@@ -2,9 +2,9 @@
 //! wall-clock time, do not move with the machine's load):
 //!
 //! ```text
-//! cargo build --release -p ace-benches --example icount
+//! cargo build --release -p ace-benches --bin icount
 //! valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=cg.%p \
-//!     target/release/examples/icount <path> <calls>
+//!     target/release/icount <path> <calls>
 //! ```
 //!
 //! Run it twice (e.g. 1 000 and 101 000 calls) and divide the difference of the main thread's

@@ -18,6 +18,8 @@ use crate::{LatencySummary, Usage};
 // or more by `decrease_factor`.
 const GRADIENT_HEADROOM: f64 = 2.0;
 const GRADIENT_SAMPLES: u32 = 10;
+// Epochs too small for the floor rule still set the floor while the means agree to 5 %.
+const STEADY: f64 = 0.05;
 
 /// `x^y` for x in (0, 1] and y in [0, 1] without `std`: exp(y × ln x) by the bits of the
 /// exponent and a short series; plenty for a cut factor.
@@ -100,7 +102,7 @@ impl Controller {
         let tasks = summary.total();
         // At a low limit a round trip brings few tasks: one epoch is at least one round trip's
         // worth (limit / 2) or `latency_min_samples`, whichever is less.
-        let needed = u64::from(self.config.latency_min_samples).min((self.limit as u64 / 2).max(1));
+        let needed = u64::from(self.epoch_tasks());
         let elapsed = now.saturating_sub(self.epoch_start);
         // Tasks stuck in flight close the epoch at once: they may never bring it enough tasks.
         let overdue = self.overdue(now, usage);
@@ -164,7 +166,15 @@ impl Controller {
         }
         // The lowest of many noisy means is biased low by about two standard errors: store
         // each one two standard errors up, so the floor is the unloaded mean.
-        if summary.samples >= FLOOR_MIN_SAMPLES {
+        // An epoch of fewer successes (a limit under 8) says nothing of its own noise: it counts
+        // only while the epochs so far agree (their deviation within STEADY of their average),
+        // as on a link of constant latency, never on a high-variance one.
+        let steady = self.average.is_some_and(|a| {
+            a.deviation() <= STEADY * a.mean && (a.mean - mean).abs() <= STEADY * a.mean
+        });
+        if summary.samples >= FLOOR_MIN_SAMPLES
+            || (summary.samples >= self.floor_samples() && steady)
+        {
             let unbiased = mean * (1.0 + 2.0 * standard_error(summary));
             self.floor.insert(now, secs(unbiased));
         }
@@ -172,6 +182,20 @@ impl Controller {
             a.update(mean);
             a
         }));
+    }
+
+    /// The tasks that close an epoch: one round trip's worth (limit / 2) or
+    /// `latency_min_samples`, whichever is less, at least one.
+    fn epoch_tasks(&self) -> u32 {
+        let round_trip = u32::try_from(self.limit / 2).unwrap_or(u32::MAX).max(1);
+        self.config.latency_min_samples.min(round_trip)
+    }
+
+    /// The successes an epoch needs for the floor rule: [`FLOOR_MIN_SAMPLES`], or a whole
+    /// epoch's worth at a limit too low to bring that many (at limits 1–7 the floor is all
+    /// the evidence of a queue a linear link gives).
+    pub(super) fn floor_samples(&self) -> u32 {
+        FLOOR_MIN_SAMPLES.min(self.epoch_tasks())
     }
 
     /// A baseline probe in progress measures and decides alone: it holds at `min_limit`, then
@@ -213,7 +237,7 @@ impl Controller {
             return if now < self.cut_quiet_until || self.draining(now, usage) {
                 Intent::Hold(Reason::Stressed(stress))
             } else {
-                self.latency_cut(stress, e.summary.samples)
+                self.latency_cut(e, stress)
             };
         }
         let reached = e.summary.limit_reached || usage.waiting > 0 || in_flight >= limit;
@@ -256,7 +280,12 @@ impl Controller {
     /// Deeper the further latency is over its reference (Gradient's `reference / observed`),
     /// never below `decrease_factor`: 41 × over cuts by `decrease_factor` at once, not by 0.9
     /// a dozen times.
-    fn latency_cut(&self, stress: Stress, samples: u32) -> Intent {
+    ///
+    /// An epoch that began with more in flight than the limit holds tasks admitted before the
+    /// last cut: their latency tells of the limit they were admitted at, so the cut is measured
+    /// from that limit (an overshoot cut once is not cut again for its own slow tasks).
+    fn latency_cut(&self, e: &Folded, stress: Stress) -> Intent {
+        let samples = e.summary.samples;
         let floor = self.config.decrease_factor;
         let factor = if self.knee_known {
             self.config.latency_decrease_factor
@@ -268,13 +297,21 @@ impl Controller {
         let weight = f64::from(samples.min(GRADIENT_SAMPLES)) / f64::from(GRADIENT_SAMPLES);
         let gradient = powf(gradient(&stress), weight);
         let factor = factor.min((GRADIENT_HEADROOM * gradient).max(floor));
-        let to = self.cut_by(self.limit, factor);
+        let stale = e.in_flight_start > self.limit && matches!(stress, Stress::Latency { .. });
+        let from = if stale {
+            self.limit.max(self.limit_before_cut)
+        } else {
+            self.limit
+        };
+        let to = self.cut_by(from, factor).min(self.limit);
         if to < self.limit {
             Intent::Cut {
                 to,
                 stress,
                 path: Path::Latency,
             }
+        } else if stale {
+            Intent::Hold(Reason::Stressed(stress))
         } else {
             Intent::Hold(Reason::AtMinLimit(stress))
         }
@@ -288,7 +325,7 @@ impl Controller {
         let tick = self.resolution.as_secs_f64();
         let warm = e.floor.is_some_and(|f| {
             let f = f.as_secs_f64();
-            summary.samples >= FLOOR_MIN_SAMPLES
+            summary.samples >= self.floor_samples()
                 && mean > (f * (1.0 + rise(summary) / 2.0)).max(f + tick)
         });
         let a = e

@@ -156,6 +156,9 @@ pub struct Controller {
     cut_quiet_until: Duration,
     // The last cut of the latency epochs: its tasks admitted before it drain first.
     last_cut: Option<Duration>,
+    // The limit the last cut came from: the epoch that began with the cut holds the tasks
+    // admitted at it, and a second cut for their latency is measured from it.
+    limit_before_cut: usize,
     // The last growth was a slow-start doubling: a cut now ends slow start without fast
     // recovery (the doubling overshot).
     doubled: bool,
@@ -212,6 +215,7 @@ impl Controller {
             epochs_since_change: 2,
             cut_quiet_until: Duration::ZERO,
             last_cut: None,
+            limit_before_cut: 0,
             doubled: false,
             ssthresh: if config.slow_start {
                 config.max_limit
@@ -373,8 +377,10 @@ impl Controller {
             ..Signals::default()
         };
         let intent = self.epoch_rule(now, summary, usage);
+        let before = self.limit;
         let d = self.apply(now, intent, &signals, usage);
         if d.action == Action::Decrease {
+            self.limit_before_cut = before;
             // The tasks admitted before the cut still complete slowly for about one latency.
             let drain = summary.p99.max(self.latency_average().unwrap_or_default());
             self.cut_quiet_until = now.saturating_add(drain);

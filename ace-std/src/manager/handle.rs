@@ -397,6 +397,7 @@ impl<R: Runtime> Manager<R> {
 
     /// For each class, true if it holds fewer slots than its guaranteed share (never without
     /// shares).
+    #[cfg(feature = "tower")]
     pub(crate) fn under_shares(&self) -> [bool; Priority::ALL.len()] {
         let sem = &self.inner.sem;
         let (shares, limit) = (sem.shares(), sem.limit());
@@ -405,6 +406,7 @@ impl<R: Runtime> Manager<R> {
 
     /// Tasks waiting in `priority` or a more important class: those a new `priority` task
     /// would be served after.
+    #[cfg(feature = "tower")]
     pub(crate) fn waiting_ahead_of(&self, priority: Priority) -> usize {
         let sem = &self.inner.sem;
         Priority::ALL[..=priority.rank()]
@@ -415,6 +417,7 @@ impl<R: Runtime> Manager<R> {
 
     /// Counts a refusal of `priority` decided outside the manager (a tower layer's shed, a full
     /// queue, a deadline that cannot be met).
+    #[cfg(feature = "tower")]
     pub(crate) fn note_refused(&self, priority: Priority) {
         self.inner.classes.refused(priority);
     }
@@ -516,6 +519,7 @@ impl<R: Runtime> Manager<R> {
     }
 
     /// True when a slot is free now (another caller may still take it first).
+    #[cfg(feature = "tower")]
     pub(crate) fn has_free_slot(&self) -> bool {
         self.inner.sem.available() > 0
     }

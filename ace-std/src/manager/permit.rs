@@ -91,6 +91,7 @@ impl<R: Runtime> TaskPermit<R> {
     /// Gives the slot back without ending a task: no sample, no failure, not counted as
     /// completed. For a slot reserved and never used (a tower `poll_ready` without `call`, a
     /// stream with no item yet), as tower's `ConcurrencyLimit` drops its permit.
+    #[cfg(feature = "tower")]
     pub(crate) fn release(mut self) {
         self.ended = true;
         self.give_back();

@@ -36,8 +36,10 @@ const USAGE: &str =
     "usage: demo [--scenario FILE] [--out PNG] [--real] [--fast]\n  (default scenario: knee20_idle_cpu)";
 
 fn parse_args() -> Result<Args, String> {
+    // This package sits in `examples/demo`, two levels below the workspace.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap_or(Path::new("."));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace.join("target"), PathBuf::from);
