@@ -15,6 +15,8 @@
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/quiet.rs"]
+mod quiet;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,7 +30,8 @@ use ace_std::tower::{AdaptiveConcurrencyLayer, BoxError, GrpcStatusClassifier, O
 use ace_std::AimdConfig;
 use axum::http;
 use hyper::body::Bytes;
-use load::{on_paused_clock, quantile, quiet};
+use load::{on_paused_clock, quantile};
+use quiet::quiet;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::codec::ProstCodec;

@@ -1,6 +1,9 @@
 //! Shutdown, cancellation and panics: work in flight finishes, new work is refused, the loop
 //! stops, and nothing hangs.
 
+#[path = "common/quiet.rs"]
+mod quiet;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +13,7 @@ use ace_core::{source_fn, SignalError, Signals};
 use ace_std::log::HoldLogging;
 use ace_std::{AimdConfig, SubmitError};
 use futures::FutureExt;
+use quiet::quiet;
 
 fn config() -> AimdConfig {
     AimdConfig {
@@ -19,13 +23,6 @@ fn config() -> AimdConfig {
         ..AimdConfig::default()
     }
     .seed_rules()
-}
-
-fn quiet(config: AimdConfig) -> ace_std::tokio::Builder {
-    ace_std::tokio::Manager::builder(config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

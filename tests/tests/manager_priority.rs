@@ -1,16 +1,18 @@
 //! Priorities through a `Manager`: the most important class waiting is served first, shares
 //! keep a class going under a flood of a higher one, and `stats()` reports each class.
 
+#[path = "common/quiet.rs"]
+mod quiet;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ace_std::{AimdConfig, Priority, Shares};
+use quiet::quiet;
 
-fn quiet(limit: usize) -> ace_std::tokio::Builder {
-    ace_std::tokio::Manager::builder(AimdConfig::fixed(limit))
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
+/// A manager whose limit stays at `limit`.
+fn fixed(limit: usize) -> ace_std::tokio::Builder {
+    quiet(AimdConfig::fixed(limit))
 }
 
 /// Waits (bounded) until `n` tasks are queued.
@@ -27,7 +29,7 @@ async fn until_waiting(m: &ace_std::tokio::Manager, n: usize) {
 #[tokio::test]
 async fn should_serve_the_most_important_class_first_and_report_each() {
     let watchdog = tokio::time::timeout(Duration::from_secs(20), async {
-        let m = quiet(1).build().unwrap();
+        let m = fixed(1).build().unwrap();
         let held = m.acquire().await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
@@ -78,7 +80,7 @@ async fn should_serve_the_most_important_class_first_and_report_each() {
 #[tokio::test]
 async fn should_keep_a_share_for_normal_under_a_critical_flood() {
     let watchdog = tokio::time::timeout(Duration::from_secs(20), async {
-        let m = quiet(4)
+        let m = fixed(4)
             .shares(Shares::new().with(Priority::Normal, 25))
             .build()
             .unwrap();

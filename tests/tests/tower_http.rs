@@ -16,6 +16,8 @@
 mod load;
 #[path = "common/loopback.rs"]
 mod loopback;
+#[path = "common/quiet.rs"]
+mod quiet;
 #[path = "common/wait.rs"]
 mod wait;
 
@@ -34,8 +36,9 @@ use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use load::{on_paused_clock, quantile, quiet};
+use load::{on_paused_clock, quantile};
 use loopback::{client, serve, HttpClient};
+use quiet::quiet;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use wait::wait_for;

@@ -17,6 +17,8 @@
 mod load;
 #[path = "common/loopback.rs"]
 mod loopback;
+#[path = "common/quiet.rs"]
+mod quiet;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,8 +34,9 @@ use axum::routing::get;
 use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
-use load::{on_paused_clock, quantile, quiet};
+use load::{on_paused_clock, quantile};
 use loopback::{client, HttpClient};
+use quiet::quiet;
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 

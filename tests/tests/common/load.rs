@@ -1,10 +1,8 @@
 //! What the load tests over loopback share: the paused-clock runner with its real-time
-//! watchdog, the quantile they read latencies with, and a manager that reads only its tasks.
+//! watchdog, and the quantile they read latencies with.
 
 use std::sync::mpsc;
 use std::time::Duration;
-
-use ace_std::AimdConfig;
 
 /// Runs `test` on a current-thread runtime with tokio's clock paused: it jumps to the next timer
 /// whenever every task waits, so a modelled downstream's latencies are the model's own, not the
@@ -48,12 +46,4 @@ pub(crate) fn quantile(mut xs: Vec<Duration>, q: f64) -> Duration {
     xs.sort_unstable();
     let rank = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len());
     xs[rank - 1]
-}
-
-/// A tokio manager's builder on `config` that reads only the latency of its tasks, with no log.
-pub(crate) fn quiet(config: AimdConfig) -> ace_std::tokio::Builder {
-    ace_std::tokio::Manager::builder(config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
 }
