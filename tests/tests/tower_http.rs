@@ -12,12 +12,16 @@
     reason = "request counts and limits are far below 2^52"
 )]
 
+#[path = "common/load.rs"]
+mod load;
+#[path = "common/loopback.rs"]
+mod loopback;
 #[path = "common/wait.rs"]
 mod wait;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ace_std::tower::{AdaptiveConcurrencyLayer, BoxError, HttpStatusClassifier, Overloaded};
@@ -30,15 +34,13 @@ use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use load::{on_paused_clock, quantile, quiet};
+use loopback::{client, serve, HttpClient};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use wait::wait_for;
 
 type Manager = ace_std::tokio::Manager;
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// The model downstream (see the file's docs).
 struct Downstream {
@@ -92,22 +94,6 @@ fn downstream_router(d: &Arc<Downstream>) -> Router {
         .route("/slow", get(slow))
         .route("/fast", get(|| async { "fast" }))
         .with_state(Arc::clone(d))
-}
-
-/// Serves `app` on a fresh loopback port until the test's runtime ends.
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port");
-    let addr = listener.local_addr().expect("bound");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("the server runs") });
-    addr
-}
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1024)
-        .build_http()
 }
 
 fn get_req(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
@@ -210,14 +196,6 @@ fn goodput(samples: &[Sample], from: Duration, to: Duration) -> f64 {
     ok as f64 / (to - from).as_secs_f64()
 }
 
-/// The `q` quantile (0..=1) of `xs`, by the nearest rank.
-fn quantile(mut xs: Vec<Duration>, q: f64) -> Duration {
-    assert!(!xs.is_empty(), "no samples");
-    xs.sort_unstable();
-    let rank = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len());
-    xs[rank - 1]
-}
-
 type Limits = Arc<Mutex<Vec<(Duration, usize)>>>;
 
 /// Records `m`'s limit every 50 ms until `stop` is set (at most 10 minutes of samples).
@@ -238,46 +216,8 @@ fn sample_limit(m: &Manager) -> (Limits, Arc<AtomicUsize>) {
     (samples, stop)
 }
 
-/// A manager on `config` that reads only the latency of its tasks, with no log.
-fn quiet(config: AimdConfig) -> Manager {
-    Manager::builder(config)
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
-        .build()
-        .expect("a valid config")
-}
-
 async fn watchdog<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
     tokio::time::timeout(limit, f).await.expect("the test hung")
-}
-
-/// Runs `test` on a current-thread runtime with tokio's clock paused: it jumps to the next timer
-/// whenever every task waits, so the downstream's latencies are the model's own, not the
-/// machine's (on a busy machine HTTP's own work would add tens of milliseconds to a 50 ms
-/// request and read as a knee). A busy machine slows the run, not its figures. `limit` is of
-/// real time (the paused clock cannot time a hang out).
-fn on_paused_clock<F>(limit: Duration, test: impl FnOnce() -> F + Send + 'static)
-where
-    F: std::future::Future<Output = ()>,
-{
-    let (done, finished) = mpsc::channel();
-    let body = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime")
-            .block_on(test());
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(limit) {
-        Ok(()) => {}
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(body.join().expect_err("the test body panicked"))
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test hung"),
-    }
 }
 
 #[test]
@@ -323,7 +263,9 @@ fn client_through_the_layer_converges_near_the_knee_and_keeps_the_goodput() {
             latency_tolerance: Some(1.25),
             latency_decrease_factor: 0.85,
             ..AimdConfig::default()
-        });
+        })
+        .build()
+        .expect("a valid config");
         let svc = ServiceBuilder::new()
             .layer(AdaptiveConcurrencyLayer::new(manager.clone()).classifier(HttpStatusClassifier))
             .service(http.clone());
@@ -423,7 +365,9 @@ fn server_under_4x_overload_keeps_admitted_latency_and_sheds_the_rest_quickly() 
             latency_min_samples: 5,
             latency_tolerance: Some(1.25),
             ..AimdConfig::default()
-        });
+        })
+        .build()
+        .expect("a valid config");
         let guarded = Downstream::new(K, base);
         let bare = Downstream::new(K, base);
         let guarded_addr = serve(behind(
@@ -518,6 +462,8 @@ fn fixed(limit: usize) -> Manager {
         initial_limit: limit,
         ..AimdConfig::default()
     })
+    .build()
+    .expect("a valid config")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

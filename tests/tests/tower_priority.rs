@@ -13,9 +13,14 @@
     reason = "request counts and rates are small"
 )]
 
+#[path = "common/load.rs"]
+mod load;
+#[path = "common/loopback.rs"]
+mod loopback;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ace_std::tower::{AdaptiveConcurrencyLayer, BoxError, HttpPriority, Overloaded};
@@ -26,16 +31,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use load::{on_paused_clock, quantile, quiet};
+use loopback::{client, HttpClient};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 
 type Manager = ace_std::tokio::Manager;
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// `slots` workers taking `base` ± 25 % each (spread evenly, so that on the paused clock the
 /// workers do not all free up at the same instant).
@@ -56,16 +58,12 @@ async fn work(State(d): State<Arc<Downstream>>) -> &'static str {
 
 /// A manager whose limit stays at `limit`.
 fn fixed(limit: usize, shares: Shares) -> Manager {
-    Manager::builder(AimdConfig::fixed(limit))
-        .default_signals(false)
-        .tracing(false)
-        .metrics(false)
+    quiet(AimdConfig::fixed(limit))
         .shares(shares)
         .build()
         .expect("a valid config")
 }
 
-/// Serves the downstream behind `layer` (503 when refused) on a fresh loopback port.
 /// What the server saw of each request with a `grpc-timeout`: its time from arrival to answer,
 /// its budget, its status.
 type ServerLog = Arc<std::sync::Mutex<Vec<(Duration, Duration, u16)>>>;
@@ -90,6 +88,7 @@ async fn timed(
     resp
 }
 
+/// Serves the downstream behind `layer` (503 when refused) on a fresh loopback port.
 async fn serve<P>(
     log: &ServerLog,
     slots: usize,
@@ -123,18 +122,7 @@ where
                 .layer(layer),
         )
         .layer(axum::middleware::from_fn_with_state(Arc::clone(log), timed));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port");
-    let addr = listener.local_addr().expect("bound");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("the server runs") });
-    addr
-}
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(4096)
-        .build_http()
+    loopback::serve(app).await
 }
 
 /// One answered request.
@@ -211,16 +199,6 @@ async fn open_loop(
     all
 }
 
-/// The `q` quantile of `xs`, by the nearest rank (zero if empty).
-fn quantile(mut xs: Vec<Duration>, q: f64) -> Duration {
-    if xs.is_empty() {
-        return Duration::ZERO;
-    }
-    xs.sort_unstable();
-    let rank = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len());
-    xs[rank - 1]
-}
-
 /// Per-class figures of a run, over the requests sent from `from` on.
 struct Figures {
     offered: usize,
@@ -242,30 +220,6 @@ fn figures(samples: &[Sample], class: Option<Priority>, from: Duration) -> Figur
         offered: mine.len(),
         ok: ok.len(),
         ok_p99: quantile(ok, 0.99),
-    }
-}
-
-/// Runs `test` on a current-thread runtime with a paused clock; `limit` is of real time.
-fn on_paused_clock<F>(limit: Duration, test: impl FnOnce() -> F + Send + 'static)
-where
-    F: std::future::Future<Output = ()>,
-{
-    let (done, finished) = mpsc::channel();
-    let body = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime")
-            .block_on(test());
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(limit) {
-        Ok(()) => {}
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(body.join().expect_err("the test body panicked"))
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test hung"),
     }
 }
 
