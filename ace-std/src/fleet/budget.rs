@@ -2,16 +2,16 @@
 //! [`FleetTarget`], the limit wrapper that enforces `min(local limit, grant)`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
-use ace_core::{Ceiling, LimitTarget, Shutdown, Usage};
-use event_listener::Event;
+use ace_core::{Ceiling, LimitTarget, Usage};
 use futures_lite::future;
 
-use super::lease::{FleetMode, Lease};
+use super::lease::FleetMode;
 use super::renewer;
+use super::shared::Handle;
 use super::{FleetConfig, FleetError};
 
 /// A member's view of its lease, from [`FleetBudget::state`].
@@ -38,105 +38,6 @@ pub struct FleetState {
     pub failures: u64,
     /// The last successful renewal's round trip.
     pub last_round_trip: Option<Duration>,
-}
-
-/// What the handles and the renewal thread share.
-pub(super) struct Shared {
-    pub(super) id: String,
-    origin: Instant,
-    lease: Mutex<Lease>,
-    target: Mutex<Option<Arc<dyn LimitTarget>>>,
-    // Set with `renew_now`: a renewal is due at once (a target was attached). The flag keeps
-    // a notification sent before the loop listens.
-    pub(super) renew_pending: AtomicBool,
-    pub(super) renew_now: Event,
-    pub(super) every: Duration,
-    pub(super) lease_len: Duration,
-    // How the leave went, once the renewal thread has stopped: `Err` holds why Redis could
-    // not be told. `left` is notified when it is set.
-    left_outcome: Mutex<Option<Result<(), String>>>,
-    left: Event,
-}
-
-impl Shared {
-    pub(super) fn new(id: String, config: &FleetConfig) -> Self {
-        Self {
-            id,
-            origin: Instant::now(),
-            lease: Mutex::new(Lease::new(config)),
-            target: Mutex::new(None),
-            renew_pending: AtomicBool::new(false),
-            renew_now: Event::new(),
-            every: config.renew_interval,
-            lease_len: config.lease,
-            left_outcome: Mutex::new(None),
-            left: Event::new(),
-        }
-    }
-
-    pub(super) fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    pub(super) fn lease(&self) -> MutexGuard<'_, Lease> {
-        self.lease.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn target(&self) -> Option<Arc<dyn LimitTarget>> {
-        self.target
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Applies `min(local, ceiling)` to the target, under the lease lock so that the control
-    /// loop's and the renewals' updates cannot cross.
-    pub(super) fn apply(&self, lease: &Lease) {
-        if let Some(t) = self.target() {
-            t.set_limit(lease.limit());
-        }
-    }
-
-    fn outcome(&self) -> MutexGuard<'_, Option<Result<(), String>>> {
-        self.left_outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records how the leave went (the first outcome stands) and wakes every `leave()`.
-    pub(super) fn set_left(&self, outcome: Result<(), String>) {
-        self.outcome().get_or_insert(outcome);
-        self.left.notify(usize::MAX);
-    }
-
-    /// Waits until the renewal thread has left the fleet.
-    async fn wait_left(&self) -> Result<(), FleetError> {
-        loop {
-            let listener = self.left.listen();
-            if let Some(outcome) = self.outcome().clone() {
-                return outcome.map_err(|why| {
-                    FleetError::Redis(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "could not leave the fleet",
-                        why,
-                    )))
-                });
-            }
-            listener.await;
-        }
-    }
-}
-
-/// Stops the renewal thread when the last handle goes.
-pub(super) struct Handle {
-    pub(super) shared: Arc<Shared>,
-    pub(super) stop: Shutdown,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.stop.trigger();
-    }
 }
 
 /// One member of a fleet budget: joins at [`connect`](Self::connect), renews its lease on a
@@ -195,12 +96,13 @@ impl FleetBudget {
         if let Err(e) = spawned {
             return Err(FleetError::Connect(e.into()));
         }
-        rx.await.unwrap_or_else(|_| {
+        let handle = rx.await.unwrap_or_else(|_| {
             Err(FleetError::Connect(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "the fleet's renewal thread stopped before it connected",
             ))))
-        })
+        })?;
+        Ok(Self { handle })
     }
 
     /// [`connect`](Self::connect), waiting on the calling thread.
@@ -288,7 +190,7 @@ impl FleetBudget {
     /// grant as a [`Ceiling`] through [`LimitTarget::ceiling`].
     pub fn target(&self, inner: Arc<dyn LimitTarget>) -> FleetTarget {
         let s = &self.handle.shared;
-        *s.target.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
+        s.set_target(inner);
         {
             let lease = s.lease();
             s.apply(&lease);

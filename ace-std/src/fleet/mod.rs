@@ -71,6 +71,7 @@ mod budget;
 mod client;
 mod lease;
 mod renewer;
+mod shared;
 
 use std::fmt;
 use std::time::Duration;
@@ -507,7 +508,7 @@ mod tests {
                         };
                         prop_assert!(lease.want(Some(most)) <= c.capacity);
                     }
-                    let _ = budget::Shared::new("m".to_owned(), &c);
+                    let _ = shared::Shared::new("m".to_owned(), &c);
                 }
                 Err(FleetError::Config(e)) => prop_assert!(!e.field().is_empty()),
                 Err(FleetError::EmptyPrefix) => prop_assert!(c.prefix.is_empty()),

@@ -8,11 +8,11 @@ use std::time::Duration;
 use ace_core::Shutdown;
 use futures_lite::future;
 
-use super::budget::{Handle, Shared};
 use super::lease::{FleetMode, Lease};
-use super::{FleetBudget, FleetClient, FleetConfig, FleetError, Renewal};
+use super::shared::{Handle, Shared};
+use super::{FleetClient, FleetConfig, FleetError, Renewal};
 
-pub(super) type Reply = futures_channel::oneshot::Sender<Result<FleetBudget, FleetError>>;
+pub(super) type Reply = futures_channel::oneshot::Sender<Result<Arc<Handle>, FleetError>>;
 
 /// Tells every `leave()` that the thread stopped, even if it stops by a panic.
 struct LeftGuard(Arc<Shared>);
@@ -48,13 +48,11 @@ pub(super) async fn start(config: FleetConfig, reply: Reply) {
     }
     let _guard = LeftGuard(Arc::clone(&shared));
     let stop = Shutdown::new();
-    let budget = FleetBudget {
-        handle: Arc::new(Handle {
-            shared: Arc::clone(&shared),
-            stop: stop.clone(),
-        }),
-    };
-    if reply.send(Ok(budget)).is_ok() {
+    let handle = Arc::new(Handle {
+        shared: Arc::clone(&shared),
+        stop: stop.clone(),
+    });
+    if reply.send(Ok(handle)).is_ok() {
         drive(&client, &shared, &stop).await;
     }
     leave(&client, &shared).await;

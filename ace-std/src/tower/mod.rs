@@ -53,6 +53,7 @@
 //! # }
 //! ```
 
+mod admit;
 mod classify;
 mod layer;
 mod priority;
