@@ -26,11 +26,13 @@ pub enum Admission {
     /// downstream. The default. Composes with `tower::load_shed`, which turns the wait into an
     /// immediate `Overloaded` error of its own.
     Wait,
-    /// Refuse at once: the call fails with [`Overloaded`](super::Overloaded) without reaching the inner service.
-    /// For servers protecting themselves (answer with a 503 through axum's `HandleErrorLayer`).
+    /// Refuse at once: the call fails with [`Overloaded`](super::Overloaded) without reaching
+    /// the inner service. For servers protecting themselves (answer with a 503 through axum's
+    /// `HandleErrorLayer`).
     Shed,
     /// Wait for a slot, but with at most `max_waiting` calls of this layer waiting and for at
-    /// most `timeout` each; past either bound the call fails with [`Overloaded`](super::Overloaded).
+    /// most `timeout` each; past either bound the call fails with
+    /// [`Overloaded`](super::Overloaded).
     Queue {
         /// Calls of this layer (all its services together) that may wait at once.
         max_waiting: usize,
@@ -87,9 +89,9 @@ impl Admission {
 /// manager builder's [`log_writer`](crate::Builder::log_writer)). To count a slow call as
 /// back-pressure, put `tower::timeout` inside this layer: its `Elapsed` error is an `Err` to the
 /// classifier, and the slot is released at the deadline. Errors are boxed
-/// ([`BoxError`]), as with tower's `load_shed` and `timeout`: [`Overloaded`](super::Overloaded) when the call was
-/// refused, [`SubmitError::Shutdown`](crate::SubmitError::Shutdown) once the manager is shut down, and the inner service's
-/// errors.
+/// ([`BoxError`]), as with tower's `load_shed` and `timeout`: [`Overloaded`](super::Overloaded)
+/// when the call was refused, [`SubmitError::Shutdown`](crate::SubmitError::Shutdown) once the
+/// manager is shut down, and the inner service's errors.
 ///
 /// # Examples
 ///
