@@ -78,7 +78,9 @@ async fn should_serve_the_limit_gauge_and_see_it_move() {
                 if seen.last() != Some(&v) {
                     seen.push(v);
                 }
-                if seen.len() >= 3 {
+                // Two values with an increase are the movement asked for: the slow start may
+                // jump from one gauge read to `max_limit` and stay there.
+                if seen.len() >= 2 && seen.windows(2).any(|w| w[1] > w[0]) {
                     assert!(
                         text.contains("ace_decisions_total{decision=\"increase\"}"),
                         "{text}"
@@ -90,7 +92,7 @@ async fn should_serve_the_limit_gauge_and_see_it_move() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         work.abort();
-        assert!(seen.len() >= 3, "the limit gauge did not move: {seen:?}");
+        assert!(seen.len() >= 2, "the limit gauge did not move: {seen:?}");
         assert!(seen.windows(2).any(|w| w[1] > w[0]), "{seen:?}");
         let _ = work.await;
         manager.shutdown().await;
