@@ -8,47 +8,13 @@
     reason = "criterion's macros generate undocumented functions"
 )]
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
-use std::hint::black_box;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ace_benches::{interleaved_ratio, manager, runtime};
+use ace_benches::{calls, interleaved_ratio, manager, runtime, Echo};
 use ace_std::tower::AdaptiveConcurrencyLayer;
 use criterion::{criterion_group, Criterion};
 use tower::limit::ConcurrencyLimitLayer;
-use tower::{Layer, Service, ServiceExt};
-
-/// The in-memory service: ready at once, answers at once.
-#[derive(Clone, Copy)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: u64) -> Self::Future {
-        ready(Ok(black_box(req)))
-    }
-}
-
-/// `n` calls one after another: `ready()`, `call`, await the response.
-async fn calls<S>(svc: &mut S, n: u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    for i in 0..n {
-        let out = svc.ready().await.unwrap().call(i).await.unwrap();
-        black_box(out);
-    }
-}
+use tower::Layer;
 
 fn one_call(c: &mut Criterion) {
     let rt = runtime();

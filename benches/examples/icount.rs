@@ -12,45 +12,13 @@
 //! Paths: `tower_limit`, `ace_layer`, `ace_layer_untimed`, `submit` and `acquire` (untimed),
 //! `tokio_semaphore`, `ace_semaphore`.
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use ace_benches::{manager, runtime};
+use ace_benches::{calls, manager, runtime, Echo};
 use ace_std::tower::AdaptiveConcurrencyLayer;
 use tower::limit::ConcurrencyLimitLayer;
-use tower::{Layer, Service, ServiceExt};
-
-/// The in-memory service of the tower bench: ready at once, answers at once.
-#[derive(Clone, Copy)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: u64) -> Self::Future {
-        ready(Ok(black_box(req)))
-    }
-}
-
-async fn calls<S>(svc: &mut S, n: u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    for i in 0..n {
-        let out = svc.ready().await.unwrap().call(i).await.unwrap();
-        black_box(out);
-    }
-}
+use tower::Layer;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -75,3 +75,37 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The tower benches' in-memory service: ready at once, answers at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Echo;
+
+impl tower::Service<u64> for Echo {
+    type Response = u64;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<u64, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        std::future::ready(Ok(std::hint::black_box(req)))
+    }
+}
+
+/// `n` calls one after another: `ready()`, `call`, await the response.
+pub async fn calls<S>(svc: &mut S, n: u64)
+where
+    S: tower::Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    for i in 0..n {
+        let out = svc.ready().await.unwrap().call(i).await.unwrap();
+        std::hint::black_box(out);
+    }
+}
