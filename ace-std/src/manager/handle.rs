@@ -385,11 +385,11 @@ impl<R: Runtime> Manager<R> {
 
     /// [`try_acquire_with`](Self::try_acquire_with) without counting a refusal: for a caller
     /// that waits when this fails.
+    #[inline]
     pub(crate) fn try_admit(&self, priority: Priority) -> Result<TaskPermit<R>, TryAcquireError> {
         let inner = &self.inner;
-        if inner.closing.load(Ordering::Relaxed) {
-            return Err(TryAcquireError::Closed);
-        }
+        // No early look at `closing`: `shutdown` closes the semaphore right after setting it, and
+        // `admit` refuses a slot taken in between.
         let permit = inner.sem.try_acquire_with(priority)?.detach();
         inner.classes.admitted(priority, None);
         self.admit(permit).ok_or(TryAcquireError::Closed)
@@ -424,6 +424,7 @@ impl<R: Runtime> Manager<R> {
 
     /// Counts an acquired slot as an admitted task, or gives it back if shutdown began
     /// meanwhile (it did not see this task, so the task must not run).
+    #[inline(always)]
     fn admit(&self, permit: DetachedPermit) -> Option<TaskPermit<R>> {
         let inner = &self.inner;
         let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);

@@ -329,9 +329,10 @@ impl<S, R: Runtime, C, P> AdaptiveConcurrency<S, R, C, P> {
     }
 
     /// Starts waiting for a slot, or settles at once (shed, queue full, shut down).
-    fn start(&mut self) -> State<R> {
+    #[inline(always)]
+    fn start(&self) -> State<R> {
         let queue = &self.queue;
-        match admit(&self.manager, self.admission, queue, Priority::Normal, None) {
+        match admit(&self.manager, &self.admission, queue, Priority::Normal, None) {
             Admit::Now(permit) => State::Ready(permit),
             Admit::Refused(refusal) => State::Refused(refusal),
             Admit::Later(acquire) => State::Acquiring(Mutex::new(acquire)),
@@ -396,8 +397,15 @@ where
             // The slot is taken once the request's class is known, in the response future.
             return self.inner.poll_ready(cx).map_err(Into::into);
         }
+        if let State::Idle = self.state {
+            self.state = self.start();
+        }
         loop {
             match &mut self.state {
+                // The slot is held while the inner service gets ready: that wait is part of
+                // the load the limit bounds.
+                State::Ready(_) => return self.inner.poll_ready(cx).map_err(Into::into),
+                State::Refused(_) => return Poll::Ready(Ok(())),
                 State::Idle => self.state = self.start(),
                 State::Acquiring(acquire) => {
                     let acquire = acquire.get_mut().unwrap_or_else(PoisonError::into_inner);
@@ -406,64 +414,63 @@ where
                         Err(refusal) => State::Refused(refusal),
                     };
                 }
-                // The slot is held while the inner service gets ready: that wait is part of
-                // the load the limit bounds.
-                State::Ready(_) => return self.inner.poll_ready(cx).map_err(Into::into),
-                State::Refused(_) => return Poll::Ready(Ok(())),
             }
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         if !self.prioritize.before_call() {
-            let priority = self.prioritize.priority(&req);
-            let deadline = self.prioritize.deadline(&req);
-            let (permit, admit) = match admit(
-                &self.manager,
-                self.admission,
-                &self.queue,
-                priority,
-                deadline,
-            ) {
-                Admit::Now(permit) => (Some(permit), None),
-                Admit::Later(acquire) => (None, Some(acquire)),
-                Admit::Refused(refusal) => {
-                    return ResponseFuture {
-                        state: Response::Refused {
-                            error: Some(refusal.into_error()),
-                        },
-                    }
-                }
-            };
-            let started = permit.as_ref().map(|_| self.manager.runtime().now());
-            return ResponseFuture {
-                state: Response::Running {
-                    future: self.inner.call(req),
-                    admit,
-                    permit,
-                    classifier: self.classifier.clone(),
-                    timing: Some((self.manager.clone(), Arc::clone(&self.queue), started)),
-                },
-            };
+            return self.call_prioritized(req);
         }
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Ready(permit) => ResponseFuture {
                 state: Response::Running {
                     future: self.inner.call(req),
-                    admit: None,
                     permit: Some(permit),
                     classifier: self.classifier.clone(),
-                    timing: None,
                 },
             },
-            State::Refused(refusal) => ResponseFuture {
-                state: Response::Refused {
-                    error: Some(refusal.into_error()),
-                },
-            },
+            State::Refused(refusal) => ResponseFuture::refused(refusal),
             State::Idle | State::Acquiring(_) => {
                 panic!("AdaptiveConcurrency::call before poll_ready returned Ready(Ok(()))")
             }
+        }
+    }
+}
+
+impl<S, R: Runtime, C: Clone, P> AdaptiveConcurrency<S, R, C, P> {
+    /// `call` with a priority: the slot is taken in the request's class, now or in the
+    /// response future.
+    fn call_prioritized<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C, R>
+    where
+        S: Service<Req>,
+        P: Prioritize<Req>,
+    {
+        let priority = self.prioritize.priority(&req);
+        let deadline = self.prioritize.deadline(&req);
+        let (permit, admit, started) = match admit(
+            &self.manager,
+            &self.admission,
+            &self.queue,
+            priority,
+            deadline,
+        ) {
+            Admit::Now(permit) => {
+                let started = permit.now();
+                (Some(permit), None, Some(started))
+            }
+            Admit::Later(acquire) => (None, Some(acquire), None),
+            Admit::Refused(refusal) => return ResponseFuture::refused(refusal),
+        };
+        ResponseFuture {
+            state: Response::Prioritized {
+                future: self.inner.call(req),
+                admit,
+                permit,
+                classifier: self.classifier.clone(),
+                queue: Arc::clone(&self.queue),
+                started,
+            },
         }
     }
 }
@@ -476,24 +483,58 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F, C, R: Runtime> ResponseFuture<F, C, R> {
+    fn refused(refusal: Refusal) -> Self {
+        Self {
+            state: Response::Refused {
+                error: Some(refusal.into_error()),
+            },
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     #[project = ResponseProj]
     enum Response<F, C, R: Runtime> {
+        // The slot was taken in `poll_ready`: the plain path, which carries nothing the
+        // priority path needs.
         Running {
             #[pin]
             future: F,
-            // The wait for the slot, when it is taken in the response future; the inner future
-            // is not polled before it ends.
+            permit: Option<TaskPermit<R>>,
+            classifier: C,
+        },
+        // With a priority: the slot is taken here, and the call's service time feeds the
+        // queue's estimate (for deadlines).
+        Prioritized {
+            #[pin]
+            future: F,
+            // The wait for the slot; the inner future is not polled before it ends.
             admit: Option<Acquire<R>>,
             permit: Option<TaskPermit<R>>,
             classifier: C,
-            // The manager (for its clock), the queue's service-time estimate, and when the
-            // slot was taken.
-            timing: Option<(Manager<R>, Arc<WaitQueue>, Option<Duration>)>,
+            queue: Arc<WaitQueue>,
+            // When the slot was taken.
+            started: Option<Duration>,
         },
         Refused {
             error: Option<BoxError>,
         },
+    }
+}
+
+/// Ends the call's task as the classifier decides.
+#[inline]
+fn settle<R: Runtime, C: Classify<T, E>, T, E>(
+    permit: &mut Option<TaskPermit<R>>,
+    classifier: &C,
+    result: &Result<T, E>,
+) {
+    if let Some(permit) = permit.take() {
+        match classifier.classify(result) {
+            Outcome::Success => permit.success(),
+            Outcome::BackPressure => permit.failure(),
+        }
     }
 }
 
@@ -519,19 +560,27 @@ where
         match self.project().state.project() {
             ResponseProj::Running {
                 future,
+                permit,
+                classifier,
+            } => {
+                let result = ready!(future.poll(cx));
+                settle(permit, classifier, &result);
+                Poll::Ready(result.map_err(Into::into))
+            }
+            ResponseProj::Prioritized {
+                future,
                 admit,
                 permit,
                 classifier,
-                timing,
+                queue,
+                started,
             } => {
                 if let Some(acquire) = admit {
                     match ready!(acquire.as_mut().poll(cx)) {
                         Ok(slot) => {
+                            *started = Some(slot.now());
                             *permit = Some(slot);
                             *admit = None;
-                            if let Some((manager, _, started)) = timing {
-                                *started = Some(manager.runtime().now());
-                            }
                         }
                         Err(refusal) => {
                             *admit = None;
@@ -540,15 +589,10 @@ where
                     }
                 }
                 let result = ready!(future.poll(cx));
-                if let (Some((manager, queue, Some(started))), Ok(_)) = (timing.as_ref(), &result) {
-                    queue.record_service(manager.runtime().now().saturating_sub(*started));
+                if let (Some(slot), Some(started), Ok(_)) = (permit.as_ref(), *started, &result) {
+                    queue.record_service(slot.now().saturating_sub(started));
                 }
-                if let Some(permit) = permit.take() {
-                    match classifier.classify(&result) {
-                        Outcome::Success => permit.success(),
-                        Outcome::BackPressure => permit.failure(),
-                    }
-                }
+                settle(permit, classifier, &result);
                 Poll::Ready(result.map_err(Into::into))
             }
             ResponseProj::Refused { error } => Poll::Ready(Err(error
