@@ -38,21 +38,23 @@ pub struct TaskPermit<R: Runtime> {
 }
 
 impl<R: Runtime> TaskPermit<R> {
-    /// An admitted task's permit, not yet timed.
-    pub(super) fn new(inner: Arc<Inner<R>>, permit: DetachedPermit) -> Self {
+    /// An admitted task's permit, timed from `started` (if it is sampled).
+    #[inline(always)]
+    pub(super) fn new(
+        inner: Arc<Inner<R>>,
+        permit: DetachedPermit,
+        started: Option<Duration>,
+    ) -> Self {
         Self {
             inner,
             permit: Some(permit),
-            started: 0,
+            started: started.map_or(0, |now| {
+                u64::try_from(now.as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1)
+            }),
             recorded: AtomicBool::new(false),
         }
-    }
-
-    /// Times the task from `now`.
-    pub(super) fn start_timer(&mut self, now: Duration) {
-        self.started = u64::try_from(now.as_nanos())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
     }
 
     /// The manager's clock.
@@ -110,13 +112,18 @@ impl<R: Runtime> TaskPermit<R> {
         }
     }
 
+    /// Ends the task (a success if `ok`) and releases its slot, once: later calls and the drop
+    /// do nothing. In place, for a holder that keeps the permit until it is dropped (a tower
+    /// response future).
     #[inline]
-    pub(super) fn end(&mut self, ok: bool) {
+    pub(crate) fn end(&mut self, ok: bool) {
         if let Some(permit) = self.permit.take() {
             self.finish(permit, ok);
         }
     }
 
+    // Inlined into `success`, `failure` and the drop: the hot path of every task (a call here
+    // cost a frame of its own in the instruction counts).
     #[inline(always)]
     fn finish(&self, permit: DetachedPermit, ok: bool) {
         let i = &*self.inner;

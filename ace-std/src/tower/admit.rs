@@ -58,7 +58,7 @@ pub(super) fn admit<R: Runtime>(
 /// [`admit`] once no slot was free: a wait, or a refusal. Out of line, so that the fast path
 /// (inlined into `poll_ready` and `call`) carries none of its frame.
 #[inline(never)]
-fn wait_or_refuse<R: Runtime>(
+pub(super) fn wait_or_refuse<R: Runtime>(
     manager: &Manager<R>,
     admission: &Admission,
     queue: &Arc<WaitQueue>,

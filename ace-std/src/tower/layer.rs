@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use ace_core::{Priority, Runtime};
+use ace_core::{Priority, Runtime, TryAcquireError};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::admit::{admit, Acquire, Admit, Refusal};
+use super::admit::{admit, wait_or_refuse, Acquire, Admit, Refusal};
 use super::classify::{Classify, ErrorIsBackPressure, Outcome};
 use super::priority::{NoPriority, Prioritize};
 use super::queue::{Adaptive, WaitQueue};
@@ -283,19 +283,19 @@ impl<S, R: Runtime, C: Clone, P: Clone> Layer<S> for AdaptiveConcurrencyLayer<R,
             classifier: self.classifier.clone(),
             prioritize: self.prioritize.clone(),
             queue: Arc::clone(&self.queue),
+            slot: None,
             state: State::Idle,
         }
     }
 }
 
+/// How `poll_ready` stands while no slot is held.
 enum State<R: Runtime> {
     /// `poll_ready` has not started.
     Idle,
     /// Waiting for a slot. In a `Mutex` only to make the service `Sync` (axum asks for it):
     /// it is reached through `&mut self` and `get_mut`, never locked.
     Acquiring(Mutex<Acquire<R>>),
-    /// A slot is held for the next `call`.
-    Ready(TaskPermit<R>),
     /// The next `call` fails without reaching the inner service.
     Refused(Refusal),
 }
@@ -314,6 +314,9 @@ pub struct AdaptiveConcurrency<S, R: Runtime, C = ErrorIsBackPressure, P = NoPri
     classifier: C,
     prioritize: P,
     queue: Arc<WaitQueue>,
+    // The slot held for the next `call`. Apart from `state` so that the fast path writes an
+    // empty `Option` (no old state to drop) and `call` takes it with one test.
+    slot: Option<TaskPermit<R>>,
     state: State<R>,
 }
 
@@ -328,14 +331,33 @@ impl<S, R: Runtime, C, P> AdaptiveConcurrency<S, R, C, P> {
         &self.manager
     }
 
-    /// Starts waiting for a slot, or settles at once (shed, queue full, shut down).
+    /// Takes a slot now, or starts waiting for one, or settles the refusal (shed, queue full,
+    /// shut down).
     #[inline(always)]
-    fn start(&self) -> State<R> {
-        let queue = &self.queue;
-        match admit(&self.manager, &self.admission, queue, Priority::Normal, None) {
-            Admit::Now(permit) => State::Ready(permit),
-            Admit::Refused(refusal) => State::Refused(refusal),
-            Admit::Later(acquire) => State::Acquiring(Mutex::new(acquire)),
+    fn start(&mut self) {
+        // The fast path on its own: a slot now goes straight into `slot`.
+        match self.manager.try_admit(Priority::Normal) {
+            Ok(permit) => {
+                // `slot` is empty here: `get_or_insert` writes it without dropping an old one.
+                self.slot.get_or_insert(permit);
+            }
+            Err(TryAcquireError::Closed) => self.state = State::Refused(Refusal::Shutdown),
+            Err(_) => self.start_waiting(),
+        }
+    }
+
+    /// [`start`](Self::start) once no slot was free: a wait, or a refusal.
+    fn start_waiting(&mut self) {
+        match wait_or_refuse(
+            &self.manager,
+            &self.admission,
+            &self.queue,
+            Priority::Normal,
+            None,
+        ) {
+            Admit::Now(permit) => self.slot = Some(permit),
+            Admit::Refused(refusal) => self.state = State::Refused(refusal),
+            Admit::Later(acquire) => self.state = State::Acquiring(Mutex::new(acquire)),
         }
     }
 }
@@ -344,7 +366,7 @@ impl<S, R: Runtime, C, P> Drop for AdaptiveConcurrency<S, R, C, P> {
     fn drop(&mut self) {
         // A slot reserved by `poll_ready` and never called: readiness not used is no verdict on
         // the downstream, so it goes back quietly (a failure here would read as back-pressure).
-        if let State::Ready(permit) = std::mem::replace(&mut self.state, State::Idle) {
+        if let Some(permit) = self.slot.take() {
             permit.release();
         }
     }
@@ -359,6 +381,7 @@ impl<S: Clone, R: Runtime, C: Clone, P: Clone> Clone for AdaptiveConcurrency<S, 
             classifier: self.classifier.clone(),
             prioritize: self.prioritize.clone(),
             queue: Arc::clone(&self.queue),
+            slot: None,
             state: State::Idle,
         }
     }
@@ -366,11 +389,11 @@ impl<S: Clone, R: Runtime, C: Clone, P: Clone> Clone for AdaptiveConcurrency<S, 
 
 impl<S: fmt::Debug, R: Runtime, C, P> fmt::Debug for AdaptiveConcurrency<S, R, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Idle => "idle",
-            State::Acquiring(_) => "acquiring",
-            State::Ready(_) => "ready",
-            State::Refused(_) => "refused",
+        let state = match (&self.slot, &self.state) {
+            (Some(_), _) => "ready",
+            (None, State::Idle) => "idle",
+            (None, State::Acquiring(_)) => "acquiring",
+            (None, State::Refused(_)) => "refused",
         };
         f.debug_struct("AdaptiveConcurrency")
             .field("inner", &self.inner)
@@ -397,23 +420,25 @@ where
             // The slot is taken once the request's class is known, in the response future.
             return self.inner.poll_ready(cx).map_err(Into::into);
         }
-        if let State::Idle = self.state {
-            self.state = self.start();
-        }
         loop {
+            // The slot is held while the inner service gets ready: that wait is part of the load
+            // the limit bounds.
+            if self.slot.is_some() {
+                return self.inner.poll_ready(cx).map_err(Into::into);
+            }
             match &mut self.state {
-                // The slot is held while the inner service gets ready: that wait is part of
-                // the load the limit bounds.
-                State::Ready(_) => return self.inner.poll_ready(cx).map_err(Into::into),
-                State::Refused(_) => return Poll::Ready(Ok(())),
-                State::Idle => self.state = self.start(),
+                State::Idle => self.start(),
                 State::Acquiring(acquire) => {
                     let acquire = acquire.get_mut().unwrap_or_else(PoisonError::into_inner);
-                    self.state = match ready!(acquire.as_mut().poll(cx)) {
-                        Ok(permit) => State::Ready(permit),
-                        Err(refusal) => State::Refused(refusal),
-                    };
+                    match ready!(acquire.as_mut().poll(cx)) {
+                        Ok(permit) => {
+                            self.state = State::Idle;
+                            self.slot = Some(permit);
+                        }
+                        Err(refusal) => self.state = State::Refused(refusal),
+                    }
                 }
+                State::Refused(_) => return Poll::Ready(Ok(())),
             }
         }
     }
@@ -422,14 +447,16 @@ where
         if !self.prioritize.before_call() {
             return self.call_prioritized(req);
         }
-        match std::mem::replace(&mut self.state, State::Idle) {
-            State::Ready(permit) => ResponseFuture {
+        if let Some(permit) = self.slot.take() {
+            return ResponseFuture {
                 state: Response::Running {
                     future: self.inner.call(req),
-                    permit: Some(permit),
+                    permit,
                     classifier: self.classifier.clone(),
                 },
-            },
+            };
+        }
+        match std::mem::replace(&mut self.state, State::Idle) {
             State::Refused(refusal) => ResponseFuture::refused(refusal),
             State::Idle | State::Acquiring(_) => {
                 panic!("AdaptiveConcurrency::call before poll_ready returned Ready(Ok(()))")
@@ -501,7 +528,8 @@ pin_project_lite::pin_project! {
         Running {
             #[pin]
             future: F,
-            permit: Option<TaskPermit<R>>,
+            // Ended in place when the call completes (dropped unended: a failure).
+            permit: TaskPermit<R>,
             classifier: C,
         },
         // With a priority: the slot is taken here, and the call's service time feeds the
@@ -526,16 +554,14 @@ pin_project_lite::pin_project! {
 /// Ends the call's task as the classifier decides.
 #[inline]
 fn settle<R: Runtime, C: Classify<T, E>, T, E>(
-    permit: &mut Option<TaskPermit<R>>,
+    permit: &mut TaskPermit<R>,
     classifier: &C,
     result: &Result<T, E>,
 ) {
-    if let Some(permit) = permit.take() {
-        match classifier.classify(result) {
-            Outcome::Success => permit.success(),
-            Outcome::BackPressure => permit.failure(),
-        }
-    }
+    permit.end(match classifier.classify(result) {
+        Outcome::Success => true,
+        Outcome::BackPressure => false,
+    });
 }
 
 impl<F, C, R: Runtime> fmt::Debug for ResponseFuture<F, C, R> {
@@ -592,7 +618,9 @@ where
                 if let (Some(slot), Some(started), Ok(_)) = (permit.as_ref(), *started, &result) {
                     queue.record_service(slot.now().saturating_sub(started));
                 }
-                settle(permit, classifier, &result);
+                if let Some(permit) = permit {
+                    settle(permit, classifier, &result);
+                }
                 Poll::Ready(result.map_err(Into::into))
             }
             ResponseProj::Refused { error } => Poll::Ready(Err(error
