@@ -215,7 +215,9 @@ impl Controller {
         let tick = self.resolution;
         if let Some(base) = baseline {
             let base_s = base.max(tick).max(Duration::from_micros(1)).as_secs_f64();
-            if summary.p90.as_secs_f64() / base_s > tolerance {
+            // The epoch's own p90 must be over by more than its noise too.
+            let noise = 1.0 + 2.0 * p90_standard_error(summary);
+            if summary.p90.as_secs_f64() / base_s > tolerance * noise {
                 return Some(Stress::Latency {
                     latency: summary.p90,
                     baseline: base,
@@ -310,6 +312,19 @@ pub(super) fn standard_error(summary: &LatencySummary) -> f64 {
     let spread = (summary.p90.as_secs_f64() - summary.p50.as_secs_f64()).max(0.0) / 1.2816;
     let n = f64::from(summary.samples.max(1));
     spread / (mean * super::detector::sqrt(n))
+}
+
+/// The epoch p90's standard error relative to it: a normal's p90 estimated from n samples
+/// varies by `sqrt(0.9 × 0.1 / n) / φ(1.2816)` = 1.709 σ / √n, σ estimated as in
+/// [`standard_error`].
+pub(super) fn p90_standard_error(summary: &LatencySummary) -> f64 {
+    let p90 = summary.p90.as_secs_f64();
+    if p90 <= 0.0 {
+        return 0.0;
+    }
+    let spread = (p90 - summary.p50.as_secs_f64()).max(0.0) / 1.2816;
+    let n = f64::from(summary.samples.max(1));
+    1.709 * spread / (p90 * super::detector::sqrt(n))
 }
 
 /// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
