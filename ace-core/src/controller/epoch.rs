@@ -133,6 +133,7 @@ impl Controller {
             floor: self.floor.get(now),
             prior,
             in_flight_start,
+            in_flight_end: usage.in_flight,
             elapsed,
             overdue,
         })
