@@ -119,12 +119,17 @@ pub(super) fn wait_or_refuse<R: Runtime>(
     for class in shed {
         manager.note_refused(class);
     }
-    let (ticket, newest_first) = match join {
+    let (ticket, newest_first, timeout) = match join {
         Join::Full => return refuse(),
         Join::Queued {
             ticket,
             newest_first,
-        } => (ticket, newest_first),
+            max_wait,
+        } => (
+            ticket,
+            newest_first,
+            max_wait.map_or(timeout, |w| w.min(timeout)),
+        ),
     };
     let sleep = manager.runtime().sleep(timeout);
     let waiter = Waiter {

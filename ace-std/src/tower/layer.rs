@@ -42,9 +42,12 @@ pub enum Admission {
     /// [`Queue`](Self::Queue), adaptive (CoDel, per class): first in, first out while a class's
     /// queue drains; once even the shortest wait of a class over an `interval` was above
     /// `target`, its new calls join the front of the class (last in, first out), its calls that
-    /// have waited longer than `target` are refused, and so are its new calls while a more
-    /// important class waits: under overload the fresh calls, still worth answering, are served,
-    /// and the refused ones hear so quickly. The most important class (and a class under its
+    /// have waited longer than `target` are refused. A call of a lower class behind more
+    /// important calls or in a standing queue waits at most `target` (the class below the most
+    /// important; each class below it a quarter of the one above), and the least important
+    /// class is refused at once behind more important calls: under overload the fresh calls,
+    /// still worth answering, are served, the more important of the lower classes first, and
+    /// the refused ones hear so within `target`. The most important class (and a class under its
     /// guaranteed share) is never refused for a standing queue, only after `timeout`.
     AdaptiveQueue {
         /// Calls of this layer that may wait at once.
