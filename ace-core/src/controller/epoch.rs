@@ -7,8 +7,8 @@ use core::time::Duration;
 
 use super::detector::{secs, Ewma};
 use super::rules::{
-    climbing, gradient, little, resolved, rise, standard_error, Folded, Intent, Path,
-    FLOOR_MIN_SAMPLES, LAG_RATIO,
+    climbing, gradient, little, p90_standard_error, resolved, rise, standard_error, Folded, Intent,
+    Path, FLOOR_MIN_SAMPLES, LAG_RATIO,
 };
 use super::{Controller, Reason, Stress, MIN_EPOCH};
 use crate::{LatencySummary, Usage};
@@ -133,6 +133,7 @@ impl Controller {
             floor: self.floor.get(now),
             prior,
             in_flight_start,
+            in_flight_end: usage.in_flight,
             elapsed,
             overdue,
         })
@@ -161,8 +162,13 @@ impl Controller {
         let mean = summary.mean.as_secs_f64();
         // A handful of samples gives a p90 or a minimum far below the truth: the references
         // take epochs of `latency_min_samples` successes only.
+        // The lowest of many noisy p90s is biased low as the lowest mean is: each is stored
+        // two of its standard errors up (on a high-variance link, Erlang 2, a p90 of 10 tasks
+        // varies by a quarter; the lowest of a minute's epochs was half the true p90, and 1.5 ×
+        // of it read as stress at the knee's own latency).
         if summary.samples >= self.config.latency_min_samples {
-            self.baseline.insert(now, summary.p90);
+            let unbiased = summary.p90.as_secs_f64() * (1.0 + 2.0 * p90_standard_error(summary));
+            self.baseline.insert(now, secs(unbiased));
         }
         // The lowest of many noisy means is biased low by about two standard errors: store
         // each one two standard errors up, so the floor is the unloaded mean.

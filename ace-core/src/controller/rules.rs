@@ -19,6 +19,7 @@ pub(super) struct Folded {
     pub(super) prior: Option<Ewma>,
     // Tasks in flight when the epoch began, and its length (Little's law).
     pub(super) in_flight_start: usize,
+    pub(super) in_flight_end: usize,
     pub(super) elapsed: Duration,
     // Tasks in flight too long, if enough to be stress.
     pub(super) overdue: Option<Stress>,
@@ -215,7 +216,9 @@ impl Controller {
         let tick = self.resolution;
         if let Some(base) = baseline {
             let base_s = base.max(tick).max(Duration::from_micros(1)).as_secs_f64();
-            if summary.p90.as_secs_f64() / base_s > tolerance {
+            // The epoch's own p90 must be over by more than its noise too.
+            let noise = 1.0 + 2.0 * p90_standard_error(summary);
+            if summary.p90.as_secs_f64() / base_s > tolerance * noise {
                 return Some(Stress::Latency {
                     latency: summary.p90,
                     baseline: base,
@@ -312,6 +315,19 @@ pub(super) fn standard_error(summary: &LatencySummary) -> f64 {
     spread / (mean * super::detector::sqrt(n))
 }
 
+/// The epoch p90's standard error relative to it: a normal's p90 estimated from n samples
+/// varies by `sqrt(0.9 × 0.1 / n) / φ(1.2816)` = 1.709 σ / √n, σ estimated as in
+/// [`standard_error`].
+pub(super) fn p90_standard_error(summary: &LatencySummary) -> f64 {
+    let p90 = summary.p90.as_secs_f64();
+    if p90 <= 0.0 {
+        return 0.0;
+    }
+    let spread = (p90 - summary.p50.as_secs_f64()).max(0.0) / 1.2816;
+    let n = f64::from(summary.samples.max(1));
+    1.709 * spread / (p90 * super::detector::sqrt(n))
+}
+
 /// The mean is over the average by more than one deviation and [`CLIMB_FLOOR`].
 /// How far latency is over its reference, as the cut factor Gradient takes
 /// (`reference / observed`, in (0, 1]); 1 for a stress without one.
@@ -339,21 +355,27 @@ pub(super) fn gradient(stress: &Stress) -> f64 {
     }
 }
 
-/// Little's law over the epoch: the latency per task that the tasks in flight at its start
-/// imply (in flight × its length ÷ the tasks that ended in it), and the average of past epochs,
-/// in seconds.
+/// Little's law over the epoch: the latency per task that the tasks in flight imply (in flight ×
+/// the epoch's length ÷ the tasks that ended in it), and the average of past epochs, in seconds.
 ///
-/// Only for epochs about one average long (so the in-flight count at the start stands for the
-/// epoch), and below the 1,024 tasks an epoch where a manager starts timing one task in 2^k (the
-/// count would then be short).
+/// An epoch about one average long takes the count at its start, which stands for the epoch.
+/// A longer one (it waited for tasks: few ended, as when a queue or hung tasks hold the slots)
+/// takes the lower of the counts at its start and its end, so a level held throughout counts and
+/// a burst at one end does not. Only below the 1,024 tasks an epoch where a manager starts timing
+/// one task in 2^k (the count would then be short).
 pub(super) fn little(e: &Folded) -> Option<(f64, f64)> {
     let a = e.prior?;
     let total = e.summary.total();
     let elapsed = e.elapsed.as_secs_f64();
-    if !(QUEUE_MIN_IN_FLIGHT..=1024).contains(&e.in_flight_start)
+    let in_flight = if elapsed > 2.0 * a.mean {
+        e.in_flight_start.min(e.in_flight_end)
+    } else {
+        e.in_flight_start
+    };
+    if !(QUEUE_MIN_IN_FLIGHT..=1024).contains(&in_flight)
         || a.mean <= 0.0
         || total == 0
-        || elapsed > 2.0 * a.mean
+        || elapsed > 4.0 * a.mean
     {
         return None;
     }
@@ -361,7 +383,7 @@ pub(super) fn little(e: &Folded) -> Option<(f64, f64)> {
         clippy::cast_precision_loss,
         reason = "counts far below 2^52; a ratio needs no exactness"
     )]
-    let implied = e.in_flight_start as f64 * elapsed / total as f64;
+    let implied = in_flight as f64 * elapsed / total as f64;
     Some((implied, a.mean))
 }
 

@@ -710,3 +710,55 @@ pub fn run_scenario(s: &Scenario) -> Vec<Outcome> {
     add_goodput_ratios(&mut outcomes);
     outcomes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A downstream that refuses (in 1 ms) above 20 in flight, at 200 ms per success.
+    fn refusing(load: &str) -> Scenario {
+        let text = format!(
+            r#"
+            name = "accounting"
+            description = "errors are not goodput"
+            duration_s = 40
+            measure_from_s = 10
+            static_limits = [20, 100]
+            [downstream]
+            base_ms = 200
+            jitter = 0
+            errors_above = 20
+            error_rate = 1.0
+            error_ms = 1
+            {load}
+            "#
+        );
+        toml::from_str(&text).expect("valid scenario")
+    }
+
+    #[test]
+    fn goodput_counts_successes_only() {
+        // 200 requests/s offered; 20 in flight at 200 ms serve 100/s. A limit of 100 fails about
+        // half the offered requests: if failures counted, its goodput would read near 200/s.
+        let s = refusing("[load]\nkind = \"open\"\nrate = 200");
+        let o = run(&s, &Variant::Static(100), |_, _| {});
+        let (goodput, errors) = (o.metrics["goodput"], o.metrics["error_rate"]);
+        assert!(errors > 0.3, "error rate {errors}");
+        assert!(goodput <= 101.0, "goodput {goodput}/s counts failures");
+        assert!(goodput >= 90.0, "goodput {goodput}/s");
+        // Mean and p99 latency are the successes' alone (the failures took 1 ms).
+        assert!(o.metrics["p50_ms"] >= 199.0, "{:?}", o.metrics);
+    }
+
+    #[test]
+    fn a_batch_finishes_only_when_every_task_succeeded() {
+        // No retry: a task refused is lost, so a limit over the knee never finishes its batch,
+        // while the knee's own limit does.
+        let s = refusing("[load]\nkind = \"batch\"\nrequests = 200\ninterval_ms = 0");
+        let over = run(&s, &Variant::Static(100), |_, _| {});
+        assert!(over.metrics["finish_s"].is_infinite(), "{:?}", over.metrics);
+        let at = run(&s, &Variant::Static(20), |_, _| {});
+        let finish = at.metrics["finish_s"];
+        assert!((1.9..2.2).contains(&finish), "finish {finish} s");
+    }
+}
