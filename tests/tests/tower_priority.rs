@@ -335,10 +335,12 @@ fn critical_keeps_its_goodput_at_4x_overload_while_sheddable_absorbs_the_refusal
             "critical p99 {:?} > 1.5 x unloaded {unloaded_p99:?}",
             critical.ok_p99
         );
+        // Normal before Sheddable: a larger part of what it offered served (so a smaller part
+        // refused), with a margin.
         let share = |f: &Figures| f.ok as f64 / f.offered.max(1) as f64;
         assert!(
-            share(&normal) > share(&sheddable),
-            "normal served {:.2}, sheddable {:.2}",
+            share(&normal) >= 1.1 * share(&sheddable),
+            "normal served {:.3}, sheddable {:.3}",
             share(&normal),
             share(&sheddable)
         );
@@ -347,13 +349,11 @@ fn critical_keeps_its_goodput_at_4x_overload_while_sheddable_absorbs_the_refusal
             "total goodput {} < 0.9 x the static limit's {baseline_ok}",
             total.ok
         );
-        // Issue 20 asks for 10 ms; the refusals of a class that waited before its queue was
-        // judged standing come later (31 ms p99 here): bounded at half an unloaded call, as the
-        // one-class shedding test bounds its 503s.
-        let unloaded_p50 = quantile(unloaded.iter().map(|s| s.took).collect(), 0.5);
+        // A lower class waits at most the target (5 ms) behind more important calls or in a
+        // standing queue, so its refusal comes by then.
         assert!(
-            refused_p99 <= unloaded_p50 / 2,
-            "refusals took up to {refused_p99:?} (unloaded p50 {unloaded_p50:?})"
+            refused_p99 <= 10 * MS,
+            "refusals took up to {refused_p99:?} (p99)"
         );
         m.shutdown().await;
         plain.shutdown().await;

@@ -16,7 +16,7 @@ impl Semaphore {
     /// A permit was taken by class `class`: counted when shares need it.
     #[inline]
     pub(super) fn took(&self, class: usize) {
-        if self.shares.is_set() {
+        if self.counted {
             self.held[class].fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -25,7 +25,7 @@ impl Semaphore {
     /// order never sees a class holding more than it does).
     #[inline]
     pub(super) fn gave_back(&self, class: usize) {
-        if self.shares.is_set() {
+        if self.counted {
             self.held[class].fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -34,7 +34,7 @@ impl Semaphore {
     /// its guaranteed share, else the most important class waiting.
     #[inline]
     fn next_class(&self, queue: &Queue) -> Option<usize> {
-        if self.shares.is_set() {
+        if self.counted {
             let limit = self.limit.load(Ordering::Acquire);
             let starved = (0..CLASSES).find(|&c| {
                 queue.len_of(c) != 0

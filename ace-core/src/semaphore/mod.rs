@@ -166,6 +166,8 @@ pub struct Semaphore {
     waiting: AtomicUsize,
     queue: Mutex<Queue>,
     shares: Shares,
+    // `shares.is_set()`, computed once: the fast path tests one flag rather than every class.
+    counted: bool,
     // Permits held per class, counted only when `shares` is set (the serving order needs them).
     held: [AtomicUsize; CLASSES],
 }
@@ -243,6 +245,7 @@ impl Semaphore {
                 limit: AtomicUsize::new(limit),
                 waiting: AtomicUsize::new(0),
                 queue: Mutex::new(Queue::new()),
+                counted: shares.is_set(),
                 shares,
                 held: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)],
             }

@@ -385,11 +385,11 @@ impl<R: Runtime> Manager<R> {
 
     /// [`try_acquire_with`](Self::try_acquire_with) without counting a refusal: for a caller
     /// that waits when this fails.
+    #[inline]
     pub(crate) fn try_admit(&self, priority: Priority) -> Result<TaskPermit<R>, TryAcquireError> {
         let inner = &self.inner;
-        if inner.closing.load(Ordering::Relaxed) {
-            return Err(TryAcquireError::Closed);
-        }
+        // No early look at `closing`: `shutdown` closes the semaphore right after setting it, and
+        // `admit` refuses a slot taken in between.
         let permit = inner.sem.try_acquire_with(priority)?.detach();
         inner.classes.admitted(priority, None);
         self.admit(permit).ok_or(TryAcquireError::Closed)
@@ -424,21 +424,30 @@ impl<R: Runtime> Manager<R> {
 
     /// Counts an acquired slot as an admitted task, or gives it back if shutdown began
     /// meanwhile (it did not see this task, so the task must not run).
+    #[inline(always)]
     fn admit(&self, permit: DetachedPermit) -> Option<TaskPermit<R>> {
         let inner = &self.inner;
         let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
-        let mut task = TaskPermit::new(Arc::clone(inner), permit);
-        // SeqCst pairs with `shutdown`'s store and loads, as in `run`. Ending the untimed
-        // permit balances the count and records nothing (neither a sample nor a failure).
+        // SeqCst pairs with `shutdown`'s store and loads, as in `run`.
         if inner.closing.load(Ordering::SeqCst) {
-            task.end(true);
+            self.admitted_after_shutdown(permit);
             return None;
         }
         note_admission(inner);
-        if inner.latency.is_some() && inner.counters.sampled(seq) {
-            task.start_timer(inner.runtime.now());
-        }
-        Some(task)
+        // The permit is built in one piece at the end: the fast path moves it once.
+        let started = if inner.latency.is_some() && inner.counters.sampled(seq) {
+            Some(inner.runtime.now())
+        } else {
+            None
+        };
+        Some(TaskPermit::new(Arc::clone(inner), permit, started))
+    }
+
+    /// Ends a task counted as admitted after shutdown began: ending the untimed permit balances
+    /// the count and records nothing (neither a sample nor a failure).
+    #[cold]
+    fn admitted_after_shutdown(&self, permit: DetachedPermit) {
+        TaskPermit::new(Arc::clone(&self.inner), permit, None).end(true);
     }
 
     /// Runs `fut` as a task of the executor once it has a slot; the handle yields its output.

@@ -26,36 +26,41 @@ pub struct TaskPermit<R: Runtime> {
     // The one `Arc` the permit holds: the semaphore's permit goes back through `inner.sem`
     // (an `OwnedPermit` would clone and drop a second `Arc` on every task).
     inner: Arc<Inner<R>>,
-    // `None` once given back.
+    // `None` once the task ended or the slot went back: one field says both, so ending checks
+    // one thing (a `success` followed by the drop's `end` costs a compare).
     permit: Option<DetachedPermit>,
-    started: Option<Duration>,
+    // When the task was admitted, in nanoseconds of the manager's clock plus one; 0 if it is not
+    // timed. A plain word rather than an `Option<Duration>` keeps the permit at 24 bytes, which
+    // it is moved as (from the semaphore to the caller, into a tower response future) on every
+    // task.
+    started: u64,
     recorded: AtomicBool,
-    ended: bool,
 }
 
 impl<R: Runtime> TaskPermit<R> {
-    /// An admitted task's permit, not yet timed.
-    pub(super) fn new(inner: Arc<Inner<R>>, permit: DetachedPermit) -> Self {
+    /// An admitted task's permit, timed from `started` (if it is sampled).
+    #[inline(always)]
+    pub(super) fn new(
+        inner: Arc<Inner<R>>,
+        permit: DetachedPermit,
+        started: Option<Duration>,
+    ) -> Self {
         Self {
             inner,
             permit: Some(permit),
-            started: None,
+            started: started.map_or(0, |now| {
+                u64::try_from(now.as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1)
+            }),
             recorded: AtomicBool::new(false),
-            ended: false,
         }
     }
 
-    /// Times the task from `now`.
-    pub(super) fn start_timer(&mut self, now: Duration) {
-        self.started = Some(now);
-    }
-
-    /// Returns the semaphore's permit (once).
-    #[inline]
-    fn give_back(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            self.inner.sem.release_detached(permit);
-        }
+    /// The manager's clock.
+    #[cfg(feature = "tower")]
+    pub(crate) fn now(&self) -> Duration {
+        self.inner.runtime.now()
     }
 }
 
@@ -78,12 +83,14 @@ impl<R: Runtime> TaskPermit<R> {
 
     /// Ends the task as a success and releases its slot. If nothing was recorded, the time
     /// since admission is one sample.
+    #[inline]
     pub fn success(mut self) {
         self.end(true);
     }
 
     /// Ends the task as a failure and releases its slot. If nothing was recorded, it counts
     /// one failure.
+    #[inline]
     pub fn failure(mut self) {
         self.end(false);
     }
@@ -93,9 +100,11 @@ impl<R: Runtime> TaskPermit<R> {
     /// stream with no item yet), as tower's `ConcurrencyLimit` drops its permit.
     #[cfg(feature = "tower")]
     pub(crate) fn release(mut self) {
-        self.ended = true;
-        self.give_back();
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
         let i = &*self.inner;
+        i.sem.release_detached(permit);
         // Un-admit rather than finish: `shutdown` waits for `admitted == finished`.
         i.admitted.0.fetch_sub(1, Ordering::SeqCst);
         if i.closing.load(Ordering::SeqCst) {
@@ -103,20 +112,32 @@ impl<R: Runtime> TaskPermit<R> {
         }
     }
 
-    pub(super) fn end(&mut self, ok: bool) {
-        if self.ended {
-            return;
+    /// Ends the task (a success if `ok`) and releases its slot, once: later calls and the drop
+    /// do nothing. In place, for a holder that keeps the permit until it is dropped (a tower
+    /// response future).
+    #[inline]
+    pub(crate) fn end(&mut self, ok: bool) {
+        if let Some(permit) = self.permit.take() {
+            self.finish(permit, ok);
         }
-        self.ended = true;
+    }
+
+    // Inlined into `success`, `failure` and the drop: the hot path of every task (a call here
+    // cost a frame of its own in the instruction counts).
+    #[inline(always)]
+    fn finish(&self, permit: DetachedPermit, ok: bool) {
         let i = &*self.inner;
         // Recorded attempts stand in for the task's own sample.
-        let started = self
-            .started
-            .filter(|_| !self.recorded.load(Ordering::Relaxed));
+        let started = match self.started {
+            0 => None,
+            _ if self.recorded.load(Ordering::Relaxed) => None,
+            plus_one => Some(Duration::from_nanos(plus_one - 1)),
+        };
         i.count_end(started, ok);
         // Release before telling a shutdown waiter, so that `in_flight` reads 0 once it wakes.
-        self.give_back();
-        let i = &*self.inner;
+        i.sem.release_detached(permit);
+        // SeqCst pairs with `shutdown`'s store of `closing` and its loads of the counters: either
+        // this load sees `closing` or `shutdown` sees this task's `finished`.
         if i.closing.load(Ordering::SeqCst) {
             i.idle.notify(usize::MAX);
         }

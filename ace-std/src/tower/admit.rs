@@ -40,18 +40,32 @@ pub(super) enum Admit<R: Runtime> {
 }
 
 /// Decides a call's admission in class `priority` with `deadline` left, under `admission`.
+#[inline]
 pub(super) fn admit<R: Runtime>(
     manager: &Manager<R>,
-    admission: Admission,
+    admission: &Admission,
     queue: &Arc<WaitQueue>,
     priority: Priority,
     deadline: Option<Duration>,
 ) -> Admit<R> {
     match manager.try_admit(priority) {
-        Ok(permit) => return Admit::Now(permit),
-        Err(TryAcquireError::Closed) => return Admit::Refused(Refusal::Shutdown),
-        Err(_) => {}
+        Ok(permit) => Admit::Now(permit),
+        Err(TryAcquireError::Closed) => Admit::Refused(Refusal::Shutdown),
+        Err(_) => wait_or_refuse(manager, admission, queue, priority, deadline),
     }
+}
+
+/// [`admit`] once no slot was free: a wait, or a refusal. Out of line, so that the fast path
+/// (inlined into `poll_ready` and `call`) carries none of its frame.
+#[inline(never)]
+pub(super) fn wait_or_refuse<R: Runtime>(
+    manager: &Manager<R>,
+    admission: &Admission,
+    queue: &Arc<WaitQueue>,
+    priority: Priority,
+    deadline: Option<Duration>,
+) -> Admit<R> {
+    let admission = *admission;
     let refuse = || {
         manager.note_refused(priority);
         Admit::Refused(Refusal::Overloaded)
@@ -105,12 +119,17 @@ pub(super) fn admit<R: Runtime>(
     for class in shed {
         manager.note_refused(class);
     }
-    let (ticket, newest_first) = match join {
+    let (ticket, newest_first, timeout) = match join {
         Join::Full => return refuse(),
         Join::Queued {
             ticket,
             newest_first,
-        } => (ticket, newest_first),
+            max_wait,
+        } => (
+            ticket,
+            newest_first,
+            max_wait.map_or(timeout, |w| w.min(timeout)),
+        ),
     };
     let sleep = manager.runtime().sleep(timeout);
     let waiter = Waiter {

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use ace_core::{Priority, Runtime};
+use ace_core::{Priority, Runtime, TryAcquireError};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::admit::{admit, Acquire, Admit, Refusal};
+use super::admit::{admit, wait_or_refuse, Acquire, Admit, Refusal};
 use super::classify::{Classify, ErrorIsBackPressure, Outcome};
 use super::priority::{NoPriority, Prioritize};
 use super::queue::{Adaptive, WaitQueue};
@@ -42,9 +42,12 @@ pub enum Admission {
     /// [`Queue`](Self::Queue), adaptive (CoDel, per class): first in, first out while a class's
     /// queue drains; once even the shortest wait of a class over an `interval` was above
     /// `target`, its new calls join the front of the class (last in, first out), its calls that
-    /// have waited longer than `target` are refused, and so are its new calls while a more
-    /// important class waits: under overload the fresh calls, still worth answering, are served,
-    /// and the refused ones hear so quickly. The most important class (and a class under its
+    /// have waited longer than `target` are refused. A call of a lower class behind more
+    /// important calls or in a standing queue waits at most `target` (the class below the most
+    /// important; each class below it a quarter of the one above), and the least important
+    /// class is refused at once behind more important calls: under overload the fresh calls,
+    /// still worth answering, are served, the more important of the lower classes first, and
+    /// the refused ones hear so within `target`. The most important class (and a class under its
     /// guaranteed share) is never refused for a standing queue, only after `timeout`.
     AdaptiveQueue {
         /// Calls of this layer that may wait at once.
@@ -283,19 +286,19 @@ impl<S, R: Runtime, C: Clone, P: Clone> Layer<S> for AdaptiveConcurrencyLayer<R,
             classifier: self.classifier.clone(),
             prioritize: self.prioritize.clone(),
             queue: Arc::clone(&self.queue),
+            slot: None,
             state: State::Idle,
         }
     }
 }
 
+/// How `poll_ready` stands while no slot is held.
 enum State<R: Runtime> {
     /// `poll_ready` has not started.
     Idle,
     /// Waiting for a slot. In a `Mutex` only to make the service `Sync` (axum asks for it):
     /// it is reached through `&mut self` and `get_mut`, never locked.
     Acquiring(Mutex<Acquire<R>>),
-    /// A slot is held for the next `call`.
-    Ready(TaskPermit<R>),
     /// The next `call` fails without reaching the inner service.
     Refused(Refusal),
 }
@@ -314,6 +317,9 @@ pub struct AdaptiveConcurrency<S, R: Runtime, C = ErrorIsBackPressure, P = NoPri
     classifier: C,
     prioritize: P,
     queue: Arc<WaitQueue>,
+    // The slot held for the next `call`. Apart from `state` so that the fast path writes an
+    // empty `Option` (no old state to drop) and `call` takes it with one test.
+    slot: Option<TaskPermit<R>>,
     state: State<R>,
 }
 
@@ -328,13 +334,33 @@ impl<S, R: Runtime, C, P> AdaptiveConcurrency<S, R, C, P> {
         &self.manager
     }
 
-    /// Starts waiting for a slot, or settles at once (shed, queue full, shut down).
-    fn start(&mut self) -> State<R> {
-        let queue = &self.queue;
-        match admit(&self.manager, self.admission, queue, Priority::Normal, None) {
-            Admit::Now(permit) => State::Ready(permit),
-            Admit::Refused(refusal) => State::Refused(refusal),
-            Admit::Later(acquire) => State::Acquiring(Mutex::new(acquire)),
+    /// Takes a slot now, or starts waiting for one, or settles the refusal (shed, queue full,
+    /// shut down).
+    #[inline(always)]
+    fn start(&mut self) {
+        // The fast path on its own: a slot now goes straight into `slot`.
+        match self.manager.try_admit(Priority::Normal) {
+            Ok(permit) => {
+                // `slot` is empty here: `get_or_insert` writes it without dropping an old one.
+                self.slot.get_or_insert(permit);
+            }
+            Err(TryAcquireError::Closed) => self.state = State::Refused(Refusal::Shutdown),
+            Err(_) => self.start_waiting(),
+        }
+    }
+
+    /// [`start`](Self::start) once no slot was free: a wait, or a refusal.
+    fn start_waiting(&mut self) {
+        match wait_or_refuse(
+            &self.manager,
+            &self.admission,
+            &self.queue,
+            Priority::Normal,
+            None,
+        ) {
+            Admit::Now(permit) => self.slot = Some(permit),
+            Admit::Refused(refusal) => self.state = State::Refused(refusal),
+            Admit::Later(acquire) => self.state = State::Acquiring(Mutex::new(acquire)),
         }
     }
 }
@@ -343,7 +369,7 @@ impl<S, R: Runtime, C, P> Drop for AdaptiveConcurrency<S, R, C, P> {
     fn drop(&mut self) {
         // A slot reserved by `poll_ready` and never called: readiness not used is no verdict on
         // the downstream, so it goes back quietly (a failure here would read as back-pressure).
-        if let State::Ready(permit) = std::mem::replace(&mut self.state, State::Idle) {
+        if let Some(permit) = self.slot.take() {
             permit.release();
         }
     }
@@ -358,6 +384,7 @@ impl<S: Clone, R: Runtime, C: Clone, P: Clone> Clone for AdaptiveConcurrency<S, 
             classifier: self.classifier.clone(),
             prioritize: self.prioritize.clone(),
             queue: Arc::clone(&self.queue),
+            slot: None,
             state: State::Idle,
         }
     }
@@ -365,11 +392,11 @@ impl<S: Clone, R: Runtime, C: Clone, P: Clone> Clone for AdaptiveConcurrency<S, 
 
 impl<S: fmt::Debug, R: Runtime, C, P> fmt::Debug for AdaptiveConcurrency<S, R, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Idle => "idle",
-            State::Acquiring(_) => "acquiring",
-            State::Ready(_) => "ready",
-            State::Refused(_) => "refused",
+        let state = match (&self.slot, &self.state) {
+            (Some(_), _) => "ready",
+            (None, State::Idle) => "idle",
+            (None, State::Acquiring(_)) => "acquiring",
+            (None, State::Refused(_)) => "refused",
         };
         f.debug_struct("AdaptiveConcurrency")
             .field("inner", &self.inner)
@@ -397,18 +424,23 @@ where
             return self.inner.poll_ready(cx).map_err(Into::into);
         }
         loop {
+            // The slot is held while the inner service gets ready: that wait is part of the load
+            // the limit bounds.
+            if self.slot.is_some() {
+                return self.inner.poll_ready(cx).map_err(Into::into);
+            }
             match &mut self.state {
-                State::Idle => self.state = self.start(),
+                State::Idle => self.start(),
                 State::Acquiring(acquire) => {
                     let acquire = acquire.get_mut().unwrap_or_else(PoisonError::into_inner);
-                    self.state = match ready!(acquire.as_mut().poll(cx)) {
-                        Ok(permit) => State::Ready(permit),
-                        Err(refusal) => State::Refused(refusal),
-                    };
+                    match ready!(acquire.as_mut().poll(cx)) {
+                        Ok(permit) => {
+                            self.state = State::Idle;
+                            self.slot = Some(permit);
+                        }
+                        Err(refusal) => self.state = State::Refused(refusal),
+                    }
                 }
-                // The slot is held while the inner service gets ready: that wait is part of
-                // the load the limit bounds.
-                State::Ready(_) => return self.inner.poll_ready(cx).map_err(Into::into),
                 State::Refused(_) => return Poll::Ready(Ok(())),
             }
         }
@@ -416,54 +448,59 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         if !self.prioritize.before_call() {
-            let priority = self.prioritize.priority(&req);
-            let deadline = self.prioritize.deadline(&req);
-            let (permit, admit) = match admit(
-                &self.manager,
-                self.admission,
-                &self.queue,
-                priority,
-                deadline,
-            ) {
-                Admit::Now(permit) => (Some(permit), None),
-                Admit::Later(acquire) => (None, Some(acquire)),
-                Admit::Refused(refusal) => {
-                    return ResponseFuture {
-                        state: Response::Refused {
-                            error: Some(refusal.into_error()),
-                        },
-                    }
-                }
-            };
-            let started = permit.as_ref().map(|_| self.manager.runtime().now());
+            return self.call_prioritized(req);
+        }
+        if let Some(permit) = self.slot.take() {
             return ResponseFuture {
                 state: Response::Running {
                     future: self.inner.call(req),
-                    admit,
                     permit,
                     classifier: self.classifier.clone(),
-                    timing: Some((self.manager.clone(), Arc::clone(&self.queue), started)),
                 },
             };
         }
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Ready(permit) => ResponseFuture {
-                state: Response::Running {
-                    future: self.inner.call(req),
-                    admit: None,
-                    permit: Some(permit),
-                    classifier: self.classifier.clone(),
-                    timing: None,
-                },
-            },
-            State::Refused(refusal) => ResponseFuture {
-                state: Response::Refused {
-                    error: Some(refusal.into_error()),
-                },
-            },
+            State::Refused(refusal) => ResponseFuture::refused(refusal),
             State::Idle | State::Acquiring(_) => {
                 panic!("AdaptiveConcurrency::call before poll_ready returned Ready(Ok(()))")
             }
+        }
+    }
+}
+
+impl<S, R: Runtime, C: Clone, P> AdaptiveConcurrency<S, R, C, P> {
+    /// `call` with a priority: the slot is taken in the request's class, now or in the
+    /// response future.
+    fn call_prioritized<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C, R>
+    where
+        S: Service<Req>,
+        P: Prioritize<Req>,
+    {
+        let priority = self.prioritize.priority(&req);
+        let deadline = self.prioritize.deadline(&req);
+        let (permit, admit, started) = match admit(
+            &self.manager,
+            &self.admission,
+            &self.queue,
+            priority,
+            deadline,
+        ) {
+            Admit::Now(permit) => {
+                let started = permit.now();
+                (Some(permit), None, Some(started))
+            }
+            Admit::Later(acquire) => (None, Some(acquire), None),
+            Admit::Refused(refusal) => return ResponseFuture::refused(refusal),
+        };
+        ResponseFuture {
+            state: Response::Prioritized {
+                future: self.inner.call(req),
+                admit,
+                permit,
+                classifier: self.classifier.clone(),
+                queue: Arc::clone(&self.queue),
+                started,
+            },
         }
     }
 }
@@ -476,25 +513,58 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F, C, R: Runtime> ResponseFuture<F, C, R> {
+    fn refused(refusal: Refusal) -> Self {
+        Self {
+            state: Response::Refused {
+                error: Some(refusal.into_error()),
+            },
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     #[project = ResponseProj]
     enum Response<F, C, R: Runtime> {
+        // The slot was taken in `poll_ready`: the plain path, which carries nothing the
+        // priority path needs.
         Running {
             #[pin]
             future: F,
-            // The wait for the slot, when it is taken in the response future; the inner future
-            // is not polled before it ends.
+            // Ended in place when the call completes (dropped unended: a failure).
+            permit: TaskPermit<R>,
+            classifier: C,
+        },
+        // With a priority: the slot is taken here, and the call's service time feeds the
+        // queue's estimate (for deadlines).
+        Prioritized {
+            #[pin]
+            future: F,
+            // The wait for the slot; the inner future is not polled before it ends.
             admit: Option<Acquire<R>>,
             permit: Option<TaskPermit<R>>,
             classifier: C,
-            // The manager (for its clock), the queue's service-time estimate, and when the
-            // slot was taken.
-            timing: Option<(Manager<R>, Arc<WaitQueue>, Option<Duration>)>,
+            queue: Arc<WaitQueue>,
+            // When the slot was taken.
+            started: Option<Duration>,
         },
         Refused {
             error: Option<BoxError>,
         },
     }
+}
+
+/// Ends the call's task as the classifier decides.
+#[inline]
+fn settle<R: Runtime, C: Classify<T, E>, T, E>(
+    permit: &mut TaskPermit<R>,
+    classifier: &C,
+    result: &Result<T, E>,
+) {
+    permit.end(match classifier.classify(result) {
+        Outcome::Success => true,
+        Outcome::BackPressure => false,
+    });
 }
 
 impl<F, C, R: Runtime> fmt::Debug for ResponseFuture<F, C, R> {
@@ -519,19 +589,27 @@ where
         match self.project().state.project() {
             ResponseProj::Running {
                 future,
+                permit,
+                classifier,
+            } => {
+                let result = ready!(future.poll(cx));
+                settle(permit, classifier, &result);
+                Poll::Ready(result.map_err(Into::into))
+            }
+            ResponseProj::Prioritized {
+                future,
                 admit,
                 permit,
                 classifier,
-                timing,
+                queue,
+                started,
             } => {
                 if let Some(acquire) = admit {
                     match ready!(acquire.as_mut().poll(cx)) {
                         Ok(slot) => {
+                            *started = Some(slot.now());
                             *permit = Some(slot);
                             *admit = None;
-                            if let Some((manager, _, started)) = timing {
-                                *started = Some(manager.runtime().now());
-                            }
                         }
                         Err(refusal) => {
                             *admit = None;
@@ -540,14 +618,11 @@ where
                     }
                 }
                 let result = ready!(future.poll(cx));
-                if let (Some((manager, queue, Some(started))), Ok(_)) = (timing.as_ref(), &result) {
-                    queue.record_service(manager.runtime().now().saturating_sub(*started));
+                if let (Some(slot), Some(started), Ok(_)) = (permit.as_ref(), *started, &result) {
+                    queue.record_service(slot.now().saturating_sub(started));
                 }
-                if let Some(permit) = permit.take() {
-                    match classifier.classify(&result) {
-                        Outcome::Success => permit.success(),
-                        Outcome::BackPressure => permit.failure(),
-                    }
+                if let Some(permit) = permit {
+                    settle(permit, classifier, &result);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -95,10 +95,12 @@ pub(super) struct WaitQueue {
 
 /// How a queue's joining went.
 pub(super) enum Join {
-    /// Queued; `newest_first` if the queue is overloaded (join the front of the class).
+    /// Queued; `newest_first` if the queue is overloaded (join the front of the class), and
+    /// then refused once it has waited `max_wait` (the target) without a slot.
     Queued {
         ticket: Arc<Ticket>,
         newest_first: bool,
+        max_wait: Option<Duration>,
     },
     /// Full, and nobody less important to push out.
     Full,
@@ -127,6 +129,7 @@ impl WaitQueue {
         let mut shed = Vec::new();
         let mut waiting = lock(&self.waiting);
         let mut newest_first = false;
+        let mut max_wait = None;
         if let Some(a) = adaptive {
             let rank = class.rank();
             if let Some(oldest) = waiting.classes[rank].front().map(|t| t.since) {
@@ -136,15 +139,24 @@ impl WaitQueue {
             // wait is the service's own granularity, and newest-first would only stretch its tail.
             newest_first = rank > 0 && waiting.codel[rank].overloaded;
             Self::shed_stale(&mut waiting, now, a.target, under_share, &mut shed);
-            // Overloaded (here or above: a class is never refused before a less important one),
-            // and more important calls wait: this class is refused first (it would only wait to
-            // be refused), unless it is under its guaranteed share.
+            // A call below the most important class (and not under its guaranteed share),
+            // joining a standing queue (here or above: a class is never refused before a less
+            // important one) or behind more important calls, would be served only by a slot that
+            // none of those want. The least important class is refused at once behind more
+            // important calls (it would only wait to be refused); the next class below the most
+            // important waits the target, each class below it a quarter of the one above (of
+            // three classes: Normal 5 ms, Sheddable 1.25 ms of a 5 ms target), so a freed slot
+            // finds the more important of two lower classes waiting more often even when the
+            // less important one arrives more often; and a refusal is heard by then, from the
+            // caller's own timer, not when the queue next moves.
             let overloaded = waiting.codel[..=rank].iter().any(|c| c.overloaded);
-            if overloaded
-                && !under_share[rank]
-                && waiting.classes[..rank].iter().any(|c| !c.is_empty())
-            {
-                return (Join::Full, shed);
+            let ahead = waiting.classes[..rank].iter().any(|c| !c.is_empty());
+            if rank > 0 && !under_share[rank] && (overloaded || ahead) {
+                let lower = Priority::ALL.len() - 1;
+                if rank == lower && ahead {
+                    return (Join::Full, shed);
+                }
+                max_wait = Some(a.target / 4u32.pow(u32::try_from(rank - 1).unwrap_or(0)));
             }
         }
         if waiting.len() >= max_waiting {
@@ -182,6 +194,7 @@ impl WaitQueue {
             Join::Queued {
                 ticket,
                 newest_first,
+                max_wait,
             },
             shed,
         )
@@ -251,10 +264,19 @@ impl WaitQueue {
         if let Some(i) = class.iter().position(|t| Arc::ptr_eq(t, ticket)) {
             class.remove(i);
         }
-        if let (true, Some(a)) = (admitted, adaptive) {
-            let wait = now.saturating_sub(ticket.since);
-            waiting.codel[rank].sample(wait, now, a.target, a.interval);
-            Self::shed_stale(&mut waiting, now, a.target, under_share, &mut shed);
+        match (admitted, adaptive) {
+            (true, Some(a)) => {
+                let wait = now.saturating_sub(ticket.since);
+                waiting.codel[rank].sample(wait, now, a.target, a.interval);
+                Self::shed_stale(&mut waiting, now, a.target, under_share, &mut shed);
+            }
+            // Refused by its own timer after the target in a standing queue: a shed, which keeps
+            // the verdict (as `shed_stale`'s do).
+            (false, Some(a)) if now.saturating_sub(ticket.since) >= a.target => {
+                let codel = &mut waiting.codel[rank];
+                codel.shed |= codel.overloaded;
+            }
+            _ => {}
         }
         shed
     }
@@ -301,6 +323,7 @@ mod tests {
                 Join::Queued {
                     ticket,
                     newest_first,
+                    ..
                 },
                 shed,
             ) => (ticket, newest_first, shed),
@@ -353,6 +376,40 @@ mod tests {
         assert!(q.leave(&t, NONE, 376 * MS, true, a).is_empty());
         let (_, newest_first, _) = queued(q.join(Priority::Normal, NONE, 380 * MS, 10, a));
         assert!(!newest_first);
+    }
+
+    #[test]
+    fn should_bound_a_lower_class_wait_behind_more_important_calls() {
+        let q = WaitQueue::default();
+        let a = Some(Adaptive {
+            target: 4 * MS,
+            interval: 100 * MS,
+        });
+        let max_wait = |join| match join {
+            (Join::Queued { max_wait, .. }, _) => Some(max_wait),
+            (Join::Full, _) => None,
+        };
+        // Nothing ahead and nothing standing: up to the timeout (no cap of its own).
+        assert_eq!(
+            max_wait(q.join(Priority::Sheddable, NONE, MS, 10, a)),
+            Some(None)
+        );
+        assert_eq!(
+            max_wait(q.join(Priority::Critical, NONE, MS, 10, a)),
+            Some(None)
+        );
+        // Behind a Critical call: Normal waits the target, Sheddable is refused at once ...
+        assert_eq!(
+            max_wait(q.join(Priority::Normal, NONE, MS, 10, a)),
+            Some(Some(4 * MS))
+        );
+        assert_eq!(max_wait(q.join(Priority::Sheddable, NONE, MS, 10, a)), None);
+        // ... unless under its guaranteed share.
+        let under = [false, false, true];
+        assert_eq!(
+            max_wait(q.join(Priority::Sheddable, under, MS, 10, a)),
+            Some(None)
+        );
     }
 
     #[test]
