@@ -365,7 +365,7 @@ mod blocking {
     use std::thread;
     use std::time::Duration;
 
-    use ace_core::{AcquireError, AcquireTimeoutError, Semaphore};
+    use ace_core::{AcquireError, AcquireTimeoutError, Priority, Semaphore};
 
     #[test]
     fn should_never_exceed_the_limit_across_threads() {
@@ -416,6 +416,40 @@ mod blocking {
             AcquireTimeoutError::Timeout.to_string(),
             "timed out waiting for a permit"
         );
+    }
+
+    #[test]
+    fn should_serve_a_blocked_critical_thread_before_an_earlier_sheddable_one() {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = sem.try_acquire().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for (n, priority) in [Priority::Sheddable, Priority::Critical]
+            .into_iter()
+            .enumerate()
+        {
+            let (mine, tx) = (Arc::clone(&sem), tx.clone());
+            threads.push(thread::spawn(move || {
+                let permit = mine.blocking_acquire_with(priority).unwrap();
+                tx.send(permit.priority()).unwrap();
+            }));
+            // Bounded: the thread queues at once.
+            for _ in 0..10_000 {
+                if sem.waiting() == n + 1 {
+                    break;
+                }
+                thread::sleep(Duration::from_micros(100));
+            }
+            assert_eq!(sem.waiting(), n + 1, "the thread queued");
+        }
+        drop(held);
+        let watchdog = Duration::from_secs(10);
+        let first = rx.recv_timeout(watchdog).expect("a thread got the permit");
+        let second = rx.recv_timeout(watchdog).expect("the other got it next");
+        assert_eq!((first, second), (Priority::Critical, Priority::Sheddable));
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use futures_lite::FutureExt;
 
 use crate::log::{DecisionLog, EpochLogging, HoldLogging};
 use crate::signals::{LagProbe, Merge, SystemSignals};
-use crate::stats::DecisionCounters;
+use crate::stats::{ClassProbe, DecisionCounters};
 use crate::util::{clamp_to_permits, lock, panic_message, DynSource};
 
 /// Failed readings parked by a source that must not fail the whole collection (a
@@ -114,6 +114,8 @@ pub(crate) struct LoopOptions {
     pub(crate) tracing: bool,
     pub(crate) metrics: bool,
     pub(crate) name: Option<String>,
+    /// A manager's per-class figures, for the log's records and metrics.
+    pub(crate) classes: Option<ClassProbe>,
     pub(crate) sinks: Vec<Box<dyn DecisionSink>>,
     pub(crate) default_signals: bool,
     pub(crate) time_tasks: Option<bool>,
@@ -132,6 +134,7 @@ impl Default for LoopOptions {
             tracing: true,
             metrics: true,
             name: None,
+            classes: None,
             sinks: Vec::new(),
             default_signals: true,
             time_tasks: None,
@@ -190,6 +193,10 @@ fn sinks(
         .metrics(options.metrics);
     let log = match options.name.take() {
         Some(name) => log.name(name),
+        None => log,
+    };
+    let log = match options.classes.take() {
+        Some(probe) => log.classes(probe),
         None => log,
     };
     let log = match options.writer.take() {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ace_core::{Action, Decision, Priority, Usage};
@@ -74,6 +74,34 @@ impl fmt::Display for Stats {
             self.decisions,
             self.adjustments
         )
+    }
+}
+
+/// Where a decision log reads a manager's per-class figures ([`Stats::priorities`]): shared
+/// before the manager exists (the loop is wired first), filled once it does.
+#[derive(Clone, Default)]
+pub(crate) struct ClassProbe(Arc<OnceLock<ClassReader>>);
+
+type ClassReader = Box<dyn Fn() -> Vec<PriorityStats> + Send + Sync>;
+
+impl ClassProbe {
+    /// Reads the figures with `read` from now on.
+    pub(crate) fn set(&self, read: impl Fn() -> Vec<PriorityStats> + Send + Sync + 'static) {
+        // Set once, by the manager's `build`.
+        let _ = self.0.set(Box::new(read));
+    }
+
+    /// The figures, once the manager exists.
+    pub(crate) fn read(&self) -> Option<Vec<PriorityStats>> {
+        self.0.get().map(|read| read())
+    }
+}
+
+impl fmt::Debug for ClassProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassProbe")
+            .field("set", &self.0.get().is_some())
+            .finish()
     }
 }
 

@@ -109,3 +109,87 @@ async fn should_keep_a_share_for_normal_under_a_critical_flood() {
     });
     watchdog.await.expect("watchdog");
 }
+
+/// A writer the test reads back: the decision log's JSON lines.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn should_report_each_class_in_the_decision_log_and_the_metrics() {
+    let watchdog = tokio::time::timeout(Duration::from_secs(20), async {
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder of this test binary");
+        let lines = Lines::default();
+        let m = ace_std::tokio::Manager::builder(AimdConfig {
+            adjustment_interval: Duration::from_millis(20),
+            ..AimdConfig::fixed(1)
+        })
+        .default_signals(false)
+        .tracing(false)
+        .name("classes")
+        .log_holds(ace_std::log::HoldLogging::Always)
+        .log_writer(lines.clone())
+        .build()
+        .unwrap();
+        m.submit_with(Priority::Critical, async {}).await.unwrap();
+        let held = m.acquire_with(Priority::Critical).await.unwrap();
+        assert!(m.try_acquire_with(Priority::Sheddable).is_err());
+        drop(held);
+        // Bounded: the loop writes a hold every 20 ms.
+        let mut record = None;
+        for _ in 0..500 {
+            let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+            record = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .rfind(|r| r["priorities"]["critical"]["admitted"] == 2);
+            if record.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let record = record.expect("a record with both Critical admissions");
+        // The seed's keys are all still there, with `priorities` beside them.
+        for key in [
+            "timestamp",
+            "event_type",
+            "concurrency",
+            "decision",
+            "reason",
+            "reason_code",
+        ] {
+            assert!(record.get(key).is_some(), "{key} missing: {record}");
+        }
+        let p = &record["priorities"];
+        assert_eq!(p["sheddable"]["refused"], 1, "{record}");
+        assert_eq!(p["normal"]["admitted"], 0, "{record}");
+        assert!(p["critical"]["waited_p99_ms"].is_number(), "{record}");
+        let text = prometheus.render();
+        assert!(
+            text.lines().any(|l| l.starts_with("ace_admitted_total")
+                && l.contains("name=\"classes\"")
+                && l.contains("priority=\"critical\"")
+                && l.ends_with(" 2")),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("ace_refused_total")
+                && l.contains("priority=\"sheddable\"")
+                && l.ends_with(" 1")),
+            "{text}"
+        );
+        m.shutdown().await;
+    });
+    watchdog.await.expect("watchdog");
+}

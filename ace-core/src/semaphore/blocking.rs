@@ -10,7 +10,7 @@ use core::task::{Context, Poll, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use super::{AcquireError, OwnedPermit, Permit, Semaphore, TryAcquireError};
+use super::{AcquireError, OwnedPermit, Permit, Priority, Semaphore, TryAcquireError};
 
 /// A [`Waker`] that unparks a thread: the way to poll a future from a plain thread, parking it
 /// between polls ([`std::thread::park`] wakes on an unpark that came first, so no wake is lost).
@@ -124,10 +124,45 @@ impl Semaphore {
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
     pub fn blocking_acquire(&self) -> Result<Permit<'_>, AcquireError> {
-        match self.try_acquire() {
+        self.blocking_acquire_with(Priority::Normal)
+    }
+
+    /// [`blocking_acquire`](Self::blocking_acquire) in class `priority`: as
+    /// [`acquire_with`](Self::acquire_with), the thread is served before the waiters of less
+    /// important classes, threads and tasks alike.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Closed`] if the semaphore is or becomes closed first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::thread;
+    /// use ace_core::{Priority, Semaphore};
+    ///
+    /// let sem = Arc::new(Semaphore::new(1));
+    /// let held = sem.try_acquire().unwrap();
+    /// let health = thread::spawn({
+    ///     let sem = Arc::clone(&sem);
+    ///     move || sem.blocking_acquire_with(Priority::Critical).map(|p| p.priority())
+    /// });
+    /// while sem.waiting() == 0 {
+    ///     thread::yield_now();
+    /// }
+    /// drop(held);
+    /// assert_eq!(health.join().unwrap()?, Priority::Critical);
+    /// # Ok::<(), ace_core::AcquireError>(())
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+    pub fn blocking_acquire_with(&self, priority: Priority) -> Result<Permit<'_>, AcquireError> {
+        match self.try_acquire_with(priority) {
             Ok(permit) => Ok(permit),
             Err(TryAcquireError::Closed) => Err(AcquireError::Closed),
-            Err(TryAcquireError::NoPermits) => block_on(self.acquire(), None).expect("no deadline"),
+            Err(TryAcquireError::NoPermits) => {
+                block_on(self.acquire_with(priority), None).expect("no deadline")
+            }
         }
     }
 

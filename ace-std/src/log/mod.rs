@@ -14,7 +14,10 @@
 //! `signal_error` (a source failed or hung; its signals were absent that cycle). Only present
 //! signals appear under `signals`; executor lag is in milliseconds, as a float; `latency` (the
 //! cycle's task latencies, when the manager times its tasks) is
-//! `{"samples":..,"errors":..,"p50_ms":..,"p90_ms":..,"p99_ms":..}`.
+//! `{"samples":..,"errors":..,"p50_ms":..,"p90_ms":..,"p99_ms":..}`. A [`Manager`](crate::Manager)'s
+//! records also carry `priorities`, one field per class, each the class's
+//! [`PriorityStats`] since the start:
+//! `{"critical":{"admitted":..,"refused":..,"waiting":..,"queued":..,"waited_p50_ms":..,"waited_p99_ms":..},"normal":{..},"sheddable":{..}}`.
 //!
 //! The control loop sends every decision to every sink; the log decides what it writes: holds
 //! as [`HoldLogging`] says (by default when their reason changes), and the latency epochs' changes
@@ -27,8 +30,12 @@
 //! `ace_concurrency_limit`, `ace_in_flight`, `ace_waiting`, and one per present signal
 //! (`ace_cpu_percent`, `ace_memory_percent`, `ace_queue_depth`, `ace_event_loop_lag_seconds`,
 //! `ace_kafka_lag`, `ace_latency_p90_seconds`); counters `ace_decisions_total{decision}` and
-//! `ace_signal_errors_total{source}`. In-flight and waiting are sampled once per cycle, so the
-//! per-task path stays free of metrics calls.
+//! `ace_signal_errors_total{source}`. A [`Manager`](crate::Manager)'s log adds, per class
+//! (label `priority`: `critical`, `normal`, `sheddable`): counters `ace_admitted_total` and
+//! `ace_refused_total`, gauges `ace_class_waiting`, `ace_wait_p50_seconds` and
+//! `ace_wait_p99_seconds`. Every metric carries the manager's `name` label when it has one.
+//! In-flight and waiting are sampled once per cycle, so the per-task path stays free of
+//! metrics calls.
 
 use std::fmt;
 use std::io::Write;
@@ -36,9 +43,11 @@ use std::time::{Duration, SystemTime};
 
 use ace_core::{Action, AimdConfig, Decision, DecisionSink, Reason, SignalError};
 
+use crate::stats::{ClassProbe, PriorityStats};
+
 mod record;
 
-pub use record::{ConcurrencyRecord, DecisionRecord, LatencyRecord, SignalsRecord};
+pub use record::{ConcurrencyRecord, DecisionRecord, LatencyRecord, PriorityRecord, SignalsRecord};
 
 /// When a hold is written to the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,6 +115,9 @@ pub struct DecisionLog {
     metrics: bool,
     // `name="…"` on every metric, when the manager is named.
     labels: Vec<metrics::Label>,
+    // A manager's per-class figures: a `priorities` object in each record, and metrics with a
+    // `priority` label.
+    classes: Option<ClassProbe>,
     clock: fn() -> SystemTime,
     last_code: Option<&'static str>,
     /// The code and time of the last epoch line written.
@@ -149,6 +161,7 @@ impl DecisionLog {
                 tracing: true,
                 metrics: true,
                 labels: Vec::new(),
+                classes: None,
                 clock: SystemTime::now,
                 last_code: None,
                 last_epoch_line: None,
@@ -255,12 +268,34 @@ impl DecisionLog {
             metrics::gauge!("ace_latency_p90_seconds", labels()).set(l.p90.as_secs_f64());
         }
     }
+
+    /// Per class, labelled `priority` beside the manager's `name`: admissions and refusals
+    /// since the start (counters), the tasks waiting now, and the wait of those that queued.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "gauges are f64; counts are far below 2^52"
+    )]
+    fn record_class_metrics(&self, classes: &[PriorityStats]) {
+        for c in classes {
+            let mut labels = self.labels.clone();
+            labels.push(metrics::Label::new("priority", c.priority.as_str()));
+            metrics::counter!("ace_admitted_total", labels.clone()).absolute(c.admitted);
+            metrics::counter!("ace_refused_total", labels.clone()).absolute(c.refused);
+            metrics::gauge!("ace_class_waiting", labels.clone()).set(c.waiting as f64);
+            metrics::gauge!("ace_wait_p50_seconds", labels.clone()).set(c.waited_p50.as_secs_f64());
+            metrics::gauge!("ace_wait_p99_seconds", labels).set(c.waited_p99.as_secs_f64());
+        }
+    }
 }
 
 impl DecisionSink for DecisionLog {
     fn decision(&mut self, decision: &Decision) {
+        let classes = self.classes.as_ref().and_then(ClassProbe::read);
         if self.metrics {
             self.record_metrics(decision);
+            if let Some(classes) = &classes {
+                self.record_class_metrics(classes);
+            }
         }
         let code = decision.reason.code();
         let changed = self.last_code != Some(code);
@@ -275,7 +310,10 @@ impl DecisionSink for DecisionLog {
         if !keep || (self.writer.is_none() && !self.tracing) {
             return;
         }
-        let record = DecisionRecord::from_decision(decision, (self.clock)());
+        let mut record = DecisionRecord::from_decision(decision, (self.clock)());
+        if let Some(classes) = &classes {
+            record = record.with_priorities(classes);
+        }
         self.write(&record);
         if self.tracing {
             Self::trace_decision(&record);
@@ -359,6 +397,13 @@ impl DecisionLogBuilder {
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.log.labels = vec![metrics::Label::new("name", name.into())];
+        self
+    }
+
+    /// Adds a manager's per-class figures to each record and to the metrics.
+    #[must_use]
+    pub(crate) fn classes(mut self, probe: ClassProbe) -> Self {
+        self.log.classes = Some(probe);
         self
     }
 

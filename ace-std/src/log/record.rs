@@ -1,10 +1,13 @@
 //! [`DecisionRecord`]: one line of the decision log, in the Python package's shape, and its
 //! timestamp.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ace_core::{Action, Decision, SignalError};
 use serde::{Deserialize, Serialize};
+
+use crate::stats::PriorityStats;
 
 /// One line of the decision log. Deserialize it to read a log back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +33,30 @@ pub struct DecisionRecord {
     /// For `signal_error`: the failing source's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A [`Manager`](crate::Manager)'s figures per class, one field per
+    /// [`Priority::as_str`](ace_core::Priority::as_str) (`critical`, `normal`, `sheddable`), since
+    /// it started. Absent for the other managers and on `signal_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priorities: Option<BTreeMap<String, PriorityRecord>>,
+}
+
+/// One class in the `priorities` object of a [`DecisionRecord`]: its
+/// [`PriorityStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PriorityRecord {
+    /// Tasks of the class admitted.
+    pub admitted: u64,
+    /// Tasks of the class refused.
+    pub refused: u64,
+    /// Tasks of the class waiting now.
+    pub waiting: usize,
+    /// Of the admitted tasks, those that had to queue.
+    pub queued: u64,
+    /// The median wait of those, milliseconds.
+    pub waited_p50_ms: f64,
+    /// Their 99th percentile wait, milliseconds.
+    pub waited_p99_ms: f64,
 }
 
 /// The `concurrency` object of a [`DecisionRecord`].
@@ -117,7 +144,30 @@ impl DecisionRecord {
             reason: decision.reason.to_string(),
             reason_code: decision.reason.code().to_owned(),
             source: None,
+            priorities: None,
         }
+    }
+
+    /// The record with a manager's per-class figures (as [`Stats::priorities`](crate::Stats::priorities) gives them).
+    #[must_use]
+    pub fn with_priorities(mut self, classes: &[PriorityStats]) -> Self {
+        self.priorities = Some(
+            classes
+                .iter()
+                .map(|c| {
+                    let record = PriorityRecord {
+                        admitted: c.admitted,
+                        refused: c.refused,
+                        waiting: c.waiting,
+                        queued: c.queued,
+                        waited_p50_ms: ms(c.waited_p50),
+                        waited_p99_ms: ms(c.waited_p99),
+                    };
+                    (c.priority.as_str().to_owned(), record)
+                })
+                .collect(),
+        );
+        self
     }
 
     /// The record of a failed or hung source, stamped `at`.
@@ -131,6 +181,7 @@ impl DecisionRecord {
             reason: error.to_string(),
             reason_code: "signal_error".to_owned(),
             source: Some(error.source_name().to_owned()),
+            priorities: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::handle::Manager;
 use super::inner::{Counter, Inner};
 use crate::control::{engine_methods, loop_options_methods, Defaults, LoopOptions, Wiring};
 use crate::signals::{LagProbe, QueueDepth};
+use crate::stats::ClassProbe;
 
 impl<R: AmbientRuntime> Manager<R> {
     /// A manager on the runtime of the calling context, with the default signals (system CPU
@@ -158,6 +159,8 @@ impl<R: Runtime> Builder<R> {
         if let Some(depth) = self.queue_depth {
             options.sources.push(("queue_depth", Box::new(depth)));
         }
+        let classes = ClassProbe::default();
+        options.classes = Some(classes.clone());
         let wiring = Wiring::new(self.config, options)?;
         let runtime = match self.runtime {
             RuntimeChoice::Given(r) => r,
@@ -174,21 +177,27 @@ impl<R: Runtime> Builder<R> {
         };
         let target = Arc::clone(&sem) as Arc<dyn LimitTarget>;
         let control = wiring.assemble(runtime.clone(), target, defaults).spawn();
-        Ok(Manager {
-            inner: Arc::new(Inner {
-                runtime,
-                sem,
-                bounds,
-                admitted: Counter::default(),
-                finished: Counter::default(),
-                failed: Counter::default(),
-                closing: AtomicBool::new(false),
-                idle: Event::new(),
-                control,
-                counters,
-                latency,
-                classes: Classes::default(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            runtime,
+            sem,
+            bounds,
+            admitted: Counter::default(),
+            finished: Counter::default(),
+            failed: Counter::default(),
+            closing: AtomicBool::new(false),
+            idle: Event::new(),
+            control,
+            counters,
+            latency,
+            classes: Classes::default(),
+        });
+        // A weak handle: the log lives in the loop, which the manager owns.
+        let weak = Arc::downgrade(&inner);
+        classes.set(move || {
+            weak.upgrade()
+                .map(|inner| inner.priorities())
+                .unwrap_or_default()
+        });
+        Ok(Manager { inner })
     }
 }

@@ -540,10 +540,7 @@ impl<R: Runtime> Manager<R> {
         let completed = i.finished.0.load(Ordering::Relaxed);
         let failed = i.failed.0.load(Ordering::Relaxed);
         let mut stats = i.counters.snapshot(usage, completed, failed);
-        let admitted = i.admitted.0.load(Ordering::Relaxed);
-        stats.priorities = i
-            .classes
-            .snapshot(admitted, |priority| i.sem.waiting_in(priority));
+        stats.priorities = i.priorities();
         stats
     }
 

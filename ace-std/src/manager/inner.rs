@@ -10,7 +10,7 @@ use event_listener::Event;
 
 use super::classes::Classes;
 use crate::control::LoopHandle;
-use crate::stats::DecisionCounters;
+use crate::stats::{DecisionCounters, PriorityStats};
 
 /// A padded counter: the per-task counters sit on their own cache lines, away from each other
 /// and from the semaphore, so concurrent submits do not false-share.
@@ -33,6 +33,15 @@ pub(super) struct Inner<R> {
     pub(super) counters: Arc<DecisionCounters>,
     pub(super) latency: Option<Arc<LatencyRecorder>>,
     pub(super) classes: Classes,
+}
+
+impl<R> Inner<R> {
+    /// Per class: admissions, refusals, waits ([`Stats::priorities`](crate::Stats::priorities)).
+    pub(super) fn priorities(&self) -> Vec<PriorityStats> {
+        let admitted = self.admitted.0.load(Ordering::Relaxed);
+        self.classes
+            .snapshot(admitted, |priority| self.sem.waiting_in(priority))
+    }
 }
 
 impl<R: Runtime> Inner<R> {
