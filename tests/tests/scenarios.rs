@@ -106,7 +106,20 @@ fn scenarios_meet_their_expected_ranges() {
             }
         }
         rows.push(sim::summary_row(&scenario, &outcomes));
-        wins.extend(sim::peer_wins(&scenario, &outcomes));
+        let scenario_wins = sim::peer_wins(&scenario, &outcomes);
+        // Every peer win says why, and a why outlives no win.
+        match (scenario_wins.is_empty(), scenario.why_a_peer_wins.is_some()) {
+            (false, false) => misses.push(format!(
+                "{}: a peer wins; say why in `why_a_peer_wins`",
+                scenario.name
+            )),
+            (true, true) => misses.push(format!(
+                "{}: no peer wins any more; remove `why_a_peer_wins`",
+                scenario.name
+            )),
+            _ => {}
+        }
+        wins.extend(scenario_wins);
         if README_ROWS.contains(&scenario.name.as_str()) {
             readme_rows.push(sim::summary_row_short(&scenario, &outcomes));
         }

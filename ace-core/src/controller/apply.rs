@@ -145,6 +145,15 @@ impl Controller {
                 self.next_probe = Some(now + self.rng_interval());
                 (Action::Increase, restore, reason)
             }
+            Intent::Rebase { baseline, floor } => {
+                self.baseline.reset(now, baseline);
+                self.floor.reset(now, floor);
+                let reason = Reason::ProbeDone {
+                    restored: limit,
+                    baseline: Some(baseline),
+                };
+                (Action::Hold, limit, reason)
+            }
             Intent::AbandonProbe(stress) => {
                 // Stress during a probe: give the probe up, stay low, let slow start climb back.
                 if let Some(p) = self.probing.take() {

@@ -18,6 +18,8 @@ use crate::{LatencySummary, Usage};
 // or more by `decrease_factor`.
 const GRADIENT_HEADROOM: f64 = 2.0;
 const GRADIENT_SAMPLES: u32 = 10;
+// Epochs at `min_limit` under a reference's stress before the references count as stale.
+const STALE_EPOCHS: u32 = 8;
 // Epochs too small for the floor rule still set the floor while the means agree to 5 %.
 const STEADY: f64 = 0.05;
 
@@ -239,6 +241,9 @@ impl Controller {
         let limit = self.limit;
         let in_flight = usage.in_flight;
         if let Some(stress) = self.latency_stress(e) {
+            if let Some(rebase) = self.stale_references(e, stress) {
+                return rebase;
+            }
             // While the last cut drains, stress neither cuts again nor lets the limit grow.
             return if now < self.cut_quiet_until || self.draining(now, usage) {
                 Intent::Hold(Reason::Stressed(stress))
@@ -278,6 +283,40 @@ impl Controller {
             };
         }
         self.latency_growth(in_flight)
+    }
+
+    /// At `min_limit` for [`STALE_EPOCHS`] epochs, latency still over the references that cut
+    /// it there: the downstream got slower (its latency leapt or rose, brpc's
+    /// `latency_leap_raise`), no queue of ours is left to drain, and the references are stale.
+    /// The epoch's latency becomes the baseline and floor (as a probe's would: the limit at its
+    /// minimum is a probe), instead of holding `min_limit` until the window forgets them.
+    fn stale_references(&self, e: &Folded, stress: Stress) -> Option<Intent> {
+        let referenced = matches!(
+            stress,
+            Stress::Latency { .. } | Stress::Queued { .. } | Stress::Rising { .. }
+        );
+        let s = &e.summary;
+        // Flat: the epoch's mean within the average's deviation (at least STEADY) of it. A
+        // latency still falling is a queue draining (other sharers cutting too), not a new level.
+        let mean = s.mean.as_secs_f64();
+        let flat = e
+            .prior
+            .is_some_and(|a| (mean - a.mean).abs() <= a.deviation().max(STEADY * a.mean));
+        if !referenced
+            || !flat
+            || self.limit > self.config.min_limit
+            || self.epochs_since_change < STALE_EPOCHS
+            || s.samples < self.floor_samples()
+            || !resolved(s)
+        {
+            return None;
+        }
+        let baseline = s.p90.as_secs_f64() * (1.0 + 2.0 * p90_standard_error(s));
+        let floor = s.mean.as_secs_f64() * (1.0 + 2.0 * standard_error(s));
+        Some(Intent::Rebase {
+            baseline: secs(baseline),
+            floor: secs(floor),
+        })
     }
 
     /// A latency cut: by `decrease_factor` until the knee is known, then by

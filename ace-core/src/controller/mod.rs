@@ -74,7 +74,9 @@ use probe::{Jitter, Probing};
 ///    and closes an epoch that would otherwise wait for tasks.
 /// 3. **Latency far up → cut.** The p90 is over `latency_tolerance` × the baseline (the lowest
 ///    epoch p90 of the last `latency_baseline_window`, each stored two standard errors up), by
-///    more than its own two standard errors; or the epoch's mean is over the floor
+///    more than its own two standard errors (after 8 epochs at `min_limit` with the latency
+///    flat and still over them, the references are stale and the epoch's latency replaces
+///    them); or the epoch's mean is over the floor
 ///    (the lowest epoch mean) by 10 % and its noise; or it reached the average of past epochs
 ///    (an EWMA) plus 2.5 standard deviations; or, by Little's law, the tasks in flight imply over
 ///    twice the average latency (a queue builds before any of them completes). A cut multiplies

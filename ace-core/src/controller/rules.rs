@@ -61,6 +61,9 @@ pub(super) enum Intent {
     },
     /// Machine stress during a probe: give it up and stay low.
     AbandonProbe(Stress),
+    /// Keep the limit and take the epoch's latency as the new baseline and floor: at
+    /// `min_limit` the latency stayed over its references, so they are stale.
+    Rebase { baseline: Duration, floor: Duration },
 }
 
 // Tuning of the epoch detector (chosen on the scenarios in tests/data/scenarios, see

@@ -635,6 +635,34 @@ fn epoch_does_not_cut_again_while_the_cut_drains() {
 }
 
 #[test]
+fn epoch_at_min_limit_takes_a_lasting_new_latency_as_the_reference() {
+    // The downstream's latency leaps from 50 to 90 ms and stays (brpc's latency_leap_raise):
+    // the cuts reach min_limit, the latency does not come down with them.
+    let mut c = ctl(additive());
+    let mut t = ms(0);
+    for _ in 0..3 {
+        t += ms(50);
+        c.epoch(t, &ep(50, 20), busy(c.limit()));
+    }
+    let mut rebased = None;
+    for k in 0..60 {
+        t += ms(90);
+        let d = c.epoch(t, &ep(90, 20), busy(c.limit()));
+        if matches!(d.reason, Reason::ProbeDone { .. }) {
+            rebased = Some((k, d));
+            break;
+        }
+    }
+    let (k, d) = rebased.expect("the references stay stale at min_limit");
+    assert_eq!((d.action, d.new_limit), (Action::Hold, 5), "{d}");
+    assert!(k < 40, "rebased only after {k} epochs");
+    // From there 90 ms is the norm: the limit grows again.
+    t += ms(90);
+    let d = c.epoch(t, &ep(90, 20), busy(c.limit()));
+    assert_eq!(d.action, Action::Increase, "{d}");
+}
+
+#[test]
 fn epoch_back_pressure_cuts_even_when_successes_look_fast() {
     let mut c = ctl(additive());
     c.epoch(ms(50), &ep(50, 20), busy(20));

@@ -249,7 +249,7 @@ pub fn goals(s: &Scenario, outcomes: &[Outcome]) -> Vec<Goal> {
 }
 
 /// Where the best peer rule beats ACE by more than [`PEER_GOALS`] allow, as readable lines: its
-/// time (or goodput) and its mean latency against ACE's.
+/// time (or goodput) and its mean latency against ACE's, then the file's `why_a_peer_wins`.
 pub fn peer_wins(s: &Scenario, outcomes: &[Outcome]) -> Vec<String> {
     let (Some(ace), Some(best)) = (
         outcomes.iter().find(|o| o.variant == Variant::Ace),
@@ -279,7 +279,10 @@ pub fn peer_wins(s: &Scenario, outcomes: &[Outcome]) -> Vec<String> {
             ),
             _ => continue,
         };
-        wins.push(line);
+        wins.push(match &s.why_a_peer_wins {
+            Some(why) => format!("{line}. {why}"),
+            None => line,
+        });
     }
     wins
 }

@@ -52,6 +52,10 @@ pub struct Scenario {
     /// `[low, high]` of the total limit counted as settled.
     #[serde(default)]
     pub settle_band: Option<[f64; 2]>,
+    /// Why a peer rule still beats ACE here, where it does: printed beside the figures in
+    /// docs/scenarios.md's "Where a peer still wins".
+    #[serde(default)]
+    pub why_a_peer_wins: Option<String>,
     /// Expected `[min, max]` per variant (`ace`, `seed`, a peer's label, `static_N`) and metric
     /// (see [`Outcome`](super::Outcome)).
     #[serde(default)]
