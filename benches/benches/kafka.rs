@@ -19,8 +19,9 @@
 //!
 //! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 3),
 //! `ACE_BENCH_FAIR_MESSAGES` (default 30000), `ACE_BENCH_FAIR_LIMIT` (default 64),
-//! `ACE_BENCH_ONLY=throughput` or `fairness` (one part), `manager` or `plain` (the throughput
-//! part's managers or plain loop only, for profiling), `ACE_BENCH_SET=k=v,k=v` (extra rdkafka
+//! `ACE_BENCH_ONLY=throughput` or `fairness` (one part), `plain`, `unordered`, `key-ordered` or
+//! `manager` (one side of the throughput part, or both managers: for profiling, and
+//! `benches/kafka_icount.sh`), `ACE_BENCH_SET=k=v,k=v` (extra rdkafka
 //! settings for the manager), `ACE_BENCH_BACKOFF` (`fetch.queue.backoff.ms` for both, default 50,
 //! the manager's), `ACE_BENCH_PLAIN_SPAWN=1` (run the plain loop as a spawned task, like the
 //! manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap between two
@@ -482,7 +483,14 @@ async fn throughput(brokers: &str, n: u64, rounds: u64) {
     let only = std::env::var("ACE_BENCH_ONLY").ok();
     for round in 0..rounds {
         let skipped = (1.0, 1.0, 0.0);
-        let b = if only.as_deref() == Some("manager") {
+        // Which sides run: all of them, or one (`plain`, `unordered`, `key-ordered`), or both
+        // managers (`manager`).
+        let runs_side = |side: &str| match only.as_deref() {
+            None | Some("throughput") => true,
+            Some("manager") => side != "plain",
+            Some(one) => one == side,
+        };
+        let b = if !runs_side("plain") {
             skipped
         } else {
             let (brokers, group) = (brokers.to_owned(), format!("plain-{round}"));
@@ -494,31 +502,18 @@ async fn throughput(brokers: &str, n: u64, rounds: u64) {
                 plain(&brokers, topic, &group, n).await
             }
         };
-        let (u, k) = if only.as_deref() == Some("plain") {
-            (skipped, skipped)
+        let (t, trivial) = (topic, Work::Trivial);
+        let u = if runs_side("unordered") {
+            let group = format!("ace-u-{round}");
+            managed(brokers, t, &group, n, Order::Unordered, trivial, None).await
         } else {
-            let (t, trivial) = (topic, Work::Trivial);
-            let u = managed(
-                brokers,
-                t,
-                &format!("ace-u-{round}"),
-                n,
-                Order::Unordered,
-                trivial,
-                None,
-            )
-            .await;
-            let k = managed(
-                brokers,
-                t,
-                &format!("ace-k-{round}"),
-                n,
-                Order::Key,
-                trivial,
-                None,
-            )
-            .await;
-            (u, k)
+            skipped
+        };
+        let k = if runs_side("key-ordered") {
+            let group = format!("ace-k-{round}");
+            managed(brokers, t, &group, n, Order::Key, trivial, None).await
+        } else {
+            skipped
         };
         println!(
             "round {round}: plain {:>9.0} msg/s {:>5.2} cpu-us/msg   unordered {:>9.0} msg/s \
