@@ -1,5 +1,8 @@
-//! An axum server that protects itself with ACE: at the limit, a request is answered `503` at
-//! once instead of queueing behind the others, and the limit follows the handlers' latency.
+//! An axum server that protects itself with ACE: at the limit, a request waits briefly or is
+//! answered `503` quickly instead of queueing behind all the others, and the limit follows the
+//! handlers' latency. Requests with `x-priority: critical` (a health check, say) are served first: the layer reads
+//! the class with `HttpPriority` and queues adaptively (FIFO, then newest first under a standing
+//! queue), so `sheddable` requests take the refusals.
 //!
 //! `cargo run -p ace-examples --example axum_server` serves on 127.0.0.1:3000 (another address
 //! as the first argument) until Ctrl-C; the decision log goes to stderr as JSON lines. Try it
@@ -10,12 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_std::tower::{AdaptiveConcurrencyLayer, BoxError, Overloaded};
+use ace_std::tower::{AdaptiveConcurrencyLayer, BoxError, HttpPriority, Overloaded};
 use ace_std::AimdConfig;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::{Listener, ListenerExt};
 use tower::ServiceBuilder;
 
 /// The work: 20 ms while at most 16 requests run, slower past that (a database pool, say).
@@ -61,11 +65,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(on_error))
-                // `.queue(64, Duration::from_millis(100))` would wait a little instead.
-                .layer(AdaptiveConcurrencyLayer::new(manager.clone()).shed()),
+                // `.shed()` would refuse at the limit at once, whatever the class.
+                .layer(
+                    AdaptiveConcurrencyLayer::new(manager.clone())
+                        // At most 64 waiting, 100 ms each; CoDel target 5 ms over 50 ms.
+                        .adaptive_queue(
+                            64,
+                            Duration::from_millis(100),
+                            Duration::from_millis(5),
+                            Duration::from_millis(50),
+                        )
+                        .priority(HttpPriority::new()),
+                ),
         );
 
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // TCP_NODELAY (axum's `serve` leaves Nagle on): a small answer, a 503 above all, must not
+    // wait for the client's delayed ACK.
+    let listener = tokio::net::TcpListener::bind(&addr).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     eprintln!(
         "serving on http://{}/ (Ctrl-C stops)",
         listener.local_addr()?

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ace_std::core::source_fn;
 use ace_std::threadpool::{JoinError, JoinHandle, ThreadPoolManager, TrySubmitError};
-use ace_std::{Action, AimdConfig, Decision, Signals};
+use ace_std::{Action, AimdConfig, Decision, Priority, Signals};
 use proptest::prelude::*;
 
 /// Long enough for a loaded 2-core machine; reaching it means the pool hung.
@@ -834,4 +834,42 @@ proptest! {
             assert_eq!(pool.stats().core.completed, jobs as u64);
         });
     }
+}
+
+#[test]
+fn runs_the_most_important_class_first() {
+    watchdog(|| {
+        let pool = manual_pool(1, 1, 1);
+        let started = Arc::new(Latch::default());
+        let (release, blocked) = mpsc::channel::<()>();
+        let blocker = pool.submit({
+            let started = Arc::clone(&started);
+            move || {
+                started.arrive();
+                blocked.recv_timeout(TIMEOUT).expect("released");
+            }
+        });
+        assert!(started.wait_for(1), "the blocker runs");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = [
+            (Priority::Sheddable, "s1"),
+            (Priority::Normal, "n"),
+            (Priority::Sheddable, "s2"),
+            (Priority::Critical, "c"),
+        ]
+        .into_iter()
+        .map(|(priority, name)| {
+            let order = Arc::clone(&order);
+            pool.submit_with(priority, move || order.lock().unwrap().push(name))
+        })
+        .collect();
+        assert_eq!(pool.stats().core.waiting, 4, "queued behind the blocker");
+        release.send(()).unwrap();
+        blocker.join().unwrap();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["c", "n", "s1", "s2"]);
+        pool.shutdown();
+    });
 }

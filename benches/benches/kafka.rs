@@ -149,7 +149,9 @@ fn broker() -> (String, Option<Tansu>) {
     (format!("127.0.0.1:{port}"), Some(Tansu(child)))
 }
 
-async fn setup(brokers: &str, topic: &str, n: usize) {
+/// Creates `topic` with [`PARTITIONS`] partitions and produces `n` messages of 100 bytes, message
+/// `i` with the key and to the partition `key_of(i)` says.
+async fn setup(brokers: &str, topic: &str, n: usize, key_of: impl Fn(usize) -> (String, i32)) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -171,11 +173,11 @@ async fn setup(brokers: &str, topic: &str, n: usize) {
     let payload = vec![b'x'; 100];
     let mut futures = Vec::with_capacity(n);
     for i in 0..n {
-        let key = format!("key-{}", i % 1000);
+        let (key, partition) = key_of(i);
         let record = FutureRecord::to(topic)
             .key(&key)
             .payload(&payload)
-            .partition(i32::try_from(i).unwrap() % PARTITIONS);
+            .partition(partition);
         futures.push(
             producer
                 .send_result(record)
@@ -204,6 +206,9 @@ fn consumer_config(brokers: &str, group: &str) -> Vec<(&'static str, String)> {
             "fetch.queue.backoff.ms",
             std::env::var("ACE_BENCH_BACKOFF").unwrap_or_else(|_| "50".to_owned()),
         ),
+        ("fetch.wait.max.ms", "50".to_owned()),
+        // Below the session timeout: the fairness runs last seconds.
+        ("heartbeat.interval.ms", "500".to_owned()),
     ]
 }
 
@@ -303,7 +308,39 @@ struct Probe {
     done: Mutex<Option<(Instant, (Duration, Duration))>>,
 }
 
-async fn managed(brokers: &str, topic: &str, group: &str, n: u64, ordering: Order) -> Run {
+/// What the manager's handler does besides counting: nothing (`Trivial`), or sleep 0–5 ms
+/// (`Sleep`, the fairness scenario).
+#[derive(Clone, Copy)]
+enum Work {
+    Trivial,
+    Sleep,
+}
+
+/// A handler's sleep in the fairness scenario: 0–5 ms, from the offset (xorshift).
+fn sleep_of(offset: i64) -> Duration {
+    let mut x = u64::try_from(offset)
+        .unwrap_or(0)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    Duration::from_micros(x % 5_001)
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a bench's knobs, each passed once"
+)]
+async fn managed(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    n: u64,
+    ordering: Order,
+    work: Work,
+    limit: Option<usize>,
+) -> Run {
     // Leaked (a few bytes per round) so the handler reaches it without an `Arc` clone per
     // message: the plain loop pays nothing of the kind either.
     let touch = touch();
@@ -312,9 +349,13 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64, ordering: Orde
             .then(|| (Instant::now(), AtomicU64::new(0), AtomicU64::new(0))),
         ..Probe::default()
     }));
-    let mut builder = KafkaConsumerManager::builder(ace_std::AimdConfig::default())
+    let config = limit.map_or_else(ace_std::AimdConfig::default, ace_std::AimdConfig::fixed);
+    // The plain loop reads no header: neither does the manager, unless `ACE_BENCH_HEADERS=1`.
+    let headers = std::env::var("ACE_BENCH_HEADERS").as_deref() == Ok("1");
+    let mut builder = KafkaConsumerManager::builder(config)
         .topic(topic)
-        .ordering(ordering);
+        .ordering(ordering)
+        .headers(headers);
     for (k, v) in consumer_config(brokers, group) {
         builder = match k {
             "bootstrap.servers" => builder.brokers(v),
@@ -334,6 +375,9 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64, ordering: Orde
     let manager = builder
         .handler(move |m: KafkaMessage| async move {
             handle(m.payload(), touch);
+            if let Work::Sleep = work {
+                tokio::time::sleep(sleep_of(m.offset())).await;
+            }
             let c = probe.count.fetch_add(1, Ordering::Relaxed) + 1;
             if let Some((t0, last, max)) = &probe.gaps {
                 let now = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -364,7 +408,9 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64, ordering: Orde
     };
     let start = probe.first.lock().unwrap().expect("first");
     let stats = manager.stats();
-    if stats.pauses > 0 || stats.rebalances > 1 {
+    if std::env::var("ACE_BENCH_STATS").as_deref() == Ok("1") {
+        eprintln!("  (manager: {stats:?})");
+    } else if stats.pauses > 0 || stats.rebalances > 1 {
         eprintln!(
             "  (manager: {} pauses, {} rebalances, {} received for {n}, last error: {:?})",
             stats.pauses, stats.rebalances, stats.received, stats.last_error
@@ -384,9 +430,170 @@ async fn managed(brokers: &str, topic: &str, group: &str, n: u64, ordering: Orde
     )
 }
 
-fn median(v: &mut [f64]) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// `median (min–max)` of a series.
+fn spread(v: &[f64], digits: usize) -> String {
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    format!("{:.digits$} ({lo:.digits$}–{hi:.digits$})", median(v))
+}
+
+/// The main comparison: `rounds` rounds of plain, unordered and key-ordered on the same `n`
+/// messages (1,000 keys over 4 partitions); prints each round, then per side the median of the
+/// per-round ratios to the plain loop of the same round, with their range.
+async fn throughput(brokers: &str, n: u64, rounds: u64) {
+    let topic = "bench";
+    setup(brokers, topic, usize::try_from(n).unwrap(), |i| {
+        (
+            format!("key-{}", i % 1000),
+            i32::try_from(i).unwrap() % PARTITIONS,
+        )
+    })
+    .await;
+    let sides = ["plain", "unordered", "key-ordered"];
+    // Per side: throughput, CPU per message, their ratios to the round's plain loop, and
+    // librdkafka's share (summed).
+    let mut runs: Vec<[Vec<f64>; 4]> = vec![Default::default(); 3];
+    let mut rdkafka = [0.0f64; 3];
+    let only = std::env::var("ACE_BENCH_ONLY").ok();
+    for round in 0..rounds {
+        let skipped = (1.0, 1.0, 0.0);
+        let b = if only.as_deref() == Some("manager") {
+            skipped
+        } else {
+            let (brokers, group) = (brokers.to_owned(), format!("plain-{round}"));
+            if std::env::var("ACE_BENCH_PLAIN_SPAWN").as_deref() == Ok("1") {
+                tokio::spawn(async move { plain(&brokers, topic, &group, n).await })
+                    .await
+                    .expect("plain")
+            } else {
+                plain(&brokers, topic, &group, n).await
+            }
+        };
+        let (u, k) = if only.as_deref() == Some("plain") {
+            (skipped, skipped)
+        } else {
+            let (t, trivial) = (topic, Work::Trivial);
+            let u = managed(
+                brokers,
+                t,
+                &format!("ace-u-{round}"),
+                n,
+                Order::Unordered,
+                trivial,
+                None,
+            )
+            .await;
+            let k = managed(
+                brokers,
+                t,
+                &format!("ace-k-{round}"),
+                n,
+                Order::Key,
+                trivial,
+                None,
+            )
+            .await;
+            (u, k)
+        };
+        println!(
+            "round {round}: plain {:>9.0} msg/s {:>5.2} cpu-us/msg   unordered {:>9.0} msg/s \
+             {:>5.2} cpu-us/msg ({:.3})   key-ordered {:>9.0} msg/s {:>5.2} cpu-us/msg ({:.3})",
+            b.0,
+            b.1,
+            u.0,
+            u.1,
+            u.0 / b.0,
+            k.0,
+            k.1,
+            k.0 / b.0
+        );
+        for (i, run) in [b, u, k].into_iter().enumerate() {
+            let side = &mut runs[i];
+            side[0].push(run.0);
+            side[1].push(run.1);
+            side[2].push(run.0 / b.0);
+            side[3].push(run.1 / b.1);
+            rdkafka[i] += run.2;
+        }
+    }
+    println!(
+        "median (min–max) over {rounds} rounds of {n} messages; ratios to the same round's plain loop:"
+    );
+    for (name, side) in sides.iter().zip(&runs) {
+        println!(
+            "  {name:<12} {} msg/s, {} cpu-us/msg   throughput ratio {}, CPU ratio {}",
+            spread(&side[0], 0),
+            spread(&side[1], 2),
+            spread(&side[2], 3),
+            spread(&side[3], 2),
+        );
+    }
+    #[allow(clippy::cast_precision_loss, reason = "a round count")]
+    let r = rounds as f64;
+    println!(
+        "of which librdkafka's threads (mean, 10 ms ticks): plain {:.2}, unordered {:.2}, \
+         key-ordered {:.2} cpu-us/msg",
+        rdkafka[0] / r,
+        rdkafka[1] / r,
+        rdkafka[2] / r
+    );
+}
+
+/// The fairness scenario: 97 keys on 4 partitions (each key in one partition), a fixed limit
+/// (default 64), handlers that sleep 0–5 ms; key-ordered against unordered throughput, in
+/// alternating runs.
+async fn fairness(brokers: &str, n: u64, rounds: u64, limit: usize) {
+    let topic = "fair";
+    setup(brokers, topic, usize::try_from(n).unwrap(), |i| {
+        let k = i % 97;
+        (format!("key-{k}"), i32::try_from(k).unwrap() % PARTITIONS)
+    })
+    .await;
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let (t, sleep, fixed) = (topic, Work::Sleep, Some(limit));
+        let u = managed(
+            brokers,
+            t,
+            &format!("fair-u-{round}"),
+            n,
+            Order::Unordered,
+            sleep,
+            fixed,
+        )
+        .await;
+        let k = managed(
+            brokers,
+            t,
+            &format!("fair-k-{round}"),
+            n,
+            Order::Key,
+            sleep,
+            fixed,
+        )
+        .await;
+        println!(
+            "fairness round {round}: unordered {:>7.0} msg/s   key-ordered {:>7.0} msg/s ({:.3})",
+            u.0,
+            k.0,
+            k.0 / u.0
+        );
+        ratios.push(k.0 / u.0);
+    }
+    println!(
+        "fairness, 97 keys on {PARTITIONS} partitions, limit {limit}, handlers 0–5 ms, {n} \
+         messages: key-ordered / unordered throughput {} (median, min–max over {rounds} rounds)",
+        spread(&ratios, 3)
+    );
 }
 
 fn main() {
@@ -404,6 +611,12 @@ fn main() {
         env("ACE_BENCH_MESSAGES", 500_000)
     };
     let rounds = if smoke { 1 } else { env("ACE_BENCH_ROUNDS", 3) };
+    let fair_n = if smoke {
+        500
+    } else {
+        env("ACE_BENCH_FAIR_MESSAGES", 30_000)
+    };
+    let fair_limit = usize::try_from(env("ACE_BENCH_FAIR_LIMIT", 64)).unwrap_or(64);
     if smoke
         && std::env::var("ACE_KAFKA_BROKERS").is_err()
         && std::env::var("ACE_TANSU_BIN").is_err()
@@ -422,74 +635,14 @@ fn main() {
     .enable_all()
     .build()
     .expect("runtime");
+    let only = std::env::var("ACE_BENCH_ONLY").ok();
     rt.block_on(async {
         let (brokers, _tansu) = broker();
-        let topic = "bench";
-        setup(&brokers, topic, usize::try_from(n).unwrap()).await;
-        // One series per side: throughput, CPU per message, librdkafka's share (summed).
-        let sides = ["plain", "unordered", "key-ordered"];
-        let mut runs: Vec<(Vec<f64>, Vec<f64>, f64)> = vec![(Vec::new(), Vec::new(), 0.0); 3];
-        let only = std::env::var("ACE_BENCH_ONLY").ok();
-        for round in 0..rounds {
-            let skipped = (1.0, 0.0, 0.0);
-            let b = if only.as_deref() == Some("manager") {
-                skipped
-            } else {
-                let (brokers, group) = (brokers.clone(), format!("plain-{round}"));
-                if std::env::var("ACE_BENCH_PLAIN_SPAWN").as_deref() == Ok("1") {
-                    tokio::spawn(async move { plain(&brokers, topic, &group, n).await })
-                        .await
-                        .expect("plain")
-                } else {
-                    plain(&brokers, topic, &group, n).await
-                }
-            };
-            let (u, k) = if only.as_deref() == Some("plain") {
-                (skipped, skipped)
-            } else {
-                let u = managed(&brokers, topic, &format!("ace-u-{round}"), n, Order::Unordered).await;
-                let k = managed(&brokers, topic, &format!("ace-k-{round}"), n, Order::Key).await;
-                (u, k)
-            };
-            println!(
-                "round {round}: plain {:>9.0} msg/s {:>5.2} cpu-us/msg   unordered {:>9.0} msg/s \
-                 {:>5.2} cpu-us/msg ({:.3})   key-ordered {:>9.0} msg/s {:>5.2} cpu-us/msg ({:.3})",
-                b.0,
-                b.1,
-                u.0,
-                u.1,
-                u.0 / b.0,
-                k.0,
-                k.1,
-                k.0 / b.0
-            );
-            for (side, run) in runs.iter_mut().zip([b, u, k]) {
-                side.0.push(run.0);
-                side.1.push(run.1);
-                side.2 += run.2;
-            }
+        if only.as_deref() != Some("fairness") {
+            throughput(&brokers, n, rounds).await;
         }
-        let medians: Vec<(f64, f64)> = runs
-            .iter_mut()
-            .map(|(t, c, _)| (median(t), median(c)))
-            .collect();
-        let (mb, cb) = medians[0];
-        println!("median over {rounds} rounds of {n} messages:");
-        for (name, &(t, c)) in sides.iter().zip(&medians) {
-            println!(
-                "  {name:<12} {t:>9.0} msg/s {c:>5.2} cpu-us/msg   throughput ratio {:.3}, CPU ratio {:.2}",
-                t / mb,
-                c / cb
-            );
+        if only.is_none() || only.as_deref() == Some("fairness") {
+            fairness(&brokers, fair_n, rounds, fair_limit).await;
         }
-        #[allow(clippy::cast_precision_loss, reason = "a round count")]
-        let r = rounds as f64;
-        println!(
-            "of which librdkafka's threads (mean, 10 ms ticks): plain {:.2}, unordered {:.2}, \
-             key-ordered {:.2} cpu-us/msg",
-            runs[0].2 / r,
-            runs[1].2 / r,
-            runs[2].2 / r
-        );
     });
 }

@@ -37,7 +37,7 @@ use tonic::body::Body;
 use tonic::codec::ProstCodec;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Status};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 type Manager = ace_std::tokio::Manager;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -370,5 +370,80 @@ fn answers_after_a_refusal_come_in_the_servers_time() {
             }
             assert!(ok >= 1, "round {round}: the server serves calls");
         }
+    });
+}
+
+/// The same back-off with no tonic and no network: the ACE client layer over an in-process
+/// service that refuses above `SLOTS` at once. Its callers keep being answered at the service's
+/// capacity once the limit has come down (what the loopback test found missing had its cause
+/// below the layer: see `serve`).
+#[test]
+fn the_client_layer_alone_keeps_its_goodput_after_backing_off() {
+    on_paused_clock(Duration::from_secs(60), || async {
+        let workers = Arc::new(tokio::sync::Semaphore::new(SLOTS));
+        let downstream = tower::service_fn(move |id: u64| {
+            let workers = Arc::clone(&workers);
+            async move {
+                let Ok(_worker) = workers.try_acquire() else {
+                    return Err::<u64, BoxError>("resource exhausted".into());
+                };
+                tokio::time::sleep(BASE).await;
+                Ok(id)
+            }
+        });
+        let client = quiet(AimdConfig {
+            min_limit: 1,
+            max_limit: 64,
+            initial_limit: 32,
+            adjustment_interval: Duration::from_millis(200),
+            cooldown: Duration::from_millis(200),
+            ..AimdConfig::default()
+        })
+        .build()
+        .expect("a valid config");
+        let limited = ServiceBuilder::new()
+            .layer(AdaptiveConcurrencyLayer::new(client.clone()))
+            .service(downstream);
+        let (run, from) = (Duration::from_secs(6), Duration::from_secs(3));
+        let start = Instant::now();
+        let mut callers = Vec::new();
+        for n in 0..32u64 {
+            let mut svc = limited.clone();
+            callers.push(tokio::spawn(async move {
+                let mut ok = 0;
+                for i in 0..1_000 {
+                    if start.elapsed() >= run {
+                        break;
+                    }
+                    let result = tower::ServiceExt::ready(&mut svc)
+                        .await
+                        .expect("waits, never refuses")
+                        .call(n * 1_000 + i)
+                        .await;
+                    if result.is_ok() {
+                        ok += usize::from(start.elapsed() >= from);
+                    } else {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for c in callers {
+            ok += c.await.expect("a caller");
+        }
+        let capacity = (run - from).as_secs_f64() * SLOTS as f64 / BASE.as_secs_f64();
+        eprintln!("in process: {ok} ok after {from:?}, capacity {capacity}");
+        assert!(
+            ok as f64 >= 0.8 * capacity,
+            "answered at about the service's capacity: {ok} against {capacity}"
+        );
+        assert!(
+            client.limit() <= 2 * SLOTS,
+            "backed off: {}",
+            client.limit()
+        );
+        client.shutdown().await;
     });
 }

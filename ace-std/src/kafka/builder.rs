@@ -226,6 +226,18 @@ impl Builder {
         self
     }
 
+    /// Whether handlers see each message's headers ([`KafkaMessage::headers`]). Default `true`.
+    ///
+    /// `false` leaves them unread: librdkafka parses a message's headers only when asked, and
+    /// asking costs a buffer allocation even for a message with no header (librdkafka 2.12:
+    /// counted by callgrind, a third of the consumer task's work per message of 100 bytes).
+    ///
+    /// [`KafkaMessage::headers`]: super::KafkaMessage::headers
+    pub fn headers(mut self, read: bool) -> Self {
+        self.options.headers = read;
+        self
+    }
+
     /// How long [`shutdown`](KafkaConsumerManager::shutdown) waits for handlers in flight.
     /// Default 30 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {

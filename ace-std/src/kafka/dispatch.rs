@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ace_core::{LatencyRecorder, OwnedPermit as Permit, Semaphore};
+use ace_core::{DetachedPermit, LatencyRecorder, Permit, Semaphore};
 use tokio::sync::mpsc;
 
 use super::context::{bump, PartitionState, Shared};
@@ -65,6 +65,23 @@ pub(super) struct Job {
     pub(super) done: Option<mpsc::UnboundedSender<Lane>>,
     /// The latency signal's recorder, when handlers are timed.
     pub(super) latency: Option<Arc<LatencyRecorder>>,
+    /// The limit on handlers in flight, whose permits the handlers' own tasks hold.
+    pub(super) gate: Arc<Semaphore>,
+}
+
+/// The permit of a handler on its own task: returned when the task ends, however it ends (a
+/// borrowed permit detached, so the consumer task's fast path clones no `Arc` per message).
+struct Held<'a> {
+    gate: &'a Semaphore,
+    permit: Option<DetachedPermit>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.gate.release_detached(permit);
+        }
+    }
 }
 
 /// The latency signal's view of the handlers, as the async `Manager` gives it: each admission
@@ -123,7 +140,7 @@ impl Dispatch {
         &mut self,
         part: &Arc<PartitionState>,
         message: KafkaMessage,
-        permit: Permit,
+        permit: Permit<'_>,
         origin: Origin,
     ) {
         let offset = message.offset();
@@ -161,13 +178,17 @@ impl Dispatch {
             Origin::Queued { lane, epoch } => (lane, epoch),
         };
         part.running.fetch_add(1, Ordering::AcqRel);
-        let (job, part) = (Arc::clone(&self.job), Arc::clone(part));
+        let (job, part, permit) = (Arc::clone(&self.job), Arc::clone(part), permit.detach());
         drop(tokio::spawn(async move {
+            let held = Held {
+                gate: &job.gate,
+                permit: Some(permit),
+            };
             let outcome = match rest {
                 Ok(outcome) => outcome,
                 Err(rest) => rest.await,
             };
-            job.complete(outcome, started, message, &part, epoch, permit, lane)
+            job.complete(outcome, started, message, &part, epoch, held, lane)
                 .await;
         }));
     }
@@ -188,7 +209,7 @@ impl Job {
         message: KafkaMessage,
         part: &PartitionState,
         epoch: u64,
-        permit: Permit,
+        permit: Held<'_>,
         lane: Option<Lane>,
     ) {
         let done = self.handle(first, started, &message).await;
@@ -332,6 +353,7 @@ mod tests {
             after: AfterRetries::Stop,
             done: None,
             latency: None,
+            gate: Arc::clone(&gate),
         });
         let mut dispatch = Dispatch {
             first,
@@ -343,14 +365,13 @@ mod tests {
         };
         let part = Arc::new(PartitionState::new("topic", 0));
         let (key, payload) = (b"key-123".to_vec(), vec![b'x'; 100]);
-        let mut scratch = Vec::new();
+        let mut arena = crate::kafka::message::Arena::default();
         let n = 2_000_000i64;
         let t = std::time::Instant::now();
         for offset in 0..n {
             dispatch.tally.received += 1;
-            let message =
-                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
-            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            let message = KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut arena);
+            let permit = gate.try_acquire().unwrap();
             dispatch.start(&part, message, permit, Origin::Fresh(None));
         }
         let ns = t.elapsed().as_nanos() as f64 / n as f64;
@@ -358,8 +379,7 @@ mod tests {
         assert_eq!(part.tracker.committable(), Some(n));
         let t = std::time::Instant::now();
         for offset in 0..n {
-            let message =
-                KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut scratch);
+            let message = KafkaMessage::copy_parts(&part.topic, offset, &key, &payload, &mut arena);
             std::hint::black_box(&message);
         }
         println!(
@@ -368,14 +388,14 @@ mod tests {
         );
         let t = std::time::Instant::now();
         for _ in 0..n {
-            let permit = Arc::clone(&gate).try_acquire_owned().unwrap();
+            let permit = gate.try_acquire().unwrap();
             std::hint::black_box(&permit);
         }
         println!(
             "  permit {:.1} ns",
             t.elapsed().as_nanos() as f64 / n as f64
         );
-        let message = KafkaMessage::copy_parts(&part.topic, 0, &key, &payload, &mut scratch);
+        let message = KafkaMessage::copy_parts(&part.topic, 0, &key, &payload, &mut arena);
         let t = std::time::Instant::now();
         for _ in 0..n {
             std::hint::black_box(dispatch.first.start(message.clone()));

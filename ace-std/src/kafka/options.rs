@@ -21,6 +21,8 @@ pub(crate) struct Options {
     /// `None` until `build` picks the default, which depends on `max.poll.interval.ms`.
     pub(crate) revoke_timeout: Option<Duration>,
     pub(crate) shutdown_timeout: Duration,
+    /// Whether messages carry their headers.
+    pub(crate) headers: bool,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             commit_interval: B::default_commit_interval(),
             revoke_timeout: None,
             shutdown_timeout: B::default_shutdown_timeout(),
+            headers: true,
         }
     }
 }
@@ -92,7 +95,13 @@ pub(crate) fn client_config(
         // librdkafka then stops fetching for `fetch.queue.backoff.ms` (default 1000), so a
         // consumer that catches up sits idle for up to a second each time (measured: 1 s
         // gaps, a third of the throughput). 50 ms re-checks 20 times a second instead.
-        .set("fetch.queue.backoff.ms", "50");
+        .set("fetch.queue.backoff.ms", "50")
+        // A paused partition (back-pressure, or its share of the buffer under key order) is
+        // fetched again only after the fetch request in flight returns, and a broker holds that
+        // one up to `fetch.wait.max.ms` (default 500) while the other partitions have nothing
+        // new: measured on Tansu, 97 keys on 4 partitions with handlers of 0-5 ms ran at 0.07 x
+        // the unordered throughput, idle half a second after each resume; 0.99 x at 50 ms.
+        .set("fetch.wait.max.ms", "50");
     for (key, value) in user {
         if key == "enable.auto.commit" && value.trim() != "false" {
             return Err(BuildError::Forbidden {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ace_core::{OwnedPermit as Permit, Semaphore};
+use ace_core::{Permit, Semaphore};
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, MessageStream, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -22,6 +22,7 @@ use super::dispatch::{Dispatch, Job, Origin, Pending, Tally, Timing};
 use super::error::StopError;
 use super::fairness;
 use super::handler::Handler;
+use super::message::Arena;
 use super::pressure::{Backlog, Pressure, Verdict};
 use super::scheduler::{Lane, Lanes, Scheduler};
 use super::{KafkaMessage, Options, ShutdownReport};
@@ -43,6 +44,8 @@ async fn sleep_until(at: Option<Instant>) {
 /// What the consumer task needs, moved into it at start.
 pub(crate) struct Pump {
     pub(crate) consumer: StreamConsumer<Context>,
+    /// Subscribed to one topic by name: every message comes from it.
+    pub(crate) one_topic: bool,
     pub(crate) shared: Arc<Shared>,
     pub(crate) gate: Arc<Semaphore>,
     pub(crate) handler: Handler,
@@ -60,30 +63,39 @@ struct Lookup {
 }
 
 impl Lookup {
-    /// The partition's state; `None` for a partition not assigned (a message fetched before its
-    /// partition was revoked, which its next owner handles).
+    /// The state of `m`'s partition; `None` for a partition not assigned (a message fetched
+    /// before its partition was revoked, which its next owner handles). With `one_topic` the
+    /// topic name is not compared (reading it from librdkafka costs a `strlen` and a UTF-8
+    /// check per message).
     fn get(
         &mut self,
         shared: &Shared,
-        topic: &str,
-        partition: i32,
+        m: &BorrowedMessage<'_>,
+        one_topic: bool,
     ) -> Option<&Arc<PartitionState>> {
         let generation = shared.generation.load(Ordering::Acquire);
         if generation != self.generation {
             self.parts = lock(&shared.partitions).values().cloned().collect();
             self.generation = generation;
         }
+        let partition = m.partition();
+        if one_topic {
+            return self.parts.iter().find(|p| p.partition == partition);
+        }
+        let topic = m.topic();
         self.parts
             .iter()
             .find(|p| p.partition == partition && *p.topic == *topic)
     }
 }
 
-/// The consumer task's per-message state: where partitions are, and a scratch buffer to copy
-/// messages out of librdkafka (see [`KafkaMessage::copy`]).
+/// The consumer task's per-message state: where partitions are, and where messages are copied
+/// out of librdkafka (see [`KafkaMessage::copy`]).
 struct Receiver {
     lookup: Lookup,
-    scratch: Vec<u8>,
+    arena: Arena,
+    one_topic: bool,
+    headers: bool,
 }
 
 /// The consumer task's state; each event of [`Pump::run`]'s loop is one method.
@@ -112,6 +124,7 @@ impl Pump {
     pub(crate) async fn run(self) -> Result<ShutdownReport, StopError> {
         let Self {
             consumer,
+            one_topic,
             shared,
             gate,
             handler: Handler { first, retry },
@@ -128,6 +141,7 @@ impl Pump {
             after: options.after,
             done: (!lanes.unordered()).then_some(done),
             latency: timing.as_ref().map(|t| Arc::clone(&t.recorder)),
+            gate: Arc::clone(&gate),
         });
         let mut commit_tick = tokio::time::interval_at(
             Instant::now() + options.commit_interval,
@@ -157,7 +171,9 @@ impl Pump {
                     generation: u64::MAX,
                     parts: Vec::new(),
                 },
-                scratch: Vec::new(),
+                arena: Arena::default(),
+                one_topic,
+                headers: options.headers,
             },
             pressure: Pressure::default(),
             committer: Committer::default(),
@@ -168,6 +184,8 @@ impl Pump {
         };
 
         let mut stream = consumer.stream();
+        // Its own handle, so a permit waited for borrows it, not the task.
+        let gate = Arc::clone(&task.gate);
         loop {
             task.purge_revoked();
             let verdict = task.back_pressure();
@@ -175,7 +193,7 @@ impl Pump {
                 biased;
                 () = &mut stopped => break,
                 Some(lane) = task.finished.recv() => task.lane_finished(lane),
-                permit = Arc::clone(&task.gate).acquire_owned(), if task.dispatch.queue.ready() > 0 => {
+                permit = gate.acquire(), if task.dispatch.queue.ready() > 0 => {
                     let Ok(permit) = permit else { break };
                     task.start_ready(Some(permit));
                 }
@@ -291,11 +309,8 @@ impl Task {
     /// free, else queued.
     fn take(&mut self, m: &BorrowedMessage<'_>) {
         self.dispatch.tally.received += 1;
-        let Some(part) = self
-            .receiver
-            .lookup
-            .get(&self.shared, m.topic(), m.partition())
-        else {
+        let receiver = &mut self.receiver;
+        let Some(part) = receiver.lookup.get(&self.shared, m, receiver.one_topic) else {
             bump(&self.shared.counters.revoked_dropped);
             return;
         };
@@ -305,7 +320,7 @@ impl Task {
             bump(&self.shared.counters.redelivered);
             return;
         }
-        let message = KafkaMessage::copy(m, &part.topic, &mut self.receiver.scratch);
+        let message = KafkaMessage::copy(m, &part.topic, &mut receiver.arena, receiver.headers);
         // Idle queue: the lane cannot be busy, so it is computed only if the handler goes on.
         let mut lane = None;
         let free = self.dispatch.queue.is_idle()
@@ -314,7 +329,7 @@ impl Task {
                 .queue
                 .can_start_now(*lane.insert(self.dispatch.lanes.of(part, &message)));
         if free {
-            if let Ok(permit) = Arc::clone(&self.gate).try_acquire_owned() {
+            if let Ok(permit) = self.gate.try_acquire() {
                 self.dispatch
                     .start(part, message, permit, Origin::Fresh(lane));
                 return;
@@ -338,13 +353,14 @@ impl Task {
     }
 
     /// Starts ready messages: with `permit` first, then while slots are free (bounded).
-    fn start_ready(&mut self, mut permit: Option<Permit>) {
+    fn start_ready(&mut self, mut permit: Option<Permit<'_>>) {
         for _ in 0..DRAIN {
-            let Some(p) = permit
-                .take()
-                .or_else(|| Arc::clone(&self.gate).try_acquire_owned().ok())
-            else {
-                break;
+            let p = match permit.take() {
+                Some(p) => p,
+                None => match self.gate.try_acquire() {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             let Some((lane, pending)) = self.dispatch.queue.pop() else {
                 break;
@@ -358,7 +374,7 @@ impl Task {
                 if let Some(lane) = lane {
                     self.dispatch.queue.release(lane);
                 }
-                permit = Some(p);
+                drop(p);
                 continue;
             }
             let origin = Origin::Queued {

@@ -4,8 +4,9 @@
 //! that an AIMD [`Controller`](ace_core::Controller) moves with the machine's health, every `adjustment_interval`, on a
 //! control thread of its own (no async runtime needed).
 //!
-//! - [`ThreadPoolManager`]: `submit`, `try_submit`, `execute`, `limit`, `set_limit`, `stats`,
-//!   `is_shut_down`, `shutdown`, `shutdown_now`; built by [`Builder`].
+//! - [`ThreadPoolManager`]: `submit`, `try_submit`, `execute`, `submit_with` and `execute_with`
+//!   (in a [`Priority`] class: the queue serves the most important class first), `limit`,
+//!   `set_limit`, `stats`, `is_shut_down`, `shutdown`, `shutdown_now`; built by [`Builder`].
 //! - [`JoinHandle`]: wait for a result with `join`, or `.await` it; a panic comes back as
 //!   [`JoinError::Panicked`].
 //! - [`TrySubmitError`]: a full or shut queue hands the closure back.
@@ -44,6 +45,7 @@
 //! ```
 
 mod job;
+mod lanes;
 mod shared;
 mod sys;
 
@@ -51,7 +53,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ace_core::{AimdConfig, ConfigError, LimitTarget};
+use ace_core::{AimdConfig, ConfigError, LimitTarget, Priority};
 
 use crate::control::{
     engine_methods, loop_options_methods, Defaults, LoopHandle, LoopOptions, Wiring,
@@ -158,9 +160,32 @@ impl ThreadPoolManager {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_with(Priority::Normal, f)
+    }
+
+    /// [`submit`](Self::submit) in class `priority`: a worker takes the queued job of the most
+    /// important class first (first in, first out within a class), as
+    /// [`Manager::submit_with`](crate::Manager::submit_with) is admitted. Each class has its own
+    /// queue, of the builder's [`queue_capacity`](Builder::queue_capacity) when bounded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use ace_std::threadpool::ThreadPoolManager;
+    /// use ace_std::Priority;
+    /// # let pool = ThreadPoolManager::new(ace_std::AimdConfig::default())?;
+    /// let health = pool.submit_with(Priority::Critical, || "ok");
+    /// assert_eq!(health.join(), Ok("ok"));
+    /// # Ok::<(), ace_std::ConfigError>(())
+    /// ```
+    pub fn submit_with<F, T>(&self, priority: Priority, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (task, handle) = SubmitTask::new(f);
         if let Err(PushError::Closed(task) | PushError::Full(task)) =
-            self.shared.push(Box::new(task), true)
+            self.shared.push(priority, Box::new(task), true)
         {
             task.abandon(JoinError::Shutdown);
         }
@@ -201,7 +226,7 @@ impl ThreadPoolManager {
                 Err(_) => unreachable!("the pool boxed this very type"),
             }
         };
-        match self.shared.push(Box::new(task), false) {
+        match self.shared.push(Priority::Normal, Box::new(task), false) {
             Ok(()) => Ok(handle),
             Err(PushError::Full(task)) => Err(TrySubmitError::Full(back(task))),
             Err(PushError::Closed(task)) => Err(TrySubmitError::Shutdown(back(task))),
@@ -227,8 +252,16 @@ impl ThreadPoolManager {
     where
         F: FnOnce() + Send + 'static,
     {
+        self.execute_with(Priority::Normal, f);
+    }
+
+    /// [`execute`](Self::execute) in class `priority` (see [`submit_with`](Self::submit_with)).
+    pub fn execute_with<F>(&self, priority: Priority, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
         // Refused only after shutdown, as documented: nothing to report to.
-        let _ = self.shared.push(Box::new(ExecuteTask(f)), true);
+        let _ = self.shared.push(priority, Box::new(ExecuteTask(f)), true);
     }
 
     /// The limit in force: at most this many closures start running at once.
@@ -423,8 +456,9 @@ impl Builder {
     loop_options_methods!();
     engine_methods!();
 
-    /// Bounds the queue of jobs not yet started to `capacity` (at least 1): `submit` then blocks
-    /// while it is full and `try_submit` returns [`TrySubmitError::Full`]. Unbounded by default.
+    /// Bounds the queue of jobs not yet started to `capacity` (at least 1) per class
+    /// ([`ThreadPoolManager::submit_with`]; plain jobs are `Normal`): `submit` then blocks while
+    /// it is full and `try_submit` returns [`TrySubmitError::Full`]. Unbounded by default.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = Some(capacity);
         self

@@ -43,11 +43,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ace_core::{LatencyRecorder, LimitTarget, Permit, Semaphore, Usage};
-use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use ace_core::{LatencyRecorder, LimitTarget, Permit, Priority, Semaphore, Usage};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crossbeam_utils::{Backoff, CachePadded};
 
 use super::job::{BoxTask, Counters};
+use super::lanes::{Lanes, Woke};
 use crate::stats::DecisionCounters;
 use crate::util::lock;
 
@@ -126,8 +127,8 @@ enum Next {
 }
 
 pub(crate) struct Shared {
-    tx: Sender<BoxTask>,
-    rx: Receiver<BoxTask>,
+    /// The queue of jobs not started, one channel per class.
+    lanes: Lanes,
     /// Never sent on: dropping the sender (at shutdown) wakes every idle worker.
     stop_rx: Receiver<()>,
     stop_tx: Mutex<Option<Sender<()>>>,
@@ -179,15 +180,9 @@ impl Shared {
             thread_name,
             timing,
         } = options;
-        // A rendezvous channel (capacity 0) would never show demand to `ensure_workers`.
-        let (tx, rx) = match capacity {
-            Some(n) => crossbeam_channel::bounded(n.max(1)),
-            None => crossbeam_channel::unbounded(),
-        };
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         Self {
-            tx,
-            rx,
+            lanes: Lanes::new(capacity),
             stop_rx,
             stop_tx: Mutex::new(Some(stop_tx)),
             state: CachePadded::new(AtomicUsize::new(0)),
@@ -248,7 +243,7 @@ impl Shared {
     }
     /// Jobs accepted and not started: in the queue, or taken and waiting for a slot.
     pub(crate) fn queued(&self) -> usize {
-        self.rx.len() + self.pending_len.load(SeqCst)
+        self.lanes.len() + self.pending_len.load(SeqCst)
     }
 
     /// True if the current thread is one of this pool's workers.
@@ -277,17 +272,22 @@ impl Shared {
         self.state.fetch_or(0, SeqCst)
     }
 
-    /// Queues a job, blocking while a bounded queue is full if `block`.
-    pub(crate) fn push(self: &Arc<Self>, task: BoxTask, block: bool) -> Result<(), PushError> {
+    /// Queues a job in class `priority`, blocking while its bounded queue is full if `block`.
+    pub(crate) fn push(
+        self: &Arc<Self>,
+        priority: Priority,
+        task: BoxTask,
+        block: bool,
+    ) -> Result<(), PushError> {
         if self.state.load(SeqCst) & CLOSED != 0 {
             return Err(PushError::Closed(task));
         }
         if block {
             // The pool holds a receiver: the channel never disconnects.
-            if let Err(e) = self.tx.send(task) {
+            if let Err(e) = self.lanes.send(priority, task) {
                 return Err(PushError::Closed(e.0));
             }
-        } else if let Err(e) = self.tx.try_send(task) {
+        } else if let Err(e) = self.lanes.try_send(priority, task) {
             return Err(match e {
                 TrySendError::Full(t) => PushError::Full(t),
                 TrySendError::Disconnected(t) => PushError::Closed(t),
@@ -312,10 +312,10 @@ impl Shared {
             // either way every handle hears.
             let mut cancelled = lock(&self.cancelled);
             match cancelled.as_mut() {
-                Some(out) => out.extend(self.rx.try_iter()),
+                Some(out) => out.extend(self.lanes.drain()),
                 None => {
                     drop(cancelled);
-                    for task in self.rx.try_iter() {
+                    for task in self.lanes.drain() {
                         task.abandon(super::JoinError::Cancelled);
                     }
                 }
@@ -375,7 +375,7 @@ impl Shared {
         self.alive.fetch_sub(1, SeqCst);
         // Leave, sync, then look: pairs with `push`'s push, sync, read of `alive`.
         self.sync();
-        let work = !self.rx.is_empty() || self.pending_len.load(SeqCst) > 0;
+        let work = !self.lanes.is_empty() || self.pending_len.load(SeqCst) > 0;
         if work && self.mode() != Mode::Now && self.has_room() {
             self.alive.fetch_add(1, SeqCst);
             return false;
@@ -446,7 +446,7 @@ impl Shared {
         // submitter a futex wake.
         let backoff = Backoff::new();
         loop {
-            if let Ok(task) = self.rx.try_recv() {
+            if let Some(task) = self.lanes.try_recv() {
                 return Next::Task(task);
             }
             if backoff.is_completed() {
@@ -459,10 +459,12 @@ impl Shared {
             // racing the shutdown may still push).
             return Next::Exit;
         }
-        select! {
-            recv(self.rx) -> task => task.map_or(Next::Exit, Next::Task),
-            recv(self.stop_rx) -> _ => Next::Again,
-            default(self.idle_timeout) => Next::Idle,
+        // Woken by a job in any class, then take the most important one (another worker may
+        // have taken it meanwhile: look again).
+        match self.lanes.wait(&self.stop_rx, self.idle_timeout) {
+            Woke::Work => self.lanes.try_recv().map_or(Next::Again, Next::Task),
+            Woke::Stop => Next::Again,
+            Woke::Idle => Next::Idle,
         }
     }
 
@@ -499,7 +501,7 @@ impl Shared {
         let mut cancelled = lock(&self.cancelled);
         out.extend(cancelled.take().unwrap_or_default());
         out.extend(drained);
-        out.extend(self.rx.try_iter());
+        out.extend(self.lanes.drain());
         drop(cancelled);
         out
     }
@@ -507,7 +509,7 @@ impl Shared {
     /// The queue's jobs now (for `shutdown_now`, so submitters blocked on a full queue get
     /// through).
     pub(crate) fn drain_queue(&self) -> Vec<BoxTask> {
-        self.rx.try_iter().collect()
+        self.lanes.drain().collect()
     }
 
     /// A job a worker took after `shutdown_now` began: hand it back, or cancel it if too late.
@@ -643,7 +645,7 @@ fn worker_main(arc: &Arc<Shared>) {
         // queued, so a submit then may have seen no need for a thread: look again now.
         if shared.alive() < shared.limit() {
             shared.sync();
-            if !shared.rx.is_empty() {
+            if !shared.lanes.is_empty() {
                 arc.ensure_workers();
             }
         }
@@ -660,7 +662,7 @@ fn worker_main(arc: &Arc<Shared>) {
             } else {
                 None
             };
-            let Some(next) = next.or_else(|| shared.rx.try_recv().ok()) else {
+            let Some(next) = next.or_else(|| shared.lanes.try_recv()) else {
                 break;
             };
             if shared.mode() == Mode::Now {
