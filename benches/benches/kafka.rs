@@ -6,7 +6,9 @@
 //! and range. The manager is built with `.headers(false)`: the plain loop reads no header either
 //! (`ACE_BENCH_HEADERS=1` reads them). Then the fairness scenario: 97 keys on 4 partitions (each
 //! key in one partition), a fixed limit of 64, handlers sleeping 0–5 ms, key-ordered against
-//! unordered throughput.
+//! unordered throughput (`pause_after` 20 s on both sides: the one back-pressure pause a full
+//! backlog takes after 1 s costs a refetch of about a second against Tansu, on either side at
+//! random).
 //!
 //! Needs a broker: `ACE_KAFKA_BROKERS=host:port`, or a Tansu binary (`ACE_TANSU_BIN`, or
 //! `target/tansu/tansu` from `.ci/tansu.sh fetch`) that the bench starts on a free port.
@@ -364,6 +366,12 @@ async fn managed(
         .topic(topic)
         .ordering(ordering)
         .headers(headers);
+    if let Work::Sleep = work {
+        // The fairness scenario compares orderings, not back-pressure: a backlog full for
+        // `pause_after` (1 s) pauses every partition once, and Tansu's refetch then stalls about
+        // a second, on either side at random.
+        builder = builder.pause_after(Duration::from_secs(20));
+    }
     for (k, v) in consumer_config(brokers, group) {
         builder = match k {
             "bootstrap.servers" => builder.brokers(v),
