@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 paths=("$@")
-[ ${#paths[@]} -gt 0 ] || paths=(tower_limit ace_layer_untimed tokio_semaphore ace_semaphore acquire submit)
+[ ${#paths[@]} -gt 0 ] || paths=(tower_limit ace_layer_untimed tokio_semaphore ace_semaphore acquire submit \
+    ace_contended tokio_contended two_yields)
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p ace-benches --bin icount
 out=$(mktemp -d)
@@ -18,9 +19,10 @@ ir() {
     awk '/^summary:/ { print $2 }' "$f"
 }
 printf '%-20s %s\n' path 'instructions per call'
+# Multiples of 64, so that the contended paths (64 tasks) run exactly this many operations.
 for p in "${paths[@]}"; do
-    a=$(ir "$p" 2000)
-    b=$(ir "$p" 22000)
-    printf '%-20s %s\n' "$p" $(( (b - a) / 20000 ))
+    a=$(ir "$p" 2048)
+    b=$(ir "$p" 22528)
+    printf '%-20s %s\n' "$p" $(( (b - a) / 20480 ))
 done
 rm -rf "$out"

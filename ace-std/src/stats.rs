@@ -109,7 +109,7 @@ impl fmt::Debug for ClassProbe {
 // Above this many tasks per cycle a manager times one task in 2^k (by admission number, so
 // successes and failures are sampled alike and the error rate stays unbiased): at 1M tasks/s
 // the two clock reads are paid for one task in ~2,000.
-const LATENCY_SAMPLES_PER_CYCLE: u64 = 1024;
+pub(crate) const LATENCY_SAMPLES_PER_CYCLE: u64 = 1024;
 
 /// The next cycle's sampling mask from this cycle's sampled count: time one task in `mask + 1`.
 fn next_sample_mask(sampled: u64, mask: u64) -> u64 {
@@ -139,6 +139,17 @@ impl DecisionCounters {
     /// True if the task with admission number `seq` is to be timed.
     pub(crate) fn sampled(&self, seq: u64) -> bool {
         seq & self.sample_mask.load(Ordering::Relaxed) == 0
+    }
+
+    /// As [`sampled`](Self::sampled), timing fewer still: none whose number has a bit of
+    /// `extra` set.
+    pub(crate) fn sampled_within(&self, seq: u64, extra: u64) -> bool {
+        seq & (self.sample_mask.load(Ordering::Relaxed) | extra) == 0
+    }
+
+    /// Decisions so far: a new one starts a new sampling cycle.
+    pub(crate) fn cycle(&self) -> u64 {
+        self.decisions.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record(&self, decision: &Decision) {

@@ -1,7 +1,14 @@
-//! Throughput of `KafkaConsumerManager` with a trivial handler, unordered and key-ordered,
-//! against a plain rdkafka `StreamConsumer` loop that handles each message inline and commits the
-//! same way (the highest offset + 1 of each partition, asynchronously, every second), on the same
-//! broker and the same messages (1,000 keys over 4 partitions), in alternating runs.
+//! Throughput and CPU of `KafkaConsumerManager` with a trivial handler, unordered and
+//! key-ordered, against a plain rdkafka `StreamConsumer` loop that handles each message inline and
+//! commits the same way (the highest offset + 1 of each partition, asynchronously, every second),
+//! on the same broker and the same messages (1,000 keys over 4 partitions), in alternating runs;
+//! each round's ratios are to the plain loop of the same round, and the summary gives their median
+//! and range. The manager is built with `.headers(false)`: the plain loop reads no header either
+//! (`ACE_BENCH_HEADERS=1` reads them). Then the fairness scenario: 97 keys on 4 partitions (each
+//! key in one partition), a fixed limit of 64, handlers sleeping 0–5 ms, key-ordered against
+//! unordered throughput (`pause_after` 20 s on both sides: the one back-pressure pause a full
+//! backlog takes after 1 s costs a refetch of about a second against Tansu, on either side at
+//! random).
 //!
 //! Needs a broker: `ACE_KAFKA_BROKERS=host:port`, or a Tansu binary (`ACE_TANSU_BIN`, or
 //! `target/tansu/tansu` from `.ci/tansu.sh fetch`) that the bench starts on a free port.
@@ -11,14 +18,17 @@
 //! ```
 //!
 //! Environment: `ACE_BENCH_MESSAGES` (default 500000), `ACE_BENCH_ROUNDS` (default 3),
-//! `ACE_BENCH_ONLY=manager` or `plain` (run the managers or the plain loop only, for profiling), `ACE_BENCH_SET=k=v,k=v` (extra
-//! rdkafka settings for the manager), `ACE_BENCH_BACKOFF` (`fetch.queue.backoff.ms` for both,
-//! default 50, the manager's), `ACE_BENCH_PLAIN_SPAWN=1` (run the plain loop as a spawned task,
-//! like the manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap
-//! between two messages the manager handled), `ACE_BENCH_TOUCH=1` (both handlers read every
-//! payload byte), `ACE_BENCH_RUNTIME=current` (a current-thread tokio runtime: everything on the
-//! main thread), `ACE_BENCH_PLAIN_DETACH=1` (the plain loop copies each message into an rdkafka
-//! `OwnedMessage`, as handing it to a task would need).
+//! `ACE_BENCH_FAIR_MESSAGES` (default 30000), `ACE_BENCH_FAIR_LIMIT` (default 64),
+//! `ACE_BENCH_ONLY=throughput` or `fairness` (one part), `manager` or `plain` (the throughput
+//! part's managers or plain loop only, for profiling), `ACE_BENCH_SET=k=v,k=v` (extra rdkafka
+//! settings for the manager), `ACE_BENCH_BACKOFF` (`fetch.queue.backoff.ms` for both, default 50,
+//! the manager's), `ACE_BENCH_PLAIN_SPAWN=1` (run the plain loop as a spawned task, like the
+//! manager's, instead of in `block_on`), `ACE_BENCH_GAPS=1` (print the longest gap between two
+//! messages the manager handled), `ACE_BENCH_STATS=1` (print each manager's stats),
+//! `ACE_BENCH_TOUCH=1` (both handlers read every payload byte), `ACE_BENCH_RUNTIME=current` (a
+//! current-thread tokio runtime: everything on the main thread), `ACE_BENCH_PLAIN_DETACH=1` (the
+//! plain loop copies each message into an rdkafka `OwnedMessage`, as handing it to a task would
+//! need).
 #![allow(missing_docs, reason = "bench binary")]
 
 use std::collections::HashMap;
@@ -356,6 +366,12 @@ async fn managed(
         .topic(topic)
         .ordering(ordering)
         .headers(headers);
+    if let Work::Sleep = work {
+        // The fairness scenario compares orderings, not back-pressure: a backlog full for
+        // `pause_after` (1 s) pauses every partition once, and Tansu's refetch then stalls about
+        // a second, on either side at random.
+        builder = builder.pause_after(Duration::from_secs(20));
+    }
     for (k, v) in consumer_config(brokers, group) {
         builder = match k {
             "bootstrap.servers" => builder.brokers(v),

@@ -7,10 +7,13 @@
 //!     target/release/icount <path> <calls>
 //! ```
 //!
-//! Run it twice (e.g. 1 000 and 101 000 calls) and divide the difference of the main thread's
-//! instruction counts by the difference of the calls: the per-call cost without the setup.
+//! Run it twice (e.g. 2 048 and 22 528 calls: multiples of 64 for the contended paths) and
+//! divide the difference of the main thread's instruction counts by the difference of the
+//! calls: the per-call cost without the setup.
 //! Paths: `tower_limit`, `ace_layer`, `ace_layer_untimed`, `submit` and `acquire` (untimed),
-//! `tokio_semaphore`, `ace_semaphore`.
+//! `tokio_semaphore`, `ace_semaphore`; and, contended on one thread (64 tasks share 8 permits,
+//! each looping acquire → yield → release; `<calls>` operations in all), `ace_contended`,
+//! `tokio_contended` and their floor `two_yields` (the same tasks yielding twice, no semaphore).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -19,6 +22,33 @@ use ace_benches::{calls, manager, runtime, Echo};
 use ace_std::tower::AdaptiveConcurrencyLayer;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::Layer;
+
+/// The contended paths: tasks, and the permits they share (as in the semaphore bench).
+const TASKS: u64 = 64;
+const PERMITS: usize = 8;
+
+/// `n` operations spread over [`TASKS`] tasks on the current runtime, each operation one
+/// `op()` awaited.
+async fn contended<F, Fut>(n: u64, op: F)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let per = n / TASKS;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    op().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -68,6 +98,34 @@ fn main() {
                     drop(black_box(Arc::clone(&sem).acquire_owned().await.unwrap()));
                 }
             });
+        }
+        "ace_contended" => {
+            let sem = Arc::new(ace_core::Semaphore::new(PERMITS));
+            rt.block_on(contended(n, move || {
+                let sem = Arc::clone(&sem);
+                async move {
+                    let permit = sem.acquire().await.unwrap();
+                    tokio::task::yield_now().await;
+                    drop(permit);
+                }
+            }));
+        }
+        "tokio_contended" => {
+            let sem = Arc::new(tokio::sync::Semaphore::new(PERMITS));
+            rt.block_on(contended(n, move || {
+                let sem = Arc::clone(&sem);
+                async move {
+                    let permit = sem.acquire().await.unwrap();
+                    tokio::task::yield_now().await;
+                    drop(permit);
+                }
+            }));
+        }
+        "two_yields" => {
+            rt.block_on(contended(n, || async {
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+            }));
         }
         other => panic!("unknown path {other}"),
     }

@@ -398,7 +398,16 @@ impl Controller {
             }
             return self.double(in_flight, Path::Latency);
         }
-        let to = limit.saturating_add(self.config.increase_step).min(max);
+        let step = self.config.increase_step;
+        // Near a confirmed knee, one step per round trip: the first epoch after a step holds
+        // tasks admitted before it, so stepping every epoch reaches the knee's latency a step
+        // late, and each overshoot costs a cut and the epochs below the knee after it.
+        let near = self.knee_confirmed
+            && limit.saturating_add(step.saturating_mul(2)) >= self.limit_before_cut;
+        if near && self.epochs_since_change < 2 {
+            return Intent::Hold(Reason::Busy { in_flight, limit });
+        }
+        let to = limit.saturating_add(step).min(max);
         if to <= limit {
             return Intent::Hold(Reason::AtMaxLimit);
         }

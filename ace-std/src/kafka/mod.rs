@@ -302,11 +302,12 @@ impl KafkaConsumerManager {
         // librdkafka reads a name starting with `^` as a pattern, which may match many topics.
         let one_topic = matches!(topics[..], [topic] if !topic.starts_with('^'));
 
-        let timing = wiring.latency().map(|recorder| Timing {
-            recorder: Arc::clone(recorder),
-            counters: Arc::clone(&self.counters),
-            gate: Arc::clone(&self.gate),
-            seq: 0,
+        let timing = wiring.latency().map(|recorder| {
+            Timing::new(
+                Arc::clone(recorder),
+                Arc::clone(&self.counters),
+                Arc::clone(&self.gate),
+            )
         });
         let runtime = TokioRuntime::from_handle(handle.clone());
         let control = control::spawn(wiring, runtime, &self.shared, &self.gate);

@@ -330,8 +330,11 @@ impl Task {
                 .can_start_now(*lane.insert(self.dispatch.lanes.of(part, &message)));
         if free {
             if let Ok(permit) = self.gate.try_acquire() {
+                // Copied again only for a handler that goes on (or failed): still at hand.
+                let again =
+                    || KafkaMessage::copy(m, &part.topic, &mut receiver.arena, receiver.headers);
                 self.dispatch
-                    .start(part, message, permit, Origin::Fresh(lane));
+                    .start(part, message, again, permit, Origin::Fresh(lane));
                 return;
             }
         }
@@ -381,8 +384,10 @@ impl Task {
                 lane,
                 epoch: pending.epoch,
             };
+            // Kept for the handler's task if it goes on: two reference counts, no copy.
+            let again = pending.message.clone();
             self.dispatch
-                .start(&pending.part, pending.message, p, origin);
+                .start(&pending.part, pending.message, || again, p, origin);
         }
         self.dispatch.tally.flush(&self.shared);
     }

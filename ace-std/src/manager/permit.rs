@@ -1,7 +1,7 @@
 //! [`TaskPermit`]: one admitted task's slot, owned.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +30,11 @@ pub struct TaskPermit<R: Runtime> {
     // one thing (a `success` followed by the drop's `end` costs a compare).
     permit: Option<DetachedPermit>,
     // When the task was admitted, in nanoseconds of the manager's clock plus one; 0 if it is not
-    // timed. A plain word rather than an `Option<Duration>` keeps the permit at 24 bytes, which
-    // it is moved as (from the semaphore to the caller, into a tower response future) on every
-    // task.
-    started: u64,
-    recorded: AtomicBool,
+    // timed, or no longer: a recorded attempt stands in for the task's own sample, so recording
+    // one clears it (atomic only for that: `record_attempt` takes `&self`). One word rather than
+    // an `Option<Duration>` and a flag keeps the permit at 24 bytes, which it is moved as (from
+    // the semaphore to the caller, into a tower response future) on every task.
+    started: AtomicU64,
 }
 
 impl<R: Runtime> TaskPermit<R> {
@@ -48,12 +48,11 @@ impl<R: Runtime> TaskPermit<R> {
         Self {
             inner,
             permit: Some(permit),
-            started: started.map_or(0, |now| {
+            started: AtomicU64::new(started.map_or(0, |now| {
                 u64::try_from(now.as_nanos())
                     .unwrap_or(u64::MAX)
                     .saturating_add(1)
-            }),
-            recorded: AtomicBool::new(false),
+            })),
         }
     }
 
@@ -67,7 +66,7 @@ impl<R: Runtime> TaskPermit<R> {
 impl<R: Runtime> TaskPermit<R> {
     /// Records one attempt's time as a latency sample (the recorder's cost: one atomic add).
     pub fn record_attempt(&self, latency: Duration) {
-        self.recorded.store(true, Ordering::Relaxed);
+        self.started.store(0, Ordering::Relaxed);
         if let Some(recorder) = &self.inner.latency {
             recorder.record(latency);
         }
@@ -75,7 +74,7 @@ impl<R: Runtime> TaskPermit<R> {
 
     /// Records one failed or rejected attempt: back-pressure, never a latency sample.
     pub fn record_failure(&self) {
-        self.recorded.store(true, Ordering::Relaxed);
+        self.started.store(0, Ordering::Relaxed);
         if let Some(recorder) = &self.inner.latency {
             recorder.record_error();
         }
@@ -128,9 +127,8 @@ impl<R: Runtime> TaskPermit<R> {
     fn finish(&self, permit: DetachedPermit, ok: bool) {
         let i = &*self.inner;
         // Recorded attempts stand in for the task's own sample.
-        let started = match self.started {
+        let started = match self.started.load(Ordering::Relaxed) {
             0 => None,
-            _ if self.recorded.load(Ordering::Relaxed) => None,
             plus_one => Some(Duration::from_nanos(plus_one - 1)),
         };
         i.count_end(started, ok);
@@ -153,7 +151,7 @@ impl<R: Runtime> Drop for TaskPermit<R> {
 impl<R: Runtime> fmt::Debug for TaskPermit<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskPermit")
-            .field("recorded", &self.recorded.load(Ordering::Relaxed))
+            .field("timed", &(self.started.load(Ordering::Relaxed) != 0))
             .finish_non_exhaustive()
     }
 }
