@@ -4,6 +4,8 @@
 //! Each test starts its own `redis-server` on a free loopback port (see `common/redis.rs`).
 #![allow(missing_docs, reason = "integration tests")]
 
+#[path = "common/log_buf.rs"]
+mod log_buf;
 #[path = "common/redis.rs"]
 mod redis_server;
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use ace_std::fleet::{FleetBudget, FleetClient, FleetConfig, FleetError, FleetMode};
 use ace_std::AimdConfig;
+use log_buf::LogBuf;
 use redis_server::RedisServer;
 
 const C: usize = 40;
@@ -234,7 +237,7 @@ async fn a_manager_never_runs_more_than_its_grant_and_the_log_says_fleet_cap() {
         }
     });
     let budget = FleetBudget::connect(cfg).await.unwrap();
-    let log = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let log = LogBuf::default();
     let manager = ace_std::tokio::Manager::builder(AimdConfig {
         min_limit: 1,
         max_limit: 100,
@@ -245,7 +248,7 @@ async fn a_manager_never_runs_more_than_its_grant_and_the_log_says_fleet_cap() {
     })
     .default_signals(false)
     .fleet(budget.clone())
-    .log_writer(SharedWriter(Arc::clone(&log)))
+    .log_writer(log.clone())
     .metrics(false)
     .build()
     .unwrap();
@@ -284,7 +287,7 @@ async fn a_manager_never_runs_more_than_its_grant_and_the_log_says_fleet_cap() {
         peak.load(Ordering::SeqCst)
     );
     manager.shutdown().await;
-    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let text = log.text();
     assert!(
         text.contains(r#""reason_code":"fleet_cap""#) && text.contains("of a budget shared by 2"),
         "{text}"
@@ -352,17 +355,4 @@ fn a_thread_pool_never_runs_more_than_its_grant() {
         peak.load(Ordering::SeqCst)
     );
     pool.shutdown();
-}
-
-/// A `Write` into a shared buffer, for reading the decision log back.
-struct SharedWriter(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for SharedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

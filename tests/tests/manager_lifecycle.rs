@@ -1,10 +1,11 @@
 //! Shutdown, cancellation and panics: work in flight finishes, new work is refused, the loop
 //! stops, and nothing hangs.
 
+#[path = "common/log_buf.rs"]
+mod log_buf;
 #[path = "common/quiet.rs"]
 mod quiet;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use ace_core::{source_fn, SignalError, Signals};
 use ace_std::log::HoldLogging;
 use ace_std::{AimdConfig, SubmitError};
 use futures::FutureExt;
+use log_buf::LogBuf;
 use quiet::quiet;
 
 fn config() -> AimdConfig {
@@ -166,23 +168,9 @@ async fn dropping_every_handle_stops_the_loop() {
     );
 }
 
-/// A writer the test can read back.
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_json_log_holds_decisions_and_source_errors() {
-    let buf = Buf::default();
+    let buf = LogBuf::default();
     let cycle = Arc::new(AtomicUsize::new(0));
     let c = cycle.clone();
     let m = quiet(AimdConfig {
@@ -214,7 +202,7 @@ async fn the_json_log_holds_decisions_and_source_errors() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     m.shutdown().await;
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))

@@ -1,6 +1,8 @@
 //! Priorities through a `Manager`: the most important class waiting is served first, shares
 //! keep a class going under a flood of a higher one, and `stats()` reports each class.
 
+#[path = "common/log_buf.rs"]
+mod log_buf;
 #[path = "common/quiet.rs"]
 mod quiet;
 
@@ -8,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ace_std::{AimdConfig, Priority, Shares};
+use log_buf::LogBuf;
 use quiet::quiet;
 
 /// A manager whose limit stays at `limit`.
@@ -110,27 +113,13 @@ async fn should_keep_a_share_for_normal_under_a_critical_flood() {
     watchdog.await.expect("watchdog");
 }
 
-/// A writer the test reads back: the decision log's JSON lines.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn should_report_each_class_in_the_decision_log_and_the_metrics() {
     let watchdog = tokio::time::timeout(Duration::from_secs(20), async {
         let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .expect("the only recorder of this test binary");
-        let lines = Lines::default();
+        let lines = LogBuf::default();
         let m = ace_std::tokio::Manager::builder(AimdConfig {
             adjustment_interval: Duration::from_millis(20),
             ..AimdConfig::fixed(1)
@@ -149,8 +138,8 @@ async fn should_report_each_class_in_the_decision_log_and_the_metrics() {
         // Bounded: the loop writes a hold every 20 ms.
         let mut record = None;
         for _ in 0..500 {
-            let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-            record = text
+            record = lines
+                .text()
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
                 .rfind(|r| r["priorities"]["critical"]["admitted"] == 2);

@@ -339,7 +339,7 @@ fn critical_keeps_its_goodput_at_4x_overload_while_sheddable_absorbs_the_refusal
         // refused), with a margin.
         let share = |f: &Figures| f.ok as f64 / f.offered.max(1) as f64;
         assert!(
-            share(&normal) >= 1.1 * share(&sheddable),
+            share(&normal) >= 1.5 * share(&sheddable),
             "normal served {:.3}, sheddable {:.3}",
             share(&normal),
             share(&sheddable)

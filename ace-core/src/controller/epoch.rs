@@ -20,6 +20,11 @@ const GRADIENT_HEADROOM: f64 = 2.0;
 const GRADIENT_SAMPLES: u32 = 10;
 // Epochs at `min_limit` under a reference's stress before the references count as stale.
 const STALE_EPOCHS: u32 = 8;
+// An epoch enters the floor's window with this many successes, or with fewer (the floor rule's
+// minimum, or less at a low limit) while the means agree to STEADY. At 4, an epoch of 4 whose
+// p50–p90 spread happened to be small entered 11 % under a 50 ms link (`errors_above_knee`:
+// the floor rule then cut a steady limit of 30 to 9).
+const FLOOR_WINDOW_SAMPLES: u32 = 5;
 // Epochs too small for the floor rule still set the floor while the means agree to 5 %.
 const STEADY: f64 = 0.05;
 
@@ -180,7 +185,7 @@ impl Controller {
         let steady = self.average.is_some_and(|a| {
             a.deviation() <= STEADY * a.mean && (a.mean - mean).abs() <= STEADY * a.mean
         });
-        if summary.samples >= FLOOR_MIN_SAMPLES
+        if summary.samples >= FLOOR_WINDOW_SAMPLES
             || (summary.samples >= self.floor_samples() && steady)
         {
             let unbiased = mean * (1.0 + 2.0 * standard_error(summary));
@@ -398,7 +403,16 @@ impl Controller {
             }
             return self.double(in_flight, Path::Latency);
         }
-        let to = limit.saturating_add(self.config.increase_step).min(max);
+        let step = self.config.increase_step;
+        // Near a confirmed knee, one step per round trip: the first epoch after a step holds
+        // tasks admitted before it, so stepping every epoch reaches the knee's latency a step
+        // late, and each overshoot costs a cut and the epochs below the knee after it.
+        let near = self.knee_confirmed
+            && limit.saturating_add(step.saturating_mul(2)) >= self.limit_before_cut;
+        if near && self.epochs_since_change < 2 {
+            return Intent::Hold(Reason::Busy { in_flight, limit });
+        }
+        let to = limit.saturating_add(step).min(max);
         if to <= limit {
             return Intent::Hold(Reason::AtMaxLimit);
         }

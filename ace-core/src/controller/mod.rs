@@ -162,6 +162,9 @@ pub struct Controller {
     // The limit the last cut came from: the epoch that began with the cut holds the tasks
     // admitted at it, and a second cut for their latency is measured from it.
     limit_before_cut: usize,
+    // Two latency cuts in a row came from levels within a tenth of each other: the knee is
+    // there, and growth near it waits a round trip per step.
+    knee_confirmed: bool,
     // The last growth was a slow-start doubling: a cut now ends slow start without fast
     // recovery (the doubling overshot).
     doubled: bool,
@@ -219,6 +222,7 @@ impl Controller {
             cut_quiet_until: Duration::ZERO,
             last_cut: None,
             limit_before_cut: 0,
+            knee_confirmed: false,
             doubled: false,
             ssthresh: if config.slow_start {
                 config.max_limit
@@ -383,6 +387,8 @@ impl Controller {
         let before = self.limit;
         let d = self.apply(now, intent, &signals, usage);
         if d.action == Action::Decrease {
+            let previous = self.limit_before_cut;
+            self.knee_confirmed = previous.abs_diff(before) <= previous / 10;
             self.limit_before_cut = before;
             // The tasks admitted before the cut still complete slowly for about one latency.
             let drain = summary.p99.max(self.latency_average().unwrap_or_default());

@@ -663,6 +663,51 @@ fn epoch_at_min_limit_takes_a_lasting_new_latency_as_the_reference() {
 }
 
 #[test]
+fn epoch_steps_once_per_round_trip_near_a_knee_two_cuts_confirmed() {
+    let mut c = ctl(additive());
+    let mut t = ms(0);
+    let mut epoch = |c: &mut Controller, v: u64| {
+        t += ms(v);
+        c.epoch(t, &ep(v, 20), busy(c.limit()))
+    };
+    for _ in 0..3 {
+        epoch(&mut c, 50);
+    }
+    // Two cuts from levels within a tenth of each other (26, then 27): the knee is there.
+    let mut levels = alloc::vec::Vec::new();
+    for _ in 0..2 {
+        let from = c.limit();
+        let d = epoch(&mut c, 80);
+        assert_eq!(d.action, Action::Decrease, "{d}");
+        levels.push(d.previous_limit);
+        for _ in 0..40 {
+            if c.limit() >= from {
+                break;
+            }
+            epoch(&mut c, 50);
+        }
+    }
+    let level = levels[1];
+    assert!(levels[0].abs_diff(level) <= levels[0] / 10, "{levels:?}");
+    // Within two steps of the last cut's level: never a step in two consecutive epochs.
+    let mut last_grew = false;
+    let mut steps = 0;
+    for _ in 0..8 {
+        let d = epoch(&mut c, 50);
+        let grew = d.action == Action::Increase;
+        if d.previous_limit + 4 >= level {
+            assert!(
+                !(grew && last_grew),
+                "two steps in a row near the knee: {d}"
+            );
+        }
+        steps += usize::from(grew);
+        last_grew = grew;
+    }
+    assert!(steps >= 2, "it still climbs: {} steps", steps);
+}
+
+#[test]
 fn epoch_back_pressure_cuts_even_when_successes_look_fast() {
     let mut c = ctl(additive());
     c.epoch(ms(50), &ep(50, 20), busy(20));

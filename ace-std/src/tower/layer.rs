@@ -45,7 +45,8 @@ pub enum Admission {
     /// have waited longer than `target` are refused. A call of a lower class behind more
     /// important calls or in a standing queue waits at most `target` (the class below the most
     /// important; each class below it a quarter of the one above), and the least important
-    /// class is refused at once behind more important calls: under overload the fresh calls,
+    /// class is refused at once behind more important calls or while a more important class's
+    /// queue stands (it still takes a slot free at its arrival): under overload the fresh calls,
     /// still worth answering, are served, the more important of the lower classes first, and
     /// the refused ones hear so within `target`. The most important class (and a class under its
     /// guaranteed share) is never refused for a standing queue, only after `timeout`.

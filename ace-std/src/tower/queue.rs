@@ -143,17 +143,20 @@ impl WaitQueue {
             // joining a standing queue (here or above: a class is never refused before a less
             // important one) or behind more important calls, would be served only by a slot that
             // none of those want. The least important class is refused at once behind more
-            // important calls (it would only wait to be refused); the next class below the most
-            // important waits the target, each class below it a quarter of the one above (of
-            // three classes: Normal 5 ms, Sheddable 1.25 ms of a 5 ms target), so a freed slot
-            // finds the more important of two lower classes waiting more often even when the
-            // less important one arrives more often; and a refusal is heard by then, from the
-            // caller's own timer, not when the queue next moves.
+            // important calls or while a more important class's queue stands (it would only wait
+            // to be refused; it still takes a slot free at its arrival); the next class below the
+            // most important waits the target, each class below it a quarter of the one above
+            // (of three classes: Normal 5 ms, Sheddable 1.25 ms of a 5 ms target, when its own
+            // queue stands), so a freed slot finds the more important of two lower classes
+            // waiting; and a refusal is heard by then, from the caller's own timer, not when the
+            // queue next moves. Only the class's own standing queue lets it wait, so its own
+            // CoDel verdict keeps being sampled.
             let overloaded = waiting.codel[..=rank].iter().any(|c| c.overloaded);
             let ahead = waiting.classes[..rank].iter().any(|c| !c.is_empty());
             if rank > 0 && !under_share[rank] && (overloaded || ahead) {
                 let lower = Priority::ALL.len() - 1;
-                if rank == lower && ahead {
+                let above = waiting.codel[..rank].iter().any(|c| c.overloaded);
+                if rank == lower && (ahead || above) {
                     return (Join::Full, shed);
                 }
                 max_wait = Some(a.target / 4u32.pow(u32::try_from(rank - 1).unwrap_or(0)));
@@ -410,6 +413,30 @@ mod tests {
             max_wait(q.join(Priority::Sheddable, under, MS, 10, a)),
             Some(None)
         );
+    }
+
+    #[test]
+    fn should_refuse_the_least_important_class_while_a_more_important_queue_stands() {
+        let q = WaitQueue::default();
+        let a = Some(Adaptive {
+            target: 5 * MS,
+            interval: 100 * MS,
+        });
+        // Critical's shortest wait over an interval above the target: its queue stands.
+        let (first, _, _) = queued(q.join(Priority::Critical, NONE, Duration::ZERO, 10, a));
+        let (second, _, _) = queued(q.join(Priority::Critical, NONE, 50 * MS, 10, a));
+        let (third, _, _) = queued(q.join(Priority::Critical, NONE, 160 * MS, 10, a));
+        for t in [first, second, third] {
+            assert!(q.leave(&t, NONE, 161 * MS, true, a).is_empty());
+        }
+        // Nobody waits now, but Critical's verdict holds: Sheddable is refused at arrival,
+        // Normal may wait the target.
+        assert!(matches!(
+            q.join(Priority::Sheddable, NONE, 162 * MS, 10, a).0,
+            Join::Full
+        ));
+        let (normal, _, _) = queued(q.join(Priority::Normal, NONE, 163 * MS, 10, a));
+        assert!(!normal.is_shed());
     }
 
     #[test]
