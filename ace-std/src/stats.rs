@@ -143,11 +143,13 @@ impl DecisionCounters {
 
     /// As [`sampled`](Self::sampled), timing fewer still: none whose number has a bit of
     /// `extra` set.
+    #[cfg(feature = "kafka")]
     pub(crate) fn sampled_within(&self, seq: u64, extra: u64) -> bool {
         seq & (self.sample_mask.load(Ordering::Relaxed) | extra) == 0
     }
 
     /// Decisions so far: a new one starts a new sampling cycle.
+    #[cfg(feature = "kafka")]
     pub(crate) fn cycle(&self) -> u64 {
         self.decisions.load(Ordering::Relaxed)
     }
