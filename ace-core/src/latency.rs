@@ -1,6 +1,7 @@
 //! [`LatencyRecorder`], the lock-free per-cycle record of task latencies and failures, and the
 //! [`LatencySummary`] the control loop takes from it once a cycle.
 
+use alloc::boxed::Box;
 use core::fmt;
 use core::time::Duration;
 
@@ -17,7 +18,9 @@ const MAX_EXP: u32 = 48;
 const BUCKETS: usize = (MAX_EXP as usize - SUB_BITS as usize + 2) * SUB;
 const MAX_NANOS: u64 = (1 << (MAX_EXP + 1)) - 1;
 
-/// The bucket of a value in nanoseconds.
+/// The bucket of a value in nanoseconds. Inlined into the `_in` methods, which are inlined into
+/// the managers of other crates.
+#[inline]
 fn bucket_of(nanos: u64) -> usize {
     let v = nanos.min(MAX_NANOS);
     if v < (SUB as u64) << 1 {
@@ -49,7 +52,13 @@ fn value_of(bucket: usize) -> u64 {
 ///
 /// - **Cheap:** a record is one relaxed atomic increment of a histogram bucket (log-linear buckets,
 ///   at most 12.5 % wide, from 1 ns to about 3 days).
-/// - **Bounded:** a fixed array of counters (about 1.6 KiB), whatever the traffic.
+/// - **Bounded:** a fixed array of counters (about 1.5 KiB) per stripe, whatever the traffic.
+/// - **Striped:** made with [`striped`](Self::striped), it keeps several copies of its counters,
+///   each on cache lines of its own; a writer that names its stripe
+///   ([`record_in`](Self::record_in) and the other `_in` methods: one stripe per thread, say)
+///   then never writes a line another thread writes, and threads on different cores do not pass
+///   the lines back and forth on every task. The summaries add the stripes up: they read the
+///   same as from one stripe.
 /// - **Failures are not fast samples:** a timeout or an error must go through
 ///   [`record_error`](Self::record_error), never [`record`](Self::record) with the (short) time it
 ///   took to fail. The controller treats a high error rate as stress of its own.
@@ -75,20 +84,44 @@ fn value_of(bucket: usize) -> u64 {
 /// assert_eq!(recorder.take_summary().samples, 0);
 /// ```
 pub struct LatencyRecorder {
+    // A power of two of them, at least one: a stripe hint is masked, never divided.
+    stripes: Box<[Stripe]>,
+}
+
+/// One stripe's counters. Aligned (and so padded) to 128 bytes, the span an x86 prefetcher
+/// pulls in pairs: two stripes never share a line, and a writer's hot lines (its bucket, the tail
+/// below) are its own.
+#[repr(align(128))]
+struct Stripe {
     buckets: [AtomicU32; BUCKETS],
     errors: AtomicU32,
-    // The successes' total time, for the mean, in nanoseconds (wraps after 584 years of tasks).
-    total_nanos: AtomicU64,
-    reached: AtomicBool,
     // Admissions this cycle: with the tasks in flight, they bound how many have run for longer
     // than any span of recent cycles (the controller's "in flight too long").
     admitted: AtomicU32,
+    // The successes' total time, for the mean, in nanoseconds (wraps after 584 years of tasks).
+    total_nanos: AtomicU64,
+    // Per stripe too: one shared flag, read by every admission, would sit on a line the
+    // cycle's first "reached" writes.
+    reached: AtomicBool,
+}
+
+impl Stripe {
+    fn new() -> Self {
+        Self {
+            buckets: core::array::from_fn(|_| AtomicU32::new(0)),
+            errors: AtomicU32::new(0),
+            admitted: AtomicU32::new(0),
+            total_nanos: AtomicU64::new(0),
+            reached: AtomicBool::new(false),
+        }
+    }
 }
 
 impl fmt::Debug for LatencyRecorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LatencyRecorder")
             .field("buckets", &BUCKETS)
+            .field("stripes", &self.stripes.len())
             .finish_non_exhaustive()
     }
 }
@@ -100,23 +133,44 @@ impl Default for LatencyRecorder {
 }
 
 impl LatencyRecorder {
-    /// An empty recorder.
+    /// The most stripes a recorder keeps ([`striped`](Self::striped)).
+    pub const MAX_STRIPES: usize = 64;
+
+    /// An empty recorder with one stripe: for writers on one thread, or few writes.
     pub fn new() -> Self {
+        Self::striped(1)
+    }
+
+    /// An empty recorder with `stripes` stripes (rounded up to a power of two, between 1 and
+    /// [`MAX_STRIPES`](Self::MAX_STRIPES)): for writers on several threads at once, each naming
+    /// its own stripe in [`record_in`](Self::record_in) and the other `_in` methods.
+    pub fn striped(stripes: usize) -> Self {
+        let n = stripes.clamp(1, Self::MAX_STRIPES).next_power_of_two();
         Self {
-            buckets: core::array::from_fn(|_| AtomicU32::new(0)),
-            errors: AtomicU32::new(0),
-            total_nanos: AtomicU64::new(0),
-            reached: AtomicBool::new(false),
-            admitted: AtomicU32::new(0),
+            stripes: (0..n).map(|_| Stripe::new()).collect(),
         }
+    }
+
+    /// The stripe of hint `stripe`: any number will do (a thread's index, a hash), the same
+    /// one from the same writer keeps its lines its own.
+    #[inline]
+    fn stripe(&self, stripe: usize) -> &Stripe {
+        &self.stripes[stripe & (self.stripes.len() - 1)]
     }
 
     /// Records one task that succeeded after `latency` (from admission to completion).
     pub fn record(&self, latency: Duration) {
+        self.record_in(0, latency);
+    }
+
+    /// [`record`](Self::record) into stripe `stripe` (any number: it is masked to the stripes).
+    pub fn record_in(&self, stripe: usize, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let stripe = self.stripe(stripe);
         // Relaxed: counters only; the summary needs no ordering with anything else.
-        self.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
-        self.total_nanos
+        stripe.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
+        stripe
+            .total_nanos
             .fetch_add(nanos.min(MAX_NANOS), Ordering::Relaxed);
     }
 
@@ -129,17 +183,30 @@ impl LatencyRecorder {
     /// multiple of the usual latency (a retry loop inside the task, a hung request) count as
     /// stress before any of them completes. No clock, no per-task state: one counter.
     pub fn record_admission(&self, in_flight: usize, limit: usize) {
-        self.admitted.fetch_add(1, Ordering::Relaxed);
-        // Load first: once set, admissions only read the flag's cache line.
-        if in_flight >= limit && !self.reached.load(Ordering::Relaxed) {
-            self.reached.store(true, Ordering::Relaxed);
+        self.record_admission_in(0, in_flight, limit);
+    }
+
+    /// [`record_admission`](Self::record_admission) into stripe `stripe` (any number: it is
+    /// masked to the stripes).
+    pub fn record_admission_in(&self, stripe: usize, in_flight: usize, limit: usize) {
+        let stripe = self.stripe(stripe);
+        stripe.admitted.fetch_add(1, Ordering::Relaxed);
+        // Load first: once set, admissions only read the flag.
+        if in_flight >= limit && !stripe.reached.load(Ordering::Relaxed) {
+            stripe.reached.store(true, Ordering::Relaxed);
         }
     }
 
     /// Records one task that failed or timed out. It is not a latency sample: a failure that came
     /// back fast must not make the downstream look fast.
     pub fn record_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.record_error_in(0);
+    }
+
+    /// [`record_error`](Self::record_error) into stripe `stripe` (any number: it is masked to
+    /// the stripes).
+    pub fn record_error_in(&self, stripe: usize) {
+        self.stripe(stripe).errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The summary of everything recorded since the last call, and a fresh start for the next
@@ -163,25 +230,32 @@ impl LatencyRecorder {
                 cell.load(Ordering::Relaxed)
             }
         };
-        let mut counts = [0u32; BUCKETS];
-        let mut samples: u64 = 0;
-        for (count, bucket) in counts.iter_mut().zip(&self.buckets) {
-            *count = read(bucket);
-            samples += u64::from(*count);
+        // Each counter is read (or swapped) once: a sample counts in this summary or the next,
+        // whichever stripe holds it.
+        let mut counts = [0u64; BUCKETS];
+        let (mut errors, mut admitted, mut total) = (0u32, 0u32, 0u64);
+        let mut limit_reached = false;
+        for stripe in &*self.stripes {
+            for (count, bucket) in counts.iter_mut().zip(&stripe.buckets) {
+                *count += u64::from(read(bucket));
+            }
+            errors = errors.saturating_add(read(&stripe.errors));
+            admitted = admitted.saturating_add(read(&stripe.admitted));
+            let (nanos, reached) = if take {
+                (
+                    stripe.total_nanos.swap(0, Ordering::Relaxed),
+                    stripe.reached.swap(false, Ordering::Relaxed),
+                )
+            } else {
+                (
+                    stripe.total_nanos.load(Ordering::Relaxed),
+                    stripe.reached.load(Ordering::Relaxed),
+                )
+            };
+            total = total.wrapping_add(nanos);
+            limit_reached |= reached;
         }
-        let errors = read(&self.errors);
-        let (total, limit_reached) = if take {
-            (
-                self.total_nanos.swap(0, Ordering::Relaxed),
-                self.reached.swap(false, Ordering::Relaxed),
-            )
-        } else {
-            (
-                self.total_nanos.load(Ordering::Relaxed),
-                self.reached.load(Ordering::Relaxed),
-            )
-        };
-        let admitted = read(&self.admitted);
+        let samples: u64 = counts.iter().sum();
         let percentile = |per_mille: u64| -> Duration {
             if samples == 0 {
                 return Duration::ZERO;
@@ -190,7 +264,7 @@ impl LatencyRecorder {
             let rank = (samples * per_mille).div_ceil(1000).max(1);
             let mut seen = 0u64;
             for (bucket, &count) in counts.iter().enumerate() {
-                seen += u64::from(count);
+                seen += count;
                 if seen >= rank {
                     return Duration::from_nanos(value_of(bucket));
                 }
@@ -363,6 +437,39 @@ mod tests {
         assert_eq!((s.admitted, s.limit_reached), (5, false));
         assert_eq!(s.merge(&s).admitted, 10);
         assert_eq!(r.take_summary().admitted, 0);
+    }
+
+    #[test]
+    fn stripes_add_up_to_one_recorder() {
+        let one = LatencyRecorder::new();
+        let striped = LatencyRecorder::striped(5);
+        assert_eq!(striped.stripes.len(), 8);
+        assert_eq!(LatencyRecorder::striped(0).stripes.len(), 1);
+        assert_eq!(
+            LatencyRecorder::striped(usize::MAX).stripes.len(),
+            LatencyRecorder::MAX_STRIPES
+        );
+        // Hints past the stripe count wrap: every one lands somewhere, none twice.
+        for k in 0..1_000u64 {
+            let hint = (k as usize).wrapping_mul(2_654_435_761);
+            let latency = Duration::from_micros(k * k % 9_973 + 1);
+            one.record(latency);
+            striped.record_in(hint, latency);
+            if k % 7 == 0 {
+                one.record_error();
+                striped.record_error_in(hint >> 3);
+            }
+            one.record_admission(1, 10);
+            striped.record_admission_in(hint >> 5, 1, 10);
+        }
+        striped.record_admission_in(3, 10, 10);
+        one.record_admission(10, 10);
+        let s = striped.summary();
+        assert_eq!(s, one.summary());
+        assert_eq!((s.samples, s.errors, s.admitted), (1_000, 143, 1_001));
+        assert!(s.limit_reached);
+        assert_eq!(striped.take_summary(), one.take_summary());
+        assert_eq!(striped.take_summary(), LatencySummary::default());
     }
 
     #[test]

@@ -245,7 +245,8 @@ impl Wiring {
         let latency = options
             .time_tasks
             .unwrap_or(controller.config().latency_tolerance.is_some())
-            .then(|| Arc::new(LatencyRecorder::new()));
+            // Striped: the executor's threads record every task, each into lines of its own.
+            .then(|| Arc::new(LatencyRecorder::striped(crate::util::STRIPES)));
         Ok(Self {
             controller,
             options,

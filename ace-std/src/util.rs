@@ -43,6 +43,34 @@ pub(crate) fn clamp_to_permits(config: AimdConfig) -> AimdConfig {
     }
 }
 
+/// The stripes of a manager's latency recorder (`LatencyRecorder::striped`): enough that the
+/// threads recording at once seldom share one, few enough to stay small (about 1.5 KiB each).
+pub(crate) const STRIPES: usize = 8;
+
+/// This thread's stripe hint for striped counters ([`STRIPES`]): threads take the next number on
+/// their first call, so the first [`STRIPES`] threads to record (an executor's workers) write
+/// lines of their own, and a task that moves to another thread records into that thread's.
+#[inline(always)]
+pub(crate) fn stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // 0: not taken yet; otherwise the hint plus one. Const-initialised and without a destructor,
+    // so reading it is a plain thread-local load, even while the thread exits.
+    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(0) });
+    #[cold]
+    fn take(cell: &Cell<usize>) -> usize {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let hint = NEXT.fetch_add(1, Ordering::Relaxed);
+        cell.set(hint.wrapping_add(1).max(1));
+        hint
+    }
+    STRIPE.with(|cell| match cell.get() {
+        0 => take(cell),
+        plus_one => plus_one - 1,
+    })
+}
+
 #[cfg(feature = "threadpool")]
 pub(crate) use thread_executor::{block_on, ThreadRuntime};
 

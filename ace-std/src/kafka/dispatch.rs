@@ -15,7 +15,7 @@ use super::retry::{AfterRetries, RetryPolicy};
 use super::scheduler::{Lane, Lanes, Scheduler};
 use super::KafkaMessage;
 use crate::stats::{DecisionCounters, LATENCY_SAMPLES_PER_CYCLE};
-use crate::util::panic_message;
+use crate::util::{panic_message, stripe};
 
 /// A message received and waiting for its turn; the tracker already holds it as unfinished.
 pub(super) struct Pending {
@@ -123,7 +123,7 @@ impl Timing {
     /// One admission (its permit held): returns when its first attempt starts, if it is timed.
     fn admit(&mut self) -> Option<Instant> {
         self.recorder
-            .record_admission(self.gate.in_use(), self.gate.limit());
+            .record_admission_in(stripe(), self.gate.in_use(), self.gate.limit());
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         let cycle = self.counters.cycle();
@@ -146,9 +146,9 @@ impl Timing {
 fn record_attempt(recorder: Option<&LatencyRecorder>, started: Option<Instant>, ok: bool) {
     if let (Some(recorder), Some(started)) = (recorder, started) {
         if ok {
-            recorder.record(started.elapsed());
+            recorder.record_in(stripe(), started.elapsed());
         } else {
-            recorder.record_error();
+            recorder.record_error_in(stripe());
         }
     }
 }

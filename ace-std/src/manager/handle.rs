@@ -239,17 +239,19 @@ impl<R: Runtime> Manager<R> {
             }
         };
         let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        // Shutdown began between the acquire and the count: it may not have seen this task, so
+        // it must not run (SeqCst pairs with `shutdown`'s store and loads). The slot goes back
+        // before the waiter is told, so that `in_flight` reads 0 once it wakes.
+        if inner.closing.load(Ordering::SeqCst) {
+            drop(permit);
+            inner.unadmit();
+            return Err(SubmitError::Shutdown);
+        }
         let mut finish = Finish {
             inner,
             started: None,
             ok: None,
         };
-        // Shutdown began between the acquire and the count: it did not see this task, so it
-        // must not run (SeqCst pairs with `shutdown`'s store and loads).
-        if inner.closing.load(Ordering::SeqCst) {
-            finish.ok = Some(true);
-            return Err(SubmitError::Shutdown);
-        }
         note_admission(inner);
         if inner.latency.is_some() && inner.counters.sampled(seq) {
             finish.started = Some(inner.runtime.now());
@@ -443,11 +445,12 @@ impl<R: Runtime> Manager<R> {
         Some(TaskPermit::new(Arc::clone(inner), permit, started))
     }
 
-    /// Ends a task counted as admitted after shutdown began: ending the untimed permit balances
-    /// the count and records nothing (neither a sample nor a failure).
+    /// Gives back a slot counted as admitted after shutdown began: its task never runs, so it
+    /// records nothing (neither a sample nor a failure) and is un-admitted, not finished.
     #[cold]
     fn admitted_after_shutdown(&self, permit: DetachedPermit) {
-        TaskPermit::new(Arc::clone(&self.inner), permit, None).end(true);
+        self.inner.sem.release_detached(permit);
+        self.inner.unadmit();
     }
 
     /// Runs `fut` as a task of the executor once it has a slot; the handle yields its output.

@@ -68,7 +68,7 @@ impl<R: Runtime> TaskPermit<R> {
     pub fn record_attempt(&self, latency: Duration) {
         self.started.store(0, Ordering::Relaxed);
         if let Some(recorder) = &self.inner.latency {
-            recorder.record(latency);
+            recorder.record_in(crate::util::stripe(), latency);
         }
     }
 
@@ -76,7 +76,7 @@ impl<R: Runtime> TaskPermit<R> {
     pub fn record_failure(&self) {
         self.started.store(0, Ordering::Relaxed);
         if let Some(recorder) = &self.inner.latency {
-            recorder.record_error();
+            recorder.record_error_in(crate::util::stripe());
         }
     }
 
@@ -102,13 +102,9 @@ impl<R: Runtime> TaskPermit<R> {
         let Some(permit) = self.permit.take() else {
             return;
         };
-        let i = &*self.inner;
-        i.sem.release_detached(permit);
+        self.inner.sem.release_detached(permit);
         // Un-admit rather than finish: `shutdown` waits for `admitted == finished`.
-        i.admitted.0.fetch_sub(1, Ordering::SeqCst);
-        if i.closing.load(Ordering::SeqCst) {
-            i.idle.notify(usize::MAX);
-        }
+        self.inner.unadmit();
     }
 
     /// Ends the task (a success if `ok`) and releases its slot, once: later calls and the drop

@@ -50,7 +50,7 @@ use crossbeam_utils::{Backoff, CachePadded};
 use super::job::{BoxTask, Counters};
 use super::lanes::{Lanes, Woke};
 use crate::stats::DecisionCounters;
-use crate::util::lock;
+use crate::util::{lock, stripe};
 
 /// The bit of `state` that says "closed to new jobs".
 const CLOSED: usize = 1;
@@ -392,7 +392,7 @@ impl Shared {
         if let Some(timing) = &self.timing {
             timing
                 .recorder
-                .record_admission(self.gate.in_use(), self.gate.limit());
+                .record_admission_in(stripe(), self.gate.in_use(), self.gate.limit());
         }
         permit
     }
@@ -538,9 +538,9 @@ impl Shared {
         };
         let started = Instant::now();
         if task.run(counts) {
-            timing.recorder.record_error();
+            timing.recorder.record_error_in(stripe());
         } else {
-            timing.recorder.record(started.elapsed());
+            timing.recorder.record_in(stripe(), started.elapsed());
         }
     }
 }
