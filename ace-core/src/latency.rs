@@ -223,12 +223,13 @@ impl LatencyRecorder {
     }
 
     fn summarize(&self, take: bool) -> LatencySummary {
-        let read = |cell: &AtomicU32| {
-            if take {
-                cell.swap(0, Ordering::Relaxed)
-            } else {
-                cell.load(Ordering::Relaxed)
-            }
+        // A counter is swapped only if it is not 0: most buckets are, and a load leaves the line
+        // shared with its writer where a swap would take it away (8 stripes of 376 buckets per
+        // epoch). An increment after the load counts in the next cycle, as after a swap.
+        let read = |cell: &AtomicU32| match cell.load(Ordering::Relaxed) {
+            0 => 0,
+            _ if take => cell.swap(0, Ordering::Relaxed),
+            value => value,
         };
         // Each counter is read (or swapped) once: a sample counts in this summary or the next,
         // whichever stripe holds it.
@@ -244,7 +245,8 @@ impl LatencyRecorder {
             let (nanos, reached) = if take {
                 (
                     stripe.total_nanos.swap(0, Ordering::Relaxed),
-                    stripe.reached.swap(false, Ordering::Relaxed),
+                    stripe.reached.load(Ordering::Relaxed)
+                        && stripe.reached.swap(false, Ordering::Relaxed),
                 )
             } else {
                 (
