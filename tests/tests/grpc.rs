@@ -243,16 +243,7 @@ fn overloaded_grpc_server_answers_resource_exhausted_at_once_and_the_ace_client_
 
         // 2. 32 callers in a closed loop through an ACE-limited client that starts at 32: the
         //    RESOURCE_EXHAUSTED answers cut its limit down to the server's capacity.
-        let client = quiet(AimdConfig {
-            min_limit: 1,
-            max_limit: 64,
-            initial_limit: 32,
-            adjustment_interval: Duration::from_millis(200),
-            cooldown: Duration::from_millis(200),
-            ..AimdConfig::default()
-        })
-        .build()
-        .expect("a valid config");
+        let client = backing_off_client();
         let limited = tonic::client::Grpc::new(
             ServiceBuilder::new()
                 .layer(
@@ -391,16 +382,7 @@ fn the_client_layer_alone_keeps_its_goodput_after_backing_off() {
                 Ok(id)
             }
         });
-        let client = quiet(AimdConfig {
-            min_limit: 1,
-            max_limit: 64,
-            initial_limit: 32,
-            adjustment_interval: Duration::from_millis(200),
-            cooldown: Duration::from_millis(200),
-            ..AimdConfig::default()
-        })
-        .build()
-        .expect("a valid config");
+        let client = backing_off_client();
         let limited = ServiceBuilder::new()
             .layer(AdaptiveConcurrencyLayer::new(client.clone()))
             .service(downstream);
@@ -446,4 +428,18 @@ fn the_client_layer_alone_keeps_its_goodput_after_backing_off() {
         );
         client.shutdown().await;
     });
+}
+
+/// The ACE-limited client of the back-off tests: starts at 32 in flight, decides every 200 ms.
+fn backing_off_client() -> Manager {
+    quiet(AimdConfig {
+        min_limit: 1,
+        max_limit: 64,
+        initial_limit: 32,
+        adjustment_interval: Duration::from_millis(200),
+        cooldown: Duration::from_millis(200),
+        ..AimdConfig::default()
+    })
+    .build()
+    .expect("a valid config")
 }
