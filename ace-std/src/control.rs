@@ -360,13 +360,25 @@ struct LoopShared {
 }
 
 /// The handle of a running loop: stop it, set its limit by hand, wait for it to end.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct LoopHandle {
     shared: Arc<LoopShared>,
     source_timeout: Duration,
+    /// The loop's target, as the loop sees it (wrapped by the fleet budget if there is one):
+    /// a limit set by hand goes through it, so it never bypasses the fleet's grant.
+    target: Arc<dyn LimitTarget>,
     /// The fleet budget the loop's target is wrapped in, to leave at shutdown.
     #[cfg(feature = "redis")]
     fleet: Option<crate::fleet::FleetBudget>,
+}
+
+impl std::fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("shared", &self.shared)
+            .field("source_timeout", &self.source_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoopHandle {
@@ -376,9 +388,11 @@ impl LoopHandle {
         lock(&self.shared.wake).trigger();
     }
 
-    /// Has the loop continue from `limit` (already clamped by the caller): the controller
-    /// keeps its latency baseline, floor and averages.
+    /// Applies `limit` (already clamped by the caller) to the target at once, through the
+    /// fleet's grant if there is one, and has the loop continue from it: the controller keeps
+    /// its latency baseline, floor and averages.
     pub(crate) fn set_limit(&self, limit: usize) {
+        self.target.set_limit(limit);
         *lock(&self.shared.manual) = Some(limit);
         lock(&self.shared.wake).trigger();
     }
@@ -483,6 +497,7 @@ where
         LoopHandle {
             shared: Arc::new(LoopShared::default()),
             source_timeout: self.source_timeout,
+            target: Arc::clone(&self.target),
             #[cfg(feature = "redis")]
             fleet: self.fleet.clone(),
         }

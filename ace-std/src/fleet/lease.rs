@@ -55,6 +55,11 @@ pub(super) struct Lease {
     // A renewal failed since the last success: the next want is capped at the limit in force,
     // since Redis may have lost the others' grants (a restart) while they still use them.
     rejoin: bool,
+    // A renewal is on its way to Redis, which will count this member for at most this many
+    // (the limit in force, or the permits in use, when it was sent): until its answer is
+    // applied the limit may not rise above it, or Redis would give the rise to another member
+    // too (the control loop raising the local limit under an old, larger grant).
+    in_flight_cap: Option<usize>,
     pub(super) local: usize,
     pub(super) renewals: u64,
     pub(super) failures: u64,
@@ -77,6 +82,7 @@ impl Lease {
             cautious_until: None,
             lease: config.lease,
             rejoin: false,
+            in_flight_cap: None,
             local: 0,
             renewals: 0,
             failures: 0,
@@ -123,7 +129,14 @@ impl Lease {
     }
 
     pub(super) fn limit(&self) -> usize {
-        self.local.min(self.ceiling())
+        let limit = self.local.min(self.ceiling());
+        self.in_flight_cap.map_or(limit, |cap| limit.min(cap))
+    }
+
+    /// A renewal reporting `in_use` is being sent: the limit stays at or below it until the
+    /// answer (or the failure) is applied.
+    pub(super) fn sending(&mut self, in_use: usize) {
+        self.in_flight_cap = Some(in_use);
     }
 
     /// What this member tells Redis it holds: its last held grant, so that a member Redis no
@@ -179,6 +192,7 @@ impl Lease {
         self.valid_until = sent.saturating_add(self.usable);
         self.cautious_until = None;
         self.rejoin = false;
+        self.in_flight_cap = None;
         self.renewals += 1;
         self.last_round_trip = Some(now.saturating_sub(sent));
         (was != FleetMode::Leased).then_some(was)
@@ -191,6 +205,7 @@ impl Lease {
     pub(super) fn failed(&mut self, sent_in_use: usize) -> bool {
         self.failures += 1;
         self.rejoin = true;
+        self.in_flight_cap = None;
         self.grant = self.grant.min(sent_in_use);
         if self.mode == FleetMode::Leased {
             self.mode = FleetMode::Holding;
@@ -273,6 +288,29 @@ mod tests {
         assert!(l.expire(5500 * MS));
         assert_eq!((l.mode, l.ceiling()), (FleetMode::Fallback, 10));
         assert!(!l.expire(9000 * MS));
+    }
+
+    #[test]
+    fn should_not_rise_above_what_a_renewal_in_flight_reported() {
+        let mut l = lease();
+        l.local = 10;
+        l.renewed(Duration::ZERO, MS, renewal(38, 1));
+        assert_eq!(l.limit(), 10);
+        // Sent with 10 in force; the control loop doubles the local limit meanwhile: Redis
+        // counts this member for 10 (and gives the rest to others), so the limit stays at 10.
+        l.sending(10);
+        l.local = 20;
+        assert_eq!(l.limit(), 10);
+        // A cut still applies at once.
+        l.local = 6;
+        assert_eq!(l.limit(), 6);
+        l.local = 20;
+        l.renewed(200 * MS, 201 * MS, renewal(19, 2));
+        assert_eq!(l.limit(), 19);
+        // A failed renewal holds what it reported, and the cap ends with it.
+        l.sending(19);
+        l.failed(19);
+        assert_eq!((l.mode, l.limit()), (FleetMode::Holding, 19));
     }
 
     #[test]

@@ -148,10 +148,12 @@ fn fall_back_if_expired(shared: &Shared, now: Duration) {
 async fn renew_once(client: &FleetClient, shared: &Shared, stop: &Shutdown) -> bool {
     let usage = shared.target().map(|t| t.usage());
     let (want, in_use, held) = {
-        let lease = shared.lease();
+        let mut lease = shared.lease();
         // In use: the permits held, or the limit in force if higher: until this renewal's
-        // answer is applied, the member may take up to that many, so Redis must count them.
+        // answer is applied, the member may take up to that many, so Redis must count them,
+        // and the limit may not rise past them meanwhile.
         let in_use = usage.map_or(0, |u| u.in_flight.max(lease.limit()));
+        lease.sending(in_use);
         (lease.want(usage), in_use, lease.claim())
     };
     let sent = shared.now();

@@ -388,15 +388,19 @@ impl KafkaConsumerManager {
     /// Sets the limit on handlers in flight by hand, clamped to `[min_limit, max_limit]`;
     /// returns the limit set. The control loop continues from it with what it learned (the
     /// latency baseline, floor and averages: see `Controller::override_limit`). A lower limit
-    /// takes effect as handlers finish (none is cancelled).
+    /// takes effect as handlers finish (none is cancelled). With a fleet budget the limit in
+    /// force is at most the grant.
     pub fn set_limit(&self, limit: usize) -> usize {
         let (min, max) = self.bounds;
         let limit = limit.clamp(min, max);
-        self.gate.set_limit(limit);
         match &mut *lock(&self.state) {
-            State::Built(parts) => parts.limit = Some(limit),
+            State::Built(parts) => {
+                self.gate.set_limit(limit);
+                parts.limit = Some(limit);
+            }
+            // Through the loop's target: a fleet budget's grant still bounds it.
             State::Running { control, .. } => control.set_limit(limit),
-            State::Finished => {}
+            State::Finished => self.gate.set_limit(limit),
         }
         limit
     }

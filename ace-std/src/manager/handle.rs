@@ -502,7 +502,9 @@ impl<R: Runtime> Manager<R> {
     ///
     /// A raise admits waiting tasks at once; a cut interrupts nothing (running tasks finish,
     /// and no new one starts until fewer than the new limit run). The control loop continues
-    /// from this limit, keeping what it learned (its latency baseline among it).
+    /// from this limit, keeping what it learned (its latency baseline among it). With a fleet
+    /// budget ([`Builder::fleet`](super::Builder)) the limit in force is at most the grant, as
+    /// for the controller's own limits.
     ///
     /// # Examples
     ///
@@ -525,7 +527,6 @@ impl<R: Runtime> Manager<R> {
     pub fn set_limit(&self, limit: usize) -> usize {
         let (min, max) = self.inner.bounds;
         let limit = limit.clamp(min, max);
-        self.inner.sem.set_limit(limit);
         self.inner.control.set_limit(limit);
         limit
     }

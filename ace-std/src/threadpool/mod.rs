@@ -273,7 +273,8 @@ impl ThreadPoolManager {
     ///
     /// A raise takes effect at once (threads are spawned for queued work). A cut interrupts
     /// nothing: running closures finish, and no new one starts until fewer than the new limit
-    /// run. The control loop continues from this limit at its next cycle.
+    /// run. The control loop continues from this limit at its next cycle. With a fleet budget
+    /// the limit in force is at most the grant.
     ///
     /// # Examples
     ///
@@ -289,7 +290,6 @@ impl ThreadPoolManager {
     pub fn set_limit(&self, limit: usize) -> usize {
         let limit = limit.clamp(self.shared.min_limit, self.shared.max_limit);
         self.control.set_limit(limit);
-        self.shared.set_limit(limit);
         limit
     }
 
