@@ -113,6 +113,16 @@ pub struct AimdConfig {
     /// cold-start slow start), latency cuts use `decrease_factor` too: slow start can overshoot by
     /// 2 ×, and that deep cut is what unloads a downstream whose baseline was measured overloaded.
     pub latency_decrease_factor: f64,
+    /// The smallest latency rise that reads as a queue: a latency rule (the p90 over its
+    /// baseline, the mean over its floor or its average, Little's law, a task in flight too long)
+    /// counts a rise only when it is over both its relative threshold and this much in absolute
+    /// time. Default 20 µs, about one scheduler hand-off (a thread woken on another core): a cut
+    /// turns the downstream's queue into callers waiting for a permit, and each of them costs a
+    /// hand-off, so a rise smaller than one is not a queue a cut can shorten. It keeps the
+    /// cores' jitter on tasks of nanoseconds (an epoch's mean some tens of nanoseconds over its
+    /// floor) from cutting the limit. `Duration::ZERO` counts any rise over the clock's tick.
+    #[cfg_attr(feature = "serde", serde(with = "text::duration"))]
+    pub latency_min_rise: Duration,
 }
 
 impl AimdConfig {
@@ -193,6 +203,10 @@ impl AimdConfig {
     pub const fn default_latency_decrease_factor() -> f64 {
         0.9
     }
+    /// Default for [`latency_min_rise`](Self::latency_min_rise): 20 µs.
+    pub const fn default_latency_min_rise() -> Duration {
+        Duration::from_micros(20)
+    }
     /// Default for [`slow_start`](Self::slow_start): `true`.
     pub const fn default_slow_start() -> bool {
         true
@@ -250,8 +264,11 @@ impl AimdConfig {
     /// - `latency_max_error_rate` is not in (0, 1];
     /// - `latency_baseline_window < adjustment_interval`;
     /// - `latency_probe_interval` is `Some` and shorter than `latency_baseline_window`;
+    /// - `latency_min_rise` is not shorter than `adjustment_interval` (the longest epoch: a
+    ///   floor that high would switch the latency rules off unsaid; `latency_tolerance: None`
+    ///   is the way to);
     /// - a duration (`event_loop_lag_threshold`, `cooldown`, `adjustment_interval`,
-    ///   `latency_baseline_window`, `latency_probe_interval`) is longer than
+    ///   `latency_baseline_window`, `latency_probe_interval`, `latency_min_rise`) is longer than
     ///   [`MAX_DURATION`](Self::MAX_DURATION) (one year: longer would overflow clock arithmetic
     ///   later, and means "never" anyway).
     ///
@@ -284,6 +301,7 @@ impl AimdConfig {
                 Some(self.latency_baseline_window),
             ),
             ("latency_probe_interval", self.latency_probe_interval),
+            ("latency_min_rise", Some(self.latency_min_rise)),
         ] {
             if let Some(d) = value.filter(|d| *d > Self::MAX_DURATION) {
                 return err(field, R::AtMost(Self::MAX_DURATION), Value::Duration(d));
@@ -411,6 +429,13 @@ impl AimdConfig {
                 );
             }
         }
+        if self.latency_min_rise >= self.adjustment_interval {
+            return err(
+                "latency_min_rise",
+                R::ShorterThan("adjustment_interval", self.adjustment_interval),
+                Value::Duration(self.latency_min_rise),
+            );
+        }
         Ok(())
     }
 }
@@ -438,6 +463,7 @@ impl Default for AimdConfig {
             latency_probe_interval: Self::default_latency_probe_interval(),
             slow_start: Self::default_slow_start(),
             latency_decrease_factor: Self::default_latency_decrease_factor(),
+            latency_min_rise: Self::default_latency_min_rise(),
         }
     }
 }
@@ -464,6 +490,8 @@ pub enum ConfigRule {
     Fraction,
     /// The field (a duration) must not be shorter than the named field, whose value is given.
     NotShorterThan(&'static str, Duration),
+    /// The field (a duration) must be shorter than the named field, whose value is given.
+    ShorterThan(&'static str, Duration),
     /// The field (a duration) must not be longer than this.
     AtMost(Duration),
     /// The field (a count) must not be above this.
@@ -485,6 +513,9 @@ impl fmt::Display for ConfigRule {
             Self::Fraction => f.write_str("it must be in (0, 1]"),
             Self::NotShorterThan(other, v) => {
                 write!(f, "it must not be shorter than `{other}` ({v:?})")
+            }
+            Self::ShorterThan(other, v) => {
+                write!(f, "it must be shorter than `{other}` ({v:?})")
             }
             Self::AtMost(v) => write!(f, "it must not be longer than {v:?}"),
             Self::NotAbove(v) => write!(f, "it must not be above {v}"),

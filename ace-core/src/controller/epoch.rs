@@ -270,7 +270,8 @@ impl Controller {
         {
             return Intent::StartProbe;
         }
-        let lagging = little(e).filter(|&(i, a)| i > LAG_RATIO * a);
+        let grain = self.grain().as_secs_f64();
+        let lagging = little(e).filter(|&(i, a)| i > (LAG_RATIO * a).max(a + grain));
         if let Some((implied, average)) = lagging.filter(|_| limit < self.ssthresh) {
             // Slow start doubles on evidence only: more in flight than the completions account
             // for means the last doubling has not shown its effect (tasks stuck, or a queue
@@ -372,15 +373,15 @@ impl Controller {
     fn climb(&self, e: &Folded) -> Option<Reason> {
         let summary = &e.summary;
         let mean = summary.mean.as_secs_f64();
-        let tick = self.resolution.as_secs_f64();
+        let grain = self.grain().as_secs_f64();
         let warm = e.floor.is_some_and(|f| {
             let f = f.as_secs_f64();
             summary.samples >= self.floor_samples()
-                && mean > (f * (1.0 + rise(summary) / 2.0)).max(f + tick)
+                && mean > (f * (1.0 + rise(summary) / 2.0)).max(f + grain)
         });
         let a = e
             .prior
-            .filter(|a| resolved(summary) && (warm || climbing(mean, a, tick)))?;
+            .filter(|a| resolved(summary) && (warm || climbing(mean, a, grain)))?;
         Some(Reason::Climbing {
             latency: summary.mean,
             average: secs(a.mean),

@@ -85,7 +85,9 @@ use probe::{Jitter, Probing};
 ///    `reference / observed` with twice the headroom, over enough samples), never below
 ///    `decrease_factor`. While half the tasks in flight were admitted before the last cut, their
 ///    latency earns no second cut. An epoch whose median task reads 0 (a coarse clock) is not
-///    judged on latency, and no rise under the clock's evident tick counts.
+///    judged on latency, and no rise under the clock's evident tick or `latency_min_rise` (20 µs,
+///    about one scheduler hand-off) counts, whatever its ratio: on tasks of nanoseconds the
+///    cores' jitter is no queue.
 /// 4. **Not reached → hold.** The limit grows only when it was reached at some admission (or
 ///    tasks wait).
 /// 5. **Climbing → hold.** The mean is above the average plus one deviation; slow start ends.

@@ -119,7 +119,10 @@ impl Controller {
             return None;
         }
         let reference = self.reference(now)?;
-        let age = reference.saturating_mul(OVERDUE_FACTOR);
+        // And at least `latency_min_rise` over it: a task of 50 ns is not overdue at 200 ns.
+        let age = reference
+            .saturating_mul(OVERDUE_FACTOR)
+            .max(reference.saturating_add(self.grain()));
         let since = now.checked_sub(age)?;
         let recent = self.admissions.since(since)?;
         let recent = usize::try_from(recent).unwrap_or(usize::MAX);

@@ -215,13 +215,17 @@ impl Controller {
         if !resolved(summary) {
             return None;
         }
-        // Nothing under one tick of the clock is evidence (a reference of 0 included).
+        // Nothing under one tick of the clock is evidence (a reference of 0 included), nor a
+        // rise under `latency_min_rise`.
         let tick = self.resolution;
+        let grain = self.grain();
         if let Some(base) = baseline {
             let base_s = base.max(tick).max(Duration::from_micros(1)).as_secs_f64();
             // The epoch's own p90 must be over by more than its noise too.
             let noise = 1.0 + 2.0 * p90_standard_error(summary);
-            if summary.p90.as_secs_f64() / base_s > tolerance * noise {
+            if summary.p90.as_secs_f64() / base_s > tolerance * noise
+                && summary.p90 > base.saturating_add(grain)
+            {
                 return Some(Stress::Latency {
                     latency: summary.p90,
                     baseline: base,
@@ -232,7 +236,7 @@ impl Controller {
         let mean = summary.mean.as_secs_f64();
         if let Some(floor) = floor.filter(|_| summary.samples >= FLOOR_MIN_SAMPLES) {
             let f = floor.as_secs_f64();
-            let threshold = (f * (1.0 + rise(summary))).max(f + tick.as_secs_f64());
+            let threshold = (f * (1.0 + rise(summary))).max(f + grain.as_secs_f64());
             if mean > threshold {
                 return Some(Stress::Queued {
                     latency: summary.mean,
@@ -245,7 +249,7 @@ impl Controller {
         let floor_rise = RISE_FLOOR + 3.0 * standard_error(summary);
         let threshold = (a.mean + DEVIATIONS * a.deviation())
             .max(a.mean * (1.0 + floor_rise))
-            .max(a.mean + tick.as_secs_f64());
+            .max(a.mean + grain.as_secs_f64());
         if mean >= threshold {
             return Some(Stress::Rising {
                 latency: summary.mean,
@@ -253,7 +257,10 @@ impl Controller {
                 threshold: secs(threshold),
             });
         }
-        if let Some((implied, average)) = little(e).filter(|&(i, a)| i > QUEUE_RATIO * a) {
+        let queued = |(implied, average): &(f64, f64)| {
+            *implied > (QUEUE_RATIO * average).max(average + grain.as_secs_f64())
+        };
+        if let Some((implied, average)) = little(e).filter(queued) {
             return Some(Stress::Queueing {
                 implied: secs(implied),
                 average: secs(average),
@@ -290,6 +297,13 @@ impl Controller {
             });
         }
         None
+    }
+
+    /// The smallest rise of latency that counts as evidence of a queue: the clock's evident
+    /// tick, and at least `latency_min_rise` (a rise under one scheduler hand-off is not a queue
+    /// a cut can shorten).
+    pub(super) fn grain(&self) -> Duration {
+        self.resolution.max(self.config.latency_min_rise)
     }
 
     pub(super) fn probe_enabled(&self) -> bool {
@@ -390,9 +404,9 @@ pub(super) fn little(e: &Folded) -> Option<(f64, f64)> {
     Some((implied, a.mean))
 }
 
-/// `tick` is the clock's evident resolution: a rise under one tick is no climb.
-pub(super) fn climbing(mean: f64, a: &Ewma, tick: f64) -> bool {
-    mean > (a.mean + a.deviation().max(tick)).max(a.mean * (1.0 + CLIMB_FLOOR))
+/// `grain` is the smallest rise that counts ([`Controller::grain`]): a rise under it is no climb.
+pub(super) fn climbing(mean: f64, a: &Ewma, grain: f64) -> bool {
+    mean > (a.mean + a.deviation().max(grain)).max(a.mean * (1.0 + CLIMB_FLOOR))
 }
 
 /// The epoch has successes and the clock resolved its median task: a median of 0 (a coarse
