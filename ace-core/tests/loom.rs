@@ -477,14 +477,16 @@ fn set_limit_races_a_hand_off() {
 fn a_lent_slot_is_reused_only_after_its_owner_left() {
     model(|| {
         let sem = Arc::new(Semaphore::new(1));
+        let held = sem.try_acquire().unwrap();
         let holders = Arc::new(Holders::new(1));
-        // Each acquires twice: a slot lent to a first acquire is reclaimed for a later one, never
-        // while its owner may still read its flag.
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
+        // One acquires twice: its second wait needs a slot while the first ones may still be
+        // lent (granted, owner not yet back), which must not be reused before their owners left.
+        let threads: Vec<_> = [2, 1]
+            .into_iter()
+            .map(|times| {
                 let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
                 thread::spawn(move || {
-                    for _ in 0..2 {
+                    for _ in 0..times {
                         let permit = block_on(sem.acquire()).unwrap();
                         holders.hold();
                         drop(permit);
@@ -492,7 +494,7 @@ fn a_lent_slot_is_reused_only_after_its_owner_left() {
                 })
             })
             .collect();
-        holders.try_hold(&sem);
+        drop(held);
         for t in threads {
             t.join().unwrap();
         }
