@@ -15,8 +15,9 @@
 # Usage: bash benches/kafka_icount.sh   (needs valgrind, and .ci/tansu.sh fetch; ~2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The kafka bench's own executable (the build lists the package's `icount` binary too).
 bin=$(cargo bench -q -p ace-benches --bench kafka --no-run --message-format=json \
-    | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
+    | grep -o '"executable":"[^"]*/deps/kafka-[^"]*"' | tail -1 | cut -d'"' -f4)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

@@ -197,6 +197,22 @@ impl LatencyRecorder {
         }
     }
 
+    /// `count` admissions at once, into stripe `stripe`: what [`record_admission_in`] records
+    /// `count` times, with `reached` true if any of them took the last free slot. For a writer
+    /// that admits in batches (the Kafka consumer's task): one atomic add per batch rather than
+    /// one per admission.
+    ///
+    /// [`record_admission_in`]: Self::record_admission_in
+    pub fn record_admissions_in(&self, stripe: usize, count: u32, reached: bool) {
+        let stripe = self.stripe(stripe);
+        if count > 0 {
+            stripe.admitted.fetch_add(count, Ordering::Relaxed);
+        }
+        if reached && !stripe.reached.load(Ordering::Relaxed) {
+            stripe.reached.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Records one task that failed or timed out. It is not a latency sample: a failure that came
     /// back fast must not make the downstream look fast.
     pub fn record_error(&self) {
@@ -439,6 +455,18 @@ mod tests {
         assert_eq!((s.admitted, s.limit_reached), (5, false));
         assert_eq!(s.merge(&s).admitted, 10);
         assert_eq!(r.take_summary().admitted, 0);
+    }
+
+    #[test]
+    fn admissions_counted_in_a_batch_are_as_many_admissions() {
+        let r = LatencyRecorder::striped(4);
+        r.record_admissions_in(1, 7, false);
+        r.record_admissions_in(2, 0, false);
+        let s = r.take_summary();
+        assert_eq!((s.admitted, s.limit_reached), (7, false));
+        r.record_admissions_in(3, 2, true);
+        let s = r.take_summary();
+        assert_eq!((s.admitted, s.limit_reached), (2, true));
     }
 
     #[test]

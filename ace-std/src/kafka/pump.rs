@@ -192,13 +192,13 @@ impl Pump {
             tokio::select! {
                 biased;
                 () = &mut stopped => break,
-                Some(lane) = task.finished.recv() => task.lane_finished(lane),
+                Some(lane) = task.finished.recv() => task.lane_finished(&gate, lane),
                 permit = gate.acquire(), if task.dispatch.queue.ready() > 0 => {
                     let Ok(permit) = permit else { break };
-                    task.start_ready(Some(permit));
+                    task.start_ready(&gate, Some(permit));
                 }
                 next = stream.next(), if verdict.pull => match next {
-                    Some(Ok(m)) => task.take_batch(m, &mut stream),
+                    Some(Ok(m)) => task.take_batch(m, &mut stream, &gate),
                     Some(Err(e)) => task.shared.consumer_error("consume failed", &e),
                     None => break,
                 },
@@ -233,7 +233,7 @@ impl Task {
             self.pause_after,
             paused,
         );
-        if !paused && self.starved() {
+        if !paused && self.starved(0) {
             // Past the mark, but slots are free and every waiting message is behind a busy
             // key: taking more (from the partitions not held) is the only way to fill them.
             verdict.pull = true;
@@ -251,12 +251,13 @@ impl Task {
     }
 
     /// True when keys starve the slots: slots are free, no waiting message can start, and the
-    /// queue is below its bound under [`fairness`].
-    fn starved(&self) -> bool {
+    /// queue is below its bound under [`fairness`]. `spare`: permits held by the consumer task
+    /// for its next message, not by a handler.
+    fn starved(&self, spare: usize) -> bool {
         let assigned = self.receiver.lookup.parts.len();
         !self.dispatch.lanes.unordered()
             && self.dispatch.queue.ready() == 0
-            && self.gate.in_use() < self.gate.limit()
+            && self.gate.in_use().saturating_sub(spare) < self.gate.limit()
             && fairness::may_exceed_the_mark(self.dispatch.queue.len(), self.high(), assigned)
     }
 
@@ -283,14 +284,26 @@ impl Task {
 
     /// Takes `m` and, while the backlog is below the high-water mark, whatever else librdkafka
     /// has ready, without a trip through `select!` (bounded, to stay responsive).
-    fn take_batch<'a>(&mut self, m: BorrowedMessage<'a>, stream: &mut MessageStream<'a, Context>) {
+    ///
+    /// A handler that finishes at once leaves its permit for the next message (`spare`), so a
+    /// batch of them takes one permit from `gate` (this task's handle on the semaphore) and
+    /// gives it back once, not once per message.
+    fn take_batch<'a>(
+        &mut self,
+        m: BorrowedMessage<'a>,
+        stream: &mut MessageStream<'a, Context>,
+        gate: &Semaphore,
+    ) {
         self.pressure.received(Instant::now());
         let mut m = m;
+        let mut spare = None;
         for taken in 1.. {
-            self.take(&m);
+            self.take(&m, gate, &mut spare);
             drop(m);
-            let full = self.gate.in_use() + self.dispatch.queue.len() >= self.high();
-            if taken >= DRAIN || (full && !self.starved()) {
+            let held = usize::from(spare.is_some());
+            let in_use = self.gate.in_use().saturating_sub(held);
+            let full = in_use + self.dispatch.queue.len() >= self.high();
+            if taken >= DRAIN || (full && !self.starved(held)) {
                 break;
             }
             match stream.next().now_or_never() {
@@ -302,12 +315,18 @@ impl Task {
                 _ => break,
             }
         }
-        self.dispatch.tally.flush(&self.shared);
+        drop(spare);
+        self.dispatch.flush(&self.shared);
     }
 
     /// One message from librdkafka: started at once if nothing is ahead of it and a slot is
-    /// free, else queued.
-    fn take(&mut self, m: &BorrowedMessage<'_>) {
+    /// free (the `spare` permit, or one from `gate`), else queued.
+    fn take<'g>(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        gate: &'g Semaphore,
+        spare: &mut Option<Permit<'g>>,
+    ) {
         self.dispatch.tally.received += 1;
         let receiver = &mut self.receiver;
         let Some(part) = receiver.lookup.get(&self.shared, m, receiver.one_topic) else {
@@ -329,11 +348,12 @@ impl Task {
                 .queue
                 .can_start_now(*lane.insert(self.dispatch.lanes.of(part, &message)));
         if free {
-            if let Ok(permit) = self.gate.try_acquire() {
+            if let Some(permit) = reuse_or_acquire(gate, spare.take()) {
                 // Copied again only for a handler that goes on (or failed): still at hand.
                 let again =
                     || KafkaMessage::copy(m, &part.topic, &mut receiver.arena, receiver.headers);
-                self.dispatch
+                *spare = self
+                    .dispatch
                     .start(part, message, again, permit, Origin::Fresh(lane));
                 return;
             }
@@ -355,15 +375,13 @@ impl Task {
         );
     }
 
-    /// Starts ready messages: with `permit` first, then while slots are free (bounded).
-    fn start_ready(&mut self, mut permit: Option<Permit<'_>>) {
+    /// Starts ready messages: with `permit` first, then while slots of `gate` (this task's
+    /// handle on the semaphore) are free (bounded); a handler that finishes at once leaves its
+    /// permit to the next.
+    fn start_ready<'g>(&mut self, gate: &'g Semaphore, mut permit: Option<Permit<'g>>) {
         for _ in 0..DRAIN {
-            let p = match permit.take() {
-                Some(p) => p,
-                None => match self.gate.try_acquire() {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
+            let Some(p) = reuse_or_acquire(gate, permit.take()) else {
+                break;
             };
             let Some((lane, pending)) = self.dispatch.queue.pop() else {
                 break;
@@ -377,7 +395,7 @@ impl Task {
                 if let Some(lane) = lane {
                     self.dispatch.queue.release(lane);
                 }
-                drop(p);
+                permit = Some(p);
                 continue;
             }
             let origin = Origin::Queued {
@@ -386,20 +404,22 @@ impl Task {
             };
             // Kept for the handler's task if it goes on: two reference counts, no copy.
             let again = pending.message.clone();
-            self.dispatch
+            permit = self
+                .dispatch
                 .start(&pending.part, pending.message, || again, p, origin);
         }
-        self.dispatch.tally.flush(&self.shared);
+        drop(permit);
+        self.dispatch.flush(&self.shared);
     }
 
     /// A handler on its own task finished with `lane` (and maybe others since): their next
-    /// messages become ready, and start if slots are free.
-    fn lane_finished(&mut self, lane: Lane) {
+    /// messages become ready, and start if slots of `gate` are free.
+    fn lane_finished(&mut self, gate: &Semaphore, lane: Lane) {
         self.dispatch.queue.release(lane);
         while let Ok(lane) = self.finished.try_recv() {
             self.dispatch.queue.release(lane);
         }
-        self.start_ready(None);
+        self.start_ready(gate, None);
     }
 
     /// The graceful stop, first half: pause everything, drop what waits (the next owner gets
@@ -465,6 +485,20 @@ impl Task {
             commit_error,
         })
     }
+}
+
+/// A permit for the next handler: `spare` (left by a handler that finished at once) while the
+/// gate is within its limit, else a fresh one if a slot is free. A spare held while the limit
+/// was lowered below the permits in use goes back first: it pays that debt, as a release
+/// would have.
+#[inline]
+fn reuse_or_acquire<'g>(gate: &'g Semaphore, spare: Option<Permit<'g>>) -> Option<Permit<'g>> {
+    if let Some(permit) = spare {
+        if gate.in_use() <= gate.limit() {
+            return Some(permit);
+        }
+    }
+    gate.try_acquire().ok()
 }
 
 fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, paused: bool) {
