@@ -403,3 +403,101 @@ fn share_is_served_before_a_flood_of_a_higher_class() {
         assert_no_class_holds(&sem);
     });
 }
+
+// The models below aim at the grant flags: a waiter handed a permit reads it from its slot's
+// flag without the lock, and the slot is reused only once its owner has left. Loom builds give
+// two slots a flag, so three waiters also take the locked path of a slot without one.
+
+#[test]
+fn two_acquirers_a_releaser_and_a_cancel() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = sem.try_acquire().unwrap();
+        let holders = Arc::new(Holders::new(1));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+                thread::spawn(move || {
+                    let permit = block_on(sem.acquire()).unwrap();
+                    holders.hold();
+                    drop(permit);
+                })
+            })
+            .collect();
+        // Queues (or is handed the permit) and is dropped: a grant it never saw passes on.
+        let canceller = {
+            let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+            thread::spawn(move || {
+                if let Some(result) = block_on(PollOnce(Some(sem.acquire()))) {
+                    let _permit = result.unwrap();
+                    holders.hold();
+                }
+            })
+        };
+        drop(held);
+        canceller.join().unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn set_limit_races_a_hand_off() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = sem.try_acquire().unwrap();
+        // The limit goes 1 → 0 → 1: never more than one holder, whatever the order.
+        let holders = Arc::new(Holders::new(1));
+        let waiter = {
+            let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+            thread::spawn(move || {
+                let permit = block_on(sem.acquire()).unwrap();
+                holders.hold();
+                drop(permit);
+            })
+        };
+        let setter = {
+            let sem = Arc::clone(&sem);
+            thread::spawn(move || {
+                sem.set_limit(0);
+                sem.set_limit(1);
+            })
+        };
+        drop(held);
+        setter.join().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(sem.limit(), 1);
+        assert_settled(&sem);
+    });
+}
+
+#[test]
+fn a_lent_slot_is_reused_only_after_its_owner_left() {
+    model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = sem.try_acquire().unwrap();
+        let holders = Arc::new(Holders::new(1));
+        // One acquires twice: its second wait needs a slot while the first ones may still be
+        // lent (granted, owner not yet back), which must not be reused before their owners left.
+        let threads: Vec<_> = [2, 1]
+            .into_iter()
+            .map(|times| {
+                let (sem, holders) = (Arc::clone(&sem), Arc::clone(&holders));
+                thread::spawn(move || {
+                    for _ in 0..times {
+                        let permit = block_on(sem.acquire()).unwrap();
+                        holders.hold();
+                        drop(permit);
+                    }
+                })
+            })
+            .collect();
+        drop(held);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_settled(&sem);
+    });
+}

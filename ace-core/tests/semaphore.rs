@@ -228,6 +228,56 @@ fn should_hand_out_and_close_in_batches_past_the_wake_list() {
     assert_eq!((sem.in_use(), sem.available()), (0, 37));
 }
 
+/// Waiters in more queue slots than have a grant flag (64), served in rounds: the ones past the
+/// flags learn their grant under the lock, the slots lent to the ones before are reused only
+/// after their owners took their permits, and every grant reaches its own waiter.
+#[test]
+fn should_serve_every_waiter_past_the_flagged_slots_and_reuse_their_slots() {
+    let sem = Semaphore::new(0);
+    let mut held = Vec::new();
+    for round in 0..3 {
+        let mut waiters: Vec<_> = (0..150).map(|_| Pending::start(&sem).0).collect();
+        assert_eq!(sem.waiting(), 150, "round {round}");
+        // Half are granted; a few of those are cancelled before they look (the permit moves on
+        // to the next in line), the rest polled in reverse order.
+        sem.set_limit(75);
+        assert_eq!(waiters.iter().filter(|w| w.flag.peek()).count(), 75);
+        for i in [3, 70, 74] {
+            waiters.remove(i);
+        }
+        assert_eq!(waiters.iter().filter(|w| w.flag.peek()).count(), 75);
+        // New arrivals while granted waiters have not looked yet: no lent slot may be reused.
+        let mut late: Vec<_> = (0..20).map(|_| Pending::start(&sem).0).collect();
+        for w in waiters.iter_mut().rev() {
+            if w.flag.take() {
+                match w.poll() {
+                    Poll::Ready(Ok(p)) => held.push(p),
+                    other => panic!("round {round}: a granted waiter got {other:?}"),
+                }
+            } else {
+                assert!(w.poll().is_pending(), "round {round}");
+            }
+        }
+        assert_eq!((held.len(), sem.in_use()), (75, 75), "round {round}");
+        check_accounting(&sem);
+        // The rest, newest arrivals last, each to its own waiter.
+        sem.set_limit(75 + 72 + 20);
+        for w in waiters.iter_mut().chain(late.iter_mut()) {
+            if w.flag.take() {
+                match w.poll() {
+                    Poll::Ready(Ok(p)) => held.push(p),
+                    other => panic!("round {round}: a waiter got {other:?}"),
+                }
+            }
+        }
+        assert_eq!((held.len(), sem.waiting()), (167, 0), "round {round}");
+        drop((waiters, late));
+        held.clear();
+        sem.set_limit(0);
+        assert_eq!((sem.in_use(), sem.available(), sem.debt()), (0, 0, 0));
+    }
+}
+
 #[test]
 fn should_record_a_debt_on_shrink_and_pay_it_before_admitting() {
     let sem = Semaphore::new(4);

@@ -27,11 +27,12 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ace_benches::{blocking_round, work, CondvarSemaphore};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 
 const TASKS: usize = 64;
@@ -223,75 +224,6 @@ fn set_limit(c: &mut Criterion) {
         });
     });
     group.finish();
-}
-
-/// The textbook blocking semaphore, as a peer: a count under a mutex and a condvar. With
-/// `tuned`, it keeps a waiter count and signals only when someone waits (sparing the syscall of
-/// `notify_one` otherwise); without, it signals on every release.
-struct CondvarSemaphore {
-    state: Mutex<(usize, usize)>,
-    freed: Condvar,
-    tuned: bool,
-}
-
-impl CondvarSemaphore {
-    fn new(permits: usize, tuned: bool) -> Self {
-        Self {
-            state: Mutex::new((permits, 0)),
-            freed: Condvar::new(),
-            tuned,
-        }
-    }
-
-    fn acquire(&self) {
-        let mut state = self.state.lock().unwrap();
-        while state.0 == 0 {
-            state.1 += 1;
-            state = self.freed.wait(state).unwrap();
-            state.1 -= 1;
-        }
-        state.0 -= 1;
-    }
-
-    fn release(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.0 += 1;
-        let waiting = state.1 > 0;
-        drop(state);
-        if waiting || !self.tuned {
-            self.freed.notify_one();
-        }
-    }
-}
-
-/// A short critical section (~100 ns), so the threads really contend for the permits.
-fn work() {
-    for i in 0..64_u32 {
-        black_box(i);
-    }
-}
-
-/// `threads` threads each do `ops` × (acquire → work → release); returns the time taken.
-fn blocking_round(threads: usize, ops: usize, acquire_release: &(impl Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(threads + 1);
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    barrier.wait();
-                    for _ in 0..ops {
-                        acquire_release();
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for t in handles {
-            t.join().unwrap();
-        }
-        start.elapsed()
-    })
 }
 
 /// The 1-minute load average, from `/proc/loadavg` ("?" where there is none).

@@ -13,12 +13,18 @@
 //! Paths: `tower_limit`, `ace_layer`, `ace_layer_untimed`, `submit` and `acquire` (untimed),
 //! `tokio_semaphore`, `ace_semaphore`; and, contended on one thread (64 tasks share 8 permits,
 //! each looping acquire → yield → release; `<calls>` operations in all), `ace_contended`,
-//! `tokio_contended` and their floor `two_yields` (the same tasks yielding twice, no semaphore).
+//! `tokio_contended` and their floor `two_yields` (the same tasks yielding twice, no semaphore);
+//! the same three on a 2-worker multi-thread runtime, `ace_contended_mt`, `tokio_contended_mt`
+//! and `two_yields_mt` (count every thread's instructions: `benches/icount.sh` does for `*_mt`);
+//! and blocking, 8 threads sharing 2 permits, each looping acquire → ~100 ns of work → release,
+//! `ace_blocking` and `condvar_blocking` (the tuned Mutex+Condvar peer of the semaphore bench).
+//! Their instruction counts leave out what the threads lose to waking and sleeping: for those,
+//! time the binary itself (`time icount ace_blocking 1000000`), interleaved with its peer.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use ace_benches::{calls, manager, runtime, Echo};
+use ace_benches::{blocking_round, calls, manager, runtime, work, CondvarSemaphore, Echo};
 use ace_std::tower::AdaptiveConcurrencyLayer;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::Layer;
@@ -26,6 +32,9 @@ use tower::Layer;
 /// The contended paths: tasks, and the permits they share (as in the semaphore bench).
 const TASKS: u64 = 64;
 const PERMITS: usize = 8;
+/// The blocking paths: threads, and the permits they share (as in the semaphore bench).
+const THREADS: u64 = 8;
+const THREAD_PERMITS: usize = 2;
 
 /// `n` operations spread over [`TASKS`] tasks on the current runtime, each operation one
 /// `op()` awaited.
@@ -50,11 +59,46 @@ where
     }
 }
 
+/// One contended loop of `n` operations: acquire → yield → release.
+macro_rules! contended_loop {
+    ($rt:expr, $n:expr, $sem:expr) => {{
+        let sem = Arc::new($sem);
+        $rt.block_on(contended($n, move || {
+            let sem = Arc::clone(&sem);
+            async move {
+                let permit = sem.acquire().await.unwrap();
+                tokio::task::yield_now().await;
+                drop(permit);
+            }
+        }));
+    }};
+}
+
+fn two_yields(rt: &tokio::runtime::Runtime, n: u64) {
+    rt.block_on(contended(n, || async {
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+    }));
+}
+
+/// `n` operations (acquire → work → release) over [`THREADS`] threads.
+fn blocking(n: u64, acquire_release: &(impl Fn() + Sync)) {
+    let per = usize::try_from(n / THREADS).expect("calls");
+    black_box(blocking_round(THREADS as usize, per, acquire_release));
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: icount <path> <calls>");
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("calls"));
-    let rt = runtime();
+    let rt = if path.ends_with("_mt") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    } else {
+        runtime()
+    };
     match path.as_str() {
         "tower_limit" => {
             let mut svc = ConcurrencyLimitLayer::new(64).layer(Echo);
@@ -99,33 +143,28 @@ fn main() {
                 }
             });
         }
-        "ace_contended" => {
-            let sem = Arc::new(ace_core::Semaphore::new(PERMITS));
-            rt.block_on(contended(n, move || {
-                let sem = Arc::clone(&sem);
-                async move {
-                    let permit = sem.acquire().await.unwrap();
-                    tokio::task::yield_now().await;
-                    drop(permit);
-                }
-            }));
+        "ace_contended" | "ace_contended_mt" => {
+            contended_loop!(rt, n, ace_core::Semaphore::new(PERMITS));
         }
-        "tokio_contended" => {
-            let sem = Arc::new(tokio::sync::Semaphore::new(PERMITS));
-            rt.block_on(contended(n, move || {
-                let sem = Arc::clone(&sem);
-                async move {
-                    let permit = sem.acquire().await.unwrap();
-                    tokio::task::yield_now().await;
-                    drop(permit);
-                }
-            }));
+        "tokio_contended" | "tokio_contended_mt" => {
+            contended_loop!(rt, n, tokio::sync::Semaphore::new(PERMITS));
         }
-        "two_yields" => {
-            rt.block_on(contended(n, || async {
-                tokio::task::yield_now().await;
-                tokio::task::yield_now().await;
-            }));
+        "two_yields" | "two_yields_mt" => two_yields(&rt, n),
+        "ace_blocking" => {
+            let sem = ace_core::Semaphore::new(THREAD_PERMITS);
+            blocking(n, &|| {
+                let permit = sem.blocking_acquire().unwrap();
+                work();
+                drop(permit);
+            });
+        }
+        "condvar_blocking" => {
+            let sem = CondvarSemaphore::new(THREAD_PERMITS, true);
+            blocking(n, &|| {
+                sem.acquire();
+                work();
+                sem.release();
+            });
         }
         other => panic!("unknown path {other}"),
     }

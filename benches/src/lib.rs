@@ -1,7 +1,10 @@
 //! Criterion benchmarks: see `benches/benches/*.rs` and BENCHMARKS.md. This library holds what
 //! several of them share.
 
-use std::time::Duration;
+use std::hint::black_box;
+use std::sync::{Barrier, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use ace_std::AimdConfig;
 
@@ -108,4 +111,81 @@ where
         let out = svc.ready().await.unwrap().call(i).await.unwrap();
         std::hint::black_box(out);
     }
+}
+
+/// The textbook blocking semaphore, as a peer: a count under a mutex and a condvar. With
+/// `tuned`, it keeps a waiter count and signals only when someone waits (sparing the syscall of
+/// `notify_one` otherwise); without, it signals on every release.
+#[derive(Debug)]
+pub struct CondvarSemaphore {
+    state: Mutex<(usize, usize)>,
+    freed: Condvar,
+    tuned: bool,
+}
+
+impl CondvarSemaphore {
+    /// `permits` permits; `tuned`: signal only when someone waits.
+    pub fn new(permits: usize, tuned: bool) -> Self {
+        Self {
+            state: Mutex::new((permits, 0)),
+            freed: Condvar::new(),
+            tuned,
+        }
+    }
+
+    /// Waits for a permit.
+    pub fn acquire(&self) {
+        let mut state = self.state.lock().unwrap();
+        while state.0 == 0 {
+            state.1 += 1;
+            state = self.freed.wait(state).unwrap();
+            state.1 -= 1;
+        }
+        state.0 -= 1;
+    }
+
+    /// Returns a permit.
+    pub fn release(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.0 += 1;
+        let waiting = state.1 > 0;
+        drop(state);
+        if waiting || !self.tuned {
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// A short critical section (~100 ns), so the threads really contend for the permits.
+pub fn work() {
+    for i in 0..64_u32 {
+        black_box(i);
+    }
+}
+
+/// `threads` threads each do `ops` × (acquire → work → release); returns the time taken.
+pub fn blocking_round(
+    threads: usize,
+    ops: usize,
+    acquire_release: &(impl Fn() + Sync),
+) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    for _ in 0..ops {
+                        acquire_release();
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for t in handles {
+            t.join().unwrap();
+        }
+        start.elapsed()
+    })
 }

@@ -52,9 +52,13 @@ impl Semaphore {
     #[inline]
     fn grant_next(&self, queue: &mut Queue) -> Option<Option<Waker>> {
         let class = self.next_class(queue)?;
-        let waker = queue.serve(Status::Granted, class);
+        let (key, waker) = queue.serve(Status::Granted, class)?;
         self.took(class);
-        waker
+        // After the count above: the waiter that sees its flag sees the permit counted.
+        if self.grants.raise(key.index()) {
+            queue.lend(key);
+        }
+        Some(waker)
     }
 
     /// Under the lock: fails the waiters, most important class first, as many as `wakers`
@@ -64,7 +68,12 @@ impl Semaphore {
             let Some(class) = queue.first_class() else {
                 break;
             };
-            wakers.push(queue.serve(Status::Closed, class).expect("the class waits"));
+            wakers.push(
+                queue
+                    .serve(Status::Closed, class)
+                    .expect("the class waits")
+                    .1,
+            );
         }
         self.queue_changed(queue);
         !queue.is_empty()
@@ -278,8 +287,7 @@ impl Semaphore {
         // The common contended case: others queued (so the flag is set) and nothing free to hand
         // them. Join the back; whoever frees a permit next comes to the lock and serves the head.
         if state & CLOSED == 0 && !queue.is_empty() && free(state) <= 0 {
-            let key = queue.push(mine.take(), class, front);
-            self.waiting.store(queue.len(), Ordering::Release);
+            let key = self.join(&mut queue, mine.take(), class, front);
             return Enqueued::Queued(key);
         }
         let mut wakers = WakeList::new();
@@ -317,8 +325,7 @@ impl Semaphore {
             {
                 continue;
             }
-            let key = queue.push(mine.take(), class, front);
-            self.waiting.store(queue.len(), Ordering::Release);
+            let key = self.join(&mut queue, mine.take(), class, front);
             break (Enqueued::Queued(key), more);
         };
         drop(queue);
@@ -345,8 +352,30 @@ impl Semaphore {
         outcome
     }
 
+    /// Under the lock: joins the queue (in a lent slot whose owner has left, if no other slot is
+    /// free) and publishes the new length.
+    #[inline]
+    fn join(&self, queue: &mut Queue, waker: Option<Waker>, class: usize, front: bool) -> Key {
+        queue.reclaim(|key| self.grants.is_lowered(key));
+        let key = queue.push(waker, class, front);
+        self.waiting.store(queue.len(), Ordering::Release);
+        key
+    }
+
     /// A later poll: has our entry been served?
+    #[inline]
     pub(super) fn poll_queued(&self, key: Key, waker: &Waker) -> Poll<Result<(), AcquireError>> {
+        // A permit handed to us is read from our flag, without the lock.
+        if self.grants.take(key.index()) {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_queued_locked(key, waker)
+    }
+
+    /// [`poll_queued`](Self::poll_queued) under the lock: closed, still waiting (keep the waker
+    /// current), or granted since the flag was read (or to a slot without a flag).
+    #[inline(never)]
+    fn poll_queued_locked(&self, key: Key, waker: &Waker) -> Poll<Result<(), AcquireError>> {
         // A new waker is cloned outside the lock, and the one it replaces dropped outside it: a
         // waker's code (its drop may release a permit of this very semaphore) never runs under
         // the lock.
@@ -354,7 +383,10 @@ impl Semaphore {
         loop {
             let mut queue = self.queue.lock();
             let (result, old) = match queue.status(key) {
-                Status::Granted => (Poll::Ready(Ok(())), queue.release(key)),
+                Status::Granted => {
+                    self.grants.lower(key.index());
+                    (Poll::Ready(Ok(())), queue.release(key))
+                }
                 Status::Closed => (Poll::Ready(Err(AcquireError::Closed)), queue.release(key)),
                 Status::Waiting => {
                     let slot = queue.waker_mut(key);
@@ -390,6 +422,8 @@ impl Semaphore {
                 (waker, false)
             }
             Status::Granted => {
+                // Never seen by its owner (whose flag, if any, is still raised).
+                self.grants.lower(key.index());
                 let waker = queue.release(key);
                 self.gave_back(class);
                 let prev = self.state.fetch_add(ONE, Ordering::AcqRel);

@@ -23,6 +23,10 @@
 //! ever set). A shrink below what is in use just makes the count negative (a debt), which
 //! releases pay off before anyone new is admitted. Nothing ever waits for a permit to come back.
 //!
+//! A waiter handed a permit learns it from a flag of its queue slot, raised by the releaser under
+//! the lock and read (and lowered) by the waiter's next poll without it: a contended hand-off
+//! takes the lock twice (the releaser's hand-over, the next arrival's enqueue), not three times.
+//!
 //! No waker's code runs under the lock: wakers are cloned before it is taken, and woken or
 //! dropped after it is released. A waker that panics does not strand anyone: the rest of its
 //! batch and the waiters still queued are served as the panic unwinds.
@@ -32,6 +36,7 @@
 //! - this file: the state word and the public API;
 //! - `grant`: how permits move under the lock (hand-over, batches, joining and leaving the queue);
 //! - `queue`: the wait queue, one FIFO list per class behind a small interface;
+//! - `grants`: the flags a granted waiter reads without the lock;
 //! - `priority`: [`Priority`] and [`Shares`];
 //! - `wake`: the batch of wakers woken after the lock is dropped;
 //! - `future`: [`Acquire`] and [`AcquireOwned`]; `permit`: [`Permit`] and [`OwnedPermit`];
@@ -47,6 +52,7 @@ use crate::{LimitTarget, Usage};
 mod error;
 mod future;
 mod grant;
+mod grants;
 mod permit;
 mod priority;
 mod queue;
@@ -58,6 +64,7 @@ pub use permit::{DetachedPermit, OwnedPermit, Permit};
 pub use priority::{ParsePriorityError, Priority, Shares, SharesError};
 
 use future::Waiter;
+use grants::Grants;
 use priority::CLASSES;
 use queue::Queue;
 use wake::WakeList;
@@ -165,6 +172,8 @@ pub struct Semaphore {
     limit: AtomicUsize,
     waiting: AtomicUsize,
     queue: Mutex<Queue>,
+    // A flag per low queue slot: a waiter handed a permit reads it without the lock.
+    grants: Grants,
     shares: Shares,
     // `shares.is_set()`, computed once: the fast path tests one flag rather than every class.
     counted: bool,
@@ -245,6 +254,7 @@ impl Semaphore {
                 limit: AtomicUsize::new(limit),
                 waiting: AtomicUsize::new(0),
                 queue: Mutex::new(Queue::new()),
+                grants: Grants::new(),
                 counted: shares.is_set(),
                 shares,
                 held: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)],

@@ -11,7 +11,10 @@
 //! - [`status`](Queue::status) and [`waker_mut`](Queue::waker_mut) let the owner of a key look at
 //!   its entry and replace its waker;
 //! - [`remove`](Queue::remove) takes a still-waiting entry out (a cancelled acquire), and
-//!   [`release`](Queue::release) frees a served one once its owner has seen the outcome.
+//!   [`release`](Queue::release) frees a served one once its owner has seen the outcome;
+//! - [`lend`](Queue::lend) marks a granted entry whose owner will see the grant without the lock
+//!   (its flag in [`Grants`](super::grants::Grants)), and [`reclaim`](Queue::reclaim) frees the
+//!   lent entries whose owners have left, when a new waiter needs a slot.
 //!
 //! Each class is served first in, first out. The store is one slab with an index-linked list per
 //! class: safe code, no allocation per wait once warm, O(1) removal on cancel. An entry belongs to its acquire from
@@ -21,7 +24,11 @@
 use alloc::vec::Vec;
 use core::task::Waker;
 
+use super::grants::FAST;
 use super::priority::CLASSES;
+
+// One bit of `Queue::lent` per slot with a grant flag.
+const _: () = assert!(FAST <= u64::BITS as usize);
 
 /// "No slot" in the index-linked lists.
 const NIL: usize = usize::MAX;
@@ -29,6 +36,14 @@ const NIL: usize = usize::MAX;
 /// An entry of the queue, held by the acquire that joined it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Key(usize);
+
+impl Key {
+    /// The slot's index (its flag in [`Grants`](super::grants::Grants)).
+    #[inline]
+    pub(super) fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// Where a queued acquire stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +65,8 @@ pub(super) struct Queue {
     lens: [usize; CLASSES],
     free: usize,
     len: usize,
+    // Bit `k`: slot `k` is lent (granted, its owner reads the grant from its flag, not here).
+    lent: u64,
 }
 
 struct Slot {
@@ -70,6 +87,7 @@ impl Queue {
             lens: [0; CLASSES],
             free: NIL,
             len: 0,
+            lent: 0,
         }
     }
 
@@ -144,9 +162,9 @@ impl Queue {
     }
 
     /// Serves the oldest waiter of `class`: it leaves the queue with `outcome` (`Granted` or
-    /// `Closed`), and its waker is returned to be woken after the lock is dropped. `None` if
-    /// nobody of that class waits.
-    pub(super) fn serve(&mut self, outcome: Status, class: usize) -> Option<Option<Waker>> {
+    /// `Closed`), and its key and waker are returned (the waker to be woken after the lock is
+    /// dropped). `None` if nobody of that class waits.
+    pub(super) fn serve(&mut self, outcome: Status, class: usize) -> Option<(Key, Option<Waker>)> {
         debug_assert_ne!(outcome, Status::Waiting, "serving decides an outcome");
         let key = self.head[class];
         if key == NIL {
@@ -155,7 +173,33 @@ impl Queue {
         self.unlink(key);
         let slot = &mut self.slots[key];
         slot.status = Some(outcome);
-        Some(slot.waker.take())
+        Some((Key(key), slot.waker.take()))
+    }
+
+    /// The granted entry `key` is lent: its owner learns of the grant from its flag and may
+    /// leave without coming back here; [`reclaim`](Self::reclaim) frees it once it has.
+    #[inline]
+    pub(super) fn lend(&mut self, Key(key): Key) {
+        debug_assert!(key < FAST, "only slots with a flag are lent");
+        self.lent |= 1 << key;
+    }
+
+    /// If no slot is free, frees the lent entries whose owners have left (`left(key)`: their
+    /// flag is lowered), so the slab grows only when every slot is really in use.
+    #[inline]
+    pub(super) fn reclaim(&mut self, left: impl Fn(usize) -> bool) {
+        if self.free != NIL {
+            return;
+        }
+        let mut lent = self.lent;
+        while lent != 0 {
+            let key = lent.trailing_zeros() as usize;
+            lent &= lent - 1;
+            if left(key) {
+                let waker = self.release(Key(key));
+                debug_assert!(waker.is_none(), "a served entry's waker was taken");
+            }
+        }
     }
 
     /// Where the entry stands.
@@ -180,6 +224,9 @@ impl Queue {
     /// The owner of a served (or removed) entry is done with it: the slot is reused. Returns any
     /// waker left in it (drop that outside the lock).
     pub(super) fn release(&mut self, Key(key): Key) -> Option<Waker> {
+        if key < FAST {
+            self.lent &= !(1 << key);
+        }
         let slot = &mut self.slots[key];
         slot.status = None;
         slot.next = self.free;
