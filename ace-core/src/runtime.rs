@@ -16,7 +16,9 @@ use futures_lite::future;
 
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::{Action, Ceiling, Controller, Decision, LatencyRecorder, Signals, Usage};
+use crate::{
+    Action, Ceiling, Controller, Decision, LatencyRecorder, LatencySummary, Signals, Usage,
+};
 
 /// What the control loop needs from an executor: spawn a task, sleep, read a monotonic clock.
 ///
@@ -187,6 +189,14 @@ pub trait DecisionSink: Send {
     fn signal_error(&mut self, error: &SignalError) {
         let _ = error;
     }
+
+    /// The summary of one latency epoch, every epoch (holds included; only the epochs that
+    /// move the limit reach [`decision`](Self::decision)), just before the controller sees it:
+    /// for a sink that needs the samples of every epoch (a manager sizes its latency sampling
+    /// from them).
+    fn epoch(&mut self, summary: &LatencySummary) {
+        let _ = summary;
+    }
 }
 
 /// The sink that keeps nothing.
@@ -354,6 +364,7 @@ where
     pub fn epoch_step(&mut self) -> Option<Decision> {
         let recorder = self.latency.as_ref()?;
         let summary = recorder.take_summary();
+        self.sink.epoch(&summary);
         let now = self.runtime.now();
         let usage = self.target.usage();
         self.controller.set_ceiling(self.target.ceiling());

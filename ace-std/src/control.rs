@@ -85,6 +85,13 @@ impl DecisionSink for Sinks {
         }
     }
 
+    fn epoch(&mut self, summary: &ace_core::LatencySummary) {
+        self.counters.epoch(summary);
+        for sink in &mut self.extra {
+            guarded(|| sink.epoch(summary));
+        }
+    }
+
     fn signal_error(&mut self, error: &SignalError) {
         guarded(|| self.log.signal_error(error));
         for sink in &mut self.extra {
@@ -96,6 +103,9 @@ impl DecisionSink for Sinks {
 impl DecisionSink for &mut Sinks {
     fn decision(&mut self, decision: &Decision) {
         (**self).decision(decision);
+    }
+    fn epoch(&mut self, summary: &ace_core::LatencySummary) {
+        (**self).epoch(summary);
     }
     fn signal_error(&mut self, error: &SignalError) {
         (**self).signal_error(error);

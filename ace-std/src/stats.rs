@@ -2,11 +2,11 @@
 //! `core`), and the counters its control loop keeps.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use ace_core::{Action, Decision, Priority, Usage};
+use ace_core::{Action, Decision, LatencySummary, Priority, Usage};
 
 use crate::util::lock;
 
@@ -130,6 +130,11 @@ fn next_sample_mask(sampled: u64, mask: u64) -> u64 {
 pub(crate) struct DecisionCounters {
     /// Time the tasks whose admission number has none of these bits set.
     sample_mask: AtomicU64,
+    /// Set once latency epochs are reported ([`epoch`](Self::epoch)): the loop then paces them
+    /// apart from its cycles, whose decisions carry no latency summary of their own.
+    paced: AtomicBool,
+    /// Tasks timed in the epochs since the last cycle's decision.
+    epoch_samples: AtomicU64,
     decisions: AtomicU64,
     adjustments: AtomicU64,
     last: Mutex<Option<Decision>>,
@@ -154,11 +159,32 @@ impl DecisionCounters {
         self.decisions.load(Ordering::Relaxed)
     }
 
+    /// One latency epoch's summary (every epoch, holds included), when the loop paces them.
+    pub(crate) fn epoch(&self, summary: &LatencySummary) {
+        self.paced.store(true, Ordering::Relaxed);
+        self.epoch_samples
+            .fetch_add(summary.total(), Ordering::Relaxed);
+    }
+
     pub(crate) fn record(&self, decision: &Decision) {
         self.decisions.fetch_add(1, Ordering::Relaxed);
-        if let Some(latency) = decision.signals.latency {
+        // The tasks timed this cycle set the next cycle's mask. With paced epochs a cycle's
+        // decision has no latency summary (the epochs took it), and only the epochs that move
+        // the limit reach here: the count is the epochs' since the last cycle, counted by
+        // `epoch`. Read from the decisions alone, a limit that never moved (one caller, far
+        // below the limit) left the mask at 0 and every task timed, two clock reads each.
+        let sampled = if self.paced.load(Ordering::Relaxed) {
+            decision
+                .signals
+                .latency
+                .is_none()
+                .then(|| self.epoch_samples.swap(0, Ordering::Relaxed))
+        } else {
+            decision.signals.latency.map(|latency| latency.total())
+        };
+        if let Some(sampled) = sampled {
             let mask = self.sample_mask.load(Ordering::Relaxed);
-            let next = next_sample_mask(latency.total(), mask);
+            let next = next_sample_mask(sampled, mask);
             self.sample_mask.store(next, Ordering::Relaxed);
         }
         if decision.action != Action::Hold {

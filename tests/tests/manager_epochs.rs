@@ -70,3 +70,56 @@ async fn a_limit_that_is_never_reached_does_not_grow() {
     assert_eq!(manager.limit(), 20);
     manager.shutdown().await;
 }
+
+/// Counts the tasks each latency epoch timed (samples and failures).
+struct EpochTotals(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl ace_std::core::DecisionSink for EpochTotals {
+    fn decision(&mut self, _: &ace_std::Decision) {}
+
+    fn epoch(&mut self, summary: &ace_std::core::LatencySummary) {
+        self.0.lock().unwrap().push(summary.total());
+    }
+}
+
+/// A busy manager times a sample of its tasks, not each one, even when its limit never moves
+/// (one caller far below it: every epoch holds). The sampling was set from the decisions that
+/// carried a latency summary, which with paced epochs were only those that moved the limit: a
+/// limit that never moved left every task timed, two clock reads each.
+#[tokio::test(start_paused = true)]
+async fn a_busy_manager_whose_limit_never_moves_times_a_sample_of_its_tasks() {
+    let config = AimdConfig {
+        adjustment_interval: Duration::from_millis(100),
+        ..AimdConfig::default()
+    };
+    let totals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let manager = ace_std::tokio::Manager::builder(config)
+        .default_signals(false)
+        .tracing(false)
+        .metrics(false)
+        .sink(EpochTotals(std::sync::Arc::clone(&totals)))
+        .build()
+        .unwrap();
+    let per_step = 5_000u64;
+    let run = tokio::time::timeout(Duration::from_secs(60), async {
+        // 5,000 tasks one after another every 10 simulated ms, for 2 simulated seconds: 20
+        // cycles of 50,000 tasks.
+        for _ in 0..200 {
+            for i in 0..per_step {
+                std::hint::black_box(manager.submit(async move { i }).await.unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    run.await.expect("the load finished");
+    assert_eq!(manager.stats().adjustments, 0, "{:?}", manager.stats());
+    let totals = totals.lock().unwrap().clone();
+    // The second simulated second: 500,000 tasks; about 1,024 timed per 100 ms cycle.
+    let late: u64 = totals[totals.len() / 2..].iter().sum();
+    assert!(
+        !totals.is_empty() && late < 100_000,
+        "{late} tasks timed in the second half ({} epochs): every task timed",
+        totals.len()
+    );
+    manager.shutdown().await;
+}
