@@ -11,7 +11,7 @@ use futures_lite::FutureExt;
 
 use super::inner::{note_admission, Finish, Inner};
 use super::join::{JoinError, JoinHandle, JoinRepr};
-use super::permit::TaskPermit;
+use super::permit::{started_word, Reserved, TaskPermit};
 use crate::stats::Stats;
 
 /// Submitting failed: the manager is shut down.
@@ -397,6 +397,31 @@ impl<R: Runtime> Manager<R> {
         self.admit(permit).ok_or(TryAcquireError::Closed)
     }
 
+    /// [`try_admit`](Self::try_admit) of a slot not yet bound to a task: no `Arc` clone until
+    /// [`bind`](Self::bind).
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn try_reserve(&self, priority: Priority) -> Result<Reserved, TryAcquireError> {
+        let inner = &self.inner;
+        let permit = inner.sem.try_acquire_with(priority)?.detach();
+        inner.classes.admitted(priority, None);
+        self.admit_reserved(permit).ok_or(TryAcquireError::Closed)
+    }
+
+    /// The task of a reserved slot: from now on it counts as running until its permit ends.
+    #[cfg(feature = "tower")]
+    #[inline(always)]
+    pub(crate) fn bind(&self, slot: Reserved) -> TaskPermit<R> {
+        TaskPermit::new(Arc::clone(&self.inner), slot.permit, slot.started)
+    }
+
+    /// Gives a reserved slot back unused, as [`TaskPermit`]'s `release` does: no task, no
+    /// sample, no failure.
+    #[cfg(feature = "tower")]
+    pub(crate) fn give_back(&self, slot: Reserved) {
+        self.inner.give_back(slot.permit);
+    }
+
     /// For each class, true if it holds fewer slots than its guaranteed share (never without
     /// shares).
     #[cfg(feature = "tower")]
@@ -428,6 +453,13 @@ impl<R: Runtime> Manager<R> {
     /// meanwhile (it did not see this task, so the task must not run).
     #[inline(always)]
     fn admit(&self, permit: DetachedPermit) -> Option<TaskPermit<R>> {
+        let Reserved { permit, started } = self.admit_reserved(permit)?;
+        Some(TaskPermit::new(Arc::clone(&self.inner), permit, started))
+    }
+
+    /// [`admit`](Self::admit) without the task's handle on the manager.
+    #[inline(always)]
+    fn admit_reserved(&self, permit: DetachedPermit) -> Option<Reserved> {
         let inner = &self.inner;
         let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
         // SeqCst pairs with `shutdown`'s store and loads, as in `run`.
@@ -442,7 +474,10 @@ impl<R: Runtime> Manager<R> {
         } else {
             None
         };
-        Some(TaskPermit::new(Arc::clone(inner), permit, started))
+        Some(Reserved {
+            permit,
+            started: started_word(started),
+        })
     }
 
     /// Gives back a slot counted as admitted after shutdown began: its task never runs, so it

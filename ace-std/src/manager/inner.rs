@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "tower")]
+use ace_core::DetachedPermit;
 use ace_core::{LatencyRecorder, Runtime, Semaphore};
 use event_listener::Event;
 
@@ -46,6 +48,14 @@ impl<R> Inner<R> {
 }
 
 impl<R> Inner<R> {
+    /// Gives back a slot admitted and never used: no task, no sample, no failure.
+    #[cfg(feature = "tower")]
+    pub(super) fn give_back(&self, permit: DetachedPermit) {
+        self.sem.release_detached(permit);
+        // Un-admit rather than finish: `shutdown` waits for `admitted == finished`.
+        self.unadmit();
+    }
+
     /// Takes back the count of an admission whose task never runs (shutdown began between the
     /// slot and the count) or of a slot given back unused. Never counted as finished instead:
     /// `shutdown` waits for `admitted == finished`, and a finish read after its `admitted`

@@ -21,4 +21,6 @@ pub use ambient::AmbientRuntime;
 pub use builder::Builder;
 pub use handle::{Manager, SubmitError};
 pub use join::{JoinError, JoinHandle};
+#[cfg(feature = "tower")]
+pub(crate) use permit::Reserved;
 pub use permit::TaskPermit;

@@ -22,13 +22,18 @@ use super::inner::Inner;
 ///   running was most likely timed out or cancelled).
 #[must_use = "dropping a TaskPermit releases its slot at once"]
 #[clippy::has_significant_drop]
+// In this order: `permit` and `started` not side by side, so that a tower service's `call`,
+// binding a [`Reserved`] (the same two words, stored singly by `poll_ready`), reads them singly;
+// next to each other they were copied with one 16-byte load, which store forwarding does not
+// serve from two 8-byte stores.
+#[repr(C)]
 pub struct TaskPermit<R: Runtime> {
-    // The one `Arc` the permit holds: the semaphore's permit goes back through `inner.sem`
-    // (an `OwnedPermit` would clone and drop a second `Arc` on every task).
-    inner: Arc<Inner<R>>,
     // `None` once the task ended or the slot went back: one field says both, so ending checks
     // one thing (a `success` followed by the drop's `end` costs a compare).
     permit: Option<DetachedPermit>,
+    // The one `Arc` the permit holds: the semaphore's permit goes back through `inner.sem`
+    // (an `OwnedPermit` would clone and drop a second `Arc` on every task).
+    inner: Arc<Inner<R>>,
     // When the task was admitted, in nanoseconds of the manager's clock plus one; 0 if it is not
     // timed, or no longer: a recorded attempt stands in for the task's own sample, so recording
     // one clears it (atomic only for that: `record_attempt` takes `&self`). One word rather than
@@ -37,23 +42,46 @@ pub struct TaskPermit<R: Runtime> {
     started: AtomicU64,
 }
 
+/// A slot taken and counted as admitted, not yet bound to a task: what a tower service holds
+/// between `poll_ready` and `call`. Two whole words and no `Arc`: the service binds it to its
+/// manager ([`Manager::bind`](super::Manager::bind)) in `call`. A whole [`TaskPermit`] stored by
+/// `poll_ready` was read back by `call` with a 16-byte load across two 8-byte stores, which the
+/// CPU's store forwarding does not serve (a stall of some ten cycles on every call).
+pub(crate) struct Reserved {
+    pub(super) permit: DetachedPermit,
+    /// As [`TaskPermit`]'s `started`.
+    pub(super) started: u64,
+}
+
+/// [`TaskPermit`]'s `started` of a task admitted at `started` (if it is sampled).
+#[inline(always)]
+pub(super) fn started_word(started: Option<Duration>) -> u64 {
+    started.map_or(0, |now| {
+        u64::try_from(now.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    })
+}
+
 impl<R: Runtime> TaskPermit<R> {
-    /// An admitted task's permit, timed from `started` (if it is sampled).
+    /// An admitted task's permit; `started` as [`started_word`] makes it.
     #[inline(always)]
-    pub(super) fn new(
-        inner: Arc<Inner<R>>,
-        permit: DetachedPermit,
-        started: Option<Duration>,
-    ) -> Self {
+    pub(super) fn new(inner: Arc<Inner<R>>, permit: DetachedPermit, started: u64) -> Self {
         Self {
             inner,
             permit: Some(permit),
-            started: AtomicU64::new(started.map_or(0, |now| {
-                u64::try_from(now.as_nanos())
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(1)
-            })),
+            started: AtomicU64::new(started),
         }
+    }
+
+    /// The slot without the manager's handle, for a holder that binds it again later; `None`
+    /// if the task already ended.
+    #[cfg(feature = "tower")]
+    pub(crate) fn into_reserved(mut self) -> Option<Reserved> {
+        let permit = self.permit.take()?;
+        let started = self.started.load(Ordering::Relaxed);
+        // The drop that follows sees no permit: it ends nothing.
+        Some(Reserved { permit, started })
     }
 
     /// The manager's clock.
@@ -99,12 +127,9 @@ impl<R: Runtime> TaskPermit<R> {
     /// stream with no item yet), as tower's `ConcurrencyLimit` drops its permit.
     #[cfg(feature = "tower")]
     pub(crate) fn release(mut self) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        self.inner.sem.release_detached(permit);
-        // Un-admit rather than finish: `shutdown` waits for `admitted == finished`.
-        self.inner.unadmit();
+        if let Some(permit) = self.permit.take() {
+            self.inner.give_back(permit);
+        }
     }
 
     /// Ends the task (a success if `ok`) and releases its slot, once: later calls and the drop

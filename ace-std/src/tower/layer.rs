@@ -16,7 +16,7 @@ use super::classify::{Classify, ErrorIsBackPressure, Outcome};
 use super::priority::{NoPriority, Prioritize};
 use super::queue::{Adaptive, WaitQueue};
 use super::BoxError;
-use crate::manager::{Manager, TaskPermit};
+use crate::manager::{Manager, Reserved, TaskPermit};
 
 /// What a call does when the limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,8 +319,9 @@ pub struct AdaptiveConcurrency<S, R: Runtime, C = ErrorIsBackPressure, P = NoPri
     prioritize: P,
     queue: Arc<WaitQueue>,
     // The slot held for the next `call`. Apart from `state` so that the fast path writes an
-    // empty `Option` (no old state to drop) and `call` takes it with one test.
-    slot: Option<TaskPermit<R>>,
+    // empty `Option` (no old state to drop) and `call` takes it with one test; not yet bound
+    // to a task (two words, no `Arc`: `call` binds it).
+    slot: Option<Reserved>,
     state: State<R>,
 }
 
@@ -340,10 +341,10 @@ impl<S, R: Runtime, C, P> AdaptiveConcurrency<S, R, C, P> {
     #[inline(always)]
     fn start(&mut self) {
         // The fast path on its own: a slot now goes straight into `slot`.
-        match self.manager.try_admit(Priority::Normal) {
-            Ok(permit) => {
+        match self.manager.try_reserve(Priority::Normal) {
+            Ok(slot) => {
                 // `slot` is empty here: `get_or_insert` writes it without dropping an old one.
-                self.slot.get_or_insert(permit);
+                self.slot.get_or_insert(slot);
             }
             Err(TryAcquireError::Closed) => self.state = State::Refused(Refusal::Shutdown),
             Err(_) => self.start_waiting(),
@@ -359,7 +360,7 @@ impl<S, R: Runtime, C, P> AdaptiveConcurrency<S, R, C, P> {
             Priority::Normal,
             None,
         ) {
-            Admit::Now(permit) => self.slot = Some(permit),
+            Admit::Now(permit) => self.slot = permit.into_reserved(),
             Admit::Refused(refusal) => self.state = State::Refused(refusal),
             Admit::Later(acquire) => self.state = State::Acquiring(Mutex::new(acquire)),
         }
@@ -370,8 +371,8 @@ impl<S, R: Runtime, C, P> Drop for AdaptiveConcurrency<S, R, C, P> {
     fn drop(&mut self) {
         // A slot reserved by `poll_ready` and never called: readiness not used is no verdict on
         // the downstream, so it goes back quietly (a failure here would read as back-pressure).
-        if let Some(permit) = self.slot.take() {
-            permit.release();
+        if let Some(slot) = self.slot.take() {
+            self.manager.give_back(slot);
         }
     }
 }
@@ -437,7 +438,7 @@ where
                     match ready!(acquire.as_mut().poll(cx)) {
                         Ok(permit) => {
                             self.state = State::Idle;
-                            self.slot = Some(permit);
+                            self.slot = permit.into_reserved();
                         }
                         Err(refusal) => self.state = State::Refused(refusal),
                     }
@@ -451,11 +452,11 @@ where
         if !self.prioritize.before_call() {
             return self.call_prioritized(req);
         }
-        if let Some(permit) = self.slot.take() {
+        if let Some(slot) = self.slot.take() {
             return ResponseFuture {
                 state: Response::Running {
                     future: self.inner.call(req),
-                    permit,
+                    permit: self.manager.bind(slot),
                     classifier: self.classifier.clone(),
                 },
             };
