@@ -370,16 +370,30 @@ struct LoopShared {
 }
 
 /// The handle of a running loop: stop it, set its limit by hand, wait for it to end.
-#[derive(Clone)]
 pub(crate) struct LoopHandle {
     shared: Arc<LoopShared>,
     source_timeout: Duration,
     /// The loop's target, as the loop sees it (wrapped by the fleet budget if there is one):
-    /// a limit set by hand goes through it, so it never bypasses the fleet's grant.
-    target: Arc<dyn LimitTarget>,
+    /// a limit set by hand goes through it, so it never bypasses the fleet's grant. Asserted
+    /// unwind-safe, so the managers that hold this handle stay so (`tests/unwind_safe.rs`): a
+    /// target is a limit behind atomics or a lock (the semaphore, the pool's target, the fleet
+    /// budget), consistent however a panic interrupts a caller.
+    target: AssertUnwindSafe<Arc<dyn LimitTarget>>,
     /// The fleet budget the loop's target is wrapped in, to leave at shutdown.
     #[cfg(feature = "redis")]
     fleet: Option<crate::fleet::FleetBudget>,
+}
+
+impl Clone for LoopHandle {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            source_timeout: self.source_timeout,
+            target: AssertUnwindSafe(Arc::clone(&self.target)),
+            #[cfg(feature = "redis")]
+            fleet: self.fleet.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for LoopHandle {
@@ -507,7 +521,7 @@ where
         LoopHandle {
             shared: Arc::new(LoopShared::default()),
             source_timeout: self.source_timeout,
-            target: Arc::clone(&self.target),
+            target: AssertUnwindSafe(Arc::clone(&self.target)),
             #[cfg(feature = "redis")]
             fleet: self.fleet.clone(),
         }
