@@ -86,6 +86,16 @@ fn value_of(bucket: usize) -> u64 {
 pub struct LatencyRecorder {
     // A power of two of them, at least one: a stripe hint is masked, never divided.
     stripes: Box<[Stripe]>,
+    counted: Counted,
+}
+
+/// The running total of [`LatencyRecorder::count_admission`], on a line of its own (every
+/// admission writes it; the stripes' pointer beside it is read by every sample), and the total
+/// the last summary took.
+#[repr(align(128))]
+struct Counted {
+    total: AtomicU64,
+    seen: AtomicU64,
 }
 
 /// One stripe's counters. Aligned (and so padded) to 128 bytes, the span an x86 prefetcher
@@ -148,6 +158,10 @@ impl LatencyRecorder {
         let n = stripes.clamp(1, Self::MAX_STRIPES).next_power_of_two();
         Self {
             stripes: (0..n).map(|_| Stripe::new()).collect(),
+            counted: Counted {
+                total: AtomicU64::new(0),
+                seen: AtomicU64::new(0),
+            },
         }
     }
 
@@ -213,6 +227,34 @@ impl LatencyRecorder {
         }
     }
 
+    /// Counts one admission in a running total the recorder keeps (each summary counts the rise
+    /// since the last, beside the stripes' admissions), and returns the total before it: for a
+    /// caller that keeps such a total anyway (a manager's admissions, read by its statistics and
+    /// its shutdown), which would otherwise pay a second atomic add per admission. With
+    /// `ordering` as the caller's own count needs it. Pair it with
+    /// [`note_limit_reached_in`](Self::note_limit_reached_in).
+    pub fn count_admission(&self, ordering: Ordering) -> u64 {
+        self.counted.total.fetch_add(1, ordering)
+    }
+
+    /// Takes one admission back from [`count_admission`](Self::count_admission)'s total (a slot
+    /// given back unused). A summary never counts a fall: the next one counts from the lower
+    /// total.
+    pub fn uncount_admission(&self, ordering: Ordering) {
+        self.counted.total.fetch_sub(1, ordering);
+    }
+
+    /// [`count_admission`](Self::count_admission)'s running total.
+    pub fn counted_admissions(&self, ordering: Ordering) -> u64 {
+        self.counted.total.load(ordering)
+    }
+
+    /// An admission counted with [`count_admission`](Self::count_admission) took the last free
+    /// slot: the summary says the limit was reached. Into stripe `stripe` (masked).
+    pub fn note_limit_reached_in(&self, stripe: usize) {
+        self.record_admissions_in(stripe, 0, true);
+    }
+
     /// Records one task that failed or timed out. It is not a latency sample: a failure that came
     /// back fast must not make the downstream look fast.
     pub fn record_error(&self) {
@@ -273,6 +315,14 @@ impl LatencyRecorder {
             total = total.wrapping_add(nanos);
             limit_reached |= reached;
         }
+        let counted = self.counted.total.load(Ordering::Relaxed);
+        let seen = if take {
+            self.counted.seen.swap(counted, Ordering::Relaxed)
+        } else {
+            self.counted.seen.load(Ordering::Relaxed)
+        };
+        admitted = admitted
+            .saturating_add(u32::try_from(counted.saturating_sub(seen)).unwrap_or(u32::MAX));
         let samples: u64 = counts.iter().sum();
         let percentile = |per_mille: u64| -> Duration {
             if samples == 0 {
@@ -455,6 +505,28 @@ mod tests {
         assert_eq!((s.admitted, s.limit_reached), (5, false));
         assert_eq!(s.merge(&s).admitted, 10);
         assert_eq!(r.take_summary().admitted, 0);
+    }
+
+    #[test]
+    fn admissions_counted_in_the_running_total_count_per_cycle() {
+        let r = LatencyRecorder::striped(2);
+        for k in 0..5 {
+            assert_eq!(r.count_admission(Ordering::Relaxed), k);
+        }
+        r.record_admission_in(1, 1, 10);
+        assert_eq!(r.summary().admitted, 6, "a peek takes nothing");
+        let s = r.take_summary();
+        assert_eq!((s.admitted, s.limit_reached), (6, false));
+        r.count_admission(Ordering::Relaxed);
+        r.note_limit_reached_in(0);
+        let s = r.take_summary();
+        assert_eq!((s.admitted, s.limit_reached), (1, true));
+        // A slot given back: no fall counted, and the next rise counts from the lower total.
+        r.uncount_admission(Ordering::Relaxed);
+        assert_eq!(r.take_summary().admitted, 0);
+        r.count_admission(Ordering::Relaxed);
+        assert_eq!(r.take_summary().admitted, 1);
+        assert_eq!(r.counted_admissions(Ordering::Relaxed), 6);
     }
 
     #[test]

@@ -1,17 +1,14 @@
 //! [`Builder`]: a [`Manager`] with its optional parts, and the manager's constructors.
 
 use std::fmt;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ace_core::{AimdConfig, ConfigError, LimitTarget, Runtime, Semaphore, Shares};
-use event_listener::Event;
 
 use super::ambient::AmbientRuntime;
-use super::classes::Classes;
 use super::handle::Manager;
-use super::inner::{Counter, Inner};
+use super::inner::Inner;
 use crate::control::{engine_methods, loop_options_methods, Defaults, LoopOptions, Wiring};
 use crate::signals::{LagProbe, QueueDepth};
 use crate::stats::ClassProbe;
@@ -177,20 +174,7 @@ impl<R: Runtime> Builder<R> {
         };
         let target = Arc::clone(&sem) as Arc<dyn LimitTarget>;
         let control = wiring.assemble(runtime.clone(), target, defaults).spawn();
-        let inner = Arc::new(Inner {
-            runtime,
-            sem,
-            bounds,
-            admitted: Counter::default(),
-            finished: Counter::default(),
-            failed: Counter::default(),
-            closing: AtomicBool::new(false),
-            idle: Event::new(),
-            control,
-            counters,
-            latency,
-            classes: Classes::default(),
-        });
+        let inner = Arc::new(Inner::new(runtime, sem, bounds, control, counters, latency));
         // A weak handle: the log lives in the loop, which the manager owns.
         let weak = Arc::downgrade(&inner);
         classes.set(move || {

@@ -238,7 +238,7 @@ impl<R: Runtime> Manager<R> {
                 permit
             }
         };
-        let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        let seq = inner.count_admission();
         // Shutdown began between the acquire and the count: it may not have seen this task, so
         // it must not run (SeqCst pairs with `shutdown`'s store and loads). The slot goes back
         // before the waiter is told, so that `in_flight` reads 0 once it wakes.
@@ -461,7 +461,7 @@ impl<R: Runtime> Manager<R> {
     #[inline(always)]
     fn admit_reserved(&self, permit: DetachedPermit) -> Option<Reserved> {
         let inner = &self.inner;
-        let seq = inner.admitted.0.fetch_add(1, Ordering::SeqCst);
+        let seq = inner.count_admission();
         // SeqCst pairs with `shutdown`'s store and loads, as in `run`.
         if inner.closing.load(Ordering::SeqCst) {
             self.admitted_after_shutdown(permit);
@@ -614,15 +614,11 @@ impl<R: Runtime> Manager<R> {
         inner.control.stop();
         async move {
             loop {
-                if inner.admitted.0.load(Ordering::SeqCst)
-                    == inner.finished.0.load(Ordering::SeqCst)
-                {
+                if inner.admitted(Ordering::SeqCst) == inner.finished.0.load(Ordering::SeqCst) {
                     break;
                 }
                 let listener = inner.idle.listen();
-                if inner.admitted.0.load(Ordering::SeqCst)
-                    == inner.finished.0.load(Ordering::SeqCst)
-                {
+                if inner.admitted(Ordering::SeqCst) == inner.finished.0.load(Ordering::SeqCst) {
                     break;
                 }
                 listener.await;

@@ -26,7 +26,10 @@ pub(super) struct Inner<R> {
     pub(super) sem: Arc<Semaphore>,
     /// The config's `[min_limit, max_limit]`, for a limit set by hand.
     pub(super) bounds: (usize, usize),
-    pub(super) admitted: Counter,
+    /// Admissions, when tasks are not timed; timed, they are counted in the latency recorder's
+    /// running total instead (one atomic add per task serves both), so read them through
+    /// [`admitted`](Self::admitted).
+    admitted: Counter,
     pub(super) finished: Counter,
     /// Only failures count here: the success path pays for no third counter.
     pub(super) failed: Counter,
@@ -39,9 +42,53 @@ pub(super) struct Inner<R> {
 }
 
 impl<R> Inner<R> {
+    /// What every handle shares; `admitted` counts from 0 (unless tasks are timed).
+    #[allow(clippy::too_many_arguments, reason = "the fields, each set once")]
+    pub(super) fn new(
+        runtime: R,
+        sem: Arc<Semaphore>,
+        bounds: (usize, usize),
+        control: LoopHandle,
+        counters: Arc<DecisionCounters>,
+        latency: Option<Arc<LatencyRecorder>>,
+    ) -> Self {
+        Self {
+            runtime,
+            sem,
+            bounds,
+            admitted: Counter::default(),
+            finished: Counter::default(),
+            failed: Counter::default(),
+            closing: AtomicBool::new(false),
+            idle: Event::new(),
+            control,
+            counters,
+            latency,
+            classes: Classes::default(),
+        }
+    }
+
+    /// Counts one admission; returns the count before it (the task's number, for sampling).
+    /// SeqCst: it pairs with `shutdown`'s store of `closing` and its loads of the counts.
+    #[inline(always)]
+    pub(super) fn count_admission(&self) -> u64 {
+        match &self.latency {
+            Some(recorder) => recorder.count_admission(Ordering::SeqCst),
+            None => self.admitted.0.fetch_add(1, Ordering::SeqCst),
+        }
+    }
+
+    /// Admissions so far (less those taken back).
+    pub(super) fn admitted(&self, ordering: Ordering) -> u64 {
+        match &self.latency {
+            Some(recorder) => recorder.counted_admissions(ordering),
+            None => self.admitted.0.load(ordering),
+        }
+    }
+
     /// Per class: admissions, refusals, waits ([`Stats::priorities`](crate::Stats::priorities)).
     pub(super) fn priorities(&self) -> Vec<PriorityStats> {
-        let admitted = self.admitted.0.load(Ordering::Relaxed);
+        let admitted = self.admitted(Ordering::Relaxed);
         self.classes
             .snapshot(admitted, |priority| self.sem.waiting_in(priority))
     }
@@ -61,7 +108,12 @@ impl<R> Inner<R> {
     /// `shutdown` waits for `admitted == finished`, and a finish read after its `admitted`
     /// snapshot missed this admission would stand in for a task still running.
     pub(super) fn unadmit(&self) {
-        self.admitted.0.fetch_sub(1, Ordering::SeqCst);
+        match &self.latency {
+            Some(recorder) => recorder.uncount_admission(Ordering::SeqCst),
+            None => {
+                self.admitted.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         // SeqCst pairs with `shutdown`'s store of `closing` and its loads of the counters.
         if self.closing.load(Ordering::SeqCst) {
             self.idle.notify(usize::MAX);
@@ -98,9 +150,12 @@ impl<R: Runtime> Inner<R> {
 
 /// The latency epochs' demand signal: tells the recorder whether this admission took the last
 /// free slot (the limit was reached), so the controller grows only a limit that is used.
+/// The admission itself is counted by [`Inner::count_admission`].
 pub(super) fn note_admission<R>(inner: &Inner<R>) {
     if let Some(recorder) = &inner.latency {
-        recorder.record_admission_in(stripe(), inner.sem.in_use(), inner.sem.limit());
+        if inner.sem.in_use() >= inner.sem.limit() {
+            recorder.note_limit_reached_in(stripe());
+        }
     }
 }
 
