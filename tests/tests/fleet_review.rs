@@ -113,3 +113,85 @@ fn redis_counts_every_permit_in_use_when_a_cut_lands_during_the_usage_read() {
     );
     budget.leave_blocking().unwrap();
 }
+
+/// A limit of the test's own: permits in use and waiting set by the test, the limit recorded.
+#[derive(Default)]
+struct Fixed {
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
+    waiting: AtomicUsize,
+}
+
+impl LimitTarget for Fixed {
+    fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::SeqCst);
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            limit: self.limit.load(Ordering::SeqCst),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            waiting: self.waiting.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Samples the member's `held` until `renewals` more renewals answered; the first sample below
+/// `in_use`, if any.
+fn lowest_held(
+    budget: &FleetBudget,
+    in_use: usize,
+    renewals: u64,
+) -> Option<ace_std::fleet::FleetState> {
+    let from = budget.state().renewals;
+    let mut low = None;
+    wait_for("more renewals", || {
+        let state = budget.state();
+        if state.held < in_use && low.is_none() {
+            low = Some(state.clone());
+        }
+        state.renewals >= from + renewals
+    });
+    low
+}
+
+/// Redis loses the member (`FLUSHALL` here; a lease that expired in Redis while the member was
+/// on its fallback is the same) while 20 permits are in use above a limit cut to 8. The member
+/// rejoins: renew.lua finds no `prev` for it and keeps only `max(grant, min(in_use, 0))`, the
+/// grant, although it reported 20 in use and claimed to hold them.
+#[test]
+fn redis_counts_the_permits_in_use_of_a_member_that_rejoins() {
+    let server = RedisServer::start();
+    let budget = FleetBudget::connect_blocking(FleetConfig {
+        url: server.url(),
+        prefix: "review-rejoin".to_owned(),
+        capacity: 40,
+        member_id: Some("m".to_owned()),
+        renew_interval: Duration::from_millis(100),
+        lease: Duration::from_millis(400),
+        safety_margin: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        ..FleetConfig::default()
+    })
+    .unwrap();
+    let inner = Arc::new(Fixed::default());
+    inner.waiting.store(100, Ordering::SeqCst);
+    let fleet = budget.target(Arc::clone(&inner) as Arc<dyn LimitTarget>);
+    fleet.set_limit(20);
+    wait_for("a limit of 20", || budget.state().limit == 20);
+    // 20 admitted, then the control loop cuts to 8: the 20 run on.
+    inner.in_flight.store(20, Ordering::SeqCst);
+    inner.waiting.store(0, Ordering::SeqCst);
+    fleet.set_limit(8);
+    // Known to Redis: it keeps min(in_use, prev) = 20 for the member.
+    let low = lowest_held(&budget, 20, 3);
+    assert!(low.is_none(), "before the flush: {low:?}");
+    assert_eq!(server.command(&["FLUSHALL"]), "+OK");
+    let low = lowest_held(&budget, 20, 4);
+    assert!(
+        low.is_none(),
+        "after the flush, Redis counted less for the member than the 20 permits it has in use: \
+         {low:?}"
+    );
+    budget.leave_blocking().unwrap();
+}
