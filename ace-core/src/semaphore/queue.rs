@@ -184,11 +184,12 @@ impl Queue {
         self.lent |= 1 << key;
     }
 
-    /// If no slot is free, frees the lent entries whose owners have left (`left(key)`: their
-    /// flag is lowered), so the slab grows only when every slot is really in use.
+    /// If no slot with a flag is free, frees the lent entries whose owners have left
+    /// (`left(key)`: their flag is lowered), so the slab grows only when every slot is really
+    /// in use, and a slot past the flags is used only when none with a flag can be.
     #[inline]
     pub(super) fn reclaim(&mut self, left: impl Fn(usize) -> bool) {
-        if self.free != NIL {
+        if self.lent == 0 || self.free < FAST {
             return;
         }
         let mut lent = self.lent;
