@@ -129,7 +129,13 @@ end
 
 -- Never more than is actually free: the others' held grants stand until they renew or expire.
 local grant = math.max(math.min(fair, capacity - others), 0)
-local keep = math.max(grant, math.min(in_use, prev))
+-- What it keeps beyond its grant is what it uses of what it held before: for a member Redis
+-- lost, what it says it held (its claim), which fit with the others' when it was granted.
+local before = prev
+if not known then
+  before = claimed
+end
+local keep = math.max(grant, math.min(in_use, before))
 redis.call('HSET', grants, id, keep)
 total = others + keep
 redis.call('SET', total_key, total)

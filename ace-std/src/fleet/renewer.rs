@@ -146,9 +146,11 @@ fn fall_back_if_expired(shared: &Shared, now: Duration) {
 
 /// One renewal with this member's usage; false if stopped meanwhile.
 async fn renew_once(client: &FleetClient, shared: &Shared, stop: &Shutdown) -> bool {
-    let usage = shared.target().map(|t| t.usage());
     let (want, in_use, held) = {
         let mut lease = shared.lease();
+        // Read under the lease lock, as `apply` sets the limit under it: read before it, the
+        // permits in use miss those admitted under a limit cut before the lock was taken.
+        let usage = shared.target().map(|t| t.usage());
         // In use: the permits held, or the limit in force if higher: until this renewal's
         // answer is applied, the member may take up to that many, so Redis must count them,
         // and the limit may not rise past them meanwhile.
