@@ -258,7 +258,7 @@ impl Queue {
 mod tests {
     use super::*;
 
-    /// Review (db87e1a): after a burst past the flagged slots, the slots past them sit on the
+    /// After a burst past the flagged slots, the slots past them sit on the
     /// free list while the flagged ones stay lent (their owners took their grants from the
     /// flags and left). `reclaim` runs only once the free list is empty, so with fewer waiters
     /// at a time than free slots past `FAST`, every later waiter gets a slot without a flag:

@@ -16,7 +16,11 @@
 //!   grant and the member count. Demand below the grant returns the rest to the fleet at the
 //!   next renewal.
 //! - a lease expires on the member's own clock a safety margin before Redis drops it, so a
-//!   paused or partitioned member stops using its grant before anyone else can take it.
+//!   paused or partitioned member stops relying on its grant before anyone else can take it: it
+//!   moves to its fallback limit (below), which Redis does not count. While the others still
+//!   reach Redis, the permits in use across the fleet may then exceed C by up to each cut-off
+//!   member's fallback limit (at first `min(C / members, grant)`, for one lease; then
+//!   `C / members`). Fail-open is the choice: a member that cannot reach Redis keeps working.
 //! - **Redis unreachable**: the member keeps what it reported in use (at most its grant: a
 //!   renewal that timed out may have run) until its lease expires, then falls back to a local
 //!   limit ([`Fallback`]: by default C / the last known member count), logs it, and

@@ -172,7 +172,11 @@ async fn renew_once(client: &FleetClient, shared: &Shared, stop: &Shutdown) -> b
     match result {
         Ok(r) => renewed(shared, &mut lease, sent, now, r),
         Err(e) => {
-            if lease.failed(in_use) {
+            let changed = lease.failed(in_use);
+            // The cap of the renewal in flight is gone: re-apply, or a rise it held back would
+            // wait for the next `set_limit` or expiry.
+            shared.apply(&lease);
+            if changed {
                 tracing::warn!(
                     target: "ace_std::fleet",
                     member = %shared.id,

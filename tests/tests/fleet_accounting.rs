@@ -1,10 +1,8 @@
-//! Review of 70bfb0e: what Redis counts for a member against the permits it really has in use,
-//! when a limit cut lands between the renewal's read of the usage and its look at the limit.
-//!
-//! The renewal reads `target.usage()` before it takes the lease lock (renewer.rs, `renew_once`),
-//! then reports `max(in_flight read then, limit in force now)`. Permits admitted under the old
-//! limit after the read, followed by a cut, are in use but not reported: Redis keeps
-//! `max(grant, min(in_use, prev))` for the member and gives the rest to others.
+//! What Redis counts for a member against the permits it really has in use: a limit cut that
+//! lands between a renewal's read of the usage and its look at the limit (the usage is read
+//! under the lease lock, as the limit is set under it), and a member Redis lost that rejoins
+//! with permits in use beyond its new grant (Redis keeps what it uses of what it claims to have
+//! held).
 #![allow(missing_docs, reason = "integration tests")]
 
 #[path = "common/redis.rs"]
@@ -72,7 +70,7 @@ fn redis_counts_every_permit_in_use_when_a_cut_lands_during_the_usage_read() {
     let server = RedisServer::start();
     let budget = FleetBudget::connect_blocking(FleetConfig {
         url: server.url(),
-        prefix: "review-cut".to_owned(),
+        prefix: "accounting-cut".to_owned(),
         capacity: 40,
         member_id: Some("m".to_owned()),
         renew_interval: Duration::from_millis(100),
@@ -164,7 +162,7 @@ fn redis_counts_the_permits_in_use_of_a_member_that_rejoins() {
     let server = RedisServer::start();
     let budget = FleetBudget::connect_blocking(FleetConfig {
         url: server.url(),
-        prefix: "review-rejoin".to_owned(),
+        prefix: "accounting-rejoin".to_owned(),
         capacity: 40,
         member_id: Some("m".to_owned()),
         renew_interval: Duration::from_millis(100),
