@@ -57,6 +57,22 @@ impl LimitTarget for CutAfterRead {
     }
 }
 
+/// A member "m" of a budget of 40, renewing every 100 ms.
+fn member(server: &RedisServer, prefix: &str) -> FleetBudget {
+    FleetBudget::connect_blocking(FleetConfig {
+        url: server.url(),
+        prefix: prefix.to_owned(),
+        capacity: 40,
+        member_id: Some("m".to_owned()),
+        renew_interval: Duration::from_millis(100),
+        lease: Duration::from_millis(400),
+        safety_margin: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        ..FleetConfig::default()
+    })
+    .unwrap()
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -68,18 +84,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn redis_counts_every_permit_in_use_when_a_cut_lands_during_the_usage_read() {
     let server = RedisServer::start();
-    let budget = FleetBudget::connect_blocking(FleetConfig {
-        url: server.url(),
-        prefix: "accounting-cut".to_owned(),
-        capacity: 40,
-        member_id: Some("m".to_owned()),
-        renew_interval: Duration::from_millis(100),
-        lease: Duration::from_millis(400),
-        safety_margin: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
-        ..FleetConfig::default()
-    })
-    .unwrap();
+    let budget = member(&server, "accounting-cut");
     let inner = Arc::new(CutAfterRead::default());
     inner.waiting.store(100, Ordering::SeqCst);
     let fleet = budget.target(Arc::clone(&inner) as Arc<dyn LimitTarget>);
@@ -155,23 +160,12 @@ fn lowest_held(
 
 /// Redis loses the member (`FLUSHALL` here; a lease that expired in Redis while the member was
 /// on its fallback is the same) while 20 permits are in use above a limit cut to 8. The member
-/// rejoins: renew.lua finds no `prev` for it and keeps only `max(grant, min(in_use, 0))`, the
-/// grant, although it reported 20 in use and claimed to hold them.
+/// rejoins: renew.lua has no `prev` for it, and must still count the 20 it reported in use
+/// (at most what it claims to have held), not only its new grant.
 #[test]
 fn redis_counts_the_permits_in_use_of_a_member_that_rejoins() {
     let server = RedisServer::start();
-    let budget = FleetBudget::connect_blocking(FleetConfig {
-        url: server.url(),
-        prefix: "accounting-rejoin".to_owned(),
-        capacity: 40,
-        member_id: Some("m".to_owned()),
-        renew_interval: Duration::from_millis(100),
-        lease: Duration::from_millis(400),
-        safety_margin: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
-        ..FleetConfig::default()
-    })
-    .unwrap();
+    let budget = member(&server, "accounting-rejoin");
     let inner = Arc::new(Fixed::default());
     inner.waiting.store(100, Ordering::SeqCst);
     let fleet = budget.target(Arc::clone(&inner) as Arc<dyn LimitTarget>);
