@@ -43,7 +43,6 @@ pub(super) struct Inner<R> {
 
 impl<R> Inner<R> {
     /// What every handle shares; `admitted` counts from 0 (unless tasks are timed).
-    #[allow(clippy::too_many_arguments, reason = "the fields, each set once")]
     pub(super) fn new(
         runtime: R,
         sem: Arc<Semaphore>,
